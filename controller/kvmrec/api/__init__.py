@@ -1,0 +1,1 @@
+"""The API: kinds, their schemas (loaded from ``crds/``), and manifest parsing."""

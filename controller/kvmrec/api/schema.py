@@ -1,0 +1,238 @@
+"""Kinds and their schemas, loaded from the CRD files in ``crds/``.
+
+Each ``crds/*.yaml`` is a CustomResourceDefinition-style document whose
+``openAPIV3Schema`` is the one source of truth for a kind: validation here, defaults,
+and ``kvmrec explain``. Validation is JSON Schema (draft 7) with every object closed
+(``additionalProperties: false``), so a misspelt field is an error instead of being dropped.
+Errors are turned into ``ManifestProblem``s whose field is a dotted path
+(``spec.disks[0].path``) and whose reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+GROUP = "kvmrec.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+@dataclass(frozen=True)
+class KindSchema:
+    """One kind: its name, where its CRD lives, and a validator for its schema."""
+
+    kind: str
+    plural: str
+    source: Path
+    schema: Mapping[str, Any]
+    validator: jsonschema.protocols.Validator
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    """One validation failure: the dotted field path and why it failed."""
+
+    field: str
+    reason: str
+    path: tuple[str | int, ...]
+
+
+def crds_dir() -> Path:
+    """Where the CRDs are: $KVMREC_CRDS, else ``crds/`` of the source tree."""
+    env = os.environ.get("KVMREC_CRDS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "crds"
+
+
+@functools.cache
+def registry() -> Mapping[str, KindSchema]:
+    """Every known kind by name, loaded once from ``crds_dir()``."""
+    kinds: dict[str, KindSchema] = {}
+    directory = crds_dir()
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise FileNotFoundError(f"no CRD files in {directory}")
+    for path in files:
+        crd = yaml.safe_load(path.read_text())
+        spec = crd["spec"]
+        version = next(v for v in spec["versions"] if v["name"] == VERSION)
+        schema = version["schema"]["openAPIV3Schema"]
+        jsonschema.Draft7Validator.check_schema(schema)
+        kind = spec["names"]["kind"]
+        kinds[kind] = KindSchema(
+            kind=kind,
+            plural=spec["names"]["plural"],
+            source=path,
+            schema=schema,
+            validator=jsonschema.Draft7Validator(schema),
+        )
+    return kinds
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """``('spec', 'disks', 0, 'path')`` -> ``spec.disks[0].path``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(document)"
+
+
+def validate(kind: KindSchema, document: Mapping[str, Any]) -> list[SchemaProblem]:
+    """Every problem with ``document`` against the kind's schema, in document order."""
+    problems = [_explain(error) for error in kind.validator.iter_errors(document)]
+    return sorted(problems, key=lambda p: format_path(p.path))
+
+
+def _explain(error: jsonschema.ValidationError) -> SchemaProblem:
+    path: tuple[str | int, ...] = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    instance = error.instance
+    match error.validator:
+        case "additionalProperties" if isinstance(instance, Mapping):
+            known = set(schema.get("properties", {}))
+            extra = sorted(str(k) for k in instance if k not in known)
+            field_path = (*path, extra[0]) if extra else path
+            names = ", ".join(extra)
+            allowed = ", ".join(sorted(known))
+            return SchemaProblem(
+                format_path(field_path), f"unknown field {names} (allowed: {allowed})", field_path
+            )
+        case "required":
+            missing = str(error.validator_value[0]) if error.validator_value else "?"
+            for name in error.validator_value:
+                if isinstance(instance, Mapping) and name not in instance:
+                    missing = str(name)
+                    break
+            return SchemaProblem(format_path((*path, missing)), "is required", (*path, missing))
+        case "enum":
+            options = ", ".join(str(v) for v in error.validator_value)
+            return SchemaProblem(
+                format_path(path), f"must be one of {options} (got {instance!r})", path
+            )
+        case "type":
+            wanted = error.validator_value
+            wanted_text = " or ".join(wanted) if isinstance(wanted, list) else str(wanted)
+            return SchemaProblem(
+                format_path(path),
+                f"must be {wanted_text} (got {_type_name(instance)} {instance!r})",
+                path,
+            )
+        case "pattern":
+            # A CRD may say in words what its pattern means (x-kvmrec-pattern-message).
+            meaning = schema.get("x-kvmrec-pattern-message")
+            reason = f"{instance!r} {meaning}" if meaning else (
+                f"{instance!r} does not match {error.validator_value}"
+            )
+            return SchemaProblem(format_path(path), reason, path)
+        case "minimum" | "maximum" | "minItems" | "maxItems" | "minLength" | "maxLength":
+            return SchemaProblem(format_path(path), error.message, path)
+        case _:
+            return SchemaProblem(format_path(path), error.message, path)
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def with_defaults(kind: KindSchema, document: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a valid ``document`` with every schema default filled in."""
+    result = copy.deepcopy(dict(document))
+    _fill(kind.schema, result, kind.schema)
+    return result
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if not ref:
+        return schema
+    node: Any = root
+    for part in str(ref).removeprefix("#/").split("/"):
+        node = node[part]
+    merged = dict(node)
+    merged.update({k: v for k, v in schema.items() if k != "$ref"})
+    return merged
+
+
+def _fill(schema: Mapping[str, Any], value: Any, root: Mapping[str, Any]) -> None:
+    schema = _resolve(schema, root)
+    if isinstance(value, dict):
+        for name, prop in schema.get("properties", {}).items():
+            prop = _resolve(prop, root)
+            if name not in value and "default" in prop:
+                value[name] = copy.deepcopy(prop["default"])
+            if name in value:
+                _fill(prop, value[name], root)
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            _fill(schema["items"], item, root)
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One field of a kind, for ``kvmrec explain``."""
+
+    path: str
+    type: str
+    required: bool
+    default: Any
+    description: str
+    enum: tuple[Any, ...] | None
+
+
+def fields(kind: KindSchema) -> Iterator[FieldDoc]:
+    """Every field of a kind, depth first, for documentation."""
+    yield from _walk(kind.schema, (), kind.schema, required=True)
+
+
+def _walk(
+    schema: Mapping[str, Any], path: tuple[str, ...], root: Mapping[str, Any], *, required: bool
+) -> Iterator[FieldDoc]:
+    schema = _resolve(schema, root)
+    if path:
+        kind = schema.get("type", "object")
+        yield FieldDoc(
+            path=".".join(path),
+            type="|".join(kind) if isinstance(kind, list) else str(kind),
+            required=required,
+            default=schema.get("default"),
+            description=" ".join(str(schema.get("description", "")).split()),
+            enum=tuple(schema["enum"]) if "enum" in schema else None,
+        )
+    needed = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        yield from _walk(prop, (*path, name), root, required=name in needed)
+    items = schema.get("items")
+    if isinstance(items, Mapping):
+        yield from _walk_items(items, path, root)
+
+
+def _walk_items(
+    items: Mapping[str, Any], path: tuple[str, ...], root: Mapping[str, Any]
+) -> Iterator[FieldDoc]:
+    items = _resolve(items, root)
+    needed = set(items.get("required", []))
+    base = (*path[:-1], path[-1] + "[]") if path else ("[]",)
+    for name, prop in items.get("properties", {}).items():
+        yield from _walk(prop, (*base, name), root, required=name in needed)

@@ -1,0 +1,60 @@
+"""The interface of a store: what the service, reconcilers and CLI may ask of one.
+
+Implementations must be safe to call from several worker threads at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.store.records import (
+    ApplyResult,
+    Event,
+    Revision,
+    SourceError,
+    Status,
+    StoredObject,
+)
+
+
+class StoreError(Exception):
+    """The store cannot be read or written (missing, locked, read-only, full)."""
+
+
+class Store(Protocol):
+    def apply(self, manifest: Manifest, now: datetime) -> ApplyResult:
+        """Store a manifest's desired state; a new spec digest is a new generation and revision."""
+
+    def mark_deleting(self, key: ObjectKey, now: datetime) -> bool:
+        """Record that an object's manifest is gone; False if it was unknown or already so."""
+
+    def remove(self, key: ObjectKey) -> None:
+        """Forget an object (after its live counterpart was deleted or orphaned)."""
+
+    def get(self, key: ObjectKey) -> StoredObject | None: ...
+
+    def list(self, kind: str | None = None) -> Sequence[StoredObject]: ...
+
+    def revisions(self, key: ObjectKey) -> Sequence[Revision]: ...
+
+    def get_status(self, key: ObjectKey) -> Status | None: ...
+
+    def statuses(self) -> Mapping[ObjectKey, Status]: ...
+
+    def put_status(self, key: ObjectKey, status: Status) -> None: ...
+
+    def add_event(
+        self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
+    ) -> None: ...
+
+    def events(self, key: ObjectKey | None = None, limit: int = 100) -> Sequence[Event]: ...
+
+    def set_source_errors(self, errors: Mapping[str, str], now: datetime) -> None:
+        """Replace the list of manifest files in error (an empty mapping clears it)."""
+
+    def source_errors(self) -> Sequence[SourceError]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,127 @@
+"""The records a store keeps: objects with their revisions, status, events, source errors.
+
+Plain frozen dataclasses, free of any database library, so the engine, reconcilers and CLI
+can pass them around and tests can build them by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from kvmrec.api.kinds import ObjectKey
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """The desired state of one object, as last accepted from its manifest."""
+
+    key: ObjectKey
+    uid: str
+    generation: int
+    digest: str
+    spec: Mapping[str, Any]
+    source: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    deleting: bool = False  # its manifest is gone; the reconciler removes it, then the store
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What storing a manifest changed."""
+
+    generation: int
+    changed: bool  # spec, labels, annotations, source, or a deletion was undone
+    created: bool
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One accepted version of an object's spec."""
+
+    key: ObjectKey
+    generation: int
+    digest: str
+    spec: Mapping[str, Any]
+    source: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A Kubernetes-style condition."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str  # CamelCase
+    message: str
+    last_transition_time: datetime
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One field where the live object differs from the manifest."""
+
+    field: str
+    desired: Any
+    actual: Any
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the last reconcile of an object found and did."""
+
+    observed_generation: int = 0
+    conditions: Sequence[Condition] = ()
+    drift: Sequence[Drift] = ()
+    last_reconcile_time: datetime | None = None
+    last_error: str | None = None
+    retries: int = 0
+    details: Mapping[str, Any] = field(default_factory=dict)  # e.g. the libvirt state
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def is_true(self, type_: str) -> bool:
+        cond = self.condition(type_)
+        return cond is not None and cond.status == "True"
+
+    def with_condition(
+        self, type_: str, status: str, reason: str, message: str, now: datetime
+    ) -> Status:
+        """A copy with one condition set; its transition time moves only when status does."""
+        old = self.condition(type_)
+        since = old.last_transition_time if old and old.status == status else now
+        new = Condition(type_, status, reason, message, since)
+        others = [c for c in self.conditions if c.type != type_]
+        ordered = sorted([*others, new], key=lambda c: _CONDITION_ORDER.get(c.type, 99))
+        return replace(self, conditions=tuple(ordered))
+
+    def without_condition(self, type_: str) -> Status:
+        return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
+
+
+_CONDITION_ORDER = {"Ready": 0, "Synced": 1, "RestartRequired": 2, "Degraded": 3}
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to an object, kept for ``kvmrec events``."""
+
+    time: datetime
+    key: ObjectKey | None
+    type: str  # "Normal" | "Warning"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """A manifest file that could not be applied, and why."""
+
+    source: str
+    message: str
+    time: datetime

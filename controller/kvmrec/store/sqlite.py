@@ -1,0 +1,451 @@
+"""The single-host store: one sqlite file, written through peewee, in WAL mode.
+
+Tables: ``objects`` (desired state, one row per kind/name), ``revisions`` (every accepted
+spec), ``statuses``, ``events``, ``source_errors``, and ``meta`` holding the schema version.
+``MIGRATIONS`` is an ordered list; opening a file applies the ones it has not seen, in one
+transaction each, so an old state file is upgraded in place and a newer one is refused.
+
+sqlite allows one writer at a time; writes are serialised by a lock here (cheaper than
+retrying on SQLITE_BUSY) and readers never block thanks to WAL. Each thread gets its own
+connection (peewee's default).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import peewee
+
+from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.store.base import StoreError
+from kvmrec.store.records import (
+    ApplyResult,
+    Condition,
+    Drift,
+    Event,
+    Revision,
+    SourceError,
+    Status,
+    StoredObject,
+)
+
+SCHEMA_VERSION = 1
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class _Tables:
+    """The peewee models, bound to one database (so tests can open several stores)."""
+
+    def __init__(self, db: peewee.SqliteDatabase) -> None:
+        class Base(peewee.Model):
+            class Meta:
+                database = db
+
+        class Meta(Base):
+            key = peewee.TextField(primary_key=True)
+            value = peewee.TextField()
+
+            class Meta:
+                table_name = "meta"
+
+        class Object(Base):
+            kind = peewee.TextField()
+            name = peewee.TextField()
+            uid = peewee.TextField()
+            generation = peewee.IntegerField()
+            digest = peewee.TextField()
+            spec = peewee.TextField()
+            labels = peewee.TextField(default="{}")
+            annotations = peewee.TextField(default="{}")
+            source = peewee.TextField()
+            deleting = peewee.BooleanField(default=False)
+            created = peewee.TextField()
+            updated = peewee.TextField()
+
+            class Meta:
+                table_name = "objects"
+                indexes = ((("kind", "name"), True),)
+
+        class RevisionRow(Base):
+            kind = peewee.TextField()
+            name = peewee.TextField()
+            generation = peewee.IntegerField()
+            digest = peewee.TextField()
+            spec = peewee.TextField()
+            source = peewee.TextField()
+            time = peewee.TextField()
+
+            class Meta:
+                table_name = "revisions"
+                indexes = ((("kind", "name", "generation"), False),)
+
+        class StatusRow(Base):
+            kind = peewee.TextField()
+            name = peewee.TextField()
+            body = peewee.TextField()
+
+            class Meta:
+                table_name = "statuses"
+                indexes = ((("kind", "name"), True),)
+
+        class EventRow(Base):
+            kind = peewee.TextField(null=True)
+            name = peewee.TextField(null=True)
+            type = peewee.TextField()
+            reason = peewee.TextField()
+            message = peewee.TextField()
+            time = peewee.TextField()
+
+            class Meta:
+                table_name = "events"
+                indexes = ((("kind", "name"), False),)
+
+        class SourceErrorRow(Base):
+            source = peewee.TextField(primary_key=True)
+            message = peewee.TextField()
+            time = peewee.TextField()
+
+            class Meta:
+                table_name = "source_errors"
+
+        self.meta = Meta
+        self.objects = Object
+        self.revisions = RevisionRow
+        self.statuses = StatusRow
+        self.events = EventRow
+        self.source_errors = SourceErrorRow
+
+    def all(self) -> list[type[peewee.Model]]:
+        return [
+            self.meta,
+            self.objects,
+            self.revisions,
+            self.statuses,
+            self.events,
+            self.source_errors,
+        ]
+
+
+def _migrate_1(tables: _Tables) -> None:
+    tables.meta._meta.database.create_tables(tables.all())
+
+
+# Migration N brings a state file from schema version N-1 to N. Append; never edit.
+MIGRATIONS: list[Callable[[_Tables], None]] = [_migrate_1]
+
+
+class SqliteStore:
+    """A ``Store`` in one sqlite file."""
+
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(f"{self.path}: no state file (has `kvmrec run` ever run here?)")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = peewee.SqliteDatabase(
+            str(self.path),
+            pragmas={
+                "journal_mode": "wal",
+                # NORMAL in WAL mode is durable against process crashes, which is what a
+                # kill -9 of the service is; only a power cut can lose the last commits.
+                "synchronous": "normal",
+                "busy_timeout": 10_000,
+            },
+            check_same_thread=False,
+        )
+        self._tables = _Tables(self._db)
+        self._write = threading.Lock()
+        try:
+            self._db.connect(reuse_if_open=True)
+            self._migrate()
+        except peewee.DatabaseError as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    # -- schema --------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        if not self._tables.meta.table_exists():
+            return 0
+        row = self._tables.meta.get_or_none(self._tables.meta.key == "schema_version")
+        return int(row.value) if row else 0
+
+    def _migrate(self) -> None:
+        with self._write:
+            current = self.schema_version()
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path}: schema version {current} is newer than this kvmrec "
+                    f"({len(MIGRATIONS)}); upgrade kvmrec"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                with self._db.atomic():
+                    MIGRATIONS[version - 1](self._tables)
+                    self._tables.meta.replace(key="schema_version", value=str(version)).execute()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._write:
+            try:
+                with self._db.atomic():
+                    yield
+            except peewee.OperationalError as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
+
+    # -- objects -------------------------------------------------------------------------
+
+    def apply(self, manifest: Manifest, now: datetime) -> ApplyResult:
+        t = self._tables
+        digest = manifest.digest
+        spec = _dump(manifest.spec)
+        labels = _dump(dict(manifest.labels))
+        annotations = _dump(dict(manifest.annotations))
+        key = manifest.key
+        with self._writing():
+            row = t.objects.get_or_none(t.objects.kind == key.kind, t.objects.name == key.name)
+            if row is None:
+                t.objects.create(
+                    kind=key.kind,
+                    name=key.name,
+                    uid=str(uuid.uuid4()),
+                    generation=1,
+                    digest=digest,
+                    spec=spec,
+                    labels=labels,
+                    annotations=annotations,
+                    source=manifest.source,
+                    deleting=False,
+                    created=_time(now),
+                    updated=_time(now),
+                )
+                self._revision(key, 1, digest, spec, manifest.source, now)
+                return ApplyResult(generation=1, changed=True, created=True)
+            changed = (
+                row.digest != digest
+                or row.labels != labels
+                or row.annotations != annotations
+                or row.source != manifest.source
+                or row.deleting
+            )
+            if not changed:
+                return ApplyResult(generation=row.generation, changed=False, created=False)
+            if row.digest != digest:
+                row.generation += 1
+                self._revision(key, row.generation, digest, spec, manifest.source, now)
+            row.digest, row.spec, row.labels, row.annotations = digest, spec, labels, annotations
+            row.source, row.deleting, row.updated = manifest.source, False, _time(now)
+            row.save()
+            return ApplyResult(generation=row.generation, changed=True, created=False)
+
+    def _revision(
+        self, key: ObjectKey, generation: int, digest: str, spec: str, source: str, now: datetime
+    ) -> None:
+        self._tables.revisions.create(
+            kind=key.kind,
+            name=key.name,
+            generation=generation,
+            digest=digest,
+            spec=spec,
+            source=source,
+            time=_time(now),
+        )
+
+    def mark_deleting(self, key: ObjectKey, now: datetime) -> bool:
+        t = self._tables
+        with self._writing():
+            updated = (
+                t.objects.update(deleting=True, updated=_time(now))
+                .where(
+                    (t.objects.kind == key.kind)
+                    & (t.objects.name == key.name)
+                    & (t.objects.deleting == False)  # noqa: E712 (peewee expression)
+                )
+                .execute()
+            )
+        return bool(updated)
+
+    def remove(self, key: ObjectKey) -> None:
+        t = self._tables
+        with self._writing():
+            t.objects.delete().where(
+                (t.objects.kind == key.kind) & (t.objects.name == key.name)
+            ).execute()
+            t.statuses.delete().where(
+                (t.statuses.kind == key.kind) & (t.statuses.name == key.name)
+            ).execute()
+
+    def _object(self, row: Any) -> StoredObject:
+        return StoredObject(
+            key=ObjectKey(row.kind, row.name),
+            uid=row.uid,
+            generation=row.generation,
+            digest=row.digest,
+            spec=json.loads(row.spec),
+            source=row.source,
+            labels=json.loads(row.labels),
+            annotations=json.loads(row.annotations),
+            deleting=bool(row.deleting),
+        )
+
+    def get(self, key: ObjectKey) -> StoredObject | None:
+        t = self._tables
+        row = t.objects.get_or_none(t.objects.kind == key.kind, t.objects.name == key.name)
+        return self._object(row) if row else None
+
+    def list(self, kind: str | None = None) -> Sequence[StoredObject]:
+        t = self._tables
+        query = t.objects.select().order_by(t.objects.kind, t.objects.name)
+        if kind is not None:
+            query = query.where(t.objects.kind == kind)
+        return [self._object(row) for row in query]
+
+    def revisions(self, key: ObjectKey) -> Sequence[Revision]:
+        t = self._tables
+        query = (
+            t.revisions.select()
+            .where((t.revisions.kind == key.kind) & (t.revisions.name == key.name))
+            .order_by(t.revisions.generation, t.revisions.id)
+        )
+        return [
+            Revision(
+                key=key,
+                generation=row.generation,
+                digest=row.digest,
+                spec=json.loads(row.spec),
+                source=row.source,
+                time=datetime.fromisoformat(row.time),
+            )
+            for row in query
+        ]
+
+    # -- status --------------------------------------------------------------------------
+
+    def get_status(self, key: ObjectKey) -> Status | None:
+        t = self._tables
+        row = t.statuses.get_or_none(t.statuses.kind == key.kind, t.statuses.name == key.name)
+        return _status_from(json.loads(row.body)) if row else None
+
+    def statuses(self) -> Mapping[ObjectKey, Status]:
+        t = self._tables
+        return {
+            ObjectKey(row.kind, row.name): _status_from(json.loads(row.body))
+            for row in t.statuses.select()
+        }
+
+    def put_status(self, key: ObjectKey, status: Status) -> None:
+        t = self._tables
+        with self._writing():
+            t.statuses.replace(kind=key.kind, name=key.name, body=_dump(_status_to(status))).execute()
+
+    # -- events and errors ---------------------------------------------------------------
+
+    def add_event(
+        self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        with self._writing():
+            self._tables.events.create(
+                kind=key.kind if key else None,
+                name=key.name if key else None,
+                type=type_,
+                reason=reason,
+                message=message,
+                time=_time(now),
+            )
+
+    def events(self, key: ObjectKey | None = None, limit: int = 100) -> Sequence[Event]:
+        t = self._tables
+        query = t.events.select().order_by(t.events.id.desc()).limit(limit)
+        if key is not None:
+            query = query.where((t.events.kind == key.kind) & (t.events.name == key.name))
+        rows = list(query)[::-1]
+        return [
+            Event(
+                time=datetime.fromisoformat(row.time),
+                key=ObjectKey(row.kind, row.name) if row.kind else None,
+                type=row.type,
+                reason=row.reason,
+                message=row.message,
+            )
+            for row in rows
+        ]
+
+    def set_source_errors(self, errors: Mapping[str, str], now: datetime) -> None:
+        t = self._tables
+        with self._writing():
+            old = {row.source: row for row in t.source_errors.select()}
+            if {s: r.message for s, r in old.items()} == dict(errors):
+                return
+            t.source_errors.delete().execute()
+            for source, message in sorted(errors.items()):
+                since = old[source].time if source in old and old[source].message == message else _time(now)
+                t.source_errors.create(source=source, message=message, time=since)
+
+    def source_errors(self) -> Sequence[SourceError]:
+        t = self._tables
+        return [
+            SourceError(row.source, row.message, datetime.fromisoformat(row.time))
+            for row in t.source_errors.select().order_by(t.source_errors.source)
+        ]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _status_to(status: Status) -> dict[str, Any]:
+    return {
+        "observedGeneration": status.observed_generation,
+        "conditions": [
+            {
+                "type": c.type,
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": _time(c.last_transition_time),
+            }
+            for c in status.conditions
+        ],
+        "drift": [{"field": d.field, "desired": d.desired, "actual": d.actual} for d in status.drift],
+        "lastReconcileTime": _time(status.last_reconcile_time) if status.last_reconcile_time else None,
+        "lastError": status.last_error,
+        "retries": status.retries,
+        "details": dict(status.details),
+    }
+
+
+def _status_from(body: Mapping[str, Any]) -> Status:
+    return Status(
+        observed_generation=body.get("observedGeneration", 0),
+        conditions=tuple(
+            Condition(
+                type=c["type"],
+                status=c["status"],
+                reason=c["reason"],
+                message=c["message"],
+                last_transition_time=datetime.fromisoformat(c["lastTransitionTime"]),
+            )
+            for c in body.get("conditions", [])
+        ),
+        drift=tuple(Drift(d["field"], d["desired"], d["actual"]) for d in body.get("drift", [])),
+        last_reconcile_time=_parse_time(body.get("lastReconcileTime")),
+        last_error=body.get("lastError"),
+        retries=body.get("retries", 0),
+        details=body.get("details", {}),
+    )
