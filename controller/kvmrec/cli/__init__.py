@@ -1,0 +1,1 @@
+"""The ``kvmrec`` command: one module per subcommand, dispatched from ``main``."""

@@ -1,0 +1,52 @@
+"""``kvmrec``: argument parsing, logging set-up and dispatch to one module per command.
+
+Exit codes, shared by every command: 0 all synced and valid, 2 drift, not ready, changes
+pending or an invalid manifest, 1 kvmrec itself failed (no state file, cannot connect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from kvmrec import __version__
+from kvmrec.cli import explain, run, status, validate
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CHANGES = 2
+
+_COMMANDS = (run, status, validate, explain)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvmrec",
+        description="Declarative, self-healing reconciling controller for KVM hosts.",
+    )
+    parser.add_argument("--version", action="version", version=f"kvmrec {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _COMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

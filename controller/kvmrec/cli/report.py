@@ -1,0 +1,123 @@
+"""The status report: objects with their conditions and drift, and manifest errors.
+
+Built from the store alone (``kvmrec status`` needs no libvirt connection) in the JSON
+shape of the contract in DESIGN.md, then rendered as a table, JSON or YAML. The exit code
+follows from it: 0 when every object is synced and ready and no manifest is in error, 2
+otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from kvmrec.store.base import Store
+from kvmrec.store.records import Status
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
+    statuses = store.statuses()
+    objects = []
+    for obj in store.list():
+        if only is not None and (obj.key.kind, obj.key.name) != only:
+            continue
+        status = statuses.get(obj.key) or Status()
+        synced = (
+            not obj.deleting
+            and status.observed_generation == obj.generation
+            and status.is_true("Synced")
+        )
+        objects.append(
+            {
+                "kind": obj.key.kind,
+                "name": obj.key.name,
+                "generation": obj.generation,
+                "observedGeneration": status.observed_generation,
+                "synced": synced,
+                "ready": status.is_true("Ready") and not obj.deleting,
+                "deleting": obj.deleting,
+                "conditions": [
+                    {
+                        "type": c.type,
+                        "status": c.status,
+                        "reason": c.reason,
+                        "message": c.message,
+                        "lastTransitionTime": _time(c.last_transition_time),
+                    }
+                    for c in status.conditions
+                ],
+                "drift": [
+                    {"field": d.field, "desired": d.desired, "actual": d.actual}
+                    for d in status.drift
+                ],
+                "source": obj.source,
+                "lastReconcileTime": _time(status.last_reconcile_time),
+                "lastError": status.last_error,
+                "retries": status.retries,
+                "state": status.details.get("state"),
+            }
+        )
+    errors = [
+        {"source": e.source, "message": e.message, "since": _time(e.time)}
+        for e in store.source_errors()
+    ]
+    return {"objects": objects, "errors": errors}
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    healthy = all(o["synced"] and o["ready"] and not o["drift"] for o in report["objects"])
+    return 0 if healthy and not report["errors"] else 2
+
+
+def render(report: dict[str, Any], output: str) -> str:
+    if output == "json":
+        return json.dumps(report, indent=2, default=str)
+    if output == "yaml":
+        return yaml.safe_dump(report, sort_keys=False, default_flow_style=False)
+    return table(report)
+
+
+def _condition_summary(obj: dict[str, Any]) -> str:
+    for cond in obj["conditions"]:
+        bad = (cond["status"] == "True") == (cond["type"] in ("RestartRequired", "Degraded"))
+        if bad:
+            return f"{cond['type']}={cond['status']} {cond['reason']}"
+    return ""
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = [["KIND", "NAME", "STATE", "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]]
+    for obj in report["objects"]:
+        drift = ", ".join(
+            f"{d['field']}: {d['actual']!s} -> {d['desired']!s}" for d in obj["drift"]
+        )
+        message = "deleting" if obj["deleting"] else (obj["lastError"] or _condition_summary(obj))
+        rows.append(
+            [
+                obj["kind"],
+                obj["name"],
+                str(obj["state"] or "-"),
+                "yes" if obj["ready"] else "no",
+                "yes" if obj["synced"] else "no",
+                f"{obj['observedGeneration']}/{obj['generation']}",
+                drift or "-",
+                message,
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    ]
+    if not report["objects"]:
+        lines.append("(no objects)")
+    for error in report["errors"]:
+        lines.append(f"error: {error['source']}: {error['message']}")
+    return "\n".join(line.rstrip() for line in lines)

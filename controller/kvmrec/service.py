@@ -1,0 +1,201 @@
+"""The service: sources, store, engine and backends wired together.
+
+    manifest directory --(watchdog, debounce, rescan)--> ManifestSync --> store
+                                                              |
+    libvirt lifecycle events ---------------------------+     | changed keys
+    periodic resync (only keys whose domain moved) -----+--> WorkQueue --> Workers
+    libvirt reconnect (relist everything) --------------+        |
+                                                                 v
+                                                  reconcilers (Domain) --> libvirt
+
+``Service.start`` brings everything up and queues every stored key once (the desired state
+survives restarts in the store, so a service killed mid-converge finishes the work);
+``stop`` drains in-flight reconciles within the settings' budget. ``converge`` is the
+``run --once`` mode: one pass, waiting until every object settles or the timeout passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from kvmrec.api.kinds import ObjectKey
+from kvmrec.backends.hypervisor import Hypervisor, Unavailable
+from kvmrec.engine import backoff as backoffs
+from kvmrec.engine import clock as clocks
+from kvmrec.engine import queue as queues
+from kvmrec.engine import workers as engine
+from kvmrec.reconcilers.domain import DomainReconciler
+from kvmrec.settings import Settings
+from kvmrec.sources.directory import DirectorySource, Snapshot, scan
+from kvmrec.sources.manifests import ManifestSync
+from kvmrec.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+class _LogObserver:
+    """Logs every failed reconcile with its key, once per attempt."""
+
+    def on_success(self, key: ObjectKey, result: engine.Result, duration: float) -> None:
+        log.debug("%s: reconciled in %.3fs", key, duration)
+
+    def on_error(
+        self, key: ObjectKey, exc: Exception, retries: int, permanent: bool, delay: float | None
+    ) -> None:
+        if permanent:
+            log.warning("%s: %s (waiting for a change)", key, exc)
+        else:
+            log.warning("%s: %s (retry %d in %.1fs)", key, exc, retries, delay or 0.0)
+
+
+class Service:
+    """One kvmrec controller on one host."""
+
+    def __init__(self, settings: Settings, *, clock: clocks.Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or clocks.SystemClock()
+        self.store = SqliteStore(settings.state)
+        self.queue: queues.WorkQueue[ObjectKey] = queues.WorkQueue(
+            clock=self.clock, backoff=backoffs.Backoff(settings.backoff)
+        )
+        self.hypervisor = Hypervisor(
+            settings.connect,
+            on_domain_event=self._domain_event,
+            on_reconnect=self._relist,
+        )
+        self.domains = DomainReconciler(self.store, self.hypervisor, self.clock)
+        self._reconcilers: dict[str, Callable[[ObjectKey], engine.Result]] = {
+            self.domains.kind: self.domains.reconcile,
+        }
+        self.workers = engine.Workers(
+            self.queue, self._reconcile, count=settings.workers, observer=_LogObserver()
+        )
+        self.sync = ManifestSync(
+            self.store, self.clock, allow_mass_delete=settings.allow_mass_delete
+        )
+        self._keys_lock = threading.Lock()
+        self._keys: set[ObjectKey] = set()
+        self._sync_lock = threading.Lock()
+        self.resync = engine.Resync(self.queue, self._resync_keys, period=settings.resync)
+        self.source: DirectorySource | None = None
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def _reconcile(self, key: ObjectKey) -> engine.Result:
+        reconcile = self._reconcilers.get(key.kind)
+        if reconcile is None:
+            raise engine.PermanentError(f"no reconciler for kind {key.kind}")
+        return reconcile(key)
+
+    def _domain_event(self, name: str) -> None:
+        # Called on libvirt's event thread: enqueue and return, nothing else.
+        key = ObjectKey("Domain", name)
+        with self._keys_lock:
+            known = key in self._keys
+        if known:
+            self.queue.add(key)
+
+    def _relist(self) -> None:
+        """After a reconnect: events were lost while libvirt was away, so look at everything."""
+        for key in self._all_keys():
+            self.queue.add(key)
+
+    def _all_keys(self) -> list[ObjectKey]:
+        keys = [obj.key for obj in self.store.list()]
+        with self._keys_lock:
+            self._keys = set(keys)
+        return keys
+
+    def _resync_keys(self) -> Iterable[ObjectKey]:
+        keys = self._all_keys()
+        domains = [k for k in keys if k.kind == self.domains.kind]
+        others = [k for k in keys if k.kind != self.domains.kind]
+        try:
+            return others + self.domains.stale(domains)
+        except Unavailable:
+            return keys  # the reconciles report the outage in each object's status
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Store what a snapshot of the manifest directory says and queue what changed."""
+        with self._sync_lock:
+            result = self.sync.apply(snapshot)
+        with self._keys_lock:
+            self._keys.update(result.changed)
+        for key in [*result.changed, *result.deleting]:
+            self.queue.add(key)
+        if result.changed or result.deleting:
+            log.info(
+                "manifests: %d changed, %d to delete, %d files in error",
+                len(result.changed), len(result.deleting), len(result.errors),
+            )
+        for source, message in result.errors.items():
+            log.error("%s: %s", source, message)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, *, watch: bool = True) -> None:
+        """Connect, queue every stored key, load the manifests, and start working."""
+        try:
+            self.hypervisor.open()
+        except Unavailable as exc:
+            if not watch:
+                raise
+            log.error("%s; will keep retrying", exc)
+            self.hypervisor.start_reconnecting()
+        for key in self._all_keys():
+            self.queue.add(key)
+        if watch:
+            self.source = DirectorySource(
+                self.settings.manifests,
+                self.apply_snapshot,
+                debounce=self.settings.debounce,
+                rescan_interval=self.settings.rescan,
+            )
+            self.source.start()
+        else:
+            self.apply_snapshot(scan(self.settings.manifests))
+        self.workers.start()
+        if watch:
+            self.resync.start()
+
+    def stop(self) -> bool:
+        """Stop taking work, let in-flight reconciles finish, close everything.
+
+        Returns whether the drain finished in time."""
+        if self.source is not None:
+            self.source.stop()
+        self.resync.stop(timeout=1.0)
+        drained = self.workers.stop(timeout=self.settings.drain_timeout)
+        self.hypervisor.close()
+        self.store.close()
+        return drained
+
+    def settled(self) -> bool:
+        """Every object converged, or nothing left to try before an input changes."""
+        if not self.queue.is_idle():
+            if len(self.queue) or self.queue.pending_delayed() == 0:
+                return False
+            # Only retries with backoff are left: settled only if all objects are fine.
+        statuses = self.store.statuses()
+        for obj in self.store.list():
+            status = statuses.get(obj.key)
+            if obj.deleting or status is None:
+                return False
+            if status.observed_generation != obj.generation:
+                return False
+            if not (status.is_true("Ready") and status.is_true("Synced")):
+                if not self.queue.is_idle():
+                    return False
+        return True
+
+    def converge(self, timeout: float) -> bool:
+        """``run --once``: until everything settles or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.settled():
+                return True
+            time.sleep(0.05)
+        return False

@@ -1,0 +1,48 @@
+"""Settings of the service, with the reason for every default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvmrec.engine.backoff import BackoffSettings
+
+
+def default_uri() -> str:
+    """$LIBVIRT_DEFAULT_URI, as virsh does, else the system QEMU driver."""
+    return os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
+
+
+@dataclass(frozen=True)
+class Settings:
+    manifests: Path = Path("/etc/kvmrec/manifests")
+    connect: str = field(default_factory=default_uri)
+    state: Path = Path("/var/lib/kvmrec/state.db")
+    ovsdb: str = "unix:/run/openvswitch/db.sock"
+
+    resync: float = 300.0
+    """Five minutes bounds how long drift that raised no libvirt event (an autostart flag
+    flipped, a definition edited) can last; a no-op resync is one XML read per guest."""
+
+    workers: int = 4
+    """Guests start concurrently: four keeps QEMU start-up, not the queue, the cost on a
+    small host without flooding libvirtd's worker pool (its default is 5 to 20 threads)."""
+
+    debounce: float = 0.3
+    """Long enough to swallow an editor's write-rename or a ``cp`` burst, short enough that
+    a dropped manifest is acted on in well under a second."""
+
+    rescan: float = 60.0
+    """A full rescan of the manifest directory every minute repairs dropped inotify events
+    (queue overflow, NFS) at the cost of hashing a few files."""
+
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+
+    allow_mass_delete: bool = False
+    """Off: a pass that would delete most managed objects at once is refused (an emptied or
+    unmounted directory is more often an accident than an intent)."""
+
+    drain_timeout: float = 8.0
+    """SIGTERM must end the process within 10 s (systemd's and the issue's budget); in-flight
+    reconciles get 8 s of it to finish."""

@@ -1,0 +1,146 @@
+"""From directory snapshots to desired state in the store.
+
+Each snapshot of the manifest directory is parsed file by file (a parse is cached by the
+file's digest, so an unchanged file costs nothing) and applied to the store:
+
+- a file that parses is applied whole: its objects are stored (a changed spec is a new
+  generation), and objects it no longer holds are marked for deletion;
+- a file that does not parse, cannot be read, or defines an object another file already
+  defines keeps its last good state: the objects the store has from it stay as they are,
+  and the problem is recorded as a source error (``kvmrec status`` shows it, exit 2);
+- an incomplete snapshot (directory missing or unmounted) deletes nothing;
+- a pass that would delete most managed objects at once (more than ``guard_fraction`` of
+  them, and at least ``guard_min``) is refused and reported: an emptied or half-synced
+  directory is far more often an accident than an intent. Deleting in smaller steps, or
+  ``--allow-mass-delete``, gets past it.
+
+The result names every key whose desired state changed, for the work queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kvmrec.api import manifests
+from kvmrec.api.errors import ManifestError
+from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.engine.clock import Clock
+from kvmrec.sources.directory import Snapshot
+from kvmrec.store.base import Store
+
+log = logging.getLogger(__name__)
+
+GUARD_SOURCE = "(directory)"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    changed: list[ObjectKey] = field(default_factory=list)  # created or updated
+    deleting: list[ObjectKey] = field(default_factory=list)
+    errors: Mapping[str, str] = field(default_factory=dict)  # source -> message
+    refused: int = 0  # deletions held back by the guard
+
+
+class ManifestSync:
+    """Applies snapshots of the manifest directory to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        guard_fraction: float = 0.5,
+        guard_min: int = 2,
+        allow_mass_delete: bool = False,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._guard_fraction = guard_fraction
+        self._guard_min = guard_min
+        self._allow_mass_delete = allow_mass_delete
+        self._parsed: dict[str, tuple[str, list[Manifest] | ManifestError]] = {}
+
+    def _parse(self, path: str, digest: str, data: bytes) -> list[Manifest] | ManifestError:
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == digest:
+            return cached[1]
+        result: list[Manifest] | ManifestError
+        try:
+            result = manifests.parse_file(path, data)
+        except ManifestError as exc:
+            result = exc
+        self._parsed[path] = (digest, result)
+        return result
+
+    def apply(self, snapshot: Snapshot) -> SyncResult:
+        now = self._clock.wall()
+        errors: dict[str, str] = {}
+        if not snapshot.complete:
+            errors[GUARD_SOURCE] = (
+                f"cannot read the manifest directory ({snapshot.error}); "
+                "keeping the last good state of every object"
+            )
+            self._store.set_source_errors(errors, now)
+            return SyncResult(errors=errors)
+
+        for gone in set(self._parsed) - set(snapshot.files):
+            del self._parsed[gone]
+
+        desired: dict[ObjectKey, Manifest] = {}
+        held_sources: set[str] = set()
+        for path in sorted(snapshot.files):
+            if path in snapshot.errors:
+                errors[path] = snapshot.errors[path]
+                held_sources.add(path)
+                continue
+            content = snapshot.files[path]
+            parsed = self._parse(path, content.digest, content.data)
+            if isinstance(parsed, ManifestError):
+                errors[path] = "; ".join(p.message() for p in parsed.problems)
+                held_sources.add(path)
+                continue
+            clash = next((m for m in parsed if m.key in desired), None)
+            if clash is not None:
+                errors[path] = (
+                    f"document {clash.document}: {clash.key} is already defined in "
+                    f"{desired[clash.key].source}"
+                )
+                held_sources.add(path)
+                continue
+            for manifest in parsed:
+                desired[manifest.key] = manifest
+
+        stored = {obj.key: obj for obj in self._store.list()}
+        # Objects whose file is in error keep their last good state (unless another file now
+        # defines them, which wins).
+        held = {k for k, obj in stored.items() if obj.source in held_sources and k not in desired}
+        live = [k for k, obj in stored.items() if not obj.deleting]
+        doomed = sorted(k for k in live if k not in desired and k not in held)
+
+        refused = 0
+        if (
+            not self._allow_mass_delete
+            and len(doomed) >= self._guard_min
+            and len(doomed) > self._guard_fraction * len(live)
+        ):
+            refused = len(doomed)
+            errors[GUARD_SOURCE] = (
+                f"refusing to delete {len(doomed)} of {len(live)} managed objects at once "
+                f"({', '.join(str(k) for k in doomed[:5])}{', ...' if len(doomed) > 5 else ''}); "
+                "if this is intended, remove fewer manifests at a time or run with "
+                "--allow-mass-delete"
+            )
+            log.warning("%s", errors[GUARD_SOURCE])
+            doomed = []
+
+        changed: list[ObjectKey] = []
+        for key, manifest in desired.items():
+            if self._store.apply(manifest, now).changed:
+                changed.append(key)
+        deleting = [k for k in doomed if self._store.mark_deleting(k, now)]
+        for key in deleting:
+            self._store.add_event(key, "Normal", "ManifestRemoved", "manifest removed", now)
+        self._store.set_source_errors(errors, now)
+        return SyncResult(changed=changed, deleting=deleting, errors=errors, refused=refused)
