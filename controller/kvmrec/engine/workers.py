@@ -1,0 +1,307 @@
+"""The reconcile contract, and the threads that honour it.
+
+A reconciler is a function from a key to a :class:`Result`. It gets only the key, never the
+event that caused it, reads desired and live state afresh, and acts; so it must be idempotent,
+and it may run any number of times. What happens next depends on how it returns, as in
+controller-runtime:
+
+=====================================  =====================================================
+reconcile ...                          the worker ...
+=====================================  =====================================================
+returns ``Result()``                   forgets the key's backoff; nothing is scheduled
+returns ``Result(requeue_after=30)``   forgets the backoff; adds the key again in 30 s (a
+                                       poll, e.g. waiting for a guest agent to come up)
+raises :class:`PermanentError`         forgets the backoff; does *not* retry: the input must
+                                       change first, and a change re-adds the key anyway
+raises any other ``Exception``         adds the key rate-limited (exponential backoff)
+=====================================  =====================================================
+
+Any other exception is what Go calls a panic: a bug or an unexpected libvirt error. It is
+logged with its traceback, reported and retried, and it never kills the worker thread; a pool
+that silently shrinks to zero would be a controller that silently stops. Exceptions
+that derive only from ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``) propagate:
+they are requests to stop, not failures. Either way the key is marked done, so it can never
+get stuck in *processing*.
+
+What a reconcile means for status, events and metrics is not this module's business: an
+:class:`Observer` is told about every outcome and the service records it.
+
+:class:`Resync` is the safety net of a level-triggered design: every few minutes it re-adds
+every known key, so drift that produced no event (a lost libvirt event during a reconnect, a
+change made with ``virsh`` that we do not watch) is still corrected.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from kvmrec.engine import queue as queues
+
+__all__ = [
+    "NullObserver",
+    "Observer",
+    "PermanentError",
+    "Reconcile",
+    "Result",
+    "Resync",
+    "Workers",
+]
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A successful reconcile. ``requeue_after``: seconds until it should run again anyway."""
+
+    requeue_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.requeue_after is not None and self.requeue_after < 0:
+            raise ValueError(f"requeue_after must not be negative, got {self.requeue_after!r}")
+
+
+class PermanentError(Exception):
+    """A reconcile that cannot succeed until its input changes; it is not retried.
+
+    Examples: a spec that validates against the schema but is impossible on this host, a
+    conflict with an object kvmrec does not own, a dependency the user has to create. Retrying
+    would only repeat the failure; the reconciler should record why in a condition, and the
+    key comes back through the queue when the manifest (or the resync) adds it again.
+    """
+
+
+class Reconcile(Protocol[K_contra]):
+    """Reconcile one key; see the module docstring for what returning and raising mean."""
+
+    def __call__(self, key: K_contra, /) -> Result: ...
+
+
+class Observer(Protocol[K_contra]):
+    """Told about every reconcile outcome, from the worker thread that ran it.
+
+    Callbacks should be quick: a worker is blocked while they run. An exception raised here
+    is logged and otherwise ignored.
+    """
+
+    def on_success(self, key: K_contra, result: Result, duration: float) -> None:
+        """``duration``: real seconds the reconcile took."""
+        ...
+
+    def on_error(
+        self,
+        key: K_contra,
+        exc: Exception,
+        retries: int,
+        permanent: bool,
+        delay: float | None,
+    ) -> None:
+        """A reconcile raised.
+
+        For a retried error, ``retries`` is the number of consecutive failures including this
+        one and ``delay`` the backoff before the next attempt. For a permanent error,
+        ``retries`` is the number of retried failures that preceded it and ``delay`` is None.
+        """
+        ...
+
+
+class NullObserver:
+    """The default :class:`Observer`: ignores everything."""
+
+    def on_success(self, key: Hashable, result: Result, duration: float) -> None:
+        pass
+
+    def on_error(
+        self,
+        key: Hashable,
+        exc: Exception,
+        retries: int,
+        permanent: bool,
+        delay: float | None,
+    ) -> None:
+        pass
+
+
+class Workers(Generic[K]):
+    """A fixed pool of threads taking keys from a :class:`~kvmrec.engine.queue.WorkQueue`.
+
+    Threads are daemons so that a reconcile stuck inside libvirt cannot keep the process
+    alive after :meth:`stop` gave up on it; systemd would otherwise have to SIGKILL us.
+    """
+
+    def __init__(
+        self,
+        queue: queues.WorkQueue[K],
+        reconcile: Reconcile[K],
+        *,
+        count: int = 4,
+        observer: Observer[K] | None = None,
+        name: str = "kvmrec-worker",
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"a worker pool needs at least one thread, got {count!r}")
+        self.queue = queue
+        self._reconcile = reconcile
+        self._count = count
+        self._observer: Observer[K] = observer if observer is not None else NullObserver()
+        self._name = name
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Spawn the worker threads. A pool can be started once."""
+        if self._threads:
+            raise RuntimeError(f"{self._name} already started")
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{self._name}-{i}", daemon=True)
+            for i in range(self._count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop taking new keys, wait for in-flight reconciles, and join the threads.
+
+        Shuts the queue down (keys still queued are dropped; see the queue module for why).
+        Returns True if every in-flight reconcile finished and every thread exited within
+        ``timeout`` seconds; threads still stuck are left behind as daemons. The drain is timed
+        on the queue's clock like every queue wait; with a ``FakeClock`` it ends when the
+        in-flight work is done or the test advances the clock.
+        """
+        # Joining is timed in real seconds whatever the queue's clock: the threads are real,
+        # and once drained they exit at once, so this bound is only a safety net.
+        give_up = time.monotonic() + timeout
+        drained = self.queue.shutdown_with_drain(timeout)
+        for thread in self._threads:
+            thread.join(max(give_up - time.monotonic(), 0.0))
+        return drained and not any(thread.is_alive() for thread in self._threads)
+
+    def _run(self) -> None:
+        while (key := self.queue.get()) is not None:
+            try:
+                self._process(key)
+            finally:
+                self.queue.done(key)
+
+    def _process(self, key: K) -> None:
+        # perf_counter, not the queue's clock: a duration is a measurement of real work for
+        # metrics, and under a fake clock it would always read zero.
+        started = time.perf_counter()
+        try:
+            result = self._reconcile(key)
+        except PermanentError as exc:
+            retries = self.queue.num_requeues(key)
+            self.queue.forget(key)
+            log.warning("reconcile of %r failed permanently, not retrying: %s", key, exc)
+            self._notify(self._observer.on_error, key, exc, retries, True, None)
+            return
+        except Exception as exc:
+            delay = self.queue.add_rate_limited(key)
+            retries = self.queue.num_requeues(key)
+            # Traceback included: this is either a bug or a failure nobody anticipated, and
+            # the traceback is the only evidence of where.
+            log.exception("reconcile of %r failed (retry %d in %.1f s)", key, retries, delay)
+            self._notify(self._observer.on_error, key, exc, retries, False, delay)
+            return
+        duration = time.perf_counter() - started
+        self.queue.forget(key)
+        if result.requeue_after is not None:
+            self.queue.add_after(key, result.requeue_after)
+        self._notify(self._observer.on_success, key, result, duration)
+
+    def _notify(self, callback: Callable[..., None], *args: object) -> None:
+        # An observer that raises must not take the worker down with it, nor turn a
+        # successful reconcile into a retry: the outcome has already been acted upon.
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("observer %s raised", getattr(callback, "__qualname__", callback))
+
+
+class Resync(Generic[K]):
+    """Re-add every known key to the queue periodically, and on :meth:`trigger`.
+
+    The first periodic resync happens one period after :meth:`start`; the sources' initial
+    listing covers startup, and a caller that wants one at once calls :meth:`trigger`.
+    """
+
+    def __init__(
+        self,
+        queue: queues.WorkQueue[K],
+        keys: Callable[[], Iterable[K]],
+        *,
+        period: float = 300.0,
+        jitter: float = 0.1,
+        rng: random.Random | None = None,
+        name: str = "kvmrec-resync",
+    ) -> None:
+        # period: five minutes bounds how long unnoticed drift can last, at the cost of one
+        # observe per object per period, which for libvirt is a few cheap XML reads.
+        # jitter: +/-10 % keeps hosts started together (after a power cut, by the same
+        # config management run) from hitting shared infrastructure in lockstep forever.
+        if period <= 0:
+            raise ValueError(f"resync period must be positive, got {period!r}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"resync jitter must be in [0, 1), got {jitter!r}")
+        self.queue = queue
+        self._keys = keys
+        self._period = period
+        self._jitter = jitter
+        self._rng = rng if rng is not None else random.Random()
+        self._name = name
+        # One event for "wake up" (trigger or stop), a separate one for "stop", so that a
+        # trigger can never be mistaken for a stop and vice versa.
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self._name} already started")
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def trigger(self) -> None:
+        """Resync as soon as possible; triggers that arrive before it runs are merged."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop at once, even mid-wait; returns whether the thread exited within ``timeout``."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def resync(self) -> None:
+        """Add every key now, in the calling thread."""
+        try:
+            for key in self._keys():
+                self.queue.add(key)
+        except Exception:
+            # The store may be briefly unavailable; the next period tries again, and the
+            # keys added before the failure stay added.
+            log.exception("resync: listing keys failed")
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            # Event.wait: idle at zero CPU until the period elapses, a trigger, or stop.
+            self._wake.wait(self._next_delay())
+            # Cleared before resyncing, so a trigger arriving during the resync causes
+            # another one rather than being swallowed.
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            self.resync()
+
+    def _next_delay(self) -> float:
+        return self._period * self._rng.uniform(1 - self._jitter, 1 + self._jitter)
