@@ -174,21 +174,22 @@ class Service:
         return drained
 
     def settled(self) -> bool:
-        """Every object converged, or nothing left to try before an input changes."""
-        if not self.queue.is_idle():
-            if len(self.queue) or self.queue.pending_delayed() == 0:
-                return False
-            # Only retries with backoff are left: settled only if all objects are fine.
+        """Every object converged, or nothing left to try until an input changes.
+
+        Objects waiting for a retry keep it unsettled: the retry may still succeed."""
+        if self.queue.is_busy():
+            return False
+        retries_pending = self.queue.pending_delayed() > 0
         statuses = self.store.statuses()
         for obj in self.store.list():
             status = statuses.get(obj.key)
-            if obj.deleting or status is None:
-                return False
-            if status.observed_generation != obj.generation:
-                return False
-            if not (status.is_true("Ready") and status.is_true("Synced")):
-                if not self.queue.is_idle():
+            if obj.deleting or status is None or status.observed_generation != obj.generation:
+                if retries_pending or obj.deleting or status is None:
                     return False
+                continue  # failed permanently on this generation
+            converged = status.is_true("Ready") and status.is_true("Synced")
+            if not converged and retries_pending:
+                return False
         return True
 
     def converge(self, timeout: float) -> bool:

@@ -184,6 +184,12 @@ class WorkQueue(Generic[K]):
             self._promote_due_locked(self._clock.monotonic())
             return not (self._queue or self._deadlines or self._processing)
 
+    def is_busy(self) -> bool:
+        """True when a key is ready or being processed (delayed keys do not count)."""
+        with self._cond:
+            self._promote_due_locked(self._clock.monotonic())
+            return bool(self._queue or self._processing)
+
     @property
     def shutting_down(self) -> bool:
         with self._cond:

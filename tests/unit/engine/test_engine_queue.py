@@ -311,6 +311,21 @@ def test_is_idle_only_when_nothing_is_ready_delayed_or_processing(
     assert q.is_idle()
 
 
+def test_is_busy_while_ready_or_processing_but_not_while_only_delayed(
+    q: queues.WorkQueue[str], clock: clocks.FakeClock
+) -> None:
+    assert not q.is_busy()
+    q.add("vm-a")
+    assert q.is_busy(), "ready"
+    assert q.get(timeout=0) == "vm-a"
+    assert q.is_busy(), "processing"
+    q.add_after("vm-b", 1.0)
+    q.done("vm-a")
+    assert not q.is_busy(), "only delayed"
+    clock.advance(1.0)
+    assert q.is_busy(), "the delayed key is due"
+
+
 def test_shutdown_wakes_a_blocked_get(q: queues.WorkQueue[str]) -> None:
     got: list[str | None] = ["not returned"]
     q.add_after("far-future", 3600.0)  # the getter is in a timed wait, not just idle

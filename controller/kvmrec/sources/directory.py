@@ -1,0 +1,542 @@
+"""The manifest directory: raw file contents, delivered whole, whenever they change.
+
+Operators drop manifests into one directory, by hand, with an editor, with ``cp`` or
+``rsync``, or through a Kubernetes ConfigMap volume. This module turns that directory into
+a stream of :class:`Snapshot` values: every manifest file present at one moment, with its
+bytes and their sha256. It knows nothing of YAML or kinds; the consumer parses and diffs.
+
+Why whole snapshots and not events. Filesystem events are hints, not facts. Editors write a
+temporary file and rename it over the original; ``cp`` produces a burst of modify events and
+the first of them sees half a file; inotify drops events silently when its queue overflows;
+a ConfigMap update is a single rename of the ``..data`` symlink that changes every file at
+once without touching any of them; NFS produces no events at all. So every event means
+only "something changed": the source waits for the burst to settle (the *debounce*), lists
+and hashes the whole directory, and delivers the result if it differs from the last
+snapshot it delivered. A periodic full rescan repairs whatever the events missed.
+
+What counts as a manifest. Regular files named ``*.yaml``, ``*.yml`` or ``*.json``
+(case-sensitive, as ``kubectl apply -f DIR`` does), found recursively, with symlinks
+followed. Names starting with a dot are skipped at every level: dotfiles, ``.git``, editor
+swap files, and the ConfigMap internals ``..data`` and ``..2024_01_01_...``; the ConfigMap's
+visible entries are top-level symlinks into ``..data`` and are read through it. Editor and
+package-manager leftovers (``*~``, ``*.swp``, ``#*#``, ``*.tmp``, ``*.dpkg-new``, ...) are
+skipped too, and so is anything that is not a regular file once symlinks are resolved.
+
+What a snapshot promises. ``complete=False`` means "I could not see the whole directory"
+(missing, unmounted, unreadable, replaced while listing): a file missing from such a
+snapshot must never be read as a deletion. ``errors`` names files that exist but whose
+content could not be taken (unreadable, larger than ``max_file_bytes``); each of them is
+also in ``files``, with empty data, so the consumer keeps its last good state of that file
+instead of deleting it. A file deleted between listing and reading is simply absent: it is
+gone, and the next snapshot would say so anyway. A file caught half-written is delivered as
+it was; the write's own events schedule another scan that delivers the finished file.
+
+One caveat the source cannot fix: when a volume is unmounted, its mount point usually stays
+behind as an empty directory, which looks exactly like an operator deleting every manifest.
+Consumers should refuse to prune everything on an empty snapshot unless told to (Argo CD's
+``allowEmpty: false``).
+
+Threads. watchdog's observer threads only stamp the time of the event and wake the worker;
+one dedicated worker thread does everything else: it (re)schedules the inotify watch, scans,
+and calls ``on_change``, so callbacks never run concurrently. When idle the worker sleeps in
+``Event.wait`` until the next periodic rescan, so an idle source costs no CPU.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from watchdog import events as fs_events
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "DirectorySource",
+    "FileContent",
+    "Snapshot",
+    "burst_deadline",
+    "scan",
+]
+
+logger = logging.getLogger(__name__)
+
+# One mebibyte is far beyond any sane manifest (Kubernetes caps a ConfigMap at 1 MiB), yet
+# small enough that a log file or disk image copied into the directory by mistake is not
+# read into memory on every scan.
+DEFAULT_MAX_FILE_BYTES = 1_048_576
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+# Leftovers of editors (emacs ``~``/``#x#``, vim ``.swp``/``.swx``), partial downloads and
+# package managers (``.dpkg-new``, ``.rpmnew``, ``.rpmsave``). Names starting with a dot,
+# which covers emacs lock files ``.#x``, are skipped before these patterns are consulted.
+IGNORED_PATTERNS = ("*~", "*.swp", "*.swx", "#*#", "*.tmp", "*.part", "*.dpkg-*", "*.rpm*")
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """One manifest file as read from disk."""
+
+    path: str
+    """Relative to the directory, with POSIX separators: ``web.yaml``, ``team-a/db.yml``."""
+    data: bytes
+    """The raw bytes; empty when the file is listed in :attr:`Snapshot.errors`."""
+    digest: str
+    """sha256 hex of :attr:`data`."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every manifest file in the directory at one moment; see the module docstring."""
+
+    files: Mapping[str, FileContent]
+    """Every manifest file currently present, by relative path, sorted by path."""
+    complete: bool
+    """False when the directory could not be seen whole: absent files are not deletions."""
+    error: str | None
+    """Why the snapshot is incomplete; None when it is complete."""
+    # Defaulted so that consumers and their tests can build a snapshot from the three
+    # original fields; the source itself always fills it in.
+    errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Relative path -> why the content of that file could not be taken (it is in
+    :attr:`files` with empty data): keep the last good state of those files."""
+
+
+# The parts of a snapshot that decide whether it is news: contents by digest, per-file
+# errors and completeness. ``error`` is left out on purpose: an unmounted directory whose
+# error text changes (ENOENT, then ENOTDIR) is not worth waking the consumer for.
+_Fingerprint = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], bool]
+
+
+def _fingerprint(snapshot: Snapshot) -> _Fingerprint:
+    return (
+        tuple(sorted((path, f.digest) for path, f in snapshot.files.items())),
+        tuple(sorted(snapshot.errors.items())),
+        snapshot.complete,
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _is_ignored(name: str) -> bool:
+    return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in IGNORED_PATTERNS)
+
+
+def _incomplete(error: str) -> Snapshot:
+    return Snapshot(
+        files=MappingProxyType({}), complete=False, error=error, errors=MappingProxyType({})
+    )
+
+
+class _Walk:
+    """The mutable state of one :func:`scan`, gathered into sorted immutable maps at the end."""
+
+    def __init__(self, max_file_bytes: int) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.files: dict[str, FileContent] = {}
+        self.errors: dict[str, str] = {}
+        self.unlisted: list[str] = []  # subdirectories that could not be listed, and why
+        # (st_dev, st_ino) of every directory entered: a symlink back up the tree (or two
+        # links to one directory) must not make the walk loop or report a file twice.
+        self.seen_dirs: set[tuple[int, int]] = set()
+
+    def walk(self, directory: str, prefix: str) -> None:
+        try:
+            with os.scandir(directory) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as e:
+            if not prefix:
+                raise  # the directory itself: the caller makes the snapshot incomplete
+            if isinstance(e, FileNotFoundError):
+                return  # removed since its parent was listed: its files are gone too
+            # Its files may well exist; we cannot tell, so this snapshot cannot be complete.
+            self.unlisted.append(f"{prefix.rstrip('/')}: {e.strerror}")
+            return
+        for name in names:
+            if _is_ignored(name):
+                continue
+            path = os.path.join(directory, name)
+            rel = prefix + name
+            try:
+                # Follows symlinks: ConfigMap entries and operator-made links are read
+                # through; what matters is what the link resolves to.
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # vanished since the listing, or a dangling symlink: not present
+            except OSError as e:
+                if name.endswith(MANIFEST_SUFFIXES):
+                    self.errors[rel] = f"unreadable: {e.strerror}"
+                    self.files[rel] = FileContent(rel, b"", _sha256(b""))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key not in self.seen_dirs:
+                    self.seen_dirs.add(key)
+                    self.walk(path, rel + "/")
+            elif stat.S_ISREG(st.st_mode) and name.endswith(MANIFEST_SUFFIXES):
+                self.read(path, rel)
+
+    def read(self, path: str, rel: str) -> None:
+        try:
+            # O_NONBLOCK: if the file was swapped for a FIFO since the stat, opening it must
+            # not hang the scan waiting for a writer. It has no effect on regular files.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self.errors[rel] = f"unreadable: {e.strerror}"
+            self.files[rel] = FileContent(rel, b"", _sha256(b""))
+            return
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return
+            try:
+                # One byte past the limit tells a file that grew while we read it from
+                # one that is exactly at the limit, without trusting st_size.
+                data = b"" if st.st_size > self.max_file_bytes else f.read(self.max_file_bytes + 1)
+            except OSError as e:
+                self.errors[rel] = f"unreadable: {e.strerror}"
+                self.files[rel] = FileContent(rel, b"", _sha256(b""))
+                return
+        if st.st_size > self.max_file_bytes or len(data) > self.max_file_bytes:
+            size = max(st.st_size, len(data))
+            self.errors[rel] = f"too large: {size} bytes exceeds the limit of {self.max_file_bytes}"
+            data = b""
+        self.files[rel] = FileContent(rel, data, _sha256(data))
+
+
+def scan(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Snapshot:
+    """List and read every manifest file below ``root``; never raises for filesystem errors.
+
+    A missing or unlistable ``root`` gives an incomplete, empty snapshot; an unlistable
+    subdirectory gives an incomplete snapshot holding everything else that was read.
+    """
+    top = os.fspath(root)
+    try:
+        before = os.stat(top)
+    except OSError as e:
+        return _incomplete(f"manifest directory {top} is not accessible: {e.strerror}")
+    if not stat.S_ISDIR(before.st_mode):
+        return _incomplete(f"manifest directory {top} is not a directory")
+    walk = _Walk(max_file_bytes)
+    walk.seen_dirs.add((before.st_dev, before.st_ino))
+    try:
+        walk.walk(top, "")
+    except OSError as e:
+        return _incomplete(f"manifest directory {top} cannot be listed: {e.strerror}")
+    try:
+        after = os.stat(top)
+    except OSError:
+        after = None
+    # ``rm -r`` empties a directory before removing it, and an unmount or a re-created
+    # directory swaps it under us: a listing taken across such a change is not the directory
+    # as it stands, and an empty one must not be mistaken for "all manifests deleted".
+    if after is None or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        return _incomplete(f"manifest directory {top} was removed or replaced while scanning")
+    error = "cannot list " + "; ".join(walk.unlisted) if walk.unlisted else None
+    return Snapshot(
+        files=MappingProxyType(dict(sorted(walk.files.items()))),
+        complete=error is None,
+        error=error,
+        errors=MappingProxyType(dict(sorted(walk.errors.items()))),
+    )
+
+
+def burst_deadline(first_event: float, last_event: float, debounce: float) -> float:
+    """When to scan after a burst of events, in the clock of the arguments.
+
+    ``debounce`` after the last event, so a ``cp`` or an editor save is scanned once it is
+    finished; but never later than ``max(2, 10 * debounce)`` after the first event, so a
+    file that is appended to forever (a log written into the wrong directory, a slow
+    ``rsync``) still gets scanned now and then.
+    """
+    return min(last_event + debounce, first_event + max(2.0, 10.0 * debounce))
+
+
+# Our own scan opens and reads every file, which inotify reports as IN_OPEN and
+# IN_CLOSE_NOWRITE. Were those delivered, every scan would schedule the next one, forever.
+# Listing only the events that mean a change keeps those out of the kernel mask entirely.
+_CHANGE_EVENTS: list[type[fs_events.FileSystemEvent]] = [
+    fs_events.FileCreatedEvent,
+    fs_events.DirCreatedEvent,
+    fs_events.FileModifiedEvent,
+    fs_events.DirModifiedEvent,
+    fs_events.FileDeletedEvent,
+    fs_events.DirDeletedEvent,
+    fs_events.FileMovedEvent,
+    fs_events.DirMovedEvent,
+    fs_events.FileClosedEvent,  # close after write: the end of most writes
+    fs_events.FileAttribEvent,  # chmod can make a file readable or unreadable
+    fs_events.DirAttribEvent,
+]
+_READ_ONLY_EVENT_TYPES = frozenset({"opened", "closed_no_write"})
+
+
+class _Nudge(fs_events.FileSystemEventHandler):
+    """The event handler given to watchdog: it only tells the source that something changed."""
+
+    def __init__(self, poke: Callable[[], None]) -> None:
+        self._poke = poke
+
+    def dispatch(self, event: fs_events.FileSystemEvent) -> None:
+        # Belt and braces to the event filter: a read never means a change.
+        if event.event_type not in _READ_ONLY_EVENT_TYPES:
+            self._poke()
+
+
+class DirectorySource:
+    """Watches ``root`` and calls ``on_change`` with a :class:`Snapshot` whenever it changes.
+
+    ``debounce``: seconds of quiet after the last event before scanning; 0.3 s covers an
+    editor's write-and-rename and a ``cp`` of a few files, yet feels immediate to an operator.
+    ``rescan_interval``: seconds between full rescans when no event comes; 60 s bounds how
+    long a dropped event (inotify overflow, NFS, symlink targets outside the directory) can
+    go unnoticed, at the cost of one listing and hashing per minute. It is also how often a
+    missing directory is looked for again.
+    ``max_file_bytes``: larger files are reported in :attr:`Snapshot.errors`, not read.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        on_change: Callable[[Snapshot], None],
+        *,
+        debounce: float = 0.3,
+        rescan_interval: float = 60.0,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
+        if debounce < 0:
+            raise ValueError(f"debounce must not be negative, got {debounce}")
+        if rescan_interval <= 0:
+            raise ValueError(f"rescan_interval must be positive, got {rescan_interval}")
+        self._root = Path(root).absolute()
+        self._on_change = on_change
+        self._debounce = debounce
+        self._rescan_interval = rescan_interval
+        self._max_file_bytes = max_file_bytes
+
+        # Shared between watchdog's threads, the caller's and the worker, under _lock.
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._burst_start: float | None = None
+        self._last_event = 0.0
+        self._forced = False
+        self._stopping = False
+        self._started = False
+
+        # Worker thread only.
+        self._next_rescan = 0.0
+        self._delivered: _Fingerprint | None = None
+        self._observer: BaseObserver | None = None
+        self._watch: ObservedWatch | None = None
+        self._watched_dir: tuple[int, int] | None = None
+        self._watch_error: str | None = None
+
+        self._first: Snapshot | None = None
+        self._first_failure: BaseException | None = None
+        self._first_done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"kvmrec-directory-source:{self._root}", daemon=True
+        )
+
+    def start(self) -> Snapshot:
+        """Scan, deliver the result to ``on_change`` (on the worker thread), return it, watch.
+
+        The watch is placed before the first scan, so nothing written during ``start`` is
+        missed. A missing directory is not an error: the snapshot is incomplete and the
+        source keeps looking for the directory every ``rescan_interval``.
+        """
+        with self._lock:
+            if self._started or self._stopping:
+                raise RuntimeError("a DirectorySource can only be started once, before stop")
+            self._started = True
+        try:
+            observer = Observer()
+            observer.start()
+            self._observer = observer
+        except OSError as e:
+            # Out of inotify instances (fs.inotify.max_user_instances): the periodic rescan
+            # still keeps us correct, only slower to notice.
+            logger.error("cannot watch %s, relying on periodic rescans: %s", self._root, e)
+        self._thread.start()
+        self._first_done.wait()
+        if self._first is None:
+            self._thread.join()  # it has stopped the observer on its way out
+            raise RuntimeError(f"initial scan of {self._root} failed") from self._first_failure
+        return self._first
+
+    def rescan(self) -> None:
+        """Scan now, without waiting for the debounce (e.g. on SIGHUP). Returns immediately."""
+        with self._lock:
+            self._forced = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop watching and wait for the worker; a callback in progress is allowed to finish.
+
+        Safe to call more than once, before ``start``, and from within ``on_change``.
+        """
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        # The worker stops the observer on its way out. From within on_change we are the
+        # worker: it will exit as soon as the callback returns, and cannot join itself.
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # -- watchdog's threads --------------------------------------------------------------
+
+    def _on_event(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            new_burst = self._burst_start is None
+            if new_burst:
+                self._burst_start = now
+            self._last_event = now
+        # Only the first event of a burst wakes the worker: later ones can only push the
+        # deadline back, and the worker re-reads it when its wait runs out.
+        if new_burst:
+            self._wake.set()
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._stop_observer()
+
+    def _loop(self) -> None:
+        try:
+            self._first = self._cycle()
+        except Exception as e:
+            self._first_failure = e
+            return
+        finally:
+            self._first_done.set()
+        while True:
+            # Cleared before looking at the state, so a wake-up that arrives while we look
+            # makes the wait below return at once instead of being lost.
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                if self._stopping:
+                    return
+                due = self._forced or now >= self._next_rescan
+                timeout = self._next_rescan - now
+                if self._burst_start is not None:
+                    deadline = burst_deadline(self._burst_start, self._last_event, self._debounce)
+                    due = due or now >= deadline
+                    timeout = min(timeout, deadline - now)
+                if due:
+                    # Reset before scanning: events that arrive during the scan start a new
+                    # burst and so a new scan, which sees what this one may have missed.
+                    self._burst_start = None
+                    self._forced = False
+            if not due:
+                self._wake.wait(timeout)
+                continue
+            try:
+                self._cycle()
+            except Exception:
+                logger.exception(
+                    "scanning %s failed; retrying at the next event or rescan", self._root
+                )
+
+    def _cycle(self) -> Snapshot:
+        self._next_rescan = time.monotonic() + self._rescan_interval
+        self._sync_watch()
+        snapshot = scan(self._root, max_file_bytes=self._max_file_bytes)
+        fingerprint = _fingerprint(snapshot)
+        if fingerprint != self._delivered:
+            self._log_transition(snapshot)
+            try:
+                self._on_change(snapshot)
+            except Exception:
+                # Not remembered as delivered: the next scan that finds the same state
+                # offers it again, so a consumer that failed midway gets another chance.
+                logger.exception("on_change failed for %s; will offer it again", self._root)
+            else:
+                self._delivered = fingerprint
+        return snapshot
+
+    def _log_transition(self, snapshot: Snapshot) -> None:
+        was_complete = self._delivered is None or self._delivered[2]
+        if not snapshot.complete:
+            logger.warning("manifest directory incomplete: %s", snapshot.error)
+        elif not was_complete:
+            logger.info("manifest directory %s is complete again", self._root)
+        for path, reason in snapshot.errors.items():
+            logger.debug("manifest %s/%s: %s", self._root, path, reason)
+
+    def _sync_watch(self) -> None:
+        """Make the inotify watch cover the directory that is at ``root`` now.
+
+        watchdog keeps a watch on the directory inode, not the path: after ``root`` is
+        removed its emitter stops itself, and after ``root`` is replaced the watch follows
+        the old inode. Both are repaired here, before every scan.
+        """
+        observer = self._observer
+        if observer is None:
+            return
+        try:
+            st = os.stat(self._root)
+            current = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+        except OSError:
+            current = None
+        if self._watch is not None and (current != self._watched_dir or not self._watch_alive()):
+            # A stopped emitter stays registered under the same key, and schedule() would
+            # hand it back instead of a new one: it must be unscheduled first.
+            try:
+                observer.unschedule(self._watch)
+            except (KeyError, OSError):
+                logger.debug("unscheduling the old watch on %s failed", self._root, exc_info=True)
+            self._watch = None
+            self._watched_dir = None
+        if self._watch is None and current is not None:
+            try:
+                self._watch = observer.schedule(
+                    _Nudge(self._on_event),
+                    os.fspath(self._root),
+                    recursive=True,
+                    event_filter=_CHANGE_EVENTS,
+                )
+            except OSError as e:
+                # Gone again since the stat, or fs.inotify.max_user_watches reached (ENOSPC):
+                # periodic rescans cover us until the next attempt.
+                if str(e) != self._watch_error:
+                    logger.warning(
+                        "cannot watch %s, relying on periodic rescans: %s", self._root, e
+                    )
+                self._watch_error = str(e)
+                return
+            self._watched_dir = current
+            self._watch_error = None
+
+    def _watch_alive(self) -> bool:
+        observer = self._observer
+        if observer is None:
+            return False
+        return any(
+            e.watch == self._watch and not e.stopped_event.is_set() for e in list(observer.emitters)
+        )
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join()
