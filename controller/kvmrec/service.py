@@ -104,7 +104,7 @@ class Service:
             self.queue.add(key)
 
     def _all_keys(self) -> list[ObjectKey]:
-        keys = [obj.key for obj in self.store.list()]
+        keys = list(self.store.keys())
         with self._keys_lock:
             self._keys = set(keys)
         return keys

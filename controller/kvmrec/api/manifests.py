@@ -30,7 +30,10 @@ def parse_file(source: str, data: bytes) -> list[Manifest]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ManifestError([ManifestProblem(source, f"not UTF-8 text ({exc.reason})")]) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ManifestError(
+            [ManifestProblem(source, f"not UTF-8 text ({exc.reason})", line=line)]
+        ) from None
     try:
         documents = _load(text)
     except yaml.MarkedYAMLError as exc:
@@ -42,7 +45,15 @@ def parse_file(source: str, data: bytes) -> list[Manifest]:
         raise ManifestError([ManifestProblem(source, f"invalid YAML: {exc}")]) from None
     except _DuplicateKey as exc:
         raise ManifestError(
-            [ManifestProblem(source, f"duplicate key {exc.key!r}", line=exc.line)]
+            [
+                ManifestProblem(
+                    source,
+                    f"duplicate key {exc.key!r}",
+                    document=exc.document,
+                    field=schema.format_path(exc.path),
+                    line=exc.line,
+                )
+            ]
         ) from None
 
     manifests: list[Manifest] = []
@@ -77,7 +88,8 @@ def _check_document(
 ) -> Manifest | list[ManifestProblem]:
     def problem(field: str | None, reason: str, path: Path = (), obj: str | None = None) -> ManifestProblem:
         return ManifestProblem(
-            source, reason, document=index, field=field, line=lines.get(path), object=obj
+            source, reason, document=index, field=field, line=lines.get(_nearest(path, lines)),
+            object=obj,
         )
 
     if not isinstance(document, dict):
@@ -152,10 +164,12 @@ def _nearest(path: Path, lines: Mapping[Path, int]) -> Path:
 
 
 class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int) -> None:
+    def __init__(self, key: str, line: int, path: Path) -> None:
         super().__init__(key)
         self.key = key
         self.line = line
+        self.path = path
+        self.document: int | None = None
 
 
 def _load(text: str) -> list[tuple[Any, dict[Path, int]]]:
@@ -168,7 +182,11 @@ def _load(text: str) -> list[tuple[Any, dict[Path, int]]]:
             if node is None:
                 continue
             lines: dict[Path, int] = {}
-            _index_lines(node, (), lines)
+            try:
+                _index_lines(node, (), lines)
+            except _DuplicateKey as exc:
+                exc.document = len(documents) + 1
+                raise
             documents.append((loader.construct_document(node), lines))
         return documents
     finally:
@@ -182,7 +200,7 @@ def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
         for key_node, value_node in node.value:
             key = str(key_node.value)
             if key in seen and key != "<<":
-                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, (*path, key))
             seen.add(key)
             lines[(*path, key)] = key_node.start_mark.line + 1
             _index_lines(value_node, (*path, key), lines)

@@ -99,10 +99,12 @@ def build(name: str, spec: DomainSpec, owner: Owner | None) -> str:
     ET.SubElement(root, "on_reboot").text = "restart"
     ET.SubElement(root, "on_crash").text = "destroy"
     devices = ET.SubElement(root, "devices")
-    per_bus: dict[str, int] = {}
+    # Counted per target prefix, not per bus: sata and scsi disks share sdX, and libvirt
+    # refuses two disks with one target.
+    per_prefix: dict[str, int] = {}
     for disk in spec.disks:
-        index = per_bus.get(disk.bus, 0)
-        per_bus[disk.bus] = index + 1
+        index = per_prefix.get(_TARGET_PREFIX[disk.bus], 0)
+        per_prefix[_TARGET_PREFIX[disk.bus]] = index + 1
         element = ET.SubElement(devices, "disk", {"type": "file", "device": "disk"})
         ET.SubElement(element, "driver", {"name": "qemu", "type": disk.format})
         ET.SubElement(element, "source", {"file": disk.path})

@@ -35,7 +35,13 @@ from kvmrec.api.kinds import (
 )
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import DomainConfig, Owner
-from kvmrec.backends.hypervisor import BackendError, Hypervisor, LiveDomain, Unavailable
+from kvmrec.backends.hypervisor import (
+    BackendError,
+    Fingerprint,
+    Hypervisor,
+    LiveDomain,
+    Unavailable,
+)
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
@@ -67,9 +73,15 @@ def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
         )
     if config.console != spec.console:
         drift.append(Drift("spec.console", spec.console, config.console))
-    if config.disks != spec.disks:
+    if _by_bus(config.disks) != _by_bus(spec.disks):
         drift.append(Drift("spec.disks", _disks(spec.disks), _disks(config.disks)))
     return drift
+
+
+def _by_bus(disks: Iterable[Any]) -> list[Any]:
+    """Disks grouped by bus, in order within each bus: libvirt stores a definition's disks
+    grouped by bus, so the order across buses cannot survive a define."""
+    return sorted(disks, key=lambda d: d.bus)
 
 
 def _disks(disks: Iterable[Any]) -> list[dict[str, Any]]:
@@ -107,7 +119,7 @@ class DomainReconciler:
         self._hv = hypervisor
         self._clock = clock
         self._lock = threading.Lock()
-        self._converged: dict[str, tuple[str, int]] = {}  # name -> (fingerprint, generation)
+        self._converged: dict[str, Fingerprint] = {}
 
     # -- fast resync ---------------------------------------------------------------------
 
@@ -119,21 +131,21 @@ class DomainReconciler:
         stale = []
         for key in keys:
             seen = converged.get(key.name)
-            if seen is None or fingerprints.get(key.name) != seen[0]:
+            if seen is None or fingerprints.get(key.name) != seen:
                 stale.append(key)
         return stale
 
-    def _remember(self, name: str, fingerprint: str | None, generation: int) -> None:
+    def _remember(self, name: str, fingerprint: Fingerprint | None) -> None:
         with self._lock:
             if fingerprint is None:
                 self._converged.pop(name, None)
             else:
-                self._converged[name] = (fingerprint, generation)
+                self._converged[name] = fingerprint
 
     # -- reconcile -----------------------------------------------------------------------
 
     def reconcile(self, key: ObjectKey) -> Result:
-        self._remember(key.name, None, 0)
+        self._remember(key.name, None)
         obj = self._store.get(key)
         if obj is None:
             return Result()
@@ -242,7 +254,7 @@ class DomainReconciler:
         status = self._status(spec, live, status, drift, restart, obj.generation, now)
         recording.commit(self._store, key, old, status, now)
         if not acted and not drift:
-            self._remember(name, live.fingerprint, obj.generation)
+            self._remember(name, live.fingerprint)
         return Result()
 
     def _restart_fields(self, spec: DomainSpec, live: LiveDomain) -> list[Drift]:
@@ -336,5 +348,5 @@ class DomainReconciler:
                 f"destroyed and undefined domain {name} (disk images kept)", now,
             )
         self._store.remove(key)
-        self._remember(name, None, 0)
+        self._remember(name, None)
 

@@ -38,6 +38,9 @@ class Store(Protocol):
 
     def list(self, kind: str | None = None) -> Sequence[StoredObject]: ...
 
+    def keys(self) -> Sequence[ObjectKey]:
+        """Every object's key, cheaply (no specs decoded)."""
+
     def revisions(self, key: ObjectKey) -> Sequence[Revision]: ...
 
     def get_status(self, key: ObjectKey) -> Status | None: ...

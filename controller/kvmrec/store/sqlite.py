@@ -174,6 +174,9 @@ class SqliteStore:
         )
         self._tables = _Tables(self._db)
         self._write = threading.Lock()
+        # The keys of all objects, kept in memory: the periodic resync asks for them often
+        # and this process is the only writer of its state file.
+        self._keys: set[ObjectKey] | None = None
         try:
             self._db.connect(reuse_if_open=True)
             self._migrate()
@@ -237,6 +240,8 @@ class SqliteStore:
                     updated=_time(now),
                 )
                 self._revision(key, 1, digest, spec, manifest.source, now)
+                if self._keys is not None:
+                    self._keys.add(key)
                 return ApplyResult(generation=1, changed=True, created=True)
             changed = (
                 row.digest != digest
@@ -291,6 +296,8 @@ class SqliteStore:
             t.statuses.delete().where(
                 (t.statuses.kind == key.kind) & (t.statuses.name == key.name)
             ).execute()
+            if self._keys is not None:
+                self._keys.discard(key)
 
     def _object(self, row: Any) -> StoredObject:
         return StoredObject(
@@ -316,6 +323,14 @@ class SqliteStore:
         if kind is not None:
             query = query.where(t.objects.kind == kind)
         return [self._object(row) for row in query]
+
+    def keys(self) -> Sequence[ObjectKey]:
+        with self._write:
+            if self._keys is None:
+                t = self._tables
+                query = t.objects.select(t.objects.kind, t.objects.name)
+                self._keys = {ObjectKey(kind, name) for kind, name in query.tuples()}
+            return sorted(self._keys)
 
     def revisions(self, key: ObjectKey) -> Sequence[Revision]:
         t = self._tables
