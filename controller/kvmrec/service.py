@@ -129,7 +129,9 @@ class Service:
         if result.changed or result.deleting:
             log.info(
                 "manifests: %d changed, %d to delete, %d files in error",
-                len(result.changed), len(result.deleting), len(result.errors),
+                len(result.changed),
+                len(result.deleting),
+                len(result.errors),
             )
         for source, message in result.errors.items():
             log.error("%s: %s", source, message)

@@ -49,8 +49,10 @@ def stack() -> dict[str, str]:
     try:
         libvirt.open(uri).close()
     except libvirt.libvirtError as exc:
-        pytest.fail(f"the real stack is not up ({uri}: {exc}); run `make test` or "
-                    "`bash scripts/real-stack.sh up`")
+        pytest.fail(
+            f"the real stack is not up ({uri}: {exc}); run `make test` or "
+            "`bash scripts/real-stack.sh up`"
+        )
     env.setdefault("LIBVIRT_DEFAULT_URI", uri)
     env.setdefault("KVMREC_DOMAIN_TYPE", "kvm")
     return env
@@ -152,8 +154,15 @@ class Controller:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(
-                    "run", "--manifests", str(self.manifests), "--state", str(self.state),
-                    "--connect", self.stack["LIBVIRT_DEFAULT_URI"], "--resync", str(resync),
+                    "run",
+                    "--manifests",
+                    str(self.manifests),
+                    "--state",
+                    str(self.state),
+                    "--connect",
+                    self.stack["LIBVIRT_DEFAULT_URI"],
+                    "--resync",
+                    str(resync),
                     *extra,
                 ),
                 stdout=log,
@@ -188,7 +197,10 @@ class Controller:
     def status(self, *args: str) -> tuple[int, dict[str, Any]]:
         done = subprocess.run(
             self.command("status", "--state", str(self.state), "-o", "json", *args),
-            capture_output=True, env=self.env(), timeout=30, check=False,
+            capture_output=True,
+            env=self.env(),
+            timeout=30,
+            check=False,
         )
         try:
             body = json.loads(done.stdout) if done.stdout.strip() else {}
@@ -207,7 +219,9 @@ class Controller:
 
 
 @pytest.fixture
-def controller(tmp_path: Path, stack: dict[str, str], conn: Any, prefix: str) -> Iterator[Controller]:
+def controller(
+    tmp_path: Path, stack: dict[str, str], conn: Any, prefix: str
+) -> Iterator[Controller]:
     ctl = Controller(tmp_path, stack)
     yield ctl
     ctl.stop()

@@ -16,7 +16,6 @@ from typing import Any
 
 import libvirt
 import pytest
-
 from conftest import Controller, domain_manifest, state_of, wait_for
 
 pytestmark = pytest.mark.integration
@@ -45,11 +44,17 @@ def test_dropped_manifest_runs_within_seconds_and_is_reported(
 
     stamp = owner(conn, name)
     assert stamp is not None and stamp.get("name") == name and stamp.get("generation") == "1"
-    obj = wait_for(lambda: (o := controller.object(name)) and o["ready"] and o["synced"] and o,
-                   10, "status ready and synced")
+    obj = wait_for(
+        lambda: (o := controller.object(name)) and o["ready"] and o["synced"] and o,
+        10,
+        "status ready and synced",
+    )
     assert obj["observedGeneration"] == obj["generation"] == 1
     assert obj["source"] == "web.yaml"
-    assert {c["type"]: c["status"] for c in obj["conditions"]} == {"Ready": "True", "Synced": "True"}
+    assert {c["type"]: c["status"] for c in obj["conditions"]} == {
+        "Ready": "True",
+        "Synced": "True",
+    }
     assert obj["drift"] == []
     code, body = controller.status()
     assert code == 0, body
@@ -82,8 +87,11 @@ def test_autostart_edit_is_applied_and_generation_advances(
 
     controller.write("auto.yaml", manifest(stack, name, autostart=True))
     wait_for(lambda: conn.lookupByName(name).autostart() == 1, 10, "autostart applied")
-    obj = wait_for(lambda: (o := controller.object(name)) and o["observedGeneration"] == 2 and o,
-                   10, "generation 2 observed")
+    obj = wait_for(
+        lambda: (o := controller.object(name)) and o["observedGeneration"] == 2 and o,
+        10,
+        "generation 2 observed",
+    )
     assert obj["synced"] and obj["drift"] == []
 
 
@@ -244,8 +252,11 @@ def test_vcpu_change_on_a_running_guest_requires_a_restart(
     assert ET.fromstring(inactive).findtext("vcpu") == "2", "the definition is updated"
 
     conn.lookupByName(name).destroy()  # the restart picks the new definition up
-    wait_for(lambda: (o := controller.object(name)) and o["synced"] and not o["drift"], 15,
-             "synced after the restart")
+    wait_for(
+        lambda: (o := controller.object(name)) and o["synced"] and not o["drift"],
+        15,
+        "synced after the restart",
+    )
     assert conn.lookupByName(name).info()[3] == 2
 
 
@@ -256,9 +267,21 @@ def test_run_once_converges_and_exits_with_the_status_code(
     for name in names:
         controller.write(f"{name}.yaml", manifest(stack, name))
     done = subprocess.run(
-        controller.command("run", "--once", "--timeout", "60", "--manifests",
-                           str(controller.manifests), "--state", str(controller.state)),
-        capture_output=True, text=True, env=controller.env(), timeout=90, check=False,
+        controller.command(
+            "run",
+            "--once",
+            "--timeout",
+            "60",
+            "--manifests",
+            str(controller.manifests),
+            "--state",
+            str(controller.state),
+        ),
+        capture_output=True,
+        text=True,
+        env=controller.env(),
+        timeout=90,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(state_of(conn, n) == "running" for n in names)
@@ -266,9 +289,21 @@ def test_run_once_converges_and_exits_with_the_status_code(
 
     controller.write("bad.yaml", "not: [valid")
     done = subprocess.run(
-        controller.command("run", "--once", "--timeout", "30", "--manifests",
-                           str(controller.manifests), "--state", str(controller.state)),
-        capture_output=True, text=True, env=controller.env(), timeout=60, check=False,
+        controller.command(
+            "run",
+            "--once",
+            "--timeout",
+            "30",
+            "--manifests",
+            str(controller.manifests),
+            "--state",
+            str(controller.state),
+        ),
+        capture_output=True,
+        text=True,
+        env=controller.env(),
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "bad.yaml" in done.stdout

@@ -38,9 +38,9 @@ def parse_file(source: str, data: bytes) -> list[Manifest]:
         documents = _load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
+        at: int | None = mark.line + 1 if mark else None
         reason = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise ManifestError([ManifestProblem(source, f"invalid YAML: {reason}", line=line)]) from None
+        raise ManifestError([ManifestProblem(source, f"invalid YAML: {reason}", line=at)]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([ManifestProblem(source, f"invalid YAML: {exc}")]) from None
     except _DuplicateKey as exc:
@@ -86,9 +86,15 @@ def parse_file(source: str, data: bytes) -> list[Manifest]:
 def _check_document(
     source: str, index: int, document: Any, lines: Mapping[Path, int]
 ) -> Manifest | list[ManifestProblem]:
-    def problem(field: str | None, reason: str, path: Path = (), obj: str | None = None) -> ManifestProblem:
+    def problem(
+        field: str | None, reason: str, path: Path = (), obj: str | None = None
+    ) -> ManifestProblem:
         return ManifestProblem(
-            source, reason, document=index, field=field, line=lines.get(_nearest(path, lines)),
+            source,
+            reason,
+            document=index,
+            field=field,
+            line=lines.get(_nearest(path, lines)),
             object=obj,
         )
 
@@ -97,10 +103,13 @@ def _check_document(
     api_version = document.get("apiVersion")
     kind_name = document.get("kind")
     if api_version != schema.API_VERSION:
-        return [problem("apiVersion", f"must be {schema.API_VERSION} (got {api_version!r})",
-                        ("apiVersion",))]
+        return [
+            problem(
+                "apiVersion", f"must be {schema.API_VERSION} (got {api_version!r})", ("apiVersion",)
+            )
+        ]
     kinds = schema.registry()
-    if kind_name not in kinds:
+    if not isinstance(kind_name, str) or kind_name not in kinds:
         known = ", ".join(sorted(kinds))
         return [problem("kind", f"unknown kind {kind_name!r} (known: {known})", ("kind",))]
     kind = kinds[kind_name]
@@ -138,20 +147,26 @@ def _semantic_problems(kind: str, spec: Mapping[str, Any]) -> list[tuple[str, st
         try:
             memory = quantities.parse_bytes(spec["memory"])
             if memory < MIN_MEMORY:
-                problems.append(("spec.memory", f"{spec['memory']!r} is below 1Mi",
-                                 ("spec", "memory")))
+                problems.append(
+                    ("spec.memory", f"{spec['memory']!r} is below 1Mi", ("spec", "memory"))
+                )
         except ValueError as exc:
             problems.append(("spec.memory", str(exc), ("spec", "memory")))
         paths: dict[str, int] = {}
         for i, disk in enumerate(spec.get("disks", [])):
             first = paths.setdefault(disk["path"], i)
             if first != i:
-                problems.append((f"spec.disks[{i}].path",
-                                 f"{disk['path']!r} is already used by spec.disks[{first}]",
-                                 ("spec", "disks", i, "path")))
+                problems.append(
+                    (
+                        f"spec.disks[{i}].path",
+                        f"{disk['path']!r} is already used by spec.disks[{first}]",
+                        ("spec", "disks", i, "path"),
+                    )
+                )
             if ".." in disk["path"].split("/"):
-                problems.append((f"spec.disks[{i}].path", "must not contain '..'",
-                                 ("spec", "disks", i, "path")))
+                problems.append(
+                    (f"spec.disks[{i}].path", "must not contain '..'", ("spec", "disks", i, "path"))
+                )
     return problems
 
 

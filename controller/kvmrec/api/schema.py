@@ -100,6 +100,7 @@ def _explain(error: jsonschema.ValidationError) -> SchemaProblem:
     path: tuple[str | int, ...] = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     instance = error.instance
+    value: Any = error.validator_value
     match error.validator:
         case "additionalProperties" if isinstance(instance, Mapping):
             known = set(schema.get("properties", {}))
@@ -111,20 +112,19 @@ def _explain(error: jsonschema.ValidationError) -> SchemaProblem:
                 format_path(field_path), f"unknown field {names} (allowed: {allowed})", field_path
             )
         case "required":
-            missing = str(error.validator_value[0]) if error.validator_value else "?"
-            for name in error.validator_value:
+            missing = str(value[0]) if value else "?"
+            for name in value:
                 if isinstance(instance, Mapping) and name not in instance:
                     missing = str(name)
                     break
             return SchemaProblem(format_path((*path, missing)), "is required", (*path, missing))
         case "enum":
-            options = ", ".join(str(v) for v in error.validator_value)
+            options = ", ".join(str(v) for v in value)
             return SchemaProblem(
                 format_path(path), f"must be one of {options} (got {instance!r})", path
             )
         case "type":
-            wanted = error.validator_value
-            wanted_text = " or ".join(wanted) if isinstance(wanted, list) else str(wanted)
+            wanted_text = " or ".join(value) if isinstance(value, list) else str(value)
             return SchemaProblem(
                 format_path(path),
                 f"must be {wanted_text} (got {_type_name(instance)} {instance!r})",
@@ -133,8 +133,8 @@ def _explain(error: jsonschema.ValidationError) -> SchemaProblem:
         case "pattern":
             # A CRD may say in words what its pattern means (x-kvmrec-pattern-message).
             meaning = schema.get("x-kvmrec-pattern-message")
-            reason = f"{instance!r} {meaning}" if meaning else (
-                f"{instance!r} does not match {error.validator_value}"
+            reason = (
+                f"{instance!r} {meaning}" if meaning else (f"{instance!r} does not match {value}")
             )
             return SchemaProblem(format_path(path), reason, path)
         case "minimum" | "maximum" | "minItems" | "maxItems" | "minLength" | "maxLength":

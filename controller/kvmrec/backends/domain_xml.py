@@ -163,8 +163,18 @@ def parse(xml: str) -> DomainConfig:
 def _bytes(element: ET.Element | None) -> int:
     if element is None or not element.text:
         return 0
-    factor = {"b": 1, "bytes": 1, "KiB": 1024, "k": 1024, "MiB": 1024**2, "M": 1024**2,
-              "GiB": 1024**3, "G": 1024**3, "TiB": 1024**4, "T": 1024**4}
+    factor = {
+        "b": 1,
+        "bytes": 1,
+        "KiB": 1024,
+        "k": 1024,
+        "MiB": 1024**2,
+        "M": 1024**2,
+        "GiB": 1024**3,
+        "G": 1024**3,
+        "TiB": 1024**4,
+        "T": 1024**4,
+    }
     return int(element.text) * factor.get(element.get("unit", "KiB"), 1024)
 
 

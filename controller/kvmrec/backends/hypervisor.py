@@ -16,6 +16,7 @@ raise ``Unavailable`` at once. After a reconnect, events are registered again an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -158,14 +159,14 @@ class Hypervisor:
         except libvirt.libvirtError as exc:
             self._last_error = str(exc)
             raise Unavailable(f"cannot connect to {self.uri}: {exc}") from exc
-        try:
+        with contextlib.suppress(
+            libvirt.libvirtError
+        ):  # local drivers (test:///, qemu:///embed) have no keepalive
             conn.setKeepAlive(*self._keepalive)
-        except libvirt.libvirtError:
-            pass  # local drivers (test:///, qemu:///embed) have no keepalive
-        try:
+        with contextlib.suppress(
+            libvirt.libvirtError
+        ):  # the same drivers have no close callback either
             conn.registerCloseCallback(self._closed_by_libvirt, None)
-        except libvirt.libvirtError:
-            pass  # the same drivers have no close callback either
         self._callback_ids = []
         if self._on_domain_event is not None:
             self._callback_ids.append(
@@ -184,18 +185,12 @@ class Hypervisor:
             if conn is None:
                 return
             for callback in self._callback_ids:
-                try:
+                with contextlib.suppress(libvirt.libvirtError):
                     conn.domainEventDeregisterAny(callback)
-                except libvirt.libvirtError:
-                    pass
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 conn.unregisterCloseCallback()
-            except libvirt.libvirtError:
-                pass
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
-            except libvirt.libvirtError:
-                pass
 
     def _lifecycle(self, _conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
         # Runs on the event thread: hand the name over and return.
@@ -294,8 +289,12 @@ class Hypervisor:
         (a domain listed by libvirt already knows its ID, so "active" costs no call)."""
         with self._call("list domains") as conn:
             domains = conn.listAllDomains(0)
-            paused = {d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)}
-            auto = {d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
+            paused = {
+                d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)
+            }
+            auto = {
+                d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+            }
             result: dict[str, Fingerprint] = {}
             for dom in domains:
                 name = dom.name()
@@ -344,7 +343,8 @@ class Hypervisor:
                 # Drivers without the flags (the test driver has no NVRAM flag) refuse
                 # them with VIR_ERR_INVALID_ARG ("unsupported flags"), others NO_SUPPORT.
                 if exc.get_error_code() not in (
-                    libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                    libvirt.VIR_ERR_INVALID_ARG,
                 ):
                     raise
                 dom.undefine()

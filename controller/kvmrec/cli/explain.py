@@ -23,8 +23,10 @@ def run(args: argparse.Namespace) -> int:
         (k for k, v in kinds.items() if v.plural == args.kind.lower()), None
     )
     if match is None:
-        print(f"kvmrec explain: unknown kind {args.kind!r} (known: {', '.join(kinds)})",
-              file=sys.stderr)
+        print(
+            f"kvmrec explain: unknown kind {args.kind!r} (known: {', '.join(kinds)})",
+            file=sys.stderr,
+        )
         return 1
     kind = kinds[match]
     print(f"KIND: {kind.kind}\nVERSION: {schema.API_VERSION}\n")

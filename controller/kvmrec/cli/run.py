@@ -25,18 +25,30 @@ def add_parser(commands: Any) -> None:
         "run", help="watch the manifests and keep the host converged"
     )
     parser.add_argument("--manifests", type=Path, default=Settings.manifests)
-    parser.add_argument("--connect", default=None, help="libvirt URI (default $LIBVIRT_DEFAULT_URI "
-                        "or qemu:///system)")
+    parser.add_argument(
+        "--connect",
+        default=None,
+        help="libvirt URI (default $LIBVIRT_DEFAULT_URI or qemu:///system)",
+    )
     parser.add_argument("--state", type=Path, default=Settings.state, help="sqlite state file")
     parser.add_argument("--resync", type=float, default=Settings.resync, metavar="SECONDS")
     parser.add_argument("--ovsdb", default=Settings.ovsdb, help="OVSDB socket")
     parser.add_argument("--workers", type=int, default=Settings.workers)
-    parser.add_argument("--allow-mass-delete", action="store_true",
-                        help="let one pass delete most managed objects at once")
-    parser.add_argument("--once", action="store_true",
-                        help="converge once, print the status and exit with its code")
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="with --once: how long to wait for convergence (default 300)")
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="let one pass delete most managed objects at once",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="converge once, print the status and exit with its code"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --once: how long to wait for convergence (default 300)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -91,12 +103,17 @@ def _forever(service: Service) -> int:
     service.start(watch=True)
     log.info(
         "kvmrec running: manifests %s, libvirt %s, state %s",
-        service.settings.manifests, service.settings.connect, service.settings.state,
+        service.settings.manifests,
+        service.settings.connect,
+        service.settings.state,
     )
     while not stop.wait(3600):
         pass
     started = time.monotonic()
     drained = service.stop()
-    log.info("stopped in %.1fs%s", time.monotonic() - started,
-             "" if drained else " (some reconciles did not finish; the next start resumes them)")
+    log.info(
+        "stopped in %.1fs%s",
+        time.monotonic() - started,
+        "" if drained else " (some reconciles did not finish; the next start resumes them)",
+    )
     return 0

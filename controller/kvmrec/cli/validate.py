@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
                 for manifest in manifests.parse_file(name, data):
                     key = (manifest.kind, manifest.name)
                     if key in seen:
-                        print(f"{name}: document {manifest.document}: "
-                              f"{manifest.kind}/{manifest.name} is already defined in {seen[key]}")
+                        print(
+                            f"{name}: document {manifest.document}: "
+                            f"{manifest.kind}/{manifest.name} is already defined in {seen[key]}"
+                        )
                         problems += 1
                     else:
                         seen[key] = name

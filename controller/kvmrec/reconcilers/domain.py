@@ -202,8 +202,9 @@ class DomainReconciler:
             now = self._clock.wall()
             message = f"this host cannot run domain type {spec.type!r} (spec.type)"
             status = replace(
-                status.with_condition("Ready", "False", "Unsupported", message, now)
-                .with_condition("Synced", "False", "Unsupported", message, now),
+                status.with_condition("Ready", "False", "Unsupported", message, now).with_condition(
+                    "Synced", "False", "Unsupported", message, now
+                ),
                 last_reconcile_time=now,
                 last_error=message,
             )
@@ -241,8 +242,6 @@ class DomainReconciler:
             acted.append(("Stopped", f"stopped the guest (it was {live.state})"))
 
         now = self._clock.wall()
-        for reason, message in acted:
-            self._store.add_event(key, "Normal", reason, message, now)
         if acted:
             live = self._hv.get_domain(name)
             if live is None:
@@ -252,7 +251,8 @@ class DomainReconciler:
         restart = self._restart_fields(spec, live) if live.active else []
         drift += [d for d in restart if d.field not in {x.field for x in drift}]
         status = self._status(spec, live, status, drift, restart, obj.generation, now)
-        recording.commit(self._store, key, old, status, now)
+        events = [("Normal", reason, message) for reason, message in acted]
+        recording.commit(self._store, key, old, status, now, events)
         if not acted and not drift:
             self._remember(name, live.fingerprint)
         return Result()
@@ -262,7 +262,8 @@ class DomainReconciler:
         if running is None:
             return []
         return [
-            d for d in diff_config(spec, running)
+            d
+            for d in diff_config(spec, running)
             if d.field.removeprefix("spec.") in _RESTART_FIELDS
         ]
 
@@ -304,8 +305,11 @@ class DomainReconciler:
         if restart:
             fields = ", ".join(d.field for d in restart)
             status = status.with_condition(
-                "RestartRequired", "True", "DefinitionChanged",
-                f"the running guest picks up {fields} at its next restart", now,
+                "RestartRequired",
+                "True",
+                "DefinitionChanged",
+                f"the running guest picks up {fields} at its next restart",
+                now,
             )
         elif status.condition("RestartRequired") is not None:
             status = status.with_condition("RestartRequired", "False", "UpToDate", "", now)
@@ -330,13 +334,19 @@ class DomainReconciler:
             self._store.add_event(key, "Normal", "Deleted", f"domain {name} is gone", now)
         elif not self._owns(live, obj):
             self._store.add_event(
-                key, "Warning", "NotOwned",
-                f"domain {name} is not managed by kvmrec; left as it is", now,
+                key,
+                "Warning",
+                "NotOwned",
+                f"domain {name} is not managed by kvmrec; left as it is",
+                now,
             )
         elif spec.deletion_policy is DeletionPolicy.ORPHAN:
             self._hv.set_owner(name, None)
             self._store.add_event(
-                key, "Normal", "Orphaned", f"removed kvmrec's stamp from {name}; left as it is",
+                key,
+                "Normal",
+                "Orphaned",
+                f"removed kvmrec's stamp from {name}; left as it is",
                 now,
             )
         else:
@@ -344,9 +354,11 @@ class DomainReconciler:
                 self._hv.destroy_domain(name)
             self._hv.undefine_domain(name)
             self._store.add_event(
-                key, "Normal", "Deleted",
-                f"destroyed and undefined domain {name} (disk images kept)", now,
+                key,
+                "Normal",
+                "Deleted",
+                f"destroyed and undefined domain {name} (disk images kept)",
+                now,
             )
         self._store.remove(key)
         self._remember(name, None)
-

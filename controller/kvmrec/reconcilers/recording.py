@@ -7,6 +7,7 @@ story of an object without anyone having to diff statuses by hand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from kvmrec.api.kinds import ObjectKey
@@ -17,9 +18,17 @@ from kvmrec.store.records import Status
 _ABNORMAL_WHEN_TRUE = {"RestartRequired", "Degraded"}
 
 
-def commit(store: Store, key: ObjectKey, old: Status | None, new: Status, now: datetime) -> None:
-    """Store ``new`` and record an event for every condition whose status changed."""
-    store.put_status(key, new)
+def commit(
+    store: Store,
+    key: ObjectKey,
+    old: Status | None,
+    new: Status,
+    now: datetime,
+    events: Sequence[tuple[str, str, str]] = (),
+) -> None:
+    """Store ``new`` with ``events`` (type, reason, message) and one more event for every
+    condition whose status or reason changed, in one write."""
+    transitions: list[tuple[str, str, str]] = []
     for cond in new.conditions:
         before = old.condition(cond.type) if old else None
         if before is not None and before.status == cond.status and before.reason == cond.reason:
@@ -30,4 +39,5 @@ def commit(store: Store, key: ObjectKey, old: Status | None, new: Status, now: d
         message = f"{cond.type}={cond.status} ({cond.reason})"
         if cond.message:
             message += f": {cond.message}"
-        store.add_event(key, "Warning" if bad else "Normal", cond.reason, message, now)
+        transitions.append(("Warning" if bad else "Normal", cond.reason, message))
+    store.record(key, new, [*events, *transitions], now)

@@ -88,8 +88,9 @@ class ManifestSync:
         for gone in set(self._parsed) - set(snapshot.files):
             del self._parsed[gone]
 
-        desired: dict[ObjectKey, Manifest] = {}
+        stored = {obj.key: obj for obj in self._store.list()}
         held_sources: set[str] = set()
+        accepted: dict[str, list[Manifest]] = {}
         for path in sorted(snapshot.files):
             if path in snapshot.errors:
                 errors[path] = snapshot.errors[path]
@@ -100,19 +101,31 @@ class ManifestSync:
             if isinstance(parsed, ManifestError):
                 errors[path] = "; ".join(p.message() for p in parsed.problems)
                 held_sources.add(path)
-                continue
-            clash = next((m for m in parsed if m.key in desired), None)
-            if clash is not None:
+            else:
+                accepted[path] = parsed
+
+        # An object defined by two files belongs to the one that already had it (else to
+        # the first by name); the other file is in error and keeps its last good state.
+        owners: dict[ObjectKey, str] = {}
+        for path, parsed in accepted.items():
+            for manifest in parsed:
+                current = owners.get(manifest.key)
+                previous = stored[manifest.key].source if manifest.key in stored else None
+                if current is None or (path == previous and current != previous):
+                    owners[manifest.key] = path
+        desired: dict[ObjectKey, Manifest] = {}
+        for path, parsed in accepted.items():
+            lost = next((m for m in parsed if owners[m.key] != path), None)
+            if lost is not None:
                 errors[path] = (
-                    f"document {clash.document}: {clash.key} is already defined in "
-                    f"{desired[clash.key].source}"
+                    f"document {lost.document}: {lost.key} is already defined in "
+                    f"{owners[lost.key]}"
                 )
                 held_sources.add(path)
                 continue
             for manifest in parsed:
                 desired[manifest.key] = manifest
 
-        stored = {obj.key: obj for obj in self._store.list()}
         # Objects whose file is in error keep their last good state (unless another file now
         # defines them, which wins).
         held = {k for k, obj in stored.items() if obj.source in held_sources and k not in desired}
@@ -135,10 +148,8 @@ class ManifestSync:
             log.warning("%s", errors[GUARD_SOURCE])
             doomed = []
 
-        changed: list[ObjectKey] = []
-        for key, manifest in desired.items():
-            if self._store.apply(manifest, now).changed:
-                changed.append(key)
+        applied = self._store.apply_many(list(desired.values()), now)
+        changed = [key for key, result in applied.items() if result.changed]
         deleting = [k for k in doomed if self._store.mark_deleting(k, now)]
         for key in deleting:
             self._store.add_event(key, "Normal", "ManifestRemoved", "manifest removed", now)

@@ -31,6 +31,11 @@ class Store(Protocol):
     def mark_deleting(self, key: ObjectKey, now: datetime) -> bool:
         """Record that an object's manifest is gone; False if it was unknown or already so."""
 
+    def apply_many(
+        self, manifests: Sequence[Manifest], now: datetime
+    ) -> Mapping[ObjectKey, ApplyResult]:
+        """``apply`` for many manifests at once, in one transaction."""
+
     def remove(self, key: ObjectKey) -> None:
         """Forget an object (after its live counterpart was deleted or orphaned)."""
 
@@ -48,6 +53,15 @@ class Store(Protocol):
     def statuses(self) -> Mapping[ObjectKey, Status]: ...
 
     def put_status(self, key: ObjectKey, status: Status) -> None: ...
+
+    def record(
+        self,
+        key: ObjectKey,
+        status: Status,
+        events: Sequence[tuple[str, str, str]],
+        now: datetime,
+    ) -> None:
+        """Store a status and its events (type, reason, message) together, atomically."""
 
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime

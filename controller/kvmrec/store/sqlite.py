@@ -85,6 +85,7 @@ class _Tables:
                 indexes = ((("kind", "name"), True),)
 
         class RevisionRow(Base):
+            id = peewee.AutoField()
             kind = peewee.TextField()
             name = peewee.TextField()
             generation = peewee.IntegerField()
@@ -107,6 +108,7 @@ class _Tables:
                 indexes = ((("kind", "name"), True),)
 
         class EventRow(Base):
+            id = peewee.AutoField()
             kind = peewee.TextField(null=True)
             name = peewee.TextField(null=True)
             type = peewee.TextField()
@@ -183,10 +185,15 @@ class SqliteStore:
         except peewee.DatabaseError as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
+    def _sql(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """A plain SQL statement on this thread's connection (peewee's stubs leave it
+        untyped)."""
+        return self._db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+
     # -- schema --------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        if not self._tables.meta.table_exists():
+        if not self._db.table_exists("meta"):
             return 0
         row = self._tables.meta.get_or_none(self._tables.meta.key == "schema_version")
         return int(row.value) if row else 0
@@ -202,7 +209,9 @@ class SqliteStore:
             for version in range(current + 1, len(MIGRATIONS) + 1):
                 with self._db.atomic():
                     MIGRATIONS[version - 1](self._tables)
-                    self._tables.meta.replace(key="schema_version", value=str(version)).execute()
+                    self._tables.meta.insert(
+                        key="schema_version", value=str(version)
+                    ).on_conflict_replace().execute()
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -216,62 +225,75 @@ class SqliteStore:
     # -- objects -------------------------------------------------------------------------
 
     def apply(self, manifest: Manifest, now: datetime) -> ApplyResult:
-        t = self._tables
-        digest = manifest.digest
-        spec = _dump(manifest.spec)
-        labels = _dump(dict(manifest.labels))
-        annotations = _dump(dict(manifest.annotations))
-        key = manifest.key
-        with self._writing():
-            row = t.objects.get_or_none(t.objects.kind == key.kind, t.objects.name == key.name)
-            if row is None:
-                t.objects.create(
-                    kind=key.kind,
-                    name=key.name,
-                    uid=str(uuid.uuid4()),
-                    generation=1,
-                    digest=digest,
-                    spec=spec,
-                    labels=labels,
-                    annotations=annotations,
-                    source=manifest.source,
-                    deleting=False,
-                    created=_time(now),
-                    updated=_time(now),
-                )
-                self._revision(key, 1, digest, spec, manifest.source, now)
-                if self._keys is not None:
-                    self._keys.add(key)
-                return ApplyResult(generation=1, changed=True, created=True)
-            changed = (
-                row.digest != digest
-                or row.labels != labels
-                or row.annotations != annotations
-                or row.source != manifest.source
-                or row.deleting
-            )
-            if not changed:
-                return ApplyResult(generation=row.generation, changed=False, created=False)
-            if row.digest != digest:
-                row.generation += 1
-                self._revision(key, row.generation, digest, spec, manifest.source, now)
-            row.digest, row.spec, row.labels, row.annotations = digest, spec, labels, annotations
-            row.source, row.deleting, row.updated = manifest.source, False, _time(now)
-            row.save()
-            return ApplyResult(generation=row.generation, changed=True, created=False)
+        return self.apply_many([manifest], now)[manifest.key]
 
-    def _revision(
-        self, key: ObjectKey, generation: int, digest: str, spec: str, source: str, now: datetime
-    ) -> None:
-        self._tables.revisions.create(
-            kind=key.kind,
-            name=key.name,
-            generation=generation,
-            digest=digest,
-            spec=spec,
-            source=source,
-            time=_time(now),
-        )
+    def apply_many(
+        self, manifests: Sequence[Manifest], now: datetime
+    ) -> dict[ObjectKey, ApplyResult]:
+        """Store many manifests in one transaction (a directory of a thousand files is one
+        commit, not a thousand)."""
+        t = self._tables
+        stamp = _time(now)
+        results: dict[ObjectKey, ApplyResult] = {}
+        created: list[dict[str, Any]] = []
+        revisions: list[dict[str, Any]] = []
+        with self._writing():
+            existing = {(row.kind, row.name): row for row in t.objects.select()}
+            for manifest in manifests:
+                key = manifest.key
+                digest = manifest.digest
+                spec = _dump(manifest.spec)
+                labels = _dump(dict(manifest.labels))
+                annotations = _dump(dict(manifest.annotations))
+                row = existing.get((key.kind, key.name))
+                if row is None:
+                    created.append(
+                        {
+                            "kind": key.kind,
+                            "name": key.name,
+                            "uid": str(uuid.uuid4()),
+                            "generation": 1,
+                            "digest": digest,
+                            "spec": spec,
+                            "labels": labels,
+                            "annotations": annotations,
+                            "source": manifest.source,
+                            "deleting": False,
+                            "created": stamp,
+                            "updated": stamp,
+                        }
+                    )
+                    revisions.append(_revision_row(key, 1, digest, spec, manifest.source, stamp))
+                    results[key] = ApplyResult(generation=1, changed=True, created=True)
+                    continue
+                changed = (
+                    row.digest != digest
+                    or row.labels != labels
+                    or row.annotations != annotations
+                    or row.source != manifest.source
+                    or row.deleting
+                )
+                if not changed:
+                    results[key] = ApplyResult(row.generation, changed=False, created=False)
+                    continue
+                if row.digest != digest:
+                    row.generation += 1
+                    revisions.append(
+                        _revision_row(key, row.generation, digest, spec, manifest.source, stamp)
+                    )
+                row.digest, row.spec, row.labels = digest, spec, labels
+                row.annotations, row.source = annotations, manifest.source
+                row.deleting, row.updated = False, stamp
+                row.save()
+                results[key] = ApplyResult(row.generation, changed=True, created=False)
+            # 100 rows of 12 columns stays far below sqlite's limit on bound variables.
+            for batch in peewee.chunked(created, 100):
+                t.objects.insert_many(batch).execute()
+            for batch in peewee.chunked(revisions, 100):
+                t.revisions.insert_many(batch).execute()
+            if self._keys is not None:
+                self._keys.update(results)
+        return results
 
     def mark_deleting(self, key: ObjectKey, now: datetime) -> bool:
         t = self._tables
@@ -300,22 +322,27 @@ class SqliteStore:
                 self._keys.discard(key)
 
     def _object(self, row: Any) -> StoredObject:
-        return StoredObject(
-            key=ObjectKey(row.kind, row.name),
-            uid=row.uid,
-            generation=row.generation,
-            digest=row.digest,
-            spec=json.loads(row.spec),
-            source=row.source,
-            labels=json.loads(row.labels),
-            annotations=json.loads(row.annotations),
-            deleting=bool(row.deleting),
+        return _stored_object(
+            (
+                row.kind,
+                row.name,
+                row.uid,
+                row.generation,
+                row.digest,
+                row.spec,
+                row.source,
+                row.labels,
+                row.annotations,
+                row.deleting,
+            )
         )
 
     def get(self, key: ObjectKey) -> StoredObject | None:
-        t = self._tables
-        row = t.objects.get_or_none(t.objects.kind == key.kind, t.objects.name == key.name)
-        return self._object(row) if row else None
+        # Plain SQL on the paths every reconcile takes: peewee's query builder costs more
+        # than sqlite's execution here.
+        cursor = self._sql(_GET_OBJECT, (key.kind, key.name))
+        row = cursor.fetchone()
+        return _stored_object(row) if row else None
 
     def list(self, kind: str | None = None) -> Sequence[StoredObject]:
         t = self._tables
@@ -327,9 +354,8 @@ class SqliteStore:
     def keys(self) -> Sequence[ObjectKey]:
         with self._write:
             if self._keys is None:
-                t = self._tables
-                query = t.objects.select(t.objects.kind, t.objects.name)
-                self._keys = {ObjectKey(kind, name) for kind, name in query.tuples()}
+                rows = self._sql("SELECT kind, name FROM objects").fetchall()
+                self._keys = {ObjectKey(kind, name) for kind, name in rows}
             return sorted(self._keys)
 
     def revisions(self, key: ObjectKey) -> Sequence[Revision]:
@@ -354,9 +380,8 @@ class SqliteStore:
     # -- status --------------------------------------------------------------------------
 
     def get_status(self, key: ObjectKey) -> Status | None:
-        t = self._tables
-        row = t.statuses.get_or_none(t.statuses.kind == key.kind, t.statuses.name == key.name)
-        return _status_from(json.loads(row.body)) if row else None
+        row = self._sql(_GET_STATUS, (key.kind, key.name)).fetchone()
+        return _status_from(json.loads(row[0])) if row else None
 
     def statuses(self) -> Mapping[ObjectKey, Status]:
         t = self._tables
@@ -366,9 +391,21 @@ class SqliteStore:
         }
 
     def put_status(self, key: ObjectKey, status: Status) -> None:
-        t = self._tables
+        self.record(key, status, (), datetime.now(UTC))
+
+    def record(
+        self,
+        key: ObjectKey,
+        status: Status,
+        events: Sequence[tuple[str, str, str]],
+        now: datetime,
+    ) -> None:
+        body = _dump(_status_to(status))
+        stamp = _time(now)
         with self._writing():
-            t.statuses.replace(kind=key.kind, name=key.name, body=_dump(_status_to(status))).execute()
+            self._sql(_PUT_STATUS, (key.kind, key.name, body))
+            for type_, reason, message in events:
+                self._sql(_ADD_EVENT, (key.kind, key.name, type_, reason, message, stamp))
 
     # -- events and errors ---------------------------------------------------------------
 
@@ -394,7 +431,7 @@ class SqliteStore:
         return [
             Event(
                 time=datetime.fromisoformat(row.time),
-                key=ObjectKey(row.kind, row.name) if row.kind else None,
+                key=ObjectKey(row.kind, str(row.name)) if row.kind else None,
                 type=row.type,
                 reason=row.reason,
                 message=row.message,
@@ -410,7 +447,11 @@ class SqliteStore:
                 return
             t.source_errors.delete().execute()
             for source, message in sorted(errors.items()):
-                since = old[source].time if source in old and old[source].message == message else _time(now)
+                since = (
+                    old[source].time
+                    if source in old and old[source].message == message
+                    else _time(now)
+                )
                 t.source_errors.create(source=source, message=message, time=since)
 
     def source_errors(self) -> Sequence[SourceError]:
@@ -422,6 +463,46 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+_GET_OBJECT = (
+    "SELECT kind, name, uid, generation, digest, spec, source, labels, annotations, deleting"
+    " FROM objects WHERE kind = ? AND name = ?"
+)
+_GET_STATUS = "SELECT body FROM statuses WHERE kind = ? AND name = ?"
+_PUT_STATUS = "INSERT OR REPLACE INTO statuses (kind, name, body) VALUES (?, ?, ?)"
+_ADD_EVENT = (
+    "INSERT INTO events (kind, name, type, reason, message, time) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _stored_object(row: Sequence[Any]) -> StoredObject:
+    kind, name, uid, generation, digest, spec, source, labels, annotations, deleting = row
+    return StoredObject(
+        key=ObjectKey(kind, name),
+        uid=uid,
+        generation=generation,
+        digest=digest,
+        spec=json.loads(spec),
+        source=source,
+        labels=json.loads(labels),
+        annotations=json.loads(annotations),
+        deleting=bool(deleting),
+    )
+
+
+def _revision_row(
+    key: ObjectKey, generation: int, digest: str, spec: str, source: str, stamp: str
+) -> dict[str, Any]:
+    return {
+        "kind": key.kind,
+        "name": key.name,
+        "generation": generation,
+        "digest": digest,
+        "spec": spec,
+        "source": source,
+        "time": stamp,
+    }
 
 
 def _status_to(status: Status) -> dict[str, Any]:
@@ -437,8 +518,12 @@ def _status_to(status: Status) -> dict[str, Any]:
             }
             for c in status.conditions
         ],
-        "drift": [{"field": d.field, "desired": d.desired, "actual": d.actual} for d in status.drift],
-        "lastReconcileTime": _time(status.last_reconcile_time) if status.last_reconcile_time else None,
+        "drift": [
+            {"field": d.field, "desired": d.desired, "actual": d.actual} for d in status.drift
+        ],
+        "lastReconcileTime": _time(status.last_reconcile_time)
+        if status.last_reconcile_time
+        else None,
         "lastError": status.last_error,
         "retries": status.retries,
         "details": dict(status.details),

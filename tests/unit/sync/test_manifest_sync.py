@@ -1,0 +1,385 @@
+"""ManifestSync: directory snapshots -> desired state in the store, and what it refuses to do."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from kvmrec.api.kinds import ObjectKey
+from kvmrec.engine.clock import FakeClock
+from kvmrec.sources.directory import FileContent, Snapshot
+from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.store.sqlite import SqliteStore
+
+
+def doc(name: str, memory: str = "64Mi", extra: str = "") -> str:
+    return (
+        "apiVersion: kvmrec.io/v1alpha1\nkind: Domain\n"
+        f"metadata:\n  name: {name}\nspec:\n  memory: {memory}\n{extra}"
+    )
+
+
+def docs(*names: str) -> str:
+    return "---\n".join(doc(n) for n in names)
+
+
+def snapshot(
+    files: Mapping[str, str | bytes],
+    *,
+    errors: Mapping[str, str] | None = None,
+    complete: bool = True,
+    error: str | None = None,
+) -> Snapshot:
+    contents = {}
+    for path in sorted(files):
+        raw = files[path]
+        data = raw.encode() if isinstance(raw, str) else raw
+        contents[path] = FileContent(path, data, hashlib.sha256(data).hexdigest())
+    return Snapshot(files=contents, complete=complete, error=error, errors=dict(errors or {}))
+
+
+def key(name: str) -> ObjectKey:
+    return ObjectKey("Domain", name)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sync(store: SqliteStore, clock: FakeClock) -> ManifestSync:
+    return ManifestSync(store, clock)
+
+
+def names(store: SqliteStore, *, deleting: bool | None = None) -> list[str]:
+    return [o.key.name for o in store.list() if deleting is None or o.deleting == deleting]
+
+
+def errors(store: SqliteStore) -> dict[str, str]:
+    return {e.source: e.message for e in store.source_errors()}
+
+
+# -- the ordinary flow -----------------------------------------------------------------------
+
+
+def test_new_files_are_applied_and_reported_as_changed(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    result = sync.apply(snapshot({"web.yaml": docs("web-1", "web-2"), "db.yml": doc("db")}))
+    assert sorted(result.changed) == [key("db"), key("web-1"), key("web-2")]
+    assert (result.deleting, dict(result.errors), result.refused) == ([], {}, 0)
+    assert names(store) == ["db", "web-1", "web-2"]
+    assert store.get(key("web-2")).source == "web.yaml"  # type: ignore[union-attr]
+    assert store.get(key("db")).source == "db.yml"  # type: ignore[union-attr]
+    assert errors(store) == {}
+
+
+def test_an_unchanged_snapshot_changes_nothing(sync: ManifestSync, store: SqliteStore) -> None:
+    snap = snapshot({"web.yaml": docs("web-1", "web-2")})
+    sync.apply(snap)
+    again = sync.apply(snap)
+    assert (again.changed, again.deleting, dict(again.errors)) == ([], [], {})
+    # An equal snapshot built afresh (no parse cache hit on identity) is just as quiet.
+    fresh = sync.apply(snapshot({"web.yaml": docs("web-1", "web-2")}))
+    assert fresh.changed == []
+    assert [r.generation for r in store.revisions(key("web-1"))] == [1]
+
+
+def test_an_edited_file_changes_only_the_edited_object(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"web.yaml": docs("a", "b")}))
+    result = sync.apply(snapshot({"web.yaml": doc("a") + "---\n" + doc("b", "128Mi")}))
+    assert result.changed == [key("b")]
+    assert store.get(key("b")).generation == 2  # type: ignore[union-attr]
+    assert store.get(key("a")).generation == 1  # type: ignore[union-attr]
+
+
+def test_a_document_removed_from_a_file_is_marked_deleting(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"web.yaml": docs("a", "b", "c")}))
+    result = sync.apply(snapshot({"web.yaml": docs("a", "c")}))
+    assert result.deleting == [key("b")]
+    assert names(store, deleting=True) == ["b"]
+
+
+# -- files in error keep their last good state -----------------------------------------------
+
+
+def test_a_file_that_becomes_invalid_keeps_its_objects_while_others_apply(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b1")}))
+    broken = doc("a1") + "---\n" + doc("a2", extra="  runStrategy: Sometimes\n")
+    result = sync.apply(snapshot({"a.yaml": broken, "b.yaml": doc("b1", "256Mi")}))
+
+    assert result.changed == [key("b1")]
+    assert result.deleting == []
+    assert names(store, deleting=False) == ["a1", "a2", "b1"]
+    assert store.get(key("b1")).spec["memory"] == "256Mi"  # type: ignore[union-attr]
+    message = errors(store)["a.yaml"]
+    assert set(errors(store)) == {"a.yaml"}
+    assert message.startswith("line 14: document 2: Domain/a2: spec.runStrategy: must be one of")
+    assert result.errors == errors(store)
+    # The good half of the broken file is not applied either: whole file or nothing.
+    assert store.get(key("a1")).generation == 1  # type: ignore[union-attr]
+
+
+def test_a_file_that_becomes_invalid_does_not_apply_its_valid_edits(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2")}))
+    sync.apply(snapshot({"a.yaml": doc("a1", "1Gi") + "---\n" + doc("a2", "1X")}))
+    assert store.get(key("a1")).spec["memory"] == "64Mi"  # type: ignore[union-attr]
+    assert "line 13: document 2" in errors(store)["a.yaml"]
+
+
+def test_fixing_the_file_clears_the_error(
+    sync: ManifestSync, store: SqliteStore, clock: FakeClock
+) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a")}))
+    sync.apply(snapshot({"a.yaml": doc("a", "64X")}))
+    assert "'64X' is not a quantity" in errors(store)["a.yaml"]
+    first_seen = store.source_errors()[0].time
+
+    clock.advance(60)
+    sync.apply(snapshot({"a.yaml": doc("a", "64X")}))
+    assert store.source_errors()[0].time == first_seen  # still the same error
+
+    clock.advance(60)
+    result = sync.apply(snapshot({"a.yaml": doc("a", "128Mi")}))
+    assert result.changed == [key("a")]
+    assert dict(result.errors) == {}
+    assert errors(store) == {}
+    assert store.get(key("a")).spec["memory"] == "128Mi"  # type: ignore[union-attr]
+
+
+def test_invalid_yaml_error_is_recorded_with_its_line(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a")}))
+    sync.apply(snapshot({"a.yaml": doc("a") + "  vcpus: [1\n"}))
+    assert errors(store)["a.yaml"].startswith("line 8: invalid YAML")
+    assert names(store, deleting=False) == ["a"]
+
+
+def test_a_file_that_was_never_valid_is_reported_and_applies_nothing(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    result = sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": b"\xff\xfe"}))
+    assert result.changed == [key("a")]
+    assert "not UTF-8" in errors(store)["b.yaml"]
+
+
+def test_unreadable_or_too_large_file_keeps_the_last_good_state(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b")}))
+    reason = "larger than 1048576 bytes"
+    result = sync.apply(snapshot({"a.yaml": b"", "b.yaml": doc("b")}, errors={"a.yaml": reason}))
+    assert (result.changed, result.deleting) == ([], [])
+    assert names(store, deleting=False) == ["a1", "a2", "b"]
+    assert errors(store) == {"a.yaml": reason}
+
+    # Readable again, and one document dropped meanwhile: now that is a deletion.
+    result = sync.apply(snapshot({"a.yaml": doc("a1"), "b.yaml": doc("b")}))
+    assert result.deleting == [key("a2")]
+    assert errors(store) == {}
+
+
+# -- moves and duplicates --------------------------------------------------------------------
+
+
+def test_an_object_moved_between_files_in_one_pass_is_not_deleted(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": docs("x", "y"), "b.yaml": doc("z")}))
+    result = sync.apply(snapshot({"a.yaml": doc("y"), "b.yaml": docs("z", "x")}))
+    assert result.deleting == []
+    assert result.changed == [key("x")]
+    obj = store.get(key("x"))
+    assert obj is not None
+    assert (obj.source, obj.deleting, obj.generation) == ("b.yaml", False, 1)
+    assert names(store, deleting=True) == []
+
+
+def test_an_object_moved_to_a_new_file_while_the_old_file_is_removed(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"old.yaml": doc("x")}))
+    result = sync.apply(snapshot({"new.yaml": doc("x")}))
+    assert (result.changed, result.deleting) == ([key("x")], [])
+    assert store.get(key("x")).source == "new.yaml"  # type: ignore[union-attr]
+
+
+def test_the_same_object_in_two_files_the_first_wins(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    result = sync.apply(
+        snapshot({"a.yaml": doc("x"), "b.yaml": doc("y") + "---\n" + doc("x", "1Gi")})
+    )
+    assert result.changed == [key("x")]
+    obj = store.get(key("x"))
+    assert obj is not None
+    assert (obj.source, obj.spec["memory"]) == ("a.yaml", "64Mi")
+    # The later file is in error as a whole: its other object is not applied either.
+    assert store.get(key("y")) is None
+    assert errors(store) == {"b.yaml": "document 2: Domain/x is already defined in a.yaml"}
+
+
+def test_a_copy_of_an_object_in_a_new_file_does_not_take_it_over(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"b.yaml": doc("x")}))
+    # a-copy.yaml sorts first, but b.yaml already had the object: b.yaml keeps it.
+    sync.apply(snapshot({"a-copy.yaml": doc("x", memory="1Gi"), "b.yaml": doc("x")}))
+    obj = store.get(key("x"))
+    assert obj is not None
+    assert (obj.source, obj.spec["memory"], obj.generation) == ("b.yaml", "64Mi", 1)
+    assert errors(store) == {"a-copy.yaml": "document 1: Domain/x is already defined in b.yaml"}
+
+
+# -- deletion, and the guards around it ------------------------------------------------------
+
+
+def test_removing_a_file_marks_its_objects_deleting(sync: ManifestSync, store: SqliteStore) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
+    result = sync.apply(snapshot({"a.yaml": doc("a"), "c.yaml": doc("c")}))
+    assert result.deleting == [key("b")]
+    assert names(store, deleting=True) == ["b"]
+    [event] = store.events(key("b"))
+    assert (event.reason, event.type) == ("ManifestRemoved", "Normal")
+    # Seen again: no second deletion, no second event.
+    again = sync.apply(snapshot({"a.yaml": doc("a"), "c.yaml": doc("c")}))
+    assert again.deleting == []
+    assert len(store.events(key("b"))) == 1
+
+
+def test_a_file_restored_before_deletion_finished_undoes_it(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
+    sync.apply(snapshot({"a.yaml": doc("a"), "c.yaml": doc("c")}))
+    result = sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
+    assert result.changed == [key("b")]
+    assert names(store, deleting=True) == []
+
+
+def test_an_incomplete_snapshot_deletes_nothing_and_reports(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b")}))
+    result = sync.apply(snapshot({}, complete=False, error="No such file or directory"))
+    assert (result.changed, result.deleting) == ([], [])
+    assert names(store, deleting=False) == ["a1", "a2", "b"]
+    assert list(errors(store)) == [GUARD_SOURCE]
+    assert "No such file or directory" in errors(store)[GUARD_SOURCE]
+    assert result.errors == errors(store)
+
+    # Back, complete and unchanged: the report clears and nothing is deleted.
+    result = sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b")}))
+    assert (result.changed, result.deleting) == ([], [])
+    assert errors(store) == {}
+
+
+@pytest.fixture
+def four(sync: ManifestSync) -> dict[str, str]:
+    files = {f"{n}.yaml": doc(n) for n in ("a", "b", "c", "d")}
+    sync.apply(snapshot(files))
+    return files
+
+
+def test_mass_deletion_is_refused(
+    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+) -> None:
+    result = sync.apply(snapshot({"a.yaml": four["a.yaml"]}))
+    assert result.deleting == []
+    assert result.refused == 3
+    assert names(store, deleting=True) == []
+    message = errors(store)[GUARD_SOURCE]
+    assert "refusing to delete 3 of 4 managed objects" in message
+    assert "Domain/b, Domain/c, Domain/d" in message
+    assert "--allow-mass-delete" in message
+    assert not store.events(key("b"))
+
+
+def test_mass_deletion_guard_still_applies_other_changes(
+    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+) -> None:
+    result = sync.apply(snapshot({"a.yaml": doc("a", "1Gi")}))
+    assert result.changed == [key("a")]
+    assert result.refused == 3
+    assert store.get(key("a")).generation == 2  # type: ignore[union-attr]
+
+
+def test_an_emptied_directory_is_refused(
+    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+) -> None:
+    result = sync.apply(snapshot({}))
+    assert (result.deleting, result.refused) == ([], 4)
+    assert "refusing to delete 4 of 4" in errors(store)[GUARD_SOURCE]
+
+
+def test_removing_one_of_four_works(
+    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+) -> None:
+    result = sync.apply(snapshot({k: v for k, v in four.items() if k != "d.yaml"}))
+    assert result.deleting == [key("d")]
+    assert result.refused == 0
+    assert GUARD_SOURCE not in errors(store)
+
+
+def test_removing_two_of_four_is_not_most_of_them(
+    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+) -> None:
+    result = sync.apply(snapshot({"a.yaml": four["a.yaml"], "b.yaml": four["b.yaml"]}))
+    assert result.deleting == [key("c"), key("d")]
+    assert result.refused == 0
+
+
+def test_deleting_in_small_steps_gets_past_the_guard(
+    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+) -> None:
+    sync.apply(snapshot({"a.yaml": four["a.yaml"]}))  # refused
+    sync.apply(snapshot({"a.yaml": four["a.yaml"], "b.yaml": four["b.yaml"]}))
+    assert names(store, deleting=True) == ["c", "d"]
+    assert GUARD_SOURCE not in errors(store)
+
+
+def test_removing_the_only_object_works(sync: ManifestSync, store: SqliteStore) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a")}))
+    result = sync.apply(snapshot({}))
+    assert (result.deleting, result.refused) == ([key("a")], 0)
+    assert errors(store) == {}
+
+
+def test_allow_mass_delete_lets_it_through(
+    store: SqliteStore, clock: FakeClock, four: dict[str, str]
+) -> None:
+    permissive = ManifestSync(store, clock, allow_mass_delete=True)
+    result = permissive.apply(snapshot({}))
+    assert result.deleting == [key("a"), key("b"), key("c"), key("d")]
+    assert result.refused == 0
+    assert errors(store) == {}
+
+
+def test_objects_of_files_in_error_do_not_count_as_deletions(
+    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+) -> None:
+    # Three files broken at once is not three deletions: nothing trips the guard.
+    broken = {k: v + "  bogus: 1\n" for k, v in four.items() if k != "a.yaml"}
+    result = sync.apply(snapshot({"a.yaml": four["a.yaml"], **broken}))
+    assert (result.deleting, result.refused) == ([], 0)
+    assert set(errors(store)) == {"b.yaml", "c.yaml", "d.yaml"}
