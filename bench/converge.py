@@ -107,8 +107,12 @@ def best(values: list[float]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connect", default=os.environ.get("LIBVIRT_DEFAULT_URI", "test:///default"))
-    parser.add_argument("-n", type=int, default=None, help="guests (default 1000 on test:///, else 20)")
+    parser.add_argument(
+        "--connect", default=os.environ.get("LIBVIRT_DEFAULT_URI", "test:///default")
+    )
+    parser.add_argument(
+        "-n", type=int, default=None, help="guests (default 1000 on test:///, else 20)"
+    )
     parser.add_argument("--type", default=os.environ.get("KVMREC_DOMAIN_TYPE", "kvm"))
     parser.add_argument("--workers", type=int, default=Settings.workers)
     parser.add_argument("--repeat", type=int, default=5, help="no-op passes to take the best of")
@@ -136,8 +140,11 @@ def main() -> int:
         for name in names:
             (manifests / f"{name}.yaml").write_text(manifest(name, args.type))
         settings = Settings(
-            manifests=manifests, connect=args.connect, state=Path(tmp) / "state.db",
-            workers=args.workers, resync=3600.0,
+            manifests=manifests,
+            connect=args.connect,
+            state=Path(tmp) / "state.db",
+            workers=args.workers,
+            resync=3600.0,
         )
         service = Service(settings)
         started = time.perf_counter()
@@ -145,8 +152,11 @@ def main() -> int:
         if not service.converge(timeout=600):
             raise SystemExit("kvmrec did not converge")
         kvmrec_conv = time.perf_counter() - started
-        running = sum(1 for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                      if d.name().startswith(PREFIX))
+        running = sum(
+            1
+            for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            if d.name().startswith(PREFIX)
+        )
 
         # The first resync after a converge reconciles each guest once to take its
         # fingerprint; the passes after it are the steady state being measured.
@@ -196,7 +206,7 @@ def main() -> int:
         "type": args.type,
         "workers": args.workers,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
-                   f"python {platform.python_version()}, libvirt {libvirt.getVersion()}",
+        f"python {platform.python_version()}, libvirt {libvirt.getVersion()}",
         "converge": {
             "plain_s": round(plain_conv, 3),
             "kvmrec_s": round(kvmrec_conv, 3),

@@ -7,6 +7,7 @@ guests whose manifests go, and survives kill -9 in the middle of a converge.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import time
@@ -207,10 +208,10 @@ def test_halted_strategy_stops_and_keeps_the_guest_stopped(
     wait_for(lambda: state_of(conn, name) == "running", 20, "running")
     controller.write("halt.yaml", manifest(stack, name, runStrategy="Halted"))
     wait_for(lambda: state_of(conn, name) == "shutoff", 15, "stopped")
-    try:
-        conn.lookupByName(name).create()  # started by hand: Halted means kvmrec stops it again
-    except libvirt.libvirtError:
-        pass  # kvmrec may stop it before virsh start even returns, failing the start
+    # Started by hand: Halted means kvmrec stops it again, possibly before the start even
+    # returns, which then fails.
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.lookupByName(name).create()
     wait_for(lambda: state_of(conn, name) == "shutoff", 15, "stopped again")
     obj = wait_for(lambda: (o := controller.object(name)) and o["ready"] and o, 10, "ready")
     assert obj["state"] == "shutoff"
