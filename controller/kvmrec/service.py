@@ -65,6 +65,8 @@ class Service:
             settings.connect,
             on_domain_event=self._domain_event,
             on_reconnect=self._relist,
+            # Each reconcile then finds libvirt unavailable and says so in Ready=Unknown.
+            on_disconnect=lambda _why: self._relist(),
         )
         self.domains = DomainReconciler(self.store, self.hypervisor, self.clock)
         self._reconcilers: dict[str, Callable[[ObjectKey], engine.Result]] = {

@@ -49,25 +49,34 @@ class Manifest:
 
     kind: str
     name: str
-    spec: Mapping[str, Any]
+    spec: Mapping[str, Any]  # as written, with the schema's defaults filled in
     source: str
     document: int
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # Of the spec as written: a default that a newer kvmrec adds is not a new generation.
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            object.__setattr__(self, "digest", spec_digest(self.spec))
 
     @property
     def key(self) -> ObjectKey:
         return ObjectKey(self.kind, self.name)
 
-    @property
-    def digest(self) -> str:
-        return spec_digest(self.spec)
-
 
 class RunStrategy(StrEnum):
     ALWAYS = "Always"
+    RERUN_ON_FAILURE = "RerunOnFailure"
+    ONCE = "Once"
     HALTED = "Halted"
     MANUAL = "Manual"
+
+
+class RestartPolicy(StrEnum):
+    MANUAL = "Manual"
+    AUTO = "Auto"
 
 
 class DeletionPolicy(StrEnum):
@@ -76,44 +85,158 @@ class DeletionPolicy(StrEnum):
 
 
 @dataclass(frozen=True)
+class CloneSource:
+    """Where a full copy of a disk comes from: a file, or a disk of another domain."""
+
+    path: str | None = None
+    domain: str | None = None
+    disk: int = 0
+
+
+@dataclass(frozen=True)
 class Disk:
-    path: str
+    """One disk: how it is attached (compared with libvirt's definition) and how its image
+    is made (acted on when the image is missing or too small)."""
+
+    path: str | None = None
+    pool: str | None = None
+    volume: str | None = None
     format: str = "qcow2"
     bus: str = "virtio"
+    device: str = "disk"
     read_only: bool = False
+    # Image intents: never part of a libvirt definition.
+    size: int | None = None  # bytes
+    backing_image: str | None = None
+    clone_from: CloneSource | None = None
+    delete_image: bool = False
+
+    def attachment(self) -> Disk:
+        """Only the fields a libvirt definition holds."""
+        return Disk(
+            path=self.path,
+            pool=self.pool,
+            volume=self.volume,
+            format=self.format,
+            bus=self.bus,
+            device=self.device,
+            read_only=self.read_only or self.device == "cdrom",
+        )
+
+    @property
+    def source(self) -> str:
+        return self.path if self.path else f"{self.pool}/{self.volume}"
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    mac: str
+    network: str | None = None
+    bridge: str | None = None
+    virtualport: str | None = None
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class Graphics:
+    type: str = "none"
+    listen: str = "127.0.0.1"
+
+
+def derived_mac(domain: str, interface: str) -> str:
+    """A stable, locally administered MAC in QEMU's 52:54:00 range, from the names."""
+    digest = hashlib.sha256(f"{domain}/{interface}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 @dataclass(frozen=True)
 class DomainSpec:
-    """The fields of a Domain that kvmrec compares with libvirt."""
+    """The fields of a Domain that kvmrec compares with libvirt, and how it acts on them."""
 
     memory: int  # bytes
     type: str = "kvm"
     vcpus: int = 1
+    max_vcpus: int | None = None
+    max_memory: int | None = None  # bytes
     run_strategy: RunStrategy = RunStrategy.ALWAYS
+    restart_policy: RestartPolicy = RestartPolicy.MANUAL
     autostart: bool = False
     console: str = "serial"
+    graphics: Graphics = field(default_factory=Graphics)
+    guest_agent: bool = False
+    firmware: str = "bios"
+    boot: tuple[str, ...] = ("hd",)
     disks: tuple[Disk, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
 
+    @property
+    def vcpus_max(self) -> int:
+        return max(self.max_vcpus or self.vcpus, self.vcpus)
+
+    @property
+    def memory_max(self) -> int:
+        return max(self.max_memory or self.memory, self.memory)
+
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> DomainSpec:
-        """Build from a validated spec (schema defaults filled in)."""
+    def from_spec(cls, spec: Mapping[str, Any], name: str) -> DomainSpec:
+        """Build from a validated spec (schema defaults filled in) of domain ``name``."""
+        max_memory = spec.get("maxMemory")
+        graphics = spec.get("graphics", {})
+        os_ = spec.get("os", {})
         return cls(
             memory=quantities.parse_bytes(spec["memory"]),
             type=spec.get("type", "kvm"),
             vcpus=int(spec.get("vcpus", 1)),
+            max_vcpus=spec.get("maxVcpus"),
+            max_memory=quantities.parse_bytes(max_memory) if max_memory is not None else None,
             run_strategy=RunStrategy(spec.get("runStrategy", "Always")),
+            restart_policy=RestartPolicy(spec.get("restartPolicy", "Manual")),
             autostart=bool(spec.get("autostart", False)),
             console=spec.get("console", "serial"),
-            disks=tuple(
-                Disk(
-                    path=d["path"],
-                    format=d.get("format", "qcow2"),
-                    bus=d.get("bus", "virtio"),
-                    read_only=bool(d.get("readOnly", False)),
+            graphics=Graphics(
+                type=graphics.get("type", "none"), listen=graphics.get("listen", "127.0.0.1")
+            ),
+            guest_agent=bool(spec.get("guestAgent", False)),
+            firmware=os_.get("firmware", "bios"),
+            # libvirt gives a definition without a boot device <boot dev="hd"/>: say so,
+            # or `boot: []` would be drift that every reconcile redefines in vain.
+            boot=tuple(os_.get("boot") or ["hd"]),
+            disks=tuple(_disk(d) for d in spec.get("disks", [])),
+            interfaces=tuple(
+                Interface(
+                    name=i["name"],
+                    mac=i.get("mac") or derived_mac(name, i["name"]),
+                    network=i.get("network"),
+                    bridge=i.get("bridge"),
+                    virtualport=i.get("virtualport"),
+                    model=i.get("model", "virtio"),
                 )
-                for d in spec.get("disks", [])
+                for i in spec.get("interfaces", [])
             ),
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
         )
+
+
+def _disk(d: Mapping[str, Any]) -> Disk:
+    device = d.get("device", "disk")
+    clone = d.get("cloneFrom")
+    size = d.get("size")
+    return Disk(
+        path=d.get("path"),
+        pool=d.get("pool"),
+        volume=d.get("volume"),
+        format="raw" if device == "cdrom" else d.get("format", "qcow2"),
+        bus=d.get("bus") or ("sata" if device == "cdrom" else "virtio"),
+        device=device,
+        read_only=bool(d.get("readOnly", False)) or device == "cdrom",
+        size=quantities.parse_bytes(size) if size is not None else None,
+        backing_image=d.get("backingImage"),
+        clone_from=CloneSource(
+            path=clone.get("path"), domain=clone.get("domain"), disk=clone.get("disk", 0)
+        )
+        if clone
+        else None,
+        delete_image=d.get("deletionPolicy", "Keep") == "Delete",
+    )

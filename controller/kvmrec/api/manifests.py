@@ -19,7 +19,7 @@ import yaml
 
 from kvmrec.api import quantities, schema
 from kvmrec.api.errors import ManifestError, ManifestProblem
-from kvmrec.api.kinds import Manifest
+from kvmrec.api.kinds import Manifest, spec_digest
 
 MIN_MEMORY = 1024 * 1024
 Path = tuple[str | int, ...]
@@ -137,36 +137,97 @@ def _check_document(
         document=index,
         labels=dict(metadata.get("labels", {})),
         annotations=dict(metadata.get("annotations", {})),
+        digest=spec_digest(document["spec"]),
     )
 
 
 def _semantic_problems(kind: str, spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
     """Rules the schema cannot express."""
-    problems: list[tuple[str, str, Path]] = []
     if kind == "Domain":
+        return _domain_problems(spec)
+    return []
+
+
+def _domain_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+    problems: list[tuple[str, str, Path]] = []
+
+    def add(path: Path, reason: str) -> None:
+        problems.append((schema.format_path(path), reason, path))
+
+    sizes: dict[str, int] = {}
+    for field in ("memory", "maxMemory"):
+        if field not in spec:
+            continue
         try:
-            memory = quantities.parse_bytes(spec["memory"])
-            if memory < MIN_MEMORY:
-                problems.append(
-                    ("spec.memory", f"{spec['memory']!r} is below 1Mi", ("spec", "memory"))
-                )
+            sizes[field] = quantities.parse_bytes(spec[field])
+            if sizes[field] < MIN_MEMORY:
+                add(("spec", field), f"{spec[field]!r} is below 1Mi")
         except ValueError as exc:
-            problems.append(("spec.memory", str(exc), ("spec", "memory")))
-        paths: dict[str, int] = {}
-        for i, disk in enumerate(spec.get("disks", [])):
-            first = paths.setdefault(disk["path"], i)
+            add(("spec", field), str(exc))
+    if sizes.get("maxMemory", 1 << 62) < sizes.get("memory", 0):
+        add(("spec", "maxMemory"), f"must be at least memory ({spec['memory']})")
+    if spec.get("maxVcpus", 1 << 30) < spec.get("vcpus", 1):
+        add(("spec", "maxVcpus"), f"must be at least vcpus ({spec['vcpus']})")
+
+    sources: dict[str, int] = {}
+    for i, disk in enumerate(spec.get("disks", [])):
+        at: Path = ("spec", "disks", i)
+        has_path, has_volume = "path" in disk, "pool" in disk or "volume" in disk
+        if has_path == has_volume:
+            add(at, "needs either path, or pool and volume")
+        elif has_volume and not ("pool" in disk and "volume" in disk):
+            add(at, "pool and volume go together")
+        source = disk.get("path") or f"{disk.get('pool')}/{disk.get('volume')}"
+        first = sources.setdefault(source, i)
+        if first != i:
+            add(
+                (*at, "path" if has_path else "volume"),
+                f"{source!r} is already used by spec.disks[{first}]",
+            )
+        for ref in ("path", "backingImage"):
+            if ref in disk and ".." in disk[ref].split("/"):
+                add((*at, ref), "must not contain '..'")
+        clone = disk.get("cloneFrom")
+        if clone is not None:
+            if ("path" in clone) == ("domain" in clone):
+                add((*at, "cloneFrom"), "needs either path or domain")
+            if "path" in clone and ".." in clone["path"].split("/"):
+                add((*at, "cloneFrom", "path"), "must not contain '..'")
+            if "backingImage" in disk:
+                add((*at, "cloneFrom"), "cannot be combined with backingImage")
+        if "backingImage" in disk and disk.get("format", "qcow2") != "qcow2":
+            add((*at, "backingImage"), "needs format qcow2")
+        if disk.get("device") == "cdrom":
+            for field in ("size", "backingImage", "cloneFrom", "pool", "volume"):
+                if field in disk:
+                    add((*at, field), "is not allowed for a cdrom")
+            if disk.get("bus") in ("virtio",):
+                add((*at, "bus"), "a cdrom cannot be on virtio (use sata, scsi or ide)")
+        if "size" in disk:
+            try:
+                if quantities.parse_bytes(disk["size"]) < MIN_MEMORY:
+                    add((*at, "size"), f"{disk['size']!r} is below 1Mi")
+            except ValueError as exc:
+                add((*at, "size"), str(exc))
+
+    names: dict[str, int] = {}
+    macs: dict[str, int] = {}
+    for i, iface in enumerate(spec.get("interfaces", [])):
+        at = ("spec", "interfaces", i)
+        if ("network" in iface) == ("bridge" in iface):
+            add(at, "needs either network or bridge")
+        if "virtualport" in iface and "network" in iface:
+            add(
+                (*at, "virtualport"),
+                "goes with bridge; a network's own definition says whether it is Open vSwitch",
+            )
+        first = names.setdefault(iface["name"], i)
+        if first != i:
+            add((*at, "name"), f"{iface['name']!r} is already used by spec.interfaces[{first}]")
+        if "mac" in iface:
+            first = macs.setdefault(iface["mac"], i)
             if first != i:
-                problems.append(
-                    (
-                        f"spec.disks[{i}].path",
-                        f"{disk['path']!r} is already used by spec.disks[{first}]",
-                        ("spec", "disks", i, "path"),
-                    )
-                )
-            if ".." in disk["path"].split("/"):
-                problems.append(
-                    (f"spec.disks[{i}].path", "must not contain '..'", ("spec", "disks", i, "path"))
-                )
+                add((*at, "mac"), f"{iface['mac']} is already used by spec.interfaces[{first}]")
     return problems
 
 

@@ -15,15 +15,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import Disk, DomainSpec
+from kvmrec.api.kinds import Disk, DomainSpec, Graphics, Interface
 
 OWNER_NS = "https://kvmrec.io/xmlns/owner/v1alpha1"
 OWNER_PREFIX = "kvmrec"
 _UUID_NS = uuid.UUID("5b1f3a36-9a4e-4c1c-8f0e-6d5a8f3c2b71")
 
 ET.register_namespace(OWNER_PREFIX, OWNER_NS)
-
-_TARGET_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
 
 
 @dataclass(frozen=True)
@@ -44,11 +42,23 @@ class DomainConfig:
     name: str
     uuid: str
     type: str
-    vcpus: int
-    memory: int  # bytes
+    vcpus: int  # current
+    vcpus_max: int
+    memory: int  # current, bytes
+    memory_max: int  # bytes
     console: str
-    disks: tuple[Disk, ...]
+    graphics: Graphics
+    guest_agent: bool
+    firmware: str
+    boot: tuple[str, ...]
+    disks: tuple[Disk, ...]  # attachments only (see Disk.attachment)
+    interfaces: tuple[Interface, ...]  # names are unknown to libvirt: matched by MAC
     owner: Owner | None
+    balloon: bool = False  # a memory balloon: memory can change while the guest runs
+
+
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+_DEV_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd", "ide": "hd"}
 
 
 def stable_uuid(name: str) -> str:
@@ -58,8 +68,11 @@ def stable_uuid(name: str) -> str:
 
 
 def owner_xml(owner: Owner) -> str:
-    """The stamp as a standalone element (for ``virDomainSetMetadata``)."""
-    return ET.tostring(_owner_element(owner), encoding="unicode")
+    """The stamp as a standalone element for ``virDomainSetMetadata``, which puts it in
+    kvmrec's namespace itself (and refuses an element that declares one)."""
+    element = _owner_element(owner)
+    element.tag = "owner"
+    return ET.tostring(element, encoding="unicode")
 
 
 def _owner_element(owner: Owner) -> ET.Element:
@@ -75,8 +88,47 @@ def _owner_element(owner: Owner) -> ET.Element:
     )
 
 
-def _target_dev(bus: str, index: int) -> str:
-    return _TARGET_PREFIX[bus] + "abcdefghijklmnopqrstuvwxyz"[index]
+def target_devs(disks: tuple[Disk, ...]) -> list[str]:
+    """Target device names in order: sata and scsi share the sd namespace, as in libvirt."""
+    used: dict[str, int] = {}
+    names = []
+    for disk in disks:
+        prefix = _DEV_PREFIX[disk.bus]
+        index = used.get(prefix, 0)
+        used[prefix] = index + 1
+        names.append(prefix + "abcdefghijklmnopqrstuvwxyz"[index])
+    return names
+
+
+def disk_element(disk: Disk, dev: str) -> ET.Element:
+    kind = "file" if disk.path else "volume"
+    element = ET.Element("disk", {"type": kind, "device": disk.device})
+    ET.SubElement(element, "driver", {"name": "qemu", "type": disk.format})
+    if disk.path:
+        ET.SubElement(element, "source", {"file": disk.path})
+    else:
+        ET.SubElement(element, "source", {"pool": disk.pool or "", "volume": disk.volume or ""})
+    ET.SubElement(element, "target", {"dev": dev, "bus": disk.bus})
+    if disk.read_only or disk.device == "cdrom":
+        ET.SubElement(element, "readonly")
+    return element
+
+
+def interface_element(iface: Interface) -> ET.Element:
+    kind = "network" if iface.network else "bridge"
+    element = ET.Element("interface", {"type": kind})
+    ET.SubElement(element, "mac", {"address": iface.mac})
+    source = {"network": iface.network} if iface.network else {"bridge": iface.bridge or ""}
+    ET.SubElement(element, "source", source)
+    if iface.virtualport:
+        ET.SubElement(element, "virtualport", {"type": iface.virtualport})
+    ET.SubElement(element, "model", {"type": iface.model})
+    return element
+
+
+def interface_xml(iface: Interface) -> str:
+    """One interface as a device XML, for hot-plug."""
+    return ET.tostring(interface_element(iface), encoding="unicode")
 
 
 def build(name: str, spec: DomainSpec, owner: Owner | None) -> str:
@@ -86,77 +138,143 @@ def build(name: str, spec: DomainSpec, owner: Owner | None) -> str:
     ET.SubElement(root, "uuid").text = stable_uuid(name)
     if owner is not None:
         ET.SubElement(root, "metadata").append(_owner_element(owner))
-    kib = str(quantities.to_kib(spec.memory))
-    ET.SubElement(root, "memory", {"unit": "KiB"}).text = kib
-    ET.SubElement(root, "currentMemory", {"unit": "KiB"}).text = kib
-    ET.SubElement(root, "vcpu", {"placement": "static"}).text = str(spec.vcpus)
-    os_ = ET.SubElement(root, "os")
+    ET.SubElement(root, "memory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory_max))
+    ET.SubElement(root, "currentMemory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory))
+    vcpu = {"placement": "static"}
+    if spec.vcpus != spec.vcpus_max:
+        vcpu["current"] = str(spec.vcpus)
+    ET.SubElement(root, "vcpu", vcpu).text = str(spec.vcpus_max)
+    os_ = ET.SubElement(root, "os", {"firmware": "efi"} if spec.firmware == "efi" else {})
     ET.SubElement(os_, "type", {"arch": "x86_64"}).text = "hvm"
-    ET.SubElement(os_, "boot", {"dev": "hd"})
+    for dev in spec.boot:
+        ET.SubElement(os_, "boot", {"dev": dev})
     features = ET.SubElement(root, "features")
     ET.SubElement(features, "acpi")
     ET.SubElement(root, "on_poweroff").text = "destroy"
     ET.SubElement(root, "on_reboot").text = "restart"
     ET.SubElement(root, "on_crash").text = "destroy"
     devices = ET.SubElement(root, "devices")
-    # Counted per target prefix, not per bus: sata and scsi disks share sdX, and libvirt
-    # refuses two disks with one target.
-    per_prefix: dict[str, int] = {}
-    for disk in spec.disks:
-        index = per_prefix.get(_TARGET_PREFIX[disk.bus], 0)
-        per_prefix[_TARGET_PREFIX[disk.bus]] = index + 1
-        element = ET.SubElement(devices, "disk", {"type": "file", "device": "disk"})
-        ET.SubElement(element, "driver", {"name": "qemu", "type": disk.format})
-        ET.SubElement(element, "source", {"file": disk.path})
-        ET.SubElement(element, "target", {"dev": _target_dev(disk.bus, index), "bus": disk.bus})
-        if disk.read_only:
-            ET.SubElement(element, "readonly")
+    for disk, dev in zip(spec.disks, target_devs(spec.disks), strict=True):
+        devices.append(disk_element(disk, dev))
+    for iface in spec.interfaces:
+        devices.append(interface_element(iface))
     if spec.console == "serial":
         serial = ET.SubElement(devices, "serial", {"type": "pty"})
         ET.SubElement(serial, "target", {"port": "0"})
         console = ET.SubElement(devices, "console", {"type": "pty"})
         ET.SubElement(console, "target", {"type": "serial", "port": "0"})
-    # No graphics and no balloon: a headless guest needs neither, and the balloon's memory
-    # stats polling would otherwise be the only thing keeping an idle guest busy.
-    ET.SubElement(devices, "memballoon", {"model": "none"})
+    if spec.guest_agent:
+        channel = ET.SubElement(devices, "channel", {"type": "unix"})
+        ET.SubElement(channel, "target", {"type": "virtio", "name": AGENT_CHANNEL})
+    if spec.graphics.type == "vnc":
+        graphics = ET.SubElement(
+            devices, "graphics", {"type": "vnc", "port": "-1", "autoport": "yes"}
+        )
+        ET.SubElement(graphics, "listen", {"type": "address", "address": spec.graphics.listen})
+    # A balloon only where memory can change live; otherwise none, since its stats polling
+    # would be the only thing keeping an idle headless guest busy.
+    model = "virtio" if spec.memory_max > spec.memory else "none"
+    ET.SubElement(devices, "memballoon", {"model": model})
     return ET.tostring(root, encoding="unicode")
 
 
 def parse(xml: str) -> DomainConfig:
     """The managed fields of a domain definition (or live XML)."""
     root = ET.fromstring(xml)
-    memory = root.find("memory")
     devices = root.find("devices")
-    disks: list[Disk] = []
-    console = "none"
-    if devices is not None:
-        for element in devices.findall("disk"):
-            if element.get("device", "disk") != "disk" or element.get("type") != "file":
-                continue
-            source = element.find("source")
-            target = element.find("target")
-            driver = element.find("driver")
-            if source is None or target is None:
-                continue
-            disks.append(
-                Disk(
-                    path=source.get("file", ""),
-                    format=driver.get("type", "raw") if driver is not None else "raw",
-                    bus=target.get("bus", "virtio"),
-                    read_only=element.find("readonly") is not None,
-                )
-            )
-        if devices.find("serial") is not None or devices.find("console") is not None:
-            console = "serial"
+    if devices is None:
+        devices = ET.Element("devices")
+    vcpu = root.find("vcpu")
+    vcpus_max = int(vcpu.text or "1") if vcpu is not None else 1
+    vcpus = int(vcpu.get("current", vcpus_max)) if vcpu is not None else 1
+    memory_max = _bytes(root.find("memory"))
+    current = root.find("currentMemory")
+    os_ = root.find("os")
     return DomainConfig(
         name=root.findtext("name", ""),
         uuid=root.findtext("uuid", ""),
         type=root.get("type", ""),
-        vcpus=int(root.findtext("vcpu", "1")),
-        memory=_bytes(memory),
-        console=console,
-        disks=tuple(disks),
+        vcpus=vcpus,
+        vcpus_max=vcpus_max,
+        memory=_bytes(current) if current is not None else memory_max,
+        memory_max=memory_max,
+        console="serial"
+        if devices.find("serial") is not None or devices.find("console") is not None
+        else "none",
+        graphics=_graphics(devices),
+        guest_agent=any(
+            target.get("name") == AGENT_CHANNEL for target in devices.findall("channel/target")
+        ),
+        firmware=_firmware(os_),
+        boot=tuple(b.get("dev", "") for b in os_.findall("boot")) if os_ is not None else (),
+        disks=tuple(d for d in (_disk(e) for e in devices.findall("disk")) if d is not None),
+        interfaces=tuple(
+            i for i in (_interface(e) for e in devices.findall("interface")) if i is not None
+        ),
         owner=_owner(root),
+        balloon=any(b.get("model") not in (None, "none") for b in devices.findall("memballoon")),
+    )
+
+
+def _firmware(os_: ET.Element | None) -> str:
+    if os_ is None:
+        return "bios"
+    if os_.get("firmware") == "efi":
+        return "efi"
+    loader = os_.find("loader")
+    if loader is not None and loader.get("type") == "pflash":
+        return "efi"
+    return "bios"
+
+
+def _graphics(devices: ET.Element) -> Graphics:
+    element = devices.find("graphics")
+    if element is None:
+        return Graphics()
+    listen = element.find("listen")
+    address = element.get("listen") or (listen.get("address") if listen is not None else None)
+    return Graphics(type=element.get("type", ""), listen=address or "127.0.0.1")
+
+
+def _disk(element: ET.Element) -> Disk | None:
+    device = element.get("device", "disk")
+    if device not in ("disk", "cdrom"):
+        return None
+    source = element.find("source")
+    target = element.find("target")
+    driver = element.find("driver")
+    if target is None:
+        return None
+    path = pool = volume = None
+    if source is not None:
+        path = source.get("file")
+        pool, volume = source.get("pool"), source.get("volume")
+    return Disk(
+        path=path,
+        pool=pool,
+        volume=volume,
+        format=driver.get("type", "raw") if driver is not None else "raw",
+        bus=target.get("bus", "virtio"),
+        device=device,
+        read_only=element.find("readonly") is not None,
+    )
+
+
+def _interface(element: ET.Element) -> Interface | None:
+    mac = element.find("mac")
+    source = element.find("source")
+    kind = element.get("type")
+    if kind not in ("network", "bridge") or source is None:
+        return None
+    virtualport = element.find("virtualport")
+    model = element.find("model")
+    return Interface(
+        name="",
+        mac=mac.get("address", "") if mac is not None else "",
+        network=source.get("network") if kind == "network" else None,
+        bridge=source.get("bridge") if kind == "bridge" else None,
+        virtualport=virtualport.get("type") if virtualport is not None else None,
+        model=model.get("type", "") if model is not None else "",
     )
 
 
@@ -189,3 +307,34 @@ def _owner(root: ET.Element) -> Owner | None:
         generation=int(element.get("generation", "0")),
         digest=element.get("digest", ""),
     )
+
+
+# Devices a manifest cannot describe: an import says so instead of dropping them silently.
+_UNMODELLED_DEVICES = ("hostdev", "filesystem", "smartcard", "redirdev", "tpm", "shmem")
+
+
+def unmodelled(xml: str) -> list[str]:
+    """What a definition holds that the Domain kind cannot express."""
+    root = ET.fromstring(xml)
+    devices = root.find("devices")
+    found: list[str] = []
+    if devices is None:
+        return found
+    for tag in _UNMODELLED_DEVICES:
+        if devices.find(tag) is not None:
+            found.append(f"<{tag}> devices")
+    for disk in devices.findall("disk"):
+        if disk.get("device", "disk") not in ("disk", "cdrom") or disk.get("type") not in (
+            "file",
+            "volume",
+        ):
+            found.append(f"a {disk.get('type')} {disk.get('device', 'disk')}")
+        elif disk.find("source") is None:
+            found.append(f"an empty {disk.get('device')} drive")
+    for iface in devices.findall("interface"):
+        if iface.get("type") not in ("network", "bridge"):
+            found.append(f"a {iface.get('type')} interface")
+    for graphics in devices.findall("graphics"):
+        if graphics.get("type") != "vnc":
+            found.append(f"{graphics.get('type')} graphics")
+    return found

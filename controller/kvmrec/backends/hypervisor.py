@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import libvirt
 
@@ -54,8 +55,30 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+}
+# Lifecycle (defined, started, stopped, undefined, ...) and devices added or removed by hand.
+_WATCHED_EVENTS = (
+    libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+)
 _CONNECTION_ERRORS = {libvirt.VIR_FROM_REMOTE, libvirt.VIR_FROM_RPC}
-_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT}
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+}
 
 
 @dataclass(frozen=True)
@@ -64,22 +87,24 @@ class LiveDomain:
 
     config: DomainConfig  # the persistent definition
     state: str  # running | paused | shutoff | crashed | ...
+    reason: str  # why it is in that state: for shutoff, "shutdown" means the guest did it
     autostart: bool
     fingerprint: Fingerprint  # changes whenever any of the above does
+    running: DomainConfig | None = None  # what the running guest was started with / has now
 
     @property
     def active(self) -> bool:
         return self.state not in ("shutoff", "crashed", "nostate")
 
 
-# The persistent XML, a coarse run state and the autostart flag: everything a reconcile
-# looks at. Kept whole rather than hashed: comparing two equal strings is a memcmp, cheaper
-# than hashing either.
-Fingerprint = tuple[str, str, bool]
+# The persistent XML, the live XML of a running guest, whether it is paused and the
+# autostart flag: everything a reconcile looks at. Kept whole rather than hashed: comparing
+# two equal strings is a memcmp, cheaper than hashing either.
+Fingerprint = tuple[str, str | None, bool, bool]
 
 
-def _fingerprint(xml: str, active: bool, paused: bool, autostart: bool) -> Fingerprint:
-    return (xml, "paused" if paused else "active" if active else "inactive", autostart)
+def _fingerprint(xml: str, running_xml: str | None, paused: bool, autostart: bool) -> Fingerprint:
+    return (xml, running_xml, paused, autostart)
 
 
 class _EventLoop:
@@ -159,21 +184,17 @@ class Hypervisor:
         except libvirt.libvirtError as exc:
             self._last_error = str(exc)
             raise Unavailable(f"cannot connect to {self.uri}: {exc}") from exc
-        with contextlib.suppress(
-            libvirt.libvirtError
-        ):  # local drivers (test:///, qemu:///embed) have no keepalive
+        # Local drivers (test:///, qemu:///embed) have neither keepalive nor close callback.
+        with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(*self._keepalive)
-        with contextlib.suppress(
-            libvirt.libvirtError
-        ):  # the same drivers have no close callback either
+        with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._closed_by_libvirt, None)
         self._callback_ids = []
         if self._on_domain_event is not None:
-            self._callback_ids.append(
-                conn.domainEventRegisterAny(
-                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
+            for event in _WATCHED_EVENTS:
+                self._callback_ids.append(
+                    conn.domainEventRegisterAny(None, event, self._domain_event, None)
                 )
-            )
         self._conn = conn
         self._last_error = ""
         return conn
@@ -182,17 +203,19 @@ class Hypervisor:
         self._closed.set()
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            for callback in self._callback_ids:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.domainEventDeregisterAny(callback)
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.unregisterCloseCallback()
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+        if conn is not None:
+            self._release(conn)
 
-    def _lifecycle(self, _conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
+    def _release(self, conn: Any) -> None:
+        for callback in self._callback_ids:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(callback)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+    def _domain_event(self, _conn: Any, dom: Any, *_details: Any) -> None:
         # Runs on the event thread: hand the name over and return.
         if self._on_domain_event is not None:
             self._on_domain_event(dom.name())
@@ -205,22 +228,29 @@ class Hypervisor:
         with self._lock:
             if self._conn is None and self._reconnecting:
                 return
-            self._conn = None
+            dead, self._conn = self._conn, None
             self._last_error = why
             if self._reconnecting or self._closed.is_set():
                 return
             self._reconnecting = True
         log.warning("libvirt %s: %s; reconnecting", self.uri, why)
-        if self._on_disconnect is not None:
-            self._on_disconnect(why)
-        threading.Thread(target=self._reconnect_loop, name="libvirt-reconnect", daemon=True).start()
+        threading.Thread(
+            target=self._reconnect_loop, args=(why, dead), name="libvirt-reconnect", daemon=True
+        ).start()
 
     def start_reconnecting(self) -> None:
         """Keep trying to connect in the background (the service started before libvirtd)."""
         _EventLoop.ensure()
         self._drop(self._last_error or "not connected yet")
 
-    def _reconnect_loop(self) -> None:
+    def _reconnect_loop(self, why: str, dead: Any) -> None:
+        # Here rather than in _drop: _drop may run on libvirt's event thread (inside the
+        # close callback), which must neither close its own connection nor wait for the
+        # service's work.
+        if dead is not None:
+            self._release(dead)
+        if self._on_disconnect is not None:
+            self._on_disconnect(why)
         delay = 0.5
         while not self._closed.is_set():
             try:
@@ -264,29 +294,31 @@ class Hypervisor:
                     return None
                 raise
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            code = dom.state()[0]
+            code, reason = dom.state()
             autostart = bool(dom.autostart())
             active = dom.isActive() == 1
+            running_xml = dom.XMLDesc(0) if active else None
         state = _STATES.get(code, "nostate")
-        fingerprint = _fingerprint(xml, active, code == libvirt.VIR_DOMAIN_PAUSED, autostart)
-        return LiveDomain(domain_xml.parse(xml), state, autostart, fingerprint)
+        why = _SHUTOFF_REASONS.get(reason, str(reason)) if state == "shutoff" else str(reason)
+        paused = code == libvirt.VIR_DOMAIN_PAUSED
+        return LiveDomain(
+            config=domain_xml.parse(xml),
+            state=state,
+            reason=why,
+            autostart=autostart,
+            fingerprint=_fingerprint(xml, running_xml, paused, autostart),
+            running=domain_xml.parse(running_xml) if running_xml else None,
+        )
 
-    def get_running_config(self, name: str) -> DomainConfig | None:
-        """The definition the running guest was started with; None when it is not running."""
+    def domain_xml(self, name: str) -> str:
+        """The persistent definition of a domain, as libvirt has it."""
         with self._call(f"read domain {name}") as conn:
-            try:
-                dom = conn.lookupByName(name)
-                if not dom.isActive():
-                    return None
-                return domain_xml.parse(dom.XMLDesc(0))
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return None
-                raise
+            return str(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
 
     def fingerprints(self) -> Mapping[str, Fingerprint]:
-        """Every domain's fingerprint, cheaply: one XML read per domain and two short lists
-        (a domain listed by libvirt already knows its ID, so "active" costs no call)."""
+        """Every domain's fingerprint, cheaply: the XML of each domain (twice for a running
+        one: its definition and what it runs) and two short lists (a domain listed by
+        libvirt already knows its ID, so "active" costs no call)."""
         with self._call("list domains") as conn:
             domains = conn.listAllDomains(0)
             paused = {
@@ -300,9 +332,10 @@ class Hypervisor:
                 name = dom.name()
                 try:
                     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                    running_xml = dom.XMLDesc(0) if dom.ID() != -1 else None
                 except libvirt.libvirtError:
-                    continue  # undefined meanwhile: its event will enqueue it
-                result[name] = _fingerprint(xml, dom.ID() != -1, name in paused, name in auto)
+                    continue  # undefined or stopped meanwhile: its event enqueues it
+                result[name] = _fingerprint(xml, running_xml, name in paused, name in auto)
             return result
 
     def list_domain_names(self) -> list[str]:
@@ -353,6 +386,66 @@ class Hypervisor:
         with self._call(f"set autostart of {name}") as conn:
             conn.lookupByName(name).setAutostart(1 if enabled else 0)
 
+    def set_vcpus_live(self, name: str, count: int) -> None:
+        with self._call(f"set vCPUs of {name}") as conn:
+            conn.lookupByName(name).setVcpusFlags(count, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def set_memory_live(self, name: str, kib: int) -> None:
+        with self._call(f"set memory of {name}") as conn:
+            conn.lookupByName(name).setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def attach_live(self, name: str, device_xml: str) -> None:
+        with self._call(f"hot-plug a device into {name}") as conn:
+            conn.lookupByName(name).attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def detach_live(self, name: str, device_xml: str) -> None:
+        with self._call(f"unplug a device from {name}") as conn:
+            conn.lookupByName(name).detachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def block_size(self, name: str, dev: str) -> int:
+        """Capacity in bytes of a running guest's disk ``dev`` (e.g. vda)."""
+        with self._call(f"read disk {dev} of {name}") as conn:
+            return int(conn.lookupByName(name).blockInfo(dev)[0])
+
+    def block_resize(self, name: str, dev: str, size: int) -> None:
+        """Grow a disk of a running guest (the guest sees the new size at once)."""
+        with self._call(f"grow disk {dev} of {name}") as conn:
+            conn.lookupByName(name).blockResize(dev, size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    # -- storage volumes -----------------------------------------------------------------
+
+    def volume_path(self, pool: str, volume: str) -> str | None:
+        """The path of a volume, or None if the pool has no such volume."""
+        with self._call(f"read volume {pool}/{volume}") as conn:
+            storage = conn.storagePoolLookupByName(pool)
+            try:
+                return str(storage.storageVolLookupByName(volume).path())
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    return None
+                raise
+
+    def volume_capacity(self, pool: str, volume: str) -> int:
+        with self._call(f"read volume {pool}/{volume}") as conn:
+            vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(volume)
+            return int(vol.info()[1])
+
+    def create_volume(self, pool: str, volume: str, fmt: str, size: int) -> None:
+        xml = (
+            f"<volume><name>{_escape(volume)}</name><capacity unit='bytes'>{size}</capacity>"
+            f"<target><format type='{_escape(fmt)}'/></target></volume>"
+        )
+        with self._call(f"create volume {pool}/{volume}") as conn:
+            conn.storagePoolLookupByName(pool).createXML(xml, 0)
+
+    def grow_volume(self, pool: str, volume: str, size: int) -> None:
+        with self._call(f"grow volume {pool}/{volume}") as conn:
+            conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).resize(size, 0)
+
+    def delete_volume(self, pool: str, volume: str) -> None:
+        with self._call(f"delete volume {pool}/{volume}") as conn:
+            conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).delete(0)
+
     def set_owner(self, name: str, owner: Owner | None) -> None:
         """Stamp (or unstamp, with None) the persistent definition of a domain."""
         with self._call(f"set owner of {name}") as conn:
@@ -374,6 +467,10 @@ class Hypervisor:
             caps = self._capabilities[1]
             # libvirt's test driver advertises only type 'test' but runs definitions of any.
             return f"<domain type='{virt_type}'" in caps or "<domain type='test'" in caps
+
+
+def _escape(text: str) -> str:
+    return xml_escape(text, {"'": "&apos;", '"': "&quot;"})
 
 
 def _alive(conn: Any) -> bool:

@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from kvmrec import __version__
-from kvmrec.cli import explain, run, status, validate
+from kvmrec.cli import explain, importing, plan, run, status, validate
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
-_COMMANDS = (run, status, validate, explain)
+_COMMANDS = (run, status, plan, validate, explain, importing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,39 +1,55 @@
 """The Domain reconciler: make a libvirt guest match its manifest, and keep it so.
 
-observe: the stored desired state, and the domain's persistent definition, run state and
-autostart flag from libvirt. diff: field by field, on the fields the manifest holds.
-act, in order: define (or redefine) the domain with kvmrec's ownership stamp, set autostart,
-then bring the run state to what ``runStrategy`` asks. Then observe again and record status:
-``Ready`` (running for Always, shut off for Halted, defined for Manual), ``Synced``,
-``RestartRequired`` when a running guest still runs an older definition, and the drift left.
+observe: the stored desired state; the domain's persistent definition, the configuration
+the running guest has, its run state (and why), its autostart flag; its disk images.
+decide: a ``Plan``, the ordered steps that would bring the domain to its manifest, each
+naming the fields it changes. act: carry the steps out. ``kvmrec plan`` stops after decide,
+so the dry run and the real thing can never disagree.
 
-kvmrec only touches domains that carry its stamp; a domain of the same name without it is a
-conflict, reported and left alone, unless the manifest asks to adopt it
-(``kvmrec.io/adopt: "true"``).
+Comparisons cover only the fields a manifest holds (intent only): both sides are parsed
+into the same model, so controllers, PCI addresses, aliases and the MACs of interfaces
+kvmrec did not add never count as drift.
 
-Fast resync: after a reconcile that found nothing to do, the domain's fingerprint (a hash
-of its definition, state and autostart) is remembered. A periodic resync then lists all
-domains once and reconciles only those whose fingerprint moved, so a no-op pass over many
-guests costs about one XML read per guest, as a plain libvirt loop would.
+Change classes. A differing field of a running guest is applied live where libvirt can
+(vCPUs up to maxVcpus, memory up to maxMemory with a balloon, interfaces hot-plugged),
+and always written to the persistent definition. Whatever the running guest cannot take
+raises ``RestartRequired`` naming the fields; with ``restartPolicy: Auto`` kvmrec restarts
+the guest itself.
+
+Run state follows ``runStrategy`` with KubeVirt's meanings. Restarts of a guest that keeps
+failing soon after it starts back off with the square of the quick failures (1 s, 4 s,
+9 s, ... up to 5 min), and say so in ``Ready`` (CrashLoopBackOff).
+
+Ownership. kvmrec only touches domains that carry its stamp in ``<metadata>``; a domain of
+the same name without it is a conflict, reported and left alone, unless the manifest asks
+to adopt it (``kvmrec.io/adopt: "true"``).
+
+Fast resync: after a reconcile that found nothing to do, the domain's fingerprint (its
+definition, its live XML, paused and autostart) is remembered. A periodic resync lists all
+domains once and reconciles only those whose fingerprint moved.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from kvmrec.api import quantities
 from kvmrec.api.kinds import (
     ADOPT_ANNOTATION,
     DeletionPolicy,
+    Disk,
     DomainSpec,
+    Interface,
     ObjectKey,
+    RestartPolicy,
     RunStrategy,
 )
-from kvmrec.backends import domain_xml
+from kvmrec.backends import domain_xml, images
 from kvmrec.backends.domain_xml import DomainConfig, Owner
 from kvmrec.backends.hypervisor import (
     BackendError,
@@ -52,61 +68,146 @@ log = logging.getLogger(__name__)
 
 KIND = "Domain"
 
-# Fields of the definition a running guest only picks up when it restarts.
-_RESTART_FIELDS = ("type", "vcpus", "memory", "console", "disks")
+# A guest that stops within a minute of being started has failed quickly; after a minute of
+# running, its next failure starts the count again.
+CRASH_WINDOW = 60.0
+CRASH_CAP = 300.0
+
+
+# -- the plan ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing the reconciler would do. ``action`` is what ``kvmrec plan`` prints."""
+
+    action: str
+    fields: tuple[Drift, ...] = ()
+    detail: str = ""
+    visible: bool = True  # False for kvmrec's own bookkeeping (the ownership stamp)
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...] = ()
+    blocked: str | None = None  # why nothing can be done until the input changes
+    blocked_reason: str = ""
+    wait: float | None = None  # crash-loop backoff: start again after this many seconds
+
+    @property
+    def visible(self) -> list[Step]:
+        return [s for s in self.steps if s.visible]
+
+
+# -- comparing ------------------------------------------------------------------------------
+
+
+def _mem(nbytes: int) -> str:
+    return quantities.format_bytes(nbytes)
+
+
+def _by_bus(disks: Iterable[Disk]) -> tuple[Disk, ...]:
+    # libvirt keeps a domain's disks grouped by bus; only the order within a bus matters.
+    return tuple(sorted(disks, key=lambda d: d.bus))
+
+
+def _disk_view(disks: Iterable[Disk]) -> list[dict[str, Any]]:
+    view = []
+    for d in disks:
+        item: dict[str, Any] = {"path": d.path} if d.path else {"pool": d.pool, "volume": d.volume}
+        item.update(format=d.format, bus=d.bus, device=d.device, readOnly=d.read_only)
+        view.append(item)
+    return view
+
+
+def _iface_key(i: Interface) -> tuple[str, str | None, str | None, str | None, str]:
+    return (i.mac, i.network, i.bridge, i.virtualport, i.model)
+
+
+def _iface_view(ifaces: Iterable[Interface]) -> list[dict[str, Any]]:
+    view = []
+    for i in ifaces:
+        item: dict[str, Any] = {"mac": i.mac}
+        if i.name:
+            item["name"] = i.name
+        item.update({"network": i.network} if i.network else {"bridge": i.bridge})
+        if i.virtualport:
+            item["virtualport"] = i.virtualport
+        item["model"] = i.model
+        view.append(item)
+    return view
 
 
 def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
-    """Fields of a definition that differ from the spec, as the operator wrote them."""
+    """Fields of a definition that differ from the spec, named as in the manifest."""
     drift: list[Drift] = []
-    if config.type != spec.type:
-        drift.append(Drift("spec.type", spec.type, config.type))
-    if config.vcpus != spec.vcpus:
-        drift.append(Drift("spec.vcpus", spec.vcpus, config.vcpus))
-    if config.memory != quantities.to_kib(spec.memory) * 1024:
+
+    def check(field: str, desired: Any, actual: Any) -> None:
+        if desired != actual:
+            drift.append(Drift(field, desired, actual))
+
+    check("spec.type", spec.type, config.type)
+    check("spec.vcpus", spec.vcpus, config.vcpus)
+    check("spec.maxVcpus", spec.vcpus_max, config.vcpus_max)
+    if quantities.to_kib(spec.memory) * 1024 != config.memory:
+        drift.append(Drift("spec.memory", _mem(spec.memory), _mem(config.memory)))
+    if quantities.to_kib(spec.memory_max) * 1024 != config.memory_max:
+        drift.append(Drift("spec.maxMemory", _mem(spec.memory_max), _mem(config.memory_max)))
+    check("spec.console", spec.console, config.console)
+    if spec.graphics != config.graphics:
+        desired = {"type": spec.graphics.type}
+        actual = {"type": config.graphics.type}
+        if spec.graphics.type == "vnc":
+            desired["listen"] = spec.graphics.listen
+        if config.graphics.type == "vnc":
+            actual["listen"] = config.graphics.listen
+        check("spec.graphics", desired, actual)
+    check("spec.guestAgent", spec.guest_agent, config.guest_agent)
+    check("spec.os.firmware", spec.firmware, config.firmware)
+    check("spec.os.boot", list(spec.boot), list(config.boot))
+    wanted = _by_bus(d.attachment() for d in spec.disks)
+    if wanted != _by_bus(config.disks):
+        drift.append(Drift("spec.disks", _disk_view(wanted), _disk_view(_by_bus(config.disks))))
+    if [_iface_key(i) for i in spec.interfaces] != [_iface_key(i) for i in config.interfaces]:
         drift.append(
-            Drift(
-                "spec.memory",
-                quantities.format_bytes(spec.memory),
-                quantities.format_bytes(config.memory),
-            )
+            Drift("spec.interfaces", _iface_view(spec.interfaces), _iface_view(config.interfaces))
         )
-    if config.console != spec.console:
-        drift.append(Drift("spec.console", spec.console, config.console))
-    if _by_bus(config.disks) != _by_bus(spec.disks):
-        drift.append(Drift("spec.disks", _disks(spec.disks), _disks(config.disks)))
     return drift
 
 
-def _by_bus(disks: Iterable[Any]) -> list[Any]:
-    """Disks grouped by bus, in order within each bus: libvirt stores a definition's disks
-    grouped by bus, so the order across buses cannot survive a define."""
-    return sorted(disks, key=lambda d: d.bus)
+def _live_class(spec: DomainSpec, running: DomainConfig) -> tuple[list[Drift], list[Drift]]:
+    """Split the differences of a running guest into (applied live, needs a restart)."""
+    hot = {
+        "spec.vcpus": spec.vcpus <= running.vcpus_max,
+        "spec.memory": running.balloon and spec.memory <= running.memory_max,
+        # Hot-plug; an unplug that the guest refuses shows up again and needs a restart.
+        "spec.interfaces": True,
+    }
+    live: list[Drift] = []
+    restart: list[Drift] = []
+    for d in diff_config(spec, running):
+        (live if hot.get(d.field, False) else restart).append(d)
+    return live, restart
 
 
-def _disks(disks: Iterable[Any]) -> list[dict[str, Any]]:
-    return [
-        {"path": d.path, "format": d.format, "bus": d.bus, "readOnly": d.read_only} for d in disks
-    ]
-
-
-def _run_state_drift(spec: DomainSpec, live: LiveDomain) -> Drift | None:
-    if spec.run_strategy is RunStrategy.ALWAYS and live.state != "running":
-        return Drift("spec.runStrategy", "Always (running)", live.state)
-    if spec.run_strategy is RunStrategy.HALTED and live.active:
-        return Drift("spec.runStrategy", "Halted (shutoff)", live.state)
+def _wants_running(
+    spec: DomainSpec, live: LiveDomain | None, status: Status, generation: int
+) -> bool | None:
+    """True: keep it running; False: keep it off; None: leave the run state alone."""
+    strategy = spec.run_strategy
+    if strategy is RunStrategy.ALWAYS:
+        return True
+    if strategy is RunStrategy.HALTED:
+        return False
+    if strategy is RunStrategy.RERUN_ON_FAILURE:
+        # A guest that shut itself down has finished; anything else stopping it is a failure.
+        return not (live is not None and live.state == "shutoff" and live.reason == "shutdown")
+    if strategy is RunStrategy.ONCE:
+        return None if status.details.get("onceGeneration") == generation else True
     return None
 
 
-def diff(spec: DomainSpec, live: LiveDomain) -> list[Drift]:
-    """Every managed field where ``live`` differs from ``spec``."""
-    drift = diff_config(spec, live.config)
-    if live.autostart != spec.autostart:
-        drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
-    state = _run_state_drift(spec, live)
-    if state is not None:
-        drift.append(state)
-    return drift
+# -- the reconciler ---------------------------------------------------------------------------
 
 
 class DomainReconciler:
@@ -128,12 +229,11 @@ class DomainReconciler:
         fingerprints = self._hv.fingerprints()
         with self._lock:
             converged = dict(self._converged)
-        stale = []
-        for key in keys:
-            seen = converged.get(key.name)
-            if seen is None or fingerprints.get(key.name) != seen:
-                stale.append(key)
-        return stale
+        return [
+            key
+            for key in keys
+            if key.name not in converged or fingerprints.get(key.name) != converged[key.name]
+        ]
 
     def _remember(self, name: str, fingerprint: Fingerprint | None) -> None:
         with self._lock:
@@ -142,7 +242,181 @@ class DomainReconciler:
             else:
                 self._converged[name] = fingerprint
 
-    # -- reconcile -----------------------------------------------------------------------
+    # -- observe and decide ----------------------------------------------------------------
+
+    def plan(self, obj: StoredObject, status: Status | None = None) -> Plan:
+        """What a reconcile of ``obj`` would do now, without doing any of it."""
+        if obj.deleting:
+            return self._deletion_plan(obj, self._hv.get_domain(obj.key.name))
+        spec = DomainSpec.from_spec(obj.spec, obj.key.name)
+        live = self._hv.get_domain(obj.key.name)
+        return self._decide(obj, spec, live, status or Status(), self._clock.wall())
+
+    def _decide(
+        self,
+        obj: StoredObject,
+        spec: DomainSpec,
+        live: LiveDomain | None,
+        status: Status,
+        now: datetime,
+    ) -> Plan:
+        name = obj.key.name
+        if live is not None and not self._owns(live, obj):
+            return Plan(
+                steps=(Step("conflict", detail=f"domain {name} exists and is not kvmrec's"),),
+                blocked=(
+                    f"a domain named {name} exists and is not managed by kvmrec; it is left "
+                    f'alone (annotate the manifest with {ADOPT_ANNOTATION}: "true" to adopt it)'
+                ),
+                blocked_reason="Conflict",
+            )
+        if not self._hv.domain_type_supported(spec.type):
+            return Plan(
+                blocked=f"this host cannot run domain type {spec.type!r} (spec.type)",
+                blocked_reason="Unsupported",
+            )
+        steps: list[Step] = []
+        image_steps, missing = self._image_steps(name, spec, live)
+        if missing:
+            return Plan(steps=tuple(image_steps), blocked=missing, blocked_reason="ImageMissing")
+        steps += image_steps
+
+        owner = Owner(KIND, name, obj.uid, obj.generation, obj.digest)
+        if live is None:
+            steps.append(Step("create", detail=f"define domain {name}"))
+        else:
+            drift = diff_config(spec, live.config)
+            if drift:
+                steps.append(Step("update", tuple(drift), "write the persistent definition"))
+            elif live.config.owner != owner:
+                adopting = live.config.owner is None
+                steps.append(Step("adopt" if adopting else "stamp", visible=False))
+
+        restart: list[Drift] = []
+        if live is not None and live.running is not None:
+            hot, restart = _live_class(spec, live.running)
+            if hot:
+                steps.append(Step("update-live", tuple(hot), "apply to the running guest"))
+            if restart and spec.restart_policy is RestartPolicy.AUTO:
+                steps.append(Step("restart", tuple(restart), "restartPolicy: Auto"))
+            elif restart:
+                steps.append(Step("update-at-restart", tuple(restart), "RestartRequired"))
+
+        autostart = live.autostart if live is not None else False
+        if autostart != spec.autostart:
+            steps.append(Step("autostart", (Drift("spec.autostart", spec.autostart, autostart),)))
+
+        wait: float | None = None
+        want = _wants_running(spec, live, status, obj.generation)
+        state = live.state if live is not None else "undefined"
+        active = live is not None and live.active
+        if want is True and state == "paused":
+            steps.append(Step("resume", (Drift("spec.runStrategy", spec.run_strategy, state),)))
+        elif want is True and not active:
+            wait = self._crash_backoff(status, now)
+            if wait is None:
+                steps.append(
+                    Step("start", (Drift("spec.runStrategy", spec.run_strategy.value, state),))
+                )
+        elif want is False and active:
+            steps.append(Step("stop", (Drift("spec.runStrategy", spec.run_strategy.value, state),)))
+        return Plan(steps=tuple(steps), wait=wait)
+
+    def _image_steps(
+        self, name: str, spec: DomainSpec, live: LiveDomain | None
+    ) -> tuple[list[Step], str | None]:
+        """Images to create or grow; or why a disk cannot be had."""
+        steps: list[Step] = []
+        devs = domain_xml.target_devs(spec.disks)
+        for index, (disk, dev) in enumerate(zip(spec.disks, devs, strict=True)):
+            field = f"spec.disks[{index}]"
+            if disk.path:
+                present = images.exists(disk.path)
+            else:
+                present = self._hv.volume_path(disk.pool or "", disk.volume or "") is not None
+            if not present:
+                if disk.device == "cdrom":
+                    return steps, f"{field}.path: {disk.path} does not exist"
+                if disk.clone_from is not None:
+                    source = self._clone_source(disk)
+                    if source is None or not images.exists(source):
+                        what = source or f"disk {disk.clone_from.disk} of {disk.clone_from.domain}"
+                        return steps, f"{field}.cloneFrom: {what} does not exist"
+                    how = f"copy of {source}"
+                elif disk.backing_image is not None:
+                    if not images.exists(disk.backing_image):
+                        return steps, f"{field}.backingImage: {disk.backing_image} does not exist"
+                    how = f"overlay on {disk.backing_image}"
+                elif disk.size is not None:
+                    how = f"{_mem(disk.size)} {disk.format}"
+                else:
+                    return steps, (
+                        f"{field}: {disk.source} does not exist and the disk has no size, "
+                        "backingImage or cloneFrom to create it from"
+                    )
+                steps.append(
+                    Step(
+                        "create-image", (Drift(field, disk.source, None),), f"{disk.source}: {how}"
+                    )
+                )
+                continue
+            if disk.size is None or disk.device == "cdrom":
+                continue
+            current = self._image_size(name, disk, dev, live)
+            if current < disk.size:
+                steps.append(
+                    Step(
+                        "grow-image",
+                        (Drift(f"{field}.size", _mem(disk.size), _mem(current)),),
+                        f"{disk.source}: never shrunk, grown when asked",
+                    )
+                )
+        return steps, None
+
+    def _image_size(self, name: str, disk: Disk, dev: str, live: LiveDomain | None) -> int:
+        if disk.path is None:
+            return self._hv.volume_capacity(disk.pool or "", disk.volume or "")
+        if live is not None and live.running is not None:
+            try:
+                return self._hv.block_size(name, dev)
+            except BackendError:
+                pass  # not attached to the running guest (yet): read the file
+        return images.virtual_size(disk.path)
+
+    def _clone_source(self, disk: Disk) -> str | None:
+        clone = disk.clone_from
+        if clone is None:
+            return None
+        if clone.path:
+            return clone.path
+        other = self._hv.get_domain(clone.domain or "")
+        if other is None or clone.disk >= len(other.config.disks):
+            return None
+        source = other.config.disks[clone.disk]
+        if source.path:
+            return source.path
+        return self._hv.volume_path(source.pool or "", source.volume or "")
+
+    def _crash_backoff(self, status: Status, now: datetime) -> float | None:
+        """Seconds to wait before starting again, or None to start now."""
+        last = status.details.get("lastStart")
+        failures = int(status.details.get("quickFailures", 0))
+        if not last:
+            return None
+        since = (now - datetime.fromisoformat(last)).total_seconds()
+        if since >= CRASH_WINDOW:
+            return None
+        gap = min(float((failures + 1) ** 2), CRASH_CAP)
+        return gap - since if since < gap else None
+
+    @staticmethod
+    def _owns(live: LiveDomain, obj: StoredObject) -> bool:
+        owner = live.config.owner
+        if owner is not None and owner.kind == KIND and owner.name == obj.key.name:
+            return True
+        return obj.annotations.get(ADOPT_ANNOTATION) == "true"
+
+    # -- act -----------------------------------------------------------------------------
 
     def reconcile(self, key: ObjectKey) -> Result:
         self._remember(key.name, None)
@@ -161,13 +435,13 @@ class DomainReconciler:
             status = status.with_condition("Ready", "Unknown", "LibvirtUnavailable", str(exc), now)
             self._fail(key, old, status, exc, now)
             raise
-        except BackendError as exc:
+        except (BackendError, images.ImageError) as exc:
             status = status.with_condition("Synced", "False", "ReconcileFailed", str(exc), now)
             self._fail(key, old, status, exc, now)
             raise
 
     def _fail(
-        self, key: ObjectKey, old: Status | None, status: Status, exc: Exception, now: Any
+        self, key: ObjectKey, old: Status | None, status: Status, exc: Exception, now: datetime
     ) -> None:
         status = replace(
             status, last_error=str(exc), retries=status.retries + 1, last_reconcile_time=now
@@ -177,102 +451,169 @@ class DomainReconciler:
 
     def _converge(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
         key, name = obj.key, obj.key.name
-        spec = DomainSpec.from_spec(obj.spec)
-        owner = Owner(KIND, name, obj.uid, obj.generation, obj.digest)
+        spec = DomainSpec.from_spec(obj.spec, name)
         live = self._hv.get_domain(name)
+        now = self._clock.wall()
+        plan = self._decide(obj, spec, live, status, now)
 
-        if live is not None and not self._owns(live, obj):
-            now = self._clock.wall()
-            message = (
-                f"a domain named {name} exists and is not managed by kvmrec; it is left "
-                f'alone (annotate the manifest with {ADOPT_ANNOTATION}: "true" to adopt it)'
-            )
+        if plan.blocked is not None:
+            reason = plan.blocked_reason
             status = replace(
-                status.with_condition("Ready", "False", "Conflict", message, now).with_condition(
-                    "Synced", "False", "Conflict", message, now
+                status.with_condition("Ready", "False", reason, plan.blocked, now).with_condition(
+                    "Synced", "False", reason, plan.blocked, now
                 ),
                 last_reconcile_time=now,
-                last_error=message,
+                last_error=plan.blocked,
                 drift=(),
             )
             recording.commit(self._store, key, old, status, now)
-            raise PermanentError(message)
+            raise PermanentError(plan.blocked)
 
-        if not self._hv.domain_type_supported(spec.type):
-            now = self._clock.wall()
-            message = f"this host cannot run domain type {spec.type!r} (spec.type)"
-            status = replace(
-                status.with_condition("Ready", "False", "Unsupported", message, now).with_condition(
-                    "Synced", "False", "Unsupported", message, now
-                ),
-                last_reconcile_time=now,
-                last_error=message,
-            )
-            recording.commit(self._store, key, old, status, now)
-            raise PermanentError(message)
+        owner = Owner(KIND, name, obj.uid, obj.generation, obj.digest)
+        details = dict(status.details)
+        events: list[tuple[str, str, str]] = []
+        for step in plan.steps:
+            message = self._act(name, spec, owner, live, step, details, now)
+            if message:
+                events.append(("Normal", _EVENT_REASONS[step.action], message))
 
-        acted: list[tuple[str, str]] = []
-        if live is None:
-            self._hv.define_domain(domain_xml.build(name, spec, owner))
-            acted.append(("Created", f"defined domain {name}"))
-        else:
-            fields = [d.field for d in diff_config(spec, live.config)]
-            if fields or live.config.owner != owner:
-                self._hv.define_domain(domain_xml.build(name, spec, owner))
-                if fields:
-                    acted.append(("Updated", "redefined: " + ", ".join(fields)))
-                elif live.config.owner is None:
-                    acted.append(("Adopted", f"took ownership of domain {name}"))
-
-        live = self._hv.get_domain(name)
-        if live is None:
-            raise BackendError(f"domain {name} vanished while it was being defined")
-        if live.autostart != spec.autostart:
-            self._hv.set_autostart(name, spec.autostart)
-            acted.append(("Autostart", f"autostart {live.autostart} -> {spec.autostart}"))
-        if spec.run_strategy is RunStrategy.ALWAYS:
-            if live.state == "paused":
-                self._hv.resume_domain(name)
-                acted.append(("Resumed", "resumed the paused guest"))
-            elif not live.active:
-                self._hv.start_domain(name)
-                acted.append(("Started", f"started the guest (it was {live.state})"))
-        elif spec.run_strategy is RunStrategy.HALTED and live.active:
-            self._hv.destroy_domain(name)
-            acted.append(("Stopped", f"stopped the guest (it was {live.state})"))
-
-        now = self._clock.wall()
-        if acted:
+        if plan.steps:
             live = self._hv.get_domain(name)
             if live is None:
                 raise BackendError(f"domain {name} vanished while it was being converged")
+        assert live is not None
+        if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
+            details["onceGeneration"] = obj.generation
 
-        drift = diff(spec, live)
-        restart = self._restart_fields(spec, live) if live.active else []
+        drift = diff_config(spec, live.config)
+        restart: list[Drift] = []
+        if live.running is not None:
+            hot, restart = _live_class(spec, live.running)
+            restart += [d for d in hot if d.field not in {x.field for x in drift}]
         drift += [d for d in restart if d.field not in {x.field for x in drift}]
-        status = self._status(spec, live, status, drift, restart, obj.generation, now)
-        events = [("Normal", reason, message) for reason, message in acted]
-        recording.commit(self._store, key, old, status, now, events)
-        if not acted and not drift:
-            self._remember(name, live.fingerprint)
-        return Result()
+        if live.autostart != spec.autostart:
+            drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
+        want = _wants_running(spec, live, Status(details=details), obj.generation)
+        off_course = (want is True and live.state != "running") or (want is False and live.active)
+        if off_course and plan.wait is None:
+            drift.append(Drift("spec.runStrategy", spec.run_strategy.value, live.state))
 
-    def _restart_fields(self, spec: DomainSpec, live: LiveDomain) -> list[Drift]:
-        running = self._hv.get_running_config(live.config.name)
-        if running is None:
-            return []
-        return [
-            d
-            for d in diff_config(spec, running)
-            if d.field.removeprefix("spec.") in _RESTART_FIELDS
-        ]
+        status = self._status(spec, live, status, drift, restart, plan, obj.generation, now)
+        status = replace(status, details={**details, **status.details})
+        recording.commit(self._store, key, old, status, now, events)
+        if not plan.steps and not drift and plan.wait is None:
+            self._remember(name, live.fingerprint)
+        return Result(requeue_after=plan.wait)
+
+    def _act(
+        self,
+        name: str,
+        spec: DomainSpec,
+        owner: Owner,
+        live: LiveDomain | None,
+        step: Step,
+        details: dict[str, Any],
+        now: datetime,
+    ) -> str:
+        """Carry out one step; returns the event message."""
+        fields = ", ".join(d.field for d in step.fields)
+        match step.action:
+            case "create-image":
+                index = int(step.fields[0].field.split("[")[1].rstrip("]"))
+                self._create_image(spec.disks[index])
+                return f"created image {step.detail}"
+            case "grow-image":
+                index = int(step.fields[0].field.split("[")[1].split("]")[0])
+                self._grow_image(name, spec, index, live)
+                return f"grew image {spec.disks[index].source} to {step.fields[0].desired}"
+            case "create" | "update":
+                self._hv.define_domain(domain_xml.build(name, spec, owner))
+                return step.detail if step.action == "create" else f"redefined: {fields}"
+            case "adopt" | "stamp":
+                self._hv.set_owner(name, owner)
+                return f"took ownership of domain {name}" if step.action == "adopt" else ""
+            case "update-live":
+                assert live is not None and live.running is not None
+                self._apply_live(name, spec, live.running, step)
+                return f"applied to the running guest: {fields}"
+            case "update-at-restart":
+                return ""
+            case "restart":
+                self._hv.destroy_domain(name)
+                self._hv.start_domain(name)
+                details["lastStart"] = now.isoformat()
+                return f"restarted to apply {fields} (restartPolicy: Auto)"
+            case "autostart":
+                self._hv.set_autostart(name, spec.autostart)
+                return f"autostart {step.fields[0].actual} -> {spec.autostart}"
+            case "resume":
+                self._hv.resume_domain(name)
+                return "resumed the paused guest"
+            case "start":
+                self._note_start(details, now)
+                self._hv.start_domain(name)
+                was = live.state if live is not None else "new"
+                reason = f", {live.reason}" if live is not None and live.state == "shutoff" else ""
+                return f"started the guest (it was {was}{reason})"
+            case "stop":
+                self._hv.destroy_domain(name)
+                return f"stopped the guest (runStrategy {spec.run_strategy.value})"
+        raise AssertionError(f"unknown step {step.action}")
 
     @staticmethod
-    def _owns(live: LiveDomain, obj: StoredObject) -> bool:
-        owner = live.config.owner
-        if owner is not None and owner.kind == KIND and owner.name == obj.key.name:
-            return True
-        return obj.annotations.get(ADOPT_ANNOTATION) == "true"
+    def _note_start(details: dict[str, Any], now: datetime) -> None:
+        last = details.get("lastStart")
+        quick = last and (now - datetime.fromisoformat(last)).total_seconds() < CRASH_WINDOW
+        details["quickFailures"] = int(details.get("quickFailures", 0)) + 1 if quick else 0
+        details["lastStart"] = now.isoformat()
+
+    def _create_image(self, disk: Disk) -> None:
+        if disk.path is None:
+            self._hv.create_volume(disk.pool or "", disk.volume or "", disk.format, disk.size or 0)
+        elif disk.clone_from is not None:
+            source = self._clone_source(disk)
+            if source is None:
+                raise BackendError(f"{disk.path}: the clone source vanished")
+            images.copy(source, disk.path, disk.format)
+            if disk.size is not None and images.virtual_size(disk.path) < disk.size:
+                images.grow(disk.path, disk.size)
+        elif disk.backing_image is not None:
+            images.create_overlay(disk.path, disk.backing_image, disk.size)
+        else:
+            images.create(disk.path, disk.format, disk.size or 0)
+
+    def _grow_image(self, name: str, spec: DomainSpec, index: int, live: LiveDomain | None) -> None:
+        disk = spec.disks[index]
+        size = disk.size or 0
+        if live is not None and live.running is not None:
+            self._hv.block_resize(name, domain_xml.target_devs(spec.disks)[index], size)
+        elif disk.path is None:
+            self._hv.grow_volume(disk.pool or "", disk.volume or "", size)
+        else:
+            images.grow(disk.path, size)
+
+    def _apply_live(self, name: str, spec: DomainSpec, running: DomainConfig, step: Step) -> None:
+        for drift in step.fields:
+            if drift.field == "spec.vcpus":
+                self._hv.set_vcpus_live(name, spec.vcpus)
+            elif drift.field == "spec.memory":
+                self._hv.set_memory_live(name, quantities.to_kib(spec.memory))
+            elif drift.field == "spec.interfaces":
+                wanted = {i.mac: i for i in spec.interfaces}
+                have = {i.mac: i for i in running.interfaces}
+                for mac, iface in have.items():
+                    if mac not in wanted or _iface_key(wanted[mac]) != _iface_key(iface):
+                        try:
+                            self._hv.detach_live(name, domain_xml.interface_xml(iface))
+                        except BackendError as exc:
+                            # The guest must let go of a PCI device; one without an OS
+                            # never does. The definition is right: a restart applies it.
+                            log.info("Domain/%s: live unplug of %s failed: %s", name, mac, exc)
+                for mac, iface in wanted.items():
+                    if mac not in have or _iface_key(have[mac]) != _iface_key(iface):
+                        self._hv.attach_live(name, domain_xml.interface_xml(iface))
+
+    # -- status --------------------------------------------------------------------------
 
     def _status(
         self,
@@ -281,22 +622,29 @@ class DomainReconciler:
         status: Status,
         drift: list[Drift],
         restart: list[Drift],
+        plan: Plan,
         generation: int,
-        now: Any,
+        now: datetime,
     ) -> Status:
-        if spec.run_strategy is RunStrategy.ALWAYS:
+        want = _wants_running(spec, live, status, generation)
+        if plan.wait is not None:
+            ready, reason = False, "CrashLoopBackOff"
+            message = f"the guest keeps stopping; starting it again in {plan.wait:.0f}s"
+        elif want is True:
             ready = live.state == "running"
-            ready_reason = "Running" if ready else "NotRunning"
-        elif spec.run_strategy is RunStrategy.HALTED:
+            reason, message = ("Running", "") if ready else ("NotRunning", f"it is {live.state}")
+        elif want is False:
             ready = not live.active
-            ready_reason = "Halted" if ready else "StillRunning"
+            if spec.run_strategy is RunStrategy.RERUN_ON_FAILURE:
+                reason = "Completed" if ready else "StillRunning"
+            else:
+                reason = "Halted" if ready else "StillRunning"
+            message = "" if ready else f"it is {live.state}"
         else:
             ready = True
-            ready_reason = "Running" if live.state == "running" else "Defined"
-        message = "" if ready else f"the guest is {live.state}"
-        status = status.with_condition(
-            "Ready", "True" if ready else "False", ready_reason, message, now
-        )
+            reason = "Running" if live.state == "running" else "Defined"
+            message = ""
+        status = status.with_condition("Ready", "True" if ready else "False", reason, message, now)
         if drift:
             fields = ", ".join(d.field for d in drift)
             status = status.with_condition("Synced", "False", "Drifted", fields, now)
@@ -320,45 +668,149 @@ class DomainReconciler:
             last_reconcile_time=now,
             last_error=None,
             retries=0,
-            details={"state": live.state, "uuid": live.config.uuid},
+            details={"state": live.state, "reason": live.reason, "uuid": live.config.uuid},
         )
 
     # -- deletion ------------------------------------------------------------------------
 
+    def _deletion_plan(self, obj: StoredObject, live: LiveDomain | None) -> Plan:
+        name = obj.key.name
+        if live is None:
+            return Plan()
+        if not self._owns(live, obj):
+            return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
+        spec = DomainSpec.from_spec(obj.spec, name)
+        if spec.deletion_policy is DeletionPolicy.ORPHAN:
+            return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
+        doomed = [d.source for d in spec.disks if d.delete_image and d.device == "disk"]
+        detail = "destroy and undefine" + (f"; delete {', '.join(doomed)}" if doomed else "")
+        return Plan(steps=(Step("delete", detail=detail),))
+
     def _delete(self, obj: StoredObject) -> None:
         key, name = obj.key, obj.key.name
-        spec = DomainSpec.from_spec(obj.spec)
         live = self._hv.get_domain(name)
         now = self._clock.wall()
+        plan = self._deletion_plan(obj, live)
         if live is None:
             self._store.add_event(key, "Normal", "Deleted", f"domain {name} is gone", now)
-        elif not self._owns(live, obj):
+        elif plan.steps[0].action == "forget":
             self._store.add_event(
                 key,
                 "Warning",
                 "NotOwned",
-                f"domain {name} is not managed by kvmrec; left as it is",
+                f"domain {name} is not managed by kvmrec; left alone",
                 now,
             )
-        elif spec.deletion_policy is DeletionPolicy.ORPHAN:
+        elif plan.steps[0].action == "orphan":
             self._hv.set_owner(name, None)
             self._store.add_event(
-                key,
-                "Normal",
-                "Orphaned",
-                f"removed kvmrec's stamp from {name}; left as it is",
-                now,
+                key, "Normal", "Orphaned", f"removed kvmrec's stamp from {name}; left as it is", now
             )
         else:
+            spec = DomainSpec.from_spec(obj.spec, name)
             if live.active:
                 self._hv.destroy_domain(name)
             self._hv.undefine_domain(name)
+            removed = []
+            for disk in spec.disks:
+                if not disk.delete_image or disk.device != "disk":
+                    continue
+                if disk.path:
+                    images.delete(disk.path)
+                else:
+                    self._hv.delete_volume(disk.pool or "", disk.volume or "")
+                removed.append(disk.source)
+            kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
             self._store.add_event(
-                key,
-                "Normal",
-                "Deleted",
-                f"destroyed and undefined domain {name} (disk images kept)",
-                now,
+                key, "Normal", "Deleted", f"destroyed and undefined domain {name}{kept}", now
             )
         self._store.remove(key)
         self._remember(name, None)
+
+
+_EVENT_REASONS = {
+    "create-image": "ImageCreated",
+    "grow-image": "ImageGrown",
+    "create": "Created",
+    "update": "Redefined",
+    "adopt": "Adopted",
+    "stamp": "Stamped",
+    "update-live": "UpdatedLive",
+    "update-at-restart": "RestartRequired",
+    "restart": "Restarted",
+    "autostart": "Autostart",
+    "resume": "Resumed",
+    "start": "Started",
+    "stop": "Stopped",
+}
+
+
+def manifest_for(live: LiveDomain) -> dict[str, Any]:
+    """A manifest that describes ``live`` as it is (intent only: the fields kvmrec manages,
+    none of libvirt's defaults), annotated to adopt it. ``plan`` on it reports no change."""
+    config = live.config
+    spec: dict[str, Any] = {
+        "type": config.type,
+        "vcpus": config.vcpus,
+        "memory": quantities.format_bytes(config.memory),
+        "runStrategy": "Always" if live.state in ("running", "paused") else "Halted",
+        "autostart": live.autostart,
+        "console": config.console,
+    }
+    if config.vcpus_max != config.vcpus:
+        spec["maxVcpus"] = config.vcpus_max
+    if config.memory_max != config.memory:
+        spec["maxMemory"] = quantities.format_bytes(config.memory_max)
+    if config.graphics.type == "vnc":
+        spec["graphics"] = {"type": "vnc", "listen": config.graphics.listen}
+    if config.guest_agent:
+        spec["guestAgent"] = True
+    os_: dict[str, Any] = {}
+    if config.firmware != "bios":
+        os_["firmware"] = config.firmware
+    if list(config.boot) != ["hd"]:
+        os_["boot"] = list(config.boot)
+    if os_:
+        spec["os"] = os_
+    disks = []
+    for disk in config.disks:
+        if disk.path is None and disk.pool is None:
+            continue  # an empty drive: reported by the caller, not expressible
+        item: dict[str, Any] = (
+            {"path": disk.path} if disk.path else {"pool": disk.pool, "volume": disk.volume}
+        )
+        if disk.device == "cdrom":
+            item["device"] = "cdrom"
+            item["bus"] = disk.bus
+        else:
+            item.update(format=disk.format, bus=disk.bus)
+            if disk.read_only:
+                item["readOnly"] = True
+        disks.append(item)
+    if disks:
+        spec["disks"] = disks
+    interfaces = []
+    for index, iface in enumerate(config.interfaces):
+        item = {"name": f"net{index}", "mac": iface.mac}
+        item.update({"network": iface.network} if iface.network else {"bridge": iface.bridge})
+        if iface.virtualport and not iface.network:
+            item["virtualport"] = iface.virtualport
+        item["model"] = iface.model
+        interfaces.append(item)
+    if interfaces:
+        spec["interfaces"] = interfaces
+    return {
+        "apiVersion": "kvmrec.io/v1alpha1",
+        "kind": KIND,
+        "metadata": {"name": config.name, "annotations": {ADOPT_ANNOTATION: "true"}},
+        "spec": spec,
+    }
+
+
+def plan_fields(steps: Sequence[Step]) -> list[dict[str, Any]]:
+    """The ``fields`` of plan steps in the JSON contract's shape."""
+    return [
+        {"field": d.field, "desired": d.desired, "actual": d.actual}
+        for step in steps
+        for d in step.fields
+    ]

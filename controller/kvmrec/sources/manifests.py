@@ -20,7 +20,7 @@ The result names every key whose desired state changed, for the work queue.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kvmrec.api import manifests
@@ -29,6 +29,7 @@ from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.engine.clock import Clock
 from kvmrec.sources.directory import Snapshot
 from kvmrec.store.base import Store
+from kvmrec.store.records import StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ class SyncResult:
     deleting: list[ObjectKey] = field(default_factory=list)
     errors: Mapping[str, str] = field(default_factory=dict)  # source -> message
     refused: int = 0  # deletions held back by the guard
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What a snapshot asks for."""
+
+    manifests: Mapping[ObjectKey, Manifest] = field(default_factory=dict)
+    held: list[ObjectKey] = field(default_factory=list)  # files in error: last good state
+    doomed: list[ObjectKey] = field(default_factory=list)  # to delete (after the guard)
+    errors: Mapping[str, str] = field(default_factory=dict)
+    refused: int = 0
 
 
 class ManifestSync:
@@ -75,20 +87,37 @@ class ManifestSync:
         return result
 
     def apply(self, snapshot: Snapshot) -> SyncResult:
+        """Store what ``snapshot`` asks for; returns the keys to queue."""
         now = self._clock.wall()
+        desired = self.compute(snapshot, self._store.list())
+        if not snapshot.complete:
+            self._store.set_source_errors(desired.errors, now)
+            return SyncResult(errors=desired.errors)
+        applied = self._store.apply_many(list(desired.manifests.values()), now)
+        changed = [key for key, result in applied.items() if result.changed]
+        deleting = [k for k in desired.doomed if self._store.mark_deleting(k, now)]
+        for key in deleting:
+            self._store.add_event(key, "Normal", "ManifestRemoved", "manifest removed", now)
+        self._store.set_source_errors(desired.errors, now)
+        return SyncResult(
+            changed=changed, deleting=deleting, errors=desired.errors, refused=desired.refused
+        )
+
+    def compute(self, snapshot: Snapshot, stored_objects: Iterable[StoredObject]) -> Desired:
+        """What ``snapshot`` asks for, given what is stored; changes nothing (``kvmrec plan``
+        uses it as it is)."""
         errors: dict[str, str] = {}
         if not snapshot.complete:
             errors[GUARD_SOURCE] = (
                 f"cannot read the manifest directory ({snapshot.error}); "
                 "keeping the last good state of every object"
             )
-            self._store.set_source_errors(errors, now)
-            return SyncResult(errors=errors)
+            return Desired(errors=errors)
 
         for gone in set(self._parsed) - set(snapshot.files):
             del self._parsed[gone]
 
-        stored = {obj.key: obj for obj in self._store.list()}
+        stored = {obj.key: obj for obj in stored_objects}
         held_sources: set[str] = set()
         accepted: dict[str, list[Manifest]] = {}
         for path in sorted(snapshot.files):
@@ -118,8 +147,7 @@ class ManifestSync:
             lost = next((m for m in parsed if owners[m.key] != path), None)
             if lost is not None:
                 errors[path] = (
-                    f"document {lost.document}: {lost.key} is already defined in "
-                    f"{owners[lost.key]}"
+                    f"document {lost.document}: {lost.key} is already defined in {owners[lost.key]}"
                 )
                 held_sources.add(path)
                 continue
@@ -147,11 +175,6 @@ class ManifestSync:
             )
             log.warning("%s", errors[GUARD_SOURCE])
             doomed = []
-
-        applied = self._store.apply_many(list(desired.values()), now)
-        changed = [key for key, result in applied.items() if result.changed]
-        deleting = [k for k in doomed if self._store.mark_deleting(k, now)]
-        for key in deleting:
-            self._store.add_event(key, "Normal", "ManifestRemoved", "manifest removed", now)
-        self._store.set_source_errors(errors, now)
-        return SyncResult(changed=changed, deleting=deleting, errors=errors, refused=refused)
+        return Desired(
+            manifests=desired, held=sorted(held), doomed=doomed, errors=errors, refused=refused
+        )

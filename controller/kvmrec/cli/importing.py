@@ -1,0 +1,67 @@
+"""``kvmrec import NAME``: a manifest for a domain kvmrec does not manage yet.
+
+It describes the domain as it is, with only the fields a manifest holds, and carries the
+``kvmrec.io/adopt: "true"`` annotation: dropped into the manifest directory, kvmrec takes
+the domain over without changing it (``kvmrec plan`` on it reports nothing to do). Anything
+the Domain kind cannot express is listed on stderr, since kvmrec would drop it on the first
+change it writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import yaml
+
+from kvmrec.api import schema
+from kvmrec.backends import domain_xml
+from kvmrec.backends.hypervisor import BackendError, Hypervisor
+from kvmrec.reconcilers.domain import manifest_for
+from kvmrec.settings import default_uri
+
+
+def add_parser(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "import", help="print a manifest that adopts an existing domain"
+    )
+    parser.add_argument("name", help="the libvirt domain")
+    parser.add_argument("--connect", default=None, help="libvirt URI")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    hypervisor = Hypervisor(args.connect or default_uri())
+    try:
+        hypervisor.open()
+        live = hypervisor.get_domain(args.name)
+        xml = hypervisor.domain_xml(args.name) if live is not None else ""
+    except BackendError as exc:
+        print(f"kvmrec import: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        hypervisor.close()
+    if live is None:
+        print(f"kvmrec import: no domain named {args.name}", file=sys.stderr)
+        return 1
+    manifest = manifest_for(live)
+    problems = [
+        f"{p.field}: {p.reason}" for p in schema.validate(schema.registry()["Domain"], manifest)
+    ]
+    if problems:
+        print(
+            f"kvmrec import: {args.name} cannot be described: {'; '.join(problems)}",
+            file=sys.stderr,
+        )
+        return 1
+    for what in domain_xml.unmodelled(xml):
+        print(
+            f"kvmrec import: warning: {args.name} has {what}, which a manifest cannot "
+            "express; kvmrec would drop it on the first change it writes",
+            file=sys.stderr,
+        )
+    if live.config.owner is not None:
+        print(f"kvmrec import: note: {args.name} already carries kvmrec's stamp", file=sys.stderr)
+    print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    return 0

@@ -1,0 +1,72 @@
+"""``kvmrec plan``: a dry run of the next reconcile (exit 2 when anything would change)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kvmrec.api.kinds import ObjectKey
+from kvmrec.backends.hypervisor import Unavailable
+from kvmrec.planning import PlanReport, plan
+from kvmrec.settings import Settings, default_uri
+
+
+def add_parser(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "plan", help="show what the next reconcile would change (exit 2 if anything)"
+    )
+    parser.add_argument("--manifests", type=Path, default=Settings.manifests)
+    parser.add_argument("--connect", default=None, help="libvirt URI")
+    parser.add_argument("--state", type=Path, default=Settings.state, help="state file")
+    parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
+    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    only = None
+    if args.object:
+        try:
+            only = ObjectKey.parse(args.object)
+        except ValueError as exc:
+            print(f"kvmrec plan: {exc}", file=sys.stderr)
+            return 1
+    settings = Settings(
+        manifests=args.manifests, connect=args.connect or default_uri(), state=args.state
+    )
+    try:
+        report = plan(settings, only)
+    except Unavailable as exc:
+        print(f"kvmrec plan: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        print(table(report))
+    return 2 if report.changes or report.errors else 0
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def table(report: PlanReport) -> str:
+    rows = [["KIND", "NAME", "ACTION", "FIELD", "ACTUAL -> DESIRED"]]
+    for change in report.changes:
+        head = [change["kind"], change["name"], change["action"]]
+        if not change["fields"]:
+            rows.append([*head, "-", change["detail"]])
+        for f in change["fields"]:
+            rows.append([*head, f["field"], f"{_show(f['actual'])} -> {_show(f['desired'])}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ]
+    if not report.changes:
+        lines.append("(no changes)")
+    lines += [f"error: {e['source']}: {e['message']}" for e in report.errors]
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,135 @@
+"""``kvmrec plan``: what the next reconcile would do, object by object and field by field.
+
+The manifests are read and checked exactly as the service would (``ManifestSync.compute``),
+compared with the stored state (for generations, ownership and deletions) and with the live
+host, and each object's reconciler is asked for its plan: the same decision code a real
+reconcile runs, stopped before it acts. Nothing is written, not even the state file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.engine.clock import SystemClock
+from kvmrec.reconcilers.domain import DomainReconciler, plan_fields
+from kvmrec.settings import Settings
+from kvmrec.sources.directory import scan
+from kvmrec.sources.manifests import ManifestSync
+from kvmrec.store.base import Store, StoreError
+from kvmrec.store.records import Status, StoredObject
+from kvmrec.store.sqlite import SqliteStore
+
+
+@dataclass
+class PlanReport:
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"changes": self.changes, "errors": self.errors}
+
+
+def _candidate(manifest: Manifest, stored: StoredObject | None) -> StoredObject:
+    """The object as the store would hold it once this manifest is applied."""
+    if stored is None:
+        return StoredObject(
+            key=manifest.key,
+            uid="(new)",
+            generation=1,
+            digest=manifest.digest,
+            spec=manifest.spec,
+            source=manifest.source,
+            labels=manifest.labels,
+            annotations=manifest.annotations,
+        )
+    generation = stored.generation + (1 if stored.digest != manifest.digest else 0)
+    return StoredObject(
+        key=manifest.key,
+        uid=stored.uid,
+        generation=generation,
+        digest=manifest.digest,
+        spec=manifest.spec,
+        source=manifest.source,
+        labels=manifest.labels,
+        annotations=manifest.annotations,
+    )
+
+
+def plan(settings: Settings, only: ObjectKey | None = None) -> PlanReport:
+    """Raises ``Unavailable`` when libvirt cannot be reached."""
+    store: Store
+    try:
+        store = SqliteStore(settings.state, create=False)
+    except StoreError:
+        # Nothing applied yet: everything is new. An empty store in memory, so that no
+        # state file appears as a side effect of a dry run.
+        store = SqliteStore(":memory:")
+    hypervisor = Hypervisor(settings.connect)
+    try:
+        hypervisor.open()
+        return _plan(settings, store, hypervisor, only)
+    finally:
+        hypervisor.close()
+        store.close()
+
+
+def _plan(
+    settings: Settings, store: Store, hypervisor: Hypervisor, only: ObjectKey | None
+) -> PlanReport:
+    clock = SystemClock()
+    stored = {obj.key: obj for obj in store.list()}
+    statuses = store.statuses()
+    sync = ManifestSync(store, clock, allow_mass_delete=settings.allow_mass_delete)
+    desired = sync.compute(scan(settings.manifests), stored.values())
+    domains = DomainReconciler(store, hypervisor, clock)
+
+    objects: list[StoredObject] = [
+        _candidate(m, stored.get(key)) for key, m in desired.manifests.items()
+    ]
+    objects += [stored[key] for key in desired.held]
+    objects += [replace(stored[key], deleting=True) for key in desired.doomed]
+    objects += [obj for obj in stored.values() if obj.deleting and obj.key not in desired.manifests]
+
+    report = PlanReport(
+        errors=[{"source": s, "message": m} for s, m in sorted(desired.errors.items())]
+    )
+    for obj in sorted(objects, key=lambda o: o.key):
+        if only is not None and obj.key != only:
+            continue
+        if obj.key.kind != domains.kind:
+            continue
+        result = domains.plan(obj, statuses.get(obj.key) or Status())
+        for step in result.visible:
+            report.changes.append(
+                {
+                    "kind": obj.key.kind,
+                    "name": obj.key.name,
+                    "action": step.action,
+                    "fields": plan_fields([step]),
+                    "detail": step.detail,
+                }
+            )
+        if result.blocked and not result.visible:
+            report.changes.append(
+                {
+                    "kind": obj.key.kind,
+                    "name": obj.key.name,
+                    "action": "blocked",
+                    "fields": [],
+                    "detail": result.blocked,
+                }
+            )
+        if result.wait is not None:
+            report.changes.append(
+                {
+                    "kind": obj.key.kind,
+                    "name": obj.key.name,
+                    "action": "wait",
+                    "fields": [],
+                    "detail": f"crash-loop backoff: start again in {result.wait:.0f}s",
+                }
+            )
+    return report
