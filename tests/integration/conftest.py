@@ -11,6 +11,7 @@ its integration tests would report green without having tested anything real.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,10 +68,13 @@ def conn(stack: dict[str, str]) -> Iterator[Any]:
 
 
 @pytest.fixture
-def prefix(conn: Any) -> Iterator[str]:
+def prefix(stack: dict[str, str]) -> Iterator[str]:
     name = f"kt-{uuid.uuid4().hex[:6]}"
     yield name
-    remove_domains(conn, name)
+    # A connection of its own: a test may have restarted libvirtd under the others.
+    cleanup = libvirt.open(stack["LIBVIRT_DEFAULT_URI"])
+    remove_domains(cleanup, name)
+    cleanup.close()
 
 
 def remove_domains(conn: Any, prefix: str) -> None:
@@ -219,10 +223,69 @@ class Controller:
 
 
 @pytest.fixture
-def controller(
-    tmp_path: Path, stack: dict[str, str], conn: Any, prefix: str
-) -> Iterator[Controller]:
+def controller(tmp_path: Path, stack: dict[str, str], prefix: str) -> Iterator[Controller]:
     ctl = Controller(tmp_path, stack)
     yield ctl
-    ctl.stop()
-    remove_domains(conn, prefix)
+    ctl.stop()  # before the prefix fixture removes the domains, or it would heal them
+
+
+@pytest.fixture
+def network(conn: Any, prefix: str, stack: dict[str, str]) -> Iterator[str]:
+    """An isolated libvirt network of this test (issue-4 Networks are not used here)."""
+    name = f"{prefix}-net"
+    bridge = f"{prefix}-nb"[:15]
+    third = int(prefix[-2:], 16)  # a /24 of its own per test
+    conn.networkDefineXML(
+        f"<network><name>{name}</name><bridge name='{bridge}'/>"
+        f"<ip address='10.251.{third}.1' netmask='255.255.255.0'/></network>"
+    ).create()
+    yield name
+    cleanup = libvirt.open(stack["LIBVIRT_DEFAULT_URI"])
+    with contextlib.suppress(libvirt.libvirtError):
+        cleanup.networkLookupByName(name).destroy()
+    with contextlib.suppress(libvirt.libvirtError):
+        cleanup.networkLookupByName(name).undefine()
+    cleanup.close()
+
+
+@pytest.fixture
+def ovs_bridge(stack: dict[str, str], prefix: str) -> Iterator[str]:
+    """An Open vSwitch bridge of this test, made with ovs-vsctl (OvsBridge objects are
+    issue 4's)."""
+    name = f"{prefix}-ovs"[:15]
+    datapath = stack.get("KVMREC_OVS_DATAPATH", "netdev")
+    subprocess.run(
+        [
+            "ovs-vsctl",
+            "--may-exist",
+            "add-br",
+            name,
+            "--",
+            "set",
+            "bridge",
+            name,
+            f"datapath_type={datapath}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    yield name
+    subprocess.run(["ovs-vsctl", "--if-exists", "del-br", name], check=False, capture_output=True)
+
+
+def ovs_ports(bridge: str) -> list[str]:
+    done = subprocess.run(
+        ["ovs-vsctl", "list-ports", bridge], capture_output=True, text=True, check=True
+    )
+    return done.stdout.split()
+
+
+def qemu_img_info(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        ["qemu-img", "info", "--force-share", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info: dict[str, Any] = json.loads(done.stdout)
+    return info

@@ -203,6 +203,9 @@ def _domain_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
                     add((*at, field), "is not allowed for a cdrom")
             if disk.get("bus") in ("virtio",):
                 add((*at, "bus"), "a cdrom cannot be on virtio (use sata, scsi or ide)")
+        if disk.get("readOnly") and disk.get("device", "disk") == "disk":
+            if disk.get("bus", "virtio") not in ("virtio", "scsi"):
+                add((*at, "readOnly"), "read-only disks need bus virtio or scsi (QEMU refuses others)")
         if "size" in disk:
             try:
                 if quantities.parse_bytes(disk["size"]) < MIN_MEMORY:

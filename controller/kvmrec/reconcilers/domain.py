@@ -31,6 +31,7 @@ domains once and reconciles only those whose fingerprint moved.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -188,6 +189,10 @@ def _live_class(spec: DomainSpec, running: DomainConfig) -> tuple[list[Drift], l
     for d in diff_config(spec, running):
         (live if hot.get(d.field, False) else restart).append(d)
     return live, restart
+
+
+def _drift_key(drift: Iterable[Drift]) -> list[str]:
+    return sorted(f"{d.field}={d.actual!r}" for d in drift)
 
 
 def _wants_running(
@@ -485,11 +490,27 @@ class DomainReconciler:
         if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
             details["onceGeneration"] = obj.generation
 
+        restart = self._still_different(spec, live)
+        seen = _drift_key(restart)
+        auto = spec.restart_policy is RestartPolicy.AUTO and live.running is not None
+        # What the running guest refused to take live needs a restart too; but a difference
+        # that a restart already failed to fix (a balloon the guest ignores) is not a reason
+        # to restart it again and again.
+        if restart and auto and details.get("restartDidNotFix") != seen:
+            fields = ", ".join(d.field for d in restart)
+            self._note_start(details, now)
+            self._hv.destroy_domain(name)
+            self._hv.start_domain(name)
+            events.append(("Normal", "Restarted", f"restarted to apply {fields}"))
+            live = self._hv.get_domain(name)
+            if live is None:
+                raise BackendError(f"domain {name} vanished while it was being restarted")
+            restart = self._still_different(spec, live)
+            if _drift_key(restart) == seen:
+                details["restartDidNotFix"] = seen
+        if not restart:
+            details.pop("restartDidNotFix", None)
         drift = diff_config(spec, live.config)
-        restart: list[Drift] = []
-        if live.running is not None:
-            hot, restart = _live_class(spec, live.running)
-            restart += [d for d in hot if d.field not in {x.field for x in drift}]
         drift += [d for d in restart if d.field not in {x.field for x in drift}]
         if live.autostart != spec.autostart:
             drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
@@ -504,6 +525,14 @@ class DomainReconciler:
         if not plan.steps and not drift and plan.wait is None:
             self._remember(name, live.fingerprint)
         return Result(requeue_after=plan.wait)
+
+    @staticmethod
+    def _still_different(spec: DomainSpec, live: LiveDomain) -> list[Drift]:
+        """What the running guest has that differs from the spec, after acting."""
+        if live.running is None:
+            return []
+        hot, restart = _live_class(spec, live.running)
+        return restart + hot
 
     def _act(
         self,
@@ -534,8 +563,11 @@ class DomainReconciler:
                 return f"took ownership of domain {name}" if step.action == "adopt" else ""
             case "update-live":
                 assert live is not None and live.running is not None
-                self._apply_live(name, spec, live.running, step)
-                return f"applied to the running guest: {fields}"
+                refused = self._apply_live(name, spec, live.running, step)
+                applied = [d.field for d in step.fields if d.field not in refused]
+                if not applied:
+                    return ""
+                return f"applied to the running guest: {', '.join(applied)}"
             case "update-at-restart":
                 return ""
             case "restart":
@@ -592,26 +624,41 @@ class DomainReconciler:
         else:
             images.grow(disk.path, size)
 
-    def _apply_live(self, name: str, spec: DomainSpec, running: DomainConfig, step: Step) -> None:
+    def _apply_live(
+        self, name: str, spec: DomainSpec, running: DomainConfig, step: Step
+    ) -> list[str]:
+        """Apply what the running guest can take; returns the fields it refused.
+
+        A refusal is not an error to retry: the definition is already right, the field
+        stays in the drift and in RestartRequired, and a restart applies it."""
+        refused: list[str] = []
         for drift in step.fields:
-            if drift.field == "spec.vcpus":
-                self._hv.set_vcpus_live(name, spec.vcpus)
-            elif drift.field == "spec.memory":
-                self._hv.set_memory_live(name, quantities.to_kib(spec.memory))
-            elif drift.field == "spec.interfaces":
-                wanted = {i.mac: i for i in spec.interfaces}
-                have = {i.mac: i for i in running.interfaces}
-                for mac, iface in have.items():
-                    if mac not in wanted or _iface_key(wanted[mac]) != _iface_key(iface):
-                        try:
-                            self._hv.detach_live(name, domain_xml.interface_xml(iface))
-                        except BackendError as exc:
-                            # The guest must let go of a PCI device; one without an OS
-                            # never does. The definition is right: a restart applies it.
-                            log.info("Domain/%s: live unplug of %s failed: %s", name, mac, exc)
-                for mac, iface in wanted.items():
-                    if mac not in have or _iface_key(have[mac]) != _iface_key(iface):
-                        self._hv.attach_live(name, domain_xml.interface_xml(iface))
+            try:
+                if drift.field == "spec.vcpus":
+                    self._hv.set_vcpus_live(name, spec.vcpus)
+                elif drift.field == "spec.memory":
+                    self._hv.set_memory_live(name, quantities.to_kib(spec.memory))
+                elif drift.field == "spec.interfaces":
+                    self._replug(name, spec, running)
+            except Unavailable:
+                raise
+            except BackendError as exc:
+                log.info("Domain/%s: %s not applied live: %s", name, drift.field, exc)
+                refused.append(drift.field)
+        return refused
+
+    def _replug(self, name: str, spec: DomainSpec, running: DomainConfig) -> None:
+        wanted = {i.mac: i for i in spec.interfaces}
+        have = {i.mac: i for i in running.interfaces}
+        for mac, iface in have.items():
+            if mac not in wanted or _iface_key(wanted[mac]) != _iface_key(iface):
+                # The guest must let go of a PCI device, and one without an OS never does;
+                # the attach below still goes ahead.
+                with contextlib.suppress(BackendError):
+                    self._hv.detach_live(name, domain_xml.interface_xml(iface))
+        for mac, iface in wanted.items():
+            if mac not in have or _iface_key(have[mac]) != _iface_key(iface):
+                self._hv.attach_live(name, domain_xml.interface_xml(iface))
 
     # -- status --------------------------------------------------------------------------
 

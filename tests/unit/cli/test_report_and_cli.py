@@ -338,7 +338,7 @@ def test_explain_domain(capsys: pytest.CaptureFixture[str], kind: str) -> None:
     assert "required" in memory
     assert "string" in memory and "integer" in memory
     strategy = next(line for line in lines if line.startswith("spec.runStrategy "))
-    assert "one of: Always, Halted, Manual" in strategy
+    assert "one of: Always, RerunOnFailure, Once, Halted, Manual" in strategy
     assert "(default Always)" in strategy
     bus = next(line for line in lines if line.startswith("spec.disks[].bus "))
     assert "one of: virtio, sata, scsi" in bus
