@@ -14,7 +14,8 @@ from typing import Any
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends.hypervisor import Hypervisor
 from kvmrec.engine.clock import SystemClock
-from kvmrec.reconcilers.domain import DomainReconciler, plan_fields
+from kvmrec.reconcilers.domain import DomainReconciler
+from kvmrec.reconcilers.plans import plan_fields
 from kvmrec.settings import Settings
 from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import ManifestSync

@@ -240,3 +240,48 @@ def _disk(d: Mapping[str, Any]) -> Disk:
         else None,
         delete_image=d.get("deletionPolicy", "Keep") == "Delete",
     )
+
+
+@dataclass(frozen=True)
+class DhcpHost:
+    mac: str
+    ip: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The fields of a Network that kvmrec compares with libvirt."""
+
+    forward: str = "nat"  # nat | isolated | route | bridge
+    bridge: str | None = None
+    virtualport: str | None = None
+    address: str | None = None
+    prefix: int = 24
+    dhcp_start: str | None = None
+    dhcp_end: str | None = None
+    dhcp_hosts: tuple[DhcpHost, ...] = ()
+    autostart: bool = True
+    active: bool = True
+    deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> NetworkSpec:
+        ip = spec.get("ip") or {}
+        dhcp = ip.get("dhcp") or {}
+        return cls(
+            forward=spec.get("forward", "nat"),
+            bridge=spec.get("bridge"),
+            virtualport=spec.get("virtualport"),
+            address=ip.get("address"),
+            prefix=int(ip.get("prefix", 24)),
+            dhcp_start=dhcp.get("start"),
+            dhcp_end=dhcp.get("end"),
+            dhcp_hosts=tuple(
+                DhcpHost(mac=h["mac"], ip=h["ip"], name=h.get("name"))
+                for h in dhcp.get("hosts", [])
+            ),
+            autostart=bool(spec.get("autostart", True)),
+            active=bool(spec.get("active", True)),
+            deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
+        )

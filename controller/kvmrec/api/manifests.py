@@ -12,6 +12,7 @@ raises ``ManifestError`` with all of them, and the caller keeps the file's last 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,9 +20,10 @@ import yaml
 
 from kvmrec.api import quantities, schema
 from kvmrec.api.errors import ManifestError, ManifestProblem
-from kvmrec.api.kinds import Manifest, spec_digest
+from kvmrec.api.kinds import Manifest, derived_mac, spec_digest
 
 MIN_MEMORY = 1024 * 1024
+READ_ONLY_BUSES = ("virtio", "scsi")
 Path = tuple[str | int, ...]
 
 
@@ -125,7 +127,10 @@ def _check_document(
         return found
     full = schema.with_defaults(kind, document)
     spec = full["spec"]
-    found = [problem(f, r, path, label) for f, r, path in _semantic_problems(kind_name, spec)]
+    found = [
+        problem(f, r, path, label)
+        for f, r, path in _semantic_problems(kind_name, full["metadata"]["name"], spec)
+    ]
     if found:
         return found
     metadata = full["metadata"]
@@ -141,14 +146,72 @@ def _check_document(
     )
 
 
-def _semantic_problems(kind: str, spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+def _semantic_problems(
+    kind: str, name: str, spec: Mapping[str, Any]
+) -> list[tuple[str, str, Path]]:
     """Rules the schema cannot express."""
     if kind == "Domain":
-        return _domain_problems(spec)
+        return _domain_problems(name, spec)
+    if kind == "Network":
+        return _network_problems(spec)
     return []
 
 
-def _domain_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+def _network_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+    problems: list[tuple[str, str, Path]] = []
+
+    def add(path: Path, reason: str) -> None:
+        problems.append((schema.format_path(path), reason, path))
+
+    forward = spec.get("forward", "nat")
+    if forward == "bridge":
+        if "bridge" not in spec:
+            add(("spec", "bridge"), "is required with forward: bridge (the bridge to join)")
+        if "ip" in spec:
+            add(("spec", "ip"), "is not allowed with forward: bridge (libvirt does no addressing)")
+    else:
+        if "virtualport" in spec:
+            add(("spec", "virtualport"), "goes only with forward: bridge")
+        if forward in ("nat", "route") and "ip" not in spec:
+            add(("spec", "ip"), f"is required with forward: {forward}")
+    ip = spec.get("ip")
+    if not ip:
+        return problems
+    try:
+        subnet = ipaddress.IPv4Interface(f"{ip['address']}/{ip.get('prefix', 24)}").network
+    except ValueError as exc:
+        add(("spec", "ip", "address"), str(exc))
+        return problems
+
+    def inside(path: Path, value: str) -> ipaddress.IPv4Address | None:
+        try:
+            address = ipaddress.IPv4Address(value)
+        except ValueError as exc:
+            add(path, str(exc))
+            return None
+        if address not in subnet:
+            add(path, f"{value} is outside {subnet}")
+        return address
+
+    dhcp = ip.get("dhcp")
+    if dhcp:
+        start = inside(("spec", "ip", "dhcp", "start"), dhcp["start"])
+        end = inside(("spec", "ip", "dhcp", "end"), dhcp["end"])
+        if start and end and start > end:
+            add(("spec", "ip", "dhcp", "end"), f"{end} comes before start {start}")
+        seen_macs: dict[str, int] = {}
+        seen_ips: dict[str, int] = {}
+        for i, host in enumerate(dhcp.get("hosts", [])):
+            at: Path = ("spec", "ip", "dhcp", "hosts", i)
+            inside((*at, "ip"), host["ip"])
+            for key, seen in (("mac", seen_macs), ("ip", seen_ips)):
+                first = seen.setdefault(host[key], i)
+                if first != i:
+                    add((*at, key), f"{host[key]} is already used by hosts[{first}]")
+    return problems
+
+
+def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
     problems: list[tuple[str, str, Path]] = []
 
     def add(path: Path, reason: str) -> None:
@@ -203,9 +266,9 @@ def _domain_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
                     add((*at, field), "is not allowed for a cdrom")
             if disk.get("bus") in ("virtio",):
                 add((*at, "bus"), "a cdrom cannot be on virtio (use sata, scsi or ide)")
-        if disk.get("readOnly") and disk.get("device", "disk") == "disk":
-            if disk.get("bus", "virtio") not in ("virtio", "scsi"):
-                add((*at, "readOnly"), "read-only disks need bus virtio or scsi (QEMU refuses others)")
+        plain_disk = disk.get("device", "disk") == "disk"
+        if disk.get("readOnly") and plain_disk and disk.get("bus", "virtio") not in READ_ONLY_BUSES:
+            add((*at, "readOnly"), "read-only disks need bus virtio or scsi (QEMU refuses others)")
         if "size" in disk:
             try:
                 if quantities.parse_bytes(disk["size"]) < MIN_MEMORY:
@@ -227,10 +290,12 @@ def _domain_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
         first = names.setdefault(iface["name"], i)
         if first != i:
             add((*at, "name"), f"{iface['name']!r} is already used by spec.interfaces[{first}]")
-        if "mac" in iface:
-            first = macs.setdefault(iface["mac"], i)
-            if first != i:
-                add((*at, "mac"), f"{iface['mac']} is already used by spec.interfaces[{first}]")
+            continue
+        # Derived MACs count too: a written one may equal another interface's derived one.
+        mac = iface.get("mac") or derived_mac(name, iface["name"])
+        first = macs.setdefault(mac, i)
+        if first != i:
+            add((*at, "mac"), f"{mac} is already used by spec.interfaces[{first}]")
     return problems
 
 

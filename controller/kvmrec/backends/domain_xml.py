@@ -70,12 +70,13 @@ def stable_uuid(name: str) -> str:
 def owner_xml(owner: Owner) -> str:
     """The stamp as a standalone element for ``virDomainSetMetadata``, which puts it in
     kvmrec's namespace itself (and refuses an element that declares one)."""
-    element = _owner_element(owner)
+    element = owner_element(owner)
     element.tag = "owner"
     return ET.tostring(element, encoding="unicode")
 
 
-def _owner_element(owner: Owner) -> ET.Element:
+def owner_element(owner: Owner) -> ET.Element:
+    """kvmrec's stamp, in its own XML namespace (domains and networks alike)."""
     return ET.Element(
         f"{{{OWNER_NS}}}owner",
         {
@@ -137,7 +138,7 @@ def build(name: str, spec: DomainSpec, owner: Owner | None) -> str:
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "uuid").text = stable_uuid(name)
     if owner is not None:
-        ET.SubElement(root, "metadata").append(_owner_element(owner))
+        ET.SubElement(root, "metadata").append(owner_element(owner))
     ET.SubElement(root, "memory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory_max))
     ET.SubElement(root, "currentMemory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory))
     vcpu = {"placement": "static"}
@@ -211,7 +212,7 @@ def parse(xml: str) -> DomainConfig:
         interfaces=tuple(
             i for i in (_interface(e) for e in devices.findall("interface")) if i is not None
         ),
-        owner=_owner(root),
+        owner=read_owner(root),
         balloon=any(b.get("model") not in (None, "none") for b in devices.findall("memballoon")),
     )
 
@@ -296,7 +297,7 @@ def _bytes(element: ET.Element | None) -> int:
     return int(element.text) * factor.get(element.get("unit", "KiB"), 1024)
 
 
-def _owner(root: ET.Element) -> Owner | None:
+def read_owner(root: ET.Element) -> Owner | None:
     element = root.find(f"metadata/{{{OWNER_NS}}}owner")
     if element is None:
         return None

@@ -27,22 +27,14 @@ from xml.sax.saxutils import escape as xml_escape
 
 import libvirt
 
-from kvmrec.backends import domain_xml
+from kvmrec.backends import domain_xml, network_xml
 from kvmrec.backends.domain_xml import DomainConfig, Owner
+from kvmrec.backends.errors import BackendError, NotFound, Unavailable
+from kvmrec.backends.network_xml import NetworkConfig
 
 log = logging.getLogger(__name__)
 
-
-class BackendError(Exception):
-    """A libvirt call failed."""
-
-
-class NotFound(BackendError):
-    """The object does not exist (any more)."""
-
-
-class Unavailable(BackendError):
-    """libvirtd cannot be reached; retry later."""
+__all__ = ["BackendError", "Hypervisor", "LiveDomain", "LiveNetwork", "NotFound", "Unavailable"]
 
 
 _STATES = {
@@ -97,6 +89,16 @@ class LiveDomain:
         return self.state not in ("shutoff", "crashed", "nostate")
 
 
+@dataclass(frozen=True)
+class LiveNetwork:
+    """A libvirt network as libvirt has it."""
+
+    config: NetworkConfig  # the persistent definition
+    active: bool
+    autostart: bool
+    running: NetworkConfig | None = None  # what the running network has
+
+
 # The persistent XML, the live XML of a running guest, whether it is paused and the
 # autostart flag: everything a reconcile looks at. Kept whole rather than hashed: comparing
 # two equal strings is a memcmp, cheaper than hashing either.
@@ -139,6 +141,7 @@ class Hypervisor:
         uri: str,
         *,
         on_domain_event: Callable[[str], None] | None = None,
+        on_network_event: Callable[[str], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
         keepalive_interval: int = 5,
@@ -147,6 +150,7 @@ class Hypervisor:
     ) -> None:
         self.uri = uri
         self._on_domain_event = on_domain_event
+        self._on_network_event = on_network_event
         self._on_reconnect = on_reconnect
         self._on_disconnect = on_disconnect
         self._keepalive = (keepalive_interval, keepalive_count)
@@ -154,6 +158,7 @@ class Hypervisor:
         self._lock = threading.RLock()
         self._conn: Any = None
         self._callback_ids: list[int] = []
+        self._network_callback_ids: list[int] = []
         self._closed = threading.Event()
         self._reconnecting = False
         self._last_error = ""
@@ -190,10 +195,18 @@ class Hypervisor:
         with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._closed_by_libvirt, None)
         self._callback_ids = []
+        self._network_callback_ids = []
         if self._on_domain_event is not None:
             for event in _WATCHED_EVENTS:
                 self._callback_ids.append(
                     conn.domainEventRegisterAny(None, event, self._domain_event, None)
+                )
+        if self._on_network_event is not None:
+            with contextlib.suppress(libvirt.libvirtError):  # drivers without networks
+                self._network_callback_ids.append(
+                    conn.networkEventRegisterAny(
+                        None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, self._network_event, None
+                    )
                 )
         self._conn = conn
         self._last_error = ""
@@ -210,6 +223,9 @@ class Hypervisor:
         for callback in self._callback_ids:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(callback)
+        for callback in self._network_callback_ids:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.networkEventDeregisterAny(callback)
         with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()
         with contextlib.suppress(libvirt.libvirtError):
@@ -219,6 +235,10 @@ class Hypervisor:
         # Runs on the event thread: hand the name over and return.
         if self._on_domain_event is not None:
             self._on_domain_event(dom.name())
+
+    def _network_event(self, _conn: Any, net: Any, *_details: Any) -> None:
+        if self._on_network_event is not None:
+            self._on_network_event(net.name())
 
     def _closed_by_libvirt(self, _conn: Any, reason: int, _opaque: Any) -> None:
         self._drop(f"connection closed by libvirt (reason {reason})")
@@ -445,6 +465,75 @@ class Hypervisor:
     def delete_volume(self, pool: str, volume: str) -> None:
         with self._call(f"delete volume {pool}/{volume}") as conn:
             conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).delete(0)
+
+    # -- networks ------------------------------------------------------------------------
+
+    def get_network(self, name: str) -> LiveNetwork | None:
+        with self._call(f"read network {name}") as conn:
+            try:
+                net = conn.networkLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return None
+                raise
+            xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+            active = net.isActive() == 1
+            running_xml = net.XMLDesc(0) if active else None
+            autostart = bool(net.autostart())
+        return LiveNetwork(
+            config=network_xml.parse(xml),
+            active=active,
+            autostart=autostart,
+            running=network_xml.parse(running_xml) if running_xml else None,
+        )
+
+    def define_network(self, xml: str) -> None:
+        with self._call("define network") as conn:
+            conn.networkDefineXML(xml)
+
+    def start_network(self, name: str) -> None:
+        with self._call(f"start network {name}") as conn:
+            conn.networkLookupByName(name).create()
+
+    def stop_network(self, name: str) -> None:
+        with self._call(f"stop network {name}") as conn:
+            net = conn.networkLookupByName(name)
+            if net.isActive():
+                net.destroy()
+
+    def undefine_network(self, name: str) -> None:
+        with self._call(f"undefine network {name}") as conn:
+            conn.networkLookupByName(name).undefine()
+
+    def set_network_autostart(self, name: str, enabled: bool) -> None:
+        with self._call(f"set autostart of network {name}") as conn:
+            conn.networkLookupByName(name).setAutostart(1 if enabled else 0)
+
+    def update_dhcp_host(self, name: str, host_xml: str, *, add: bool, live: bool) -> None:
+        """Add or remove one static DHCP lease, live too when the network runs
+        (``virNetworkUpdate``: dnsmasq is told, nothing restarts)."""
+        command = (
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST
+            if add
+            else libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE
+        )
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if live:
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        with self._call(f"update DHCP hosts of network {name}") as conn:
+            conn.networkLookupByName(name).update(
+                command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags
+            )
+
+    def network_active(self, name: str) -> bool | None:
+        """Whether a network runs; None when there is no such network."""
+        with self._call(f"read network {name}") as conn:
+            try:
+                return bool(conn.networkLookupByName(name).isActive())
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return None
+                raise
 
     def set_owner(self, name: str, owner: Owner | None) -> None:
         """Stamp (or unstamp, with None) the persistent definition of a domain."""

@@ -34,8 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +62,7 @@ from kvmrec.backends.hypervisor import (
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
+from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
 
@@ -73,31 +74,6 @@ KIND = "Domain"
 # running, its next failure starts the count again.
 CRASH_WINDOW = 60.0
 CRASH_CAP = 300.0
-
-
-# -- the plan ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One thing the reconciler would do. ``action`` is what ``kvmrec plan`` prints."""
-
-    action: str
-    fields: tuple[Drift, ...] = ()
-    detail: str = ""
-    visible: bool = True  # False for kvmrec's own bookkeeping (the ownership stamp)
-
-
-@dataclass(frozen=True)
-class Plan:
-    steps: tuple[Step, ...] = ()
-    blocked: str | None = None  # why nothing can be done until the input changes
-    blocked_reason: str = ""
-    wait: float | None = None  # crash-loop backoff: start again after this many seconds
-
-    @property
-    def visible(self) -> list[Step]:
-        return [s for s in self.steps if s.visible]
 
 
 # -- comparing ------------------------------------------------------------------------------
@@ -852,12 +828,3 @@ def manifest_for(live: LiveDomain) -> dict[str, Any]:
         "metadata": {"name": config.name, "annotations": {ADOPT_ANNOTATION: "true"}},
         "spec": spec,
     }
-
-
-def plan_fields(steps: Sequence[Step]) -> list[dict[str, Any]]:
-    """The ``fields`` of plan steps in the JSON contract's shape."""
-    return [
-        {"field": d.field, "desired": d.desired, "actual": d.actual}
-        for step in steps
-        for d in step.fields
-    ]

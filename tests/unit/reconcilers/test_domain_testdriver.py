@@ -7,6 +7,7 @@ is named ``ut-<random>-...`` and removed again by the fixtures, whatever the tes
 from __future__ import annotations
 
 import itertools
+import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -73,9 +74,18 @@ class World:
     hv: Hypervisor
     clock: FakeClock
     reconciler: DomainReconciler
+    images: Path
 
     def name(self, suffix: str) -> str:
         return self.prefix + suffix
+
+    def image(self, name: str) -> str:
+        """A real 16 MiB qcow2 image: a disk must exist, or be creatable, to be defined."""
+        path = self.images / name
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"], check=True, timeout=30
+        )
+        return str(path)
 
     def apply(self, name: str, annotations: dict[str, str] | None = None, **spec: Any) -> ObjectKey:
         manifest = Manifest(
@@ -117,7 +127,7 @@ def world(tmp_path: Path, conn: Any) -> Iterator[World]:
     hv.open()
     clock = FakeClock()
     try:
-        yield World(prefix, conn, store, hv, clock, DomainReconciler(store, hv, clock))
+        yield World(prefix, conn, store, hv, clock, DomainReconciler(store, hv, clock), tmp_path)
     finally:
         _cleanup(conn, prefix)
         hv.close()
@@ -267,13 +277,17 @@ def test_changing_vcpus_redefines_and_a_running_guest_needs_a_restart(world: Wor
     assert world.config(name).vcpus == 3  # the persistent definition
     assert world.config(name, 0).vcpus == 1  # the running guest
     assert world.config(name).owner.generation == 2  # type: ignore[union-attr]
-    assert "Updated" in world.reasons(key)
+    assert "Redefined" in world.reasons(key)
 
     status = world.status(key)
     assert status.observed_generation == 2
     assert status.is_true("RestartRequired")
     assert "spec.vcpus" in status.condition("RestartRequired").message  # type: ignore[union-attr]
-    assert [(d.field, d.desired, d.actual) for d in status.drift] == [("spec.vcpus", 3, 1)]
+    # maxVcpus defaults to vcpus: the running guest was started with at most one.
+    assert [(d.field, d.desired, d.actual) for d in status.drift] == [
+        ("spec.vcpus", 3, 1),
+        ("spec.maxVcpus", 3, 1),
+    ]
     assert not status.is_true("Synced")
     assert status.is_true("Ready")
 
@@ -306,21 +320,21 @@ def test_a_definition_edited_by_hand_is_put_back(world: World) -> None:
     world.reconcile(key)
     obj = world.store.get(key)
     assert obj is not None
-    edited = DomainSpec.from_spec({**obj.spec, "memory": "256Mi"})
+    edited = DomainSpec.from_spec({**obj.spec, "memory": "256Mi"}, name)
     owner = Owner("Domain", name, obj.uid, 1, obj.digest)
     world.conn.defineXML(domain_xml.build(name, edited, owner))
     assert world.config(name).memory == 256 * 1024**2
 
     world.reconcile(key)
     assert world.config(name).memory == 128 * 1024**2
-    assert "Updated" in world.reasons(key)
+    assert "Redefined" in world.reasons(key)
 
 
 # -- ownership -------------------------------------------------------------------------------
 
 
 def _define_unowned(world: World, name: str) -> str:
-    xml = domain_xml.build(name, DomainSpec.from_spec(BASE_SPEC | {"vcpus": 2}), None)
+    xml = domain_xml.build(name, DomainSpec.from_spec(BASE_SPEC | {"vcpus": 2}, name), None)
     world.conn.defineXML(xml)
     return str(world.dom(name).XMLDesc(INACTIVE))
 
@@ -361,13 +375,13 @@ def test_the_adopt_annotation_takes_ownership(world: World) -> None:
     assert config.owner == Owner("Domain", name, obj.uid, obj.generation, obj.digest)
     assert config.vcpus == 1  # and it now follows the manifest
     assert world.running(name)
-    assert "Updated" in world.reasons(key)
+    assert "Redefined" in world.reasons(key)
     assert world.status(key).is_true("Synced")
 
 
 def test_adopting_a_matching_domain_records_adopted(world: World) -> None:
     name = world.name("web")
-    world.conn.defineXML(domain_xml.build(name, DomainSpec.from_spec(BASE_SPEC), None))
+    world.conn.defineXML(domain_xml.build(name, DomainSpec.from_spec(BASE_SPEC, name), None))
     key = world.apply(name, annotations={ADOPT_ANNOTATION: "true"}, runStrategy="Manual")
     world.reconcile(key)
     assert world.config(name).owner is not None
@@ -471,29 +485,30 @@ def _disk(path: str, bus: str, read_only: bool = False) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("disks", "targets"),
+    ("layout", "targets"),
     [
         pytest.param(
             [
-                _disk("/srv/a", "sata"),
-                _disk("/srv/b", "virtio"),
-                _disk("/srv/c", "scsi", True),
-                _disk("/srv/d", "sata"),
+                ("a", "sata", False),
+                ("b", "virtio", False),
+                ("c", "scsi", True),
+                ("d", "sata", False),
             ],
             ["sda", "sdb", "sdc", "vda"],
             id="sata-and-scsi-share-sdX",
         ),
         pytest.param(
-            [_disk("/srv/a", "virtio"), _disk("/srv/b", "sata"), _disk("/srv/c", "virtio")],
+            [("a", "virtio", False), ("b", "sata", False), ("c", "virtio", False)],
             ["sda", "vda", "vdb"],
             id="interleaved-buses",
         ),
     ],
 )
 def test_disks_get_distinct_targets_and_converge(
-    world: World, disks: list[dict[str, Any]], targets: list[str]
+    world: World, layout: list[tuple[str, str, bool]], targets: list[str]
 ) -> None:
     name = world.name("disks")
+    disks = [_disk(world.image(file), bus, ro) for file, bus, ro in layout]
     key = world.apply(name, disks=disks, runStrategy="Halted")
     world.reconcile(key)
     xml = world.dom(name).XMLDesc(INACTIVE)
@@ -510,14 +525,15 @@ def test_disks_get_distinct_targets_and_converge(
 
 def test_reordering_disks_within_a_bus_is_drift(world: World) -> None:
     name = world.name("disks")
-    first = [_disk("/srv/a", "virtio"), _disk("/srv/b", "virtio")]
+    a, b = world.image("a"), world.image("b")
+    first = [_disk(a, "virtio"), _disk(b, "virtio")]
     key = world.apply(name, disks=first, runStrategy="Halted")
     world.reconcile(key)
     world.apply(name, disks=first[::-1], runStrategy="Halted")
     world.reconcile(key)
     paths = [d.path for d in world.config(name).disks]
-    assert paths == ["/srv/b", "/srv/a"]
-    assert "Updated" in world.reasons(key)
+    assert paths == [b, a]
+    assert "Redefined" in world.reasons(key)
 
 
 def _findall(xml: str, path: str) -> list[Any]:
