@@ -9,19 +9,26 @@ reconcile runs, stopped before it acts. Nothing is written, not even the state f
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.backends import host
 from kvmrec.backends.hypervisor import Hypervisor
 from kvmrec.engine.clock import SystemClock
+from kvmrec.reconcilers.dependencies import Dependencies
 from kvmrec.reconcilers.domain import DomainReconciler
-from kvmrec.reconcilers.plans import plan_fields
+from kvmrec.reconcilers.network import NetworkReconciler
+from kvmrec.reconcilers.plans import Plan, plan_fields
 from kvmrec.settings import Settings
 from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import ManifestSync
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status, StoredObject
 from kvmrec.store.sqlite import SqliteStore
+
+
+class Planner(Protocol):
+    def plan(self, obj: StoredObject, status: Status | None = None) -> Plan: ...
 
 
 @dataclass
@@ -85,7 +92,11 @@ def _plan(
     statuses = store.statuses()
     sync = ManifestSync(store, clock, allow_mass_delete=settings.allow_mass_delete)
     desired = sync.compute(scan(settings.manifests), stored.values())
-    domains = DomainReconciler(store, hypervisor, clock)
+    dependencies = Dependencies(store, hypervisor.network_active, host.net_device_exists)
+    planners: dict[str, Planner] = {
+        "Domain": DomainReconciler(store, hypervisor, clock, dependencies),
+        "Network": NetworkReconciler(store, hypervisor, clock, dependencies),
+    }
 
     objects: list[StoredObject] = [
         _candidate(m, stored.get(key)) for key, m in desired.manifests.items()
@@ -100,9 +111,10 @@ def _plan(
     for obj in sorted(objects, key=lambda o: o.key):
         if only is not None and obj.key != only:
             continue
-        if obj.key.kind != domains.kind:
+        planner = planners.get(obj.key.kind)
+        if planner is None:
             continue
-        result = domains.plan(obj, statuses.get(obj.key) or Status())
+        result = planner.plan(obj, statuses.get(obj.key) or Status())
         for step in result.visible:
             report.changes.append(
                 {
@@ -123,7 +135,7 @@ def _plan(
                     "detail": result.blocked,
                 }
             )
-        if result.wait is not None:
+        if result.wait_reason == "CrashLoopBackOff":
             report.changes.append(
                 {
                     "kind": obj.key.kind,

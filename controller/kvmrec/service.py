@@ -22,18 +22,25 @@ import time
 from collections.abc import Callable, Iterable
 
 from kvmrec.api.kinds import ObjectKey
+from kvmrec.backends import host
 from kvmrec.backends.hypervisor import Hypervisor, Unavailable
 from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
 from kvmrec.engine import workers as engine
+from kvmrec.reconcilers.dependencies import Dependencies, refs_of
 from kvmrec.reconcilers.domain import DomainReconciler
+from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.settings import Settings
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
+from kvmrec.store.records import StoredObject
 from kvmrec.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
+
+# Kinds a Domain can wait for.
+_DEPENDENCY_KINDS = ("Network", "OvsBridge")
 
 
 class _LogObserver:
@@ -64,13 +71,21 @@ class Service:
         self.hypervisor = Hypervisor(
             settings.connect,
             on_domain_event=self._domain_event,
+            on_network_event=self._network_event,
             on_reconnect=self._relist,
             # Each reconcile then finds libvirt unavailable and says so in Ready=Unknown.
             on_disconnect=lambda _why: self._relist(),
         )
-        self.domains = DomainReconciler(self.store, self.hypervisor, self.clock)
+        self.dependencies = Dependencies(
+            self.store, self.hypervisor.network_active, host.net_device_exists
+        )
+        self.domains = DomainReconciler(self.store, self.hypervisor, self.clock, self.dependencies)
+        self.networks = NetworkReconciler(
+            self.store, self.hypervisor, self.clock, self.dependencies
+        )
         self._reconcilers: dict[str, Callable[[ObjectKey], engine.Result]] = {
             self.domains.kind: self.domains.reconcile,
+            self.networks.kind: self.networks.reconcile,
         }
         self.workers = engine.Workers(
             self.queue, self._reconcile, count=settings.workers, observer=_LogObserver()
@@ -81,6 +96,7 @@ class Service:
         self._keys_lock = threading.Lock()
         self._keys: set[ObjectKey] = set()
         self._sync_lock = threading.Lock()
+        self._resyncs = 0
         self.resync = engine.Resync(self.queue, self._resync_keys, period=settings.resync)
         self.source: DirectorySource | None = None
 
@@ -88,9 +104,39 @@ class Service:
 
     def _reconcile(self, key: ObjectKey) -> engine.Result:
         reconcile = self._reconcilers.get(key.kind)
+        before = self.store.get(key)
+        if before is None and key.kind in _DEPENDENCY_KINDS:
+            self._wake_dependents(key)  # an event about a network kvmrec does not manage
+            return engine.Result()
         if reconcile is None:
             raise engine.PermanentError(f"no reconciler for kind {key.kind}")
-        return reconcile(key)
+        was_ready = self._ready(key)
+        try:
+            return reconcile(key)
+        finally:
+            self._after(key, before, was_ready)
+
+    def _ready(self, key: ObjectKey) -> bool:
+        status = self.store.get_status(key) if key.kind in _DEPENDENCY_KINDS else None
+        return status is not None and status.is_true("Ready")
+
+    def _after(self, key: ObjectKey, before: StoredObject | None, was_ready: bool) -> None:
+        """Queue what depends on what just happened to ``key``."""
+        if key.kind in _DEPENDENCY_KINDS and not was_ready and self._ready(key):
+            self._wake_dependents(key)
+        elif key.kind == "Domain" and before is not None and before.deleting:
+            # A deletion waiting for this domain to go may proceed now.
+            for ref in refs_of(before):
+                kind = "OvsBridge" if ref.kind == "Bridge" else ref.kind
+                self.queue.add(ObjectKey(kind, ref.name))
+
+    def _wake_dependents(self, key: ObjectKey) -> None:
+        statuses = self.store.statuses()
+        for holder in self.dependencies.holders(key):
+            ready = statuses.get(holder)
+            waiting = ready.condition("Ready") if ready else None
+            if waiting is None or waiting.reason == "WaitingForDependency":
+                self.queue.add(holder)
 
     def _domain_event(self, name: str) -> None:
         # Called on libvirt's event thread: enqueue and return, nothing else.
@@ -99,6 +145,10 @@ class Service:
             known = key in self._keys
         if known:
             self.queue.add(key)
+
+    def _network_event(self, name: str) -> None:
+        # Called on libvirt's event thread: enqueue and return, nothing else.
+        self.queue.add(ObjectKey("Network", name))
 
     def _relist(self) -> None:
         """After a reconnect: events were lost while libvirt was away, so look at everything."""
@@ -113,6 +163,9 @@ class Service:
 
     def _resync_keys(self) -> Iterable[ObjectKey]:
         keys = self._all_keys()
+        self._resyncs += 1
+        if self._resyncs % self.settings.full_resync_every == 0:
+            return keys  # a full pass: what no fingerprint or event shows is caught here
         domains = [k for k in keys if k.kind == self.domains.kind]
         others = [k for k in keys if k.kind != self.domains.kind]
         try:

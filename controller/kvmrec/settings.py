@@ -25,6 +25,11 @@ class Settings:
     """Five minutes bounds how long drift that raised no libvirt event (an autostart flag
     flipped, a definition edited) can last; a no-op resync is one XML read per guest."""
 
+    full_resync_every: int = 12
+    """Every 12th resync (an hour at the default period) reconciles every object instead of
+    only those whose fingerprint moved: a definition edited without an event (``virsh
+    setvcpus --config`` on a running guest) is caught within the hour."""
+
     workers: int = 4
     """Guests start concurrently: four keeps QEMU start-up, not the queue, the cost on a
     small host without flooding libvirtd's worker pool (its default is 5 to 20 threads)."""

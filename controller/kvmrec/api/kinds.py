@@ -253,7 +253,7 @@ class DhcpHost:
 class NetworkSpec:
     """The fields of a Network that kvmrec compares with libvirt."""
 
-    forward: str = "nat"  # nat | isolated | route | bridge
+    forward: str | None = None  # nat | isolated | route | bridge; None: as it is
     bridge: str | None = None
     virtualport: str | None = None
     address: str | None = None
@@ -270,7 +270,7 @@ class NetworkSpec:
         ip = spec.get("ip") or {}
         dhcp = ip.get("dhcp") or {}
         return cls(
-            forward=spec.get("forward", "nat"),
+            forward=spec.get("forward"),
             bridge=spec.get("bridge"),
             virtualport=spec.get("virtualport"),
             address=ip.get("address"),

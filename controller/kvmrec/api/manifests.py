@@ -163,7 +163,7 @@ def _network_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
     def add(path: Path, reason: str) -> None:
         problems.append((schema.format_path(path), reason, path))
 
-    forward = spec.get("forward", "nat")
+    forward = spec.get("forward")
     if forward == "bridge":
         if "bridge" not in spec:
             add(("spec", "bridge"), "is required with forward: bridge (the bridge to join)")

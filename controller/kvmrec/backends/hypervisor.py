@@ -99,14 +99,15 @@ class LiveNetwork:
     running: NetworkConfig | None = None  # what the running network has
 
 
-# The persistent XML, the live XML of a running guest, whether it is paused and the
-# autostart flag: everything a reconcile looks at. Kept whole rather than hashed: comparing
-# two equal strings is a memcmp, cheaper than hashing either.
-Fingerprint = tuple[str, str | None, bool, bool]
+# What a guest runs with (its live XML; for a stopped guest, its definition), whether it is
+# paused, and its autostart flag. A definition edited while the guest runs does not show
+# here, but raises a DEFINED event, and the periodic full resync catches the rest. Kept
+# whole rather than hashed: comparing two equal strings is a memcmp, cheaper than hashing.
+Fingerprint = tuple[str, bool, bool]
 
 
-def _fingerprint(xml: str, running_xml: str | None, paused: bool, autostart: bool) -> Fingerprint:
-    return (xml, running_xml, paused, autostart)
+def _fingerprint(xml: str, paused: bool, autostart: bool) -> Fingerprint:
+    return (xml, paused, autostart)
 
 
 class _EventLoop:
@@ -326,7 +327,7 @@ class Hypervisor:
             state=state,
             reason=why,
             autostart=autostart,
-            fingerprint=_fingerprint(xml, running_xml, paused, autostart),
+            fingerprint=_fingerprint(running_xml or xml, paused, autostart),
             running=domain_xml.parse(running_xml) if running_xml else None,
         )
 
@@ -336,9 +337,8 @@ class Hypervisor:
             return str(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
 
     def fingerprints(self) -> Mapping[str, Fingerprint]:
-        """Every domain's fingerprint, cheaply: the XML of each domain (twice for a running
-        one: its definition and what it runs) and two short lists (a domain listed by
-        libvirt already knows its ID, so "active" costs no call)."""
+        """Every domain's fingerprint, cheaply: one XML read per domain, as a plain
+        listing loop would do, and two short lists."""
         with self._call("list domains") as conn:
             domains = conn.listAllDomains(0)
             paused = {
@@ -351,11 +351,10 @@ class Hypervisor:
             for dom in domains:
                 name = dom.name()
                 try:
-                    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-                    running_xml = dom.XMLDesc(0) if dom.ID() != -1 else None
+                    xml = dom.XMLDesc(0)
                 except libvirt.libvirtError:
-                    continue  # undefined or stopped meanwhile: its event enqueues it
-                result[name] = _fingerprint(xml, running_xml, name in paused, name in auto)
+                    continue  # undefined meanwhile: its event enqueues it
+                result[name] = _fingerprint(xml, name in paused, name in auto)
             return result
 
     def list_domain_names(self) -> list[str]:
@@ -486,6 +485,11 @@ class Hypervisor:
             autostart=autostart,
             running=network_xml.parse(running_xml) if running_xml else None,
         )
+
+    def network_xml(self, name: str) -> str:
+        """The persistent definition of a network, as libvirt has it."""
+        with self._call(f"read network {name}") as conn:
+            return str(conn.networkLookupByName(name).XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
 
     def define_network(self, xml: str) -> None:
         with self._call("define network") as conn:

@@ -56,7 +56,7 @@ def build(name: str, spec: NetworkSpec, owner: Owner | None) -> str:
     ET.SubElement(root, "uuid").text = stable_uuid(name)
     if owner is not None:
         ET.SubElement(root, "metadata").append(owner_element(owner))
-    if spec.forward != "isolated":
+    if spec.forward not in (None, "isolated"):
         ET.SubElement(root, "forward", {"mode": spec.forward})
     if spec.bridge:
         ET.SubElement(root, "bridge", {"name": spec.bridge})

@@ -85,11 +85,19 @@ def render(report: dict[str, Any], output: str) -> str:
 
 
 def _condition_summary(obj: dict[str, Any]) -> str:
-    for cond in obj["conditions"]:
-        bad = (cond["status"] == "True") == (cond["type"] in ("RestartRequired", "Degraded"))
-        if bad:
-            return f"{cond['type']}={cond['status']} {cond['reason']}"
-    return ""
+    """The most telling condition that is not as it should be, with its message."""
+    bad = [
+        c
+        for c in obj["conditions"]
+        if (c["status"] == "True") == (c["type"] in ("RestartRequired", "Degraded"))
+    ]
+    # RestartRequired explains a Synced=False better than "Drifted" does.
+    bad.sort(key=lambda c: c["type"] != "RestartRequired")
+    if not bad:
+        return ""
+    cond = bad[0]
+    text = f"{cond['type']}={cond['status']} {cond['reason']}"
+    return f"{text}: {cond['message']}" if cond["message"] else text
 
 
 def table(report: dict[str, Any]) -> str:
@@ -98,7 +106,9 @@ def table(report: dict[str, Any]) -> str:
         drift = ", ".join(
             f"{d['field']}: {d['actual']!s} -> {d['desired']!s}" for d in obj["drift"]
         )
-        message = "deleting" if obj["deleting"] else (obj["lastError"] or _condition_summary(obj))
+        message = obj["lastError"] or _condition_summary(obj)
+        if obj["deleting"]:
+            message = f"deleting: {message}" if message else "deleting"
         rows.append(
             [
                 obj["kind"],

@@ -62,6 +62,7 @@ from kvmrec.backends.hypervisor import (
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
+from kvmrec.reconcilers.dependencies import Dependencies, domain_refs
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
@@ -74,6 +75,9 @@ KIND = "Domain"
 # running, its next failure starts the count again.
 CRASH_WINDOW = 60.0
 CRASH_CAP = 300.0
+# A domain waiting for a network or bridge is queued again the moment a managed one turns
+# Ready; this retry covers those kvmrec does not manage (no event says they appeared).
+DEPENDENCY_RETRY = 10.0
 
 
 # -- comparing ------------------------------------------------------------------------------
@@ -196,10 +200,17 @@ class DomainReconciler:
 
     kind = KIND
 
-    def __init__(self, store: Store, hypervisor: Hypervisor, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hypervisor: Hypervisor,
+        clock: Clock,
+        dependencies: Dependencies | None = None,
+    ) -> None:
         self._store = store
         self._hv = hypervisor
         self._clock = clock
+        self._deps = dependencies
         self._lock = threading.Lock()
         self._converged: dict[str, Fingerprint] = {}
 
@@ -256,6 +267,17 @@ class DomainReconciler:
                 blocked=f"this host cannot run domain type {spec.type!r} (spec.type)",
                 blocked_reason="Unsupported",
             )
+        want = _wants_running(spec, live, status, obj.generation)
+        if want and (live is None or not live.active) and self._deps is not None:
+            unmet = self._deps.unmet(domain_refs(spec))
+            if unmet:
+                message = "waiting for " + "; ".join(unmet)
+                return Plan(
+                    steps=(Step("wait", detail=message),),
+                    wait=DEPENDENCY_RETRY,
+                    wait_reason="WaitingForDependency",
+                    wait_message=message,
+                )
         steps: list[Step] = []
         image_steps, missing = self._image_steps(name, spec, live)
         if missing:
@@ -288,7 +310,6 @@ class DomainReconciler:
             steps.append(Step("autostart", (Drift("spec.autostart", spec.autostart, autostart),)))
 
         wait: float | None = None
-        want = _wants_running(spec, live, status, obj.generation)
         state = live.state if live is not None else "undefined"
         active = live is not None and live.active
         if want is True and state == "paused":
@@ -301,7 +322,9 @@ class DomainReconciler:
                 )
         elif want is False and active:
             steps.append(Step("stop", (Drift("spec.runStrategy", spec.run_strategy.value, state),)))
-        return Plan(steps=tuple(steps), wait=wait)
+        if wait is not None:
+            return Plan(steps=tuple(steps), wait=wait, wait_reason="CrashLoopBackOff")
+        return Plan(steps=tuple(steps))
 
     def _image_steps(
         self, name: str, spec: DomainSpec, live: LiveDomain | None
@@ -449,6 +472,20 @@ class DomainReconciler:
             )
             recording.commit(self._store, key, old, status, now)
             raise PermanentError(plan.blocked)
+
+        if plan.wait_reason == "WaitingForDependency":
+            status = replace(
+                status.with_condition(
+                    "Ready", "False", plan.wait_reason, plan.wait_message, now
+                ).with_condition("Synced", "False", plan.wait_reason, plan.wait_message, now),
+                observed_generation=obj.generation,
+                last_reconcile_time=now,
+                last_error=None,
+                retries=0,
+                drift=(),
+            )
+            recording.commit(self._store, key, old, status, now)
+            return Result(requeue_after=plan.wait)
 
         owner = Owner(KIND, name, obj.uid, obj.generation, obj.digest)
         details = dict(status.details)

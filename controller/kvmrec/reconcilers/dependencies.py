@@ -1,0 +1,97 @@
+"""Dependencies between objects: a domain needs its networks and bridges first.
+
+A Domain interface names a libvirt network or a bridge. If kvmrec manages that object
+(a Network or OvsBridge manifest), the domain waits until it is Ready; if not, it waits
+until the network runs or the bridge device exists on the host. Waiting is not an error:
+the domain shows ``Ready=False, reason=WaitingForDependency`` naming what it waits for,
+and the service queues it again the moment the dependency turns Ready.
+
+Deletion runs the other way: a Network or OvsBridge that a managed domain still uses is
+not removed; its condition says which domains hold it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from kvmrec.api.kinds import DomainSpec, ObjectKey
+from kvmrec.store.base import Store
+from kvmrec.store.records import StoredObject
+
+NETWORK = "Network"
+OVS_BRIDGE = "OvsBridge"
+BRIDGE = "Bridge"  # a plain Linux bridge: never managed, only required to exist
+
+
+@dataclass(frozen=True)
+class Ref:
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def domain_refs(spec: DomainSpec) -> list[Ref]:
+    refs: list[Ref] = []
+    for iface in spec.interfaces:
+        if iface.network:
+            ref = Ref(NETWORK, iface.network)
+        elif iface.virtualport == "openvswitch":
+            ref = Ref(OVS_BRIDGE, iface.bridge or "")
+        else:
+            ref = Ref(BRIDGE, iface.bridge or "")
+        if ref not in refs:
+            refs.append(ref)
+    return refs
+
+
+def refs_of(obj: StoredObject) -> list[Ref]:
+    if obj.key.kind != "Domain":
+        return []
+    return domain_refs(DomainSpec.from_spec(obj.spec, obj.key.name))
+
+
+class Dependencies:
+    """Answers "is it there yet?" for the objects a domain names."""
+
+    def __init__(
+        self,
+        store: Store,
+        network_active: Callable[[str], bool | None],
+        device_exists: Callable[[str], bool],
+    ) -> None:
+        self._store = store
+        self._network_active = network_active
+        self._device_exists = device_exists
+
+    def unmet(self, refs: Iterable[Ref]) -> list[str]:
+        """What is missing, one message per dependency; empty when all are there."""
+        missing: list[str] = []
+        for ref in refs:
+            managed_kind = OVS_BRIDGE if ref.kind == BRIDGE else ref.kind
+            obj = self._store.get(ObjectKey(managed_kind, ref.name))
+            if obj is not None and not obj.deleting:
+                status = self._store.get_status(obj.key)
+                if status is None or not status.is_true("Ready"):
+                    ready = status.condition("Ready") if status else None
+                    why = f" ({ready.reason})" if ready else ""
+                    missing.append(f"{obj.key} is not Ready{why}")
+                continue
+            if ref.kind == NETWORK:
+                active = self._network_active(ref.name)
+                if active is None:
+                    missing.append(f"network {ref.name} does not exist")
+                elif not active:
+                    missing.append(f"network {ref.name} is not active")
+            elif not self._device_exists(ref.name):
+                missing.append(f"bridge {ref.name} does not exist")
+        return missing
+
+    def holders(self, key: ObjectKey) -> list[ObjectKey]:
+        """The managed domains that use the Network or OvsBridge ``key``."""
+        wanted = {Ref(key.kind, key.name)}
+        if key.kind == OVS_BRIDGE:
+            wanted.add(Ref(BRIDGE, key.name))
+        return [obj.key for obj in self._store.list("Domain") if wanted & set(refs_of(obj))]
