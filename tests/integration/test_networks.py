@@ -62,8 +62,9 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def networks(conn: Any, prefix: str, stack: dict[str, str]) -> Any:
+def networks(controller: Controller, prefix: str, stack: dict[str, str]) -> Any:
     yield
+    controller.stop()  # first, or it would heal what is removed here
     cleanup = libvirt.open(stack["LIBVIRT_DEFAULT_URI"])
     for net in cleanup.listAllNetworks(0):
         if net.name().startswith(prefix):
