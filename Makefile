@@ -54,7 +54,8 @@ lint: venv
 
 bench: stack-up venv
 	set -a && source $(STACK_ENV) && set +a && \
-	$(BIN)/python bench/converge.py
+	$(BIN)/python bench/converge.py --connect test:///default -n 1000 && \
+	$(BIN)/python bench/converge.py --connect qemu:///system -n 20
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache
