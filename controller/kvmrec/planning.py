@@ -8,16 +8,20 @@ reconcile runs, stopped before it acts. Nothing is written, not even the state f
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends import host
+from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.ovsdb import Ovsdb
 from kvmrec.engine.clock import SystemClock
 from kvmrec.reconcilers.dependencies import Dependencies
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
+from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Plan, plan_fields
 from kvmrec.settings import Settings
 from kvmrec.sources.directory import scan
@@ -76,16 +80,24 @@ def plan(settings: Settings, only: ObjectKey | None = None) -> PlanReport:
         # state file appears as a side effect of a dry run.
         store = SqliteStore(":memory:")
     hypervisor = Hypervisor(settings.connect)
+    ovsdb = Ovsdb(settings.ovsdb)
     try:
         hypervisor.open()
-        return _plan(settings, store, hypervisor, only)
+        with contextlib.suppress(Unavailable):
+            ovsdb.open()  # bridges then plan as unavailable; domains and networks still do
+        return _plan(settings, store, hypervisor, ovsdb, only)
     finally:
         hypervisor.close()
+        ovsdb.close()
         store.close()
 
 
 def _plan(
-    settings: Settings, store: Store, hypervisor: Hypervisor, only: ObjectKey | None
+    settings: Settings,
+    store: Store,
+    hypervisor: Hypervisor,
+    ovsdb: Ovsdb,
+    only: ObjectKey | None,
 ) -> PlanReport:
     clock = SystemClock()
     stored = {obj.key: obj for obj in store.list()}
@@ -96,6 +108,7 @@ def _plan(
     planners: dict[str, Planner] = {
         "Domain": DomainReconciler(store, hypervisor, clock, dependencies),
         "Network": NetworkReconciler(store, hypervisor, clock, dependencies),
+        "OvsBridge": OvsBridgeReconciler(store, ovsdb, clock, dependencies),
     }
 
     objects: list[StoredObject] = [
@@ -114,7 +127,10 @@ def _plan(
         planner = planners.get(obj.key.kind)
         if planner is None:
             continue
-        result = planner.plan(obj, statuses.get(obj.key) or Status())
+        try:
+            result = planner.plan(obj, statuses.get(obj.key) or Status())
+        except Unavailable as exc:
+            result = Plan(blocked=str(exc), blocked_reason="Unavailable")
         for step in result.visible:
             report.changes.append(
                 {

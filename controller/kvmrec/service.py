@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
 from kvmrec.backends.hypervisor import Hypervisor, Unavailable
+from kvmrec.backends.ovsdb import Ovsdb
 from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
@@ -31,6 +32,7 @@ from kvmrec.engine import workers as engine
 from kvmrec.reconcilers.dependencies import Dependencies, refs_of
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
+from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.settings import Settings
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
@@ -83,9 +85,18 @@ class Service:
         self.networks = NetworkReconciler(
             self.store, self.hypervisor, self.clock, self.dependencies
         )
+        self.ovsdb = Ovsdb(
+            settings.ovsdb,
+            on_bridge_event=self._bridge_event,
+            on_reconnect=self._relist_bridges,
+            # Each reconcile then finds OVSDB unavailable and says so in Ready=Unknown.
+            on_disconnect=lambda _why: self._relist_bridges(),
+        )
+        self.bridges = OvsBridgeReconciler(self.store, self.ovsdb, self.clock, self.dependencies)
         self._reconcilers: dict[str, Callable[[ObjectKey], engine.Result]] = {
             self.domains.kind: self.domains.reconcile,
             self.networks.kind: self.networks.reconcile,
+            self.bridges.kind: self.bridges.reconcile,
         }
         self.workers = engine.Workers(
             self.queue, self._reconcile, count=settings.workers, observer=_LogObserver()
@@ -146,6 +157,16 @@ class Service:
         if known:
             self.queue.add(key)
 
+    def _bridge_event(self, name: str) -> None:
+        # Called on the OVSDB IDL thread: enqueue and return, nothing else.
+        self.queue.add(ObjectKey("OvsBridge", name))
+
+    def _relist_bridges(self) -> None:
+        """OVS restarted or its database was recreated: look at every bridge again."""
+        for key in self._all_keys():
+            if key.kind == "OvsBridge":
+                self.queue.add(key)
+
     def _network_event(self, name: str) -> None:
         # Called on libvirt's event thread: enqueue and return, nothing else.
         self.queue.add(ObjectKey("Network", name))
@@ -202,6 +223,12 @@ class Service:
                 raise
             log.error("%s; will keep retrying", exc)
             self.hypervisor.start_reconnecting()
+        try:
+            self.ovsdb.open()
+        except Unavailable as exc:
+            # Not fatal: only OvsBridge objects need it, and they say so in their status.
+            log.warning("%s; will keep retrying", exc)
+            self.ovsdb.start_reconnecting()
         for key in self._all_keys():
             self.queue.add(key)
         if watch:
@@ -227,6 +254,7 @@ class Service:
         self.resync.stop(timeout=1.0)
         drained = self.workers.stop(timeout=self.settings.drain_timeout)
         self.hypervisor.close()
+        self.ovsdb.close()
         self.store.close()
         return drained
 

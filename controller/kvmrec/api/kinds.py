@@ -285,3 +285,33 @@ class NetworkSpec:
             active=bool(spec.get("active", True)),
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
         )
+
+
+@dataclass(frozen=True)
+class BridgePort:
+    name: str
+    type: str = "system"  # system (a host NIC) | internal
+
+
+@dataclass(frozen=True)
+class OvsBridgeSpec:
+    datapath_type: str = "auto"
+    ports: tuple[BridgePort, ...] = ()
+    fail_mode: str | None = None
+    external_ids: Mapping[str, str] = field(default_factory=dict)
+    promiscuous: bool | None = None
+    deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> OvsBridgeSpec:
+        return cls(
+            datapath_type=spec.get("datapathType", "auto"),
+            ports=tuple(
+                BridgePort(name=p["name"], type=p.get("type", "system"))
+                for p in spec.get("ports", [])
+            ),
+            fail_mode=spec.get("failMode"),
+            external_ids=dict(spec.get("externalIds", {})),
+            promiscuous=spec.get("promiscuous"),
+            deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
+        )

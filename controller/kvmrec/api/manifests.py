@@ -154,7 +154,27 @@ def _semantic_problems(
         return _domain_problems(name, spec)
     if kind == "Network":
         return _network_problems(spec)
+    if kind == "OvsBridge":
+        return _bridge_problems(name, spec)
     return []
+
+
+def _bridge_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+    problems: list[tuple[str, str, Path]] = []
+    seen: dict[str, int] = {}
+    for i, port in enumerate(spec.get("ports", [])):
+        at: Path = ("spec", "ports", i, "name")
+        if port["name"] == name:
+            problems.append((schema.format_path(at), "is the bridge's own port", at))
+        first = seen.setdefault(port["name"], i)
+        if first != i:
+            reason = f"{port['name']!r} is already used by spec.ports[{first}]"
+            problems.append((schema.format_path(at), reason, at))
+    for key in spec.get("externalIds", {}):
+        if key.startswith("kvmrec-"):
+            at = ("spec", "externalIds", key)
+            problems.append((schema.format_path(at), "kvmrec- keys are kvmrec's own", at))
+    return problems
 
 
 def _network_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:

@@ -267,14 +267,18 @@ def _interface(element: ET.Element) -> Interface | None:
     kind = element.get("type")
     if kind not in ("network", "bridge") or source is None:
         return None
-    virtualport = element.find("virtualport")
     model = element.find("model")
+    # A running guest's interface on a network that forwards to a bridge shows as
+    # type='bridge' with the network still named in its source: it is a network interface,
+    # and its virtualport is the network's business.
+    network = source.get("network")
+    virtualport = element.find("virtualport")
     return Interface(
         name="",
         mac=mac.get("address", "") if mac is not None else "",
-        network=source.get("network") if kind == "network" else None,
-        bridge=source.get("bridge") if kind == "bridge" else None,
-        virtualport=virtualport.get("type") if virtualport is not None else None,
+        network=network,
+        bridge=None if network else source.get("bridge"),
+        virtualport=virtualport.get("type") if virtualport is not None and not network else None,
         model=model.get("type", "") if model is not None else "",
     )
 

@@ -15,13 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kvmrec.api.kinds import DomainSpec, ObjectKey
+from kvmrec.api.kinds import DomainSpec, NetworkSpec, ObjectKey
 from kvmrec.store.base import Store
 from kvmrec.store.records import StoredObject
 
 NETWORK = "Network"
 OVS_BRIDGE = "OvsBridge"
 BRIDGE = "Bridge"  # a plain Linux bridge: never managed, only required to exist
+
+# What waits for a dependency is queued again the moment a managed one turns Ready; this
+# retry covers those kvmrec does not manage (no event says they appeared).
+DEPENDENCY_RETRY = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,19 @@ def domain_refs(spec: DomainSpec) -> list[Ref]:
     return refs
 
 
-def refs_of(obj: StoredObject) -> list[Ref]:
-    if obj.key.kind != "Domain":
+def network_refs(spec: NetworkSpec) -> list[Ref]:
+    """A network that forwards to a bridge needs the bridge."""
+    if spec.forward != "bridge" or not spec.bridge:
         return []
-    return domain_refs(DomainSpec.from_spec(obj.spec, obj.key.name))
+    return [Ref(OVS_BRIDGE if spec.virtualport == "openvswitch" else BRIDGE, spec.bridge)]
+
+
+def refs_of(obj: StoredObject) -> list[Ref]:
+    if obj.key.kind == "Domain":
+        return domain_refs(DomainSpec.from_spec(obj.spec, obj.key.name))
+    if obj.key.kind == NETWORK:
+        return network_refs(NetworkSpec.from_spec(obj.spec))
+    return []
 
 
 class Dependencies:
@@ -90,8 +103,9 @@ class Dependencies:
         return missing
 
     def holders(self, key: ObjectKey) -> list[ObjectKey]:
-        """The managed domains that use the Network or OvsBridge ``key``."""
+        """The managed domains (and networks) that use the Network or OvsBridge ``key``."""
         wanted = {Ref(key.kind, key.name)}
         if key.kind == OVS_BRIDGE:
             wanted.add(Ref(BRIDGE, key.name))
-        return [obj.key for obj in self._store.list("Domain") if wanted & set(refs_of(obj))]
+        users = [*self._store.list("Domain"), *self._store.list(NETWORK)]
+        return [obj.key for obj in users if wanted & set(refs_of(obj))]

@@ -62,7 +62,7 @@ from kvmrec.backends.hypervisor import (
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
-from kvmrec.reconcilers.dependencies import Dependencies, domain_refs
+from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
@@ -75,9 +75,6 @@ KIND = "Domain"
 # running, its next failure starts the count again.
 CRASH_WINDOW = 60.0
 CRASH_CAP = 300.0
-# A domain waiting for a network or bridge is queued again the moment a managed one turns
-# Ready; this retry covers those kvmrec does not manage (no event says they appeared).
-DEPENDENCY_RETRY = 10.0
 
 
 # -- comparing ------------------------------------------------------------------------------
@@ -661,17 +658,34 @@ class DomainReconciler:
         return refused
 
     def _replug(self, name: str, spec: DomainSpec, running: DomainConfig) -> None:
+        """Unplug what should not be there, then plug what is missing; never two
+        interfaces with one MAC (a guest that has not let go of one keeps it, and the
+        field is left to a restart)."""
         wanted = {i.mac: i for i in spec.interfaces}
         have = {i.mac: i for i in running.interfaces}
-        for mac, iface in have.items():
-            if mac not in wanted or _iface_key(wanted[mac]) != _iface_key(iface):
-                # The guest must let go of a PCI device, and one without an OS never does;
-                # the attach below still goes ahead.
-                with contextlib.suppress(BackendError):
-                    self._hv.detach_live(name, domain_xml.interface_xml(iface))
+        unplug = [
+            i
+            for mac, i in have.items()
+            if mac not in wanted or _iface_key(wanted[mac]) != _iface_key(i)
+        ]
+        for iface in unplug:
+            # The guest must let go of a PCI device, and one without an OS never does.
+            with contextlib.suppress(BackendError):
+                self._hv.detach_live(name, domain_xml.interface_xml(iface))
+        if unplug:
+            live = self._hv.get_domain(name)
+            running = live.running if live and live.running else running
+            have = {i.mac: i for i in running.interfaces}
+        held = [
+            mac
+            for mac in have
+            if mac not in wanted or _iface_key(wanted[mac]) != _iface_key(have[mac])
+        ]
         for mac, iface in wanted.items():
-            if mac not in have or _iface_key(have[mac]) != _iface_key(iface):
+            if mac not in have:
                 self._hv.attach_live(name, domain_xml.interface_xml(iface))
+        if held:
+            raise BackendError(f"the guest did not release {', '.join(held)}")
 
     # -- status --------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from kvmrec.backends.network_xml import NetworkConfig
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
-from kvmrec.reconcilers.dependencies import Dependencies
+from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, network_refs
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
@@ -219,13 +219,13 @@ class NetworkReconciler:
         if live.active != spec.active:
             drift.append(Drift("spec.active", spec.active, live.active))
         ready = live.active == spec.active
-        status = status.with_condition(
-            "Ready",
-            "True" if ready else "False",
-            ("Active" if live.active else "Inactive") if ready else "NotConverged",
-            "",
-            now,
-        )
+        reason = ("Active" if live.active else "Inactive") if ready else "NotConverged"
+        message = ""
+        # A network that forwards to a bridge is of no use to guests until the bridge is there.
+        unmet = self._deps.unmet(network_refs(spec)) if spec.active else []
+        if unmet:
+            ready, reason, message = False, "WaitingForDependency", "; ".join(unmet)
+        status = status.with_condition("Ready", "True" if ready else "False", reason, message, now)
         fields = ", ".join(d.field for d in drift)
         status = (
             status.with_condition("Synced", "False", "Drifted", fields, now)
@@ -245,7 +245,7 @@ class NetworkReconciler:
             },
         )
         recording.commit(self._store, key, old, status, now, events)
-        return Result()
+        return Result(requeue_after=DEPENDENCY_RETRY if unmet else None)
 
     def _act(
         self,
