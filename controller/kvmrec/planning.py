@@ -23,6 +23,7 @@ from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Plan, plan_fields
+from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
 from kvmrec.settings import Settings
 from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import ManifestSync
@@ -109,6 +110,8 @@ def _plan(
         "Domain": DomainReconciler(store, hypervisor, clock, dependencies),
         "Network": NetworkReconciler(store, hypervisor, clock, dependencies),
         "OvsBridge": OvsBridgeReconciler(store, ovsdb, clock, dependencies),
+        "Snapshot": SnapshotReconciler(store, hypervisor, clock),
+        "SnapshotPolicy": SnapshotPolicyReconciler(store, hypervisor, clock),
     }
 
     objects: list[StoredObject] = [

@@ -33,6 +33,7 @@ from kvmrec.reconcilers.dependencies import Dependencies, refs_of
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
+from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
 from kvmrec.settings import Settings
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
@@ -93,10 +94,14 @@ class Service:
             on_disconnect=lambda _why: self._relist_bridges(),
         )
         self.bridges = OvsBridgeReconciler(self.store, self.ovsdb, self.clock, self.dependencies)
+        self.snapshots = SnapshotReconciler(self.store, self.hypervisor, self.clock)
+        self.policies = SnapshotPolicyReconciler(self.store, self.hypervisor, self.clock)
         self._reconcilers: dict[str, Callable[[ObjectKey], engine.Result]] = {
             self.domains.kind: self.domains.reconcile,
             self.networks.kind: self.networks.reconcile,
             self.bridges.kind: self.bridges.reconcile,
+            self.snapshots.kind: self.snapshots.reconcile,
+            self.policies.kind: self.policies.reconcile,
         }
         self.workers = engine.Workers(
             self.queue, self._reconcile, count=settings.workers, observer=_LogObserver()

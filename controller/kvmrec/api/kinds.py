@@ -315,3 +315,56 @@ class OvsBridgeSpec:
             promiscuous=spec.get("promiscuous"),
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
         )
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    domain: str
+    description: str = ""
+    quiesce: str = "auto"  # auto | required | never
+    memory: bool = True
+    keep: bool = False  # deletionPolicy Retain
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> SnapshotSpec:
+        return cls(
+            domain=spec["domain"],
+            description=spec.get("description", ""),
+            quiesce=spec.get("quiesce", "auto"),
+            memory=bool(spec.get("memory", True)),
+            keep=spec.get("deletionPolicy", "Delete") == "Retain",
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotPolicySpec:
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    domains: tuple[str, ...] = ()
+    schedule: str | None = None
+    every: str | None = None
+    keep_last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+    quiesce: str = "auto"
+    memory: bool = True
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> SnapshotPolicySpec:
+        retention = spec.get("retention", {})
+        return cls(
+            match_labels=dict((spec.get("selector") or {}).get("matchLabels", {})),
+            domains=tuple(spec.get("domains", [])),
+            schedule=spec.get("schedule"),
+            every=spec.get("every"),
+            keep_last=int(retention.get("keepLast", 0)),
+            hourly=int(retention.get("hourly", 0)),
+            daily=int(retention.get("daily", 0)),
+            weekly=int(retention.get("weekly", 0)),
+            monthly=int(retention.get("monthly", 0)),
+            yearly=int(retention.get("yearly", 0)),
+            quiesce=spec.get("quiesce", "auto"),
+            memory=bool(spec.get("memory", True)),
+        )

@@ -21,6 +21,7 @@ import yaml
 from kvmrec.api import quantities, schema
 from kvmrec.api.errors import ManifestError, ManifestProblem
 from kvmrec.api.kinds import Manifest, derived_mac, spec_digest
+from kvmrec.snapshots import schedule
 
 MIN_MEMORY = 1024 * 1024
 READ_ONLY_BUSES = ("virtio", "scsi")
@@ -156,7 +157,28 @@ def _semantic_problems(
         return _network_problems(spec)
     if kind == "OvsBridge":
         return _bridge_problems(name, spec)
+    if kind == "SnapshotPolicy":
+        return _policy_problems(spec)
     return []
+
+
+def _policy_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+    problems: list[tuple[str, str, Path]] = []
+    if ("schedule" in spec) == ("every" in spec):
+        problems.append(("spec.schedule", "needs exactly one of schedule or every", ("spec",)))
+    try:
+        if "schedule" in spec:
+            schedule.Cron.parse(spec["schedule"])
+    except schedule.ScheduleError as exc:
+        problems.append(("spec.schedule", str(exc), ("spec", "schedule")))
+    try:
+        if "every" in spec:
+            schedule.parse_duration(spec["every"])
+    except schedule.ScheduleError as exc:
+        problems.append(("spec.every", str(exc), ("spec", "every")))
+    if not spec.get("domains") and not (spec.get("selector") or {}).get("matchLabels"):
+        problems.append(("spec.selector", "needs selector.matchLabels or domains", ("spec",)))
+    return problems
 
 
 def _bridge_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:

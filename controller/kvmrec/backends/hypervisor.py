@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
@@ -34,7 +36,15 @@ from kvmrec.backends.network_xml import NetworkConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BackendError", "Hypervisor", "LiveDomain", "LiveNetwork", "NotFound", "Unavailable"]
+__all__ = [
+    "BackendError",
+    "Hypervisor",
+    "LiveDomain",
+    "LiveNetwork",
+    "NotFound",
+    "SnapshotInfo",
+    "Unavailable",
+]
 
 
 _STATES = {
@@ -87,6 +97,14 @@ class LiveDomain:
     @property
     def active(self) -> bool:
         return self.state not in ("shutoff", "crashed", "nostate")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str
+    time: datetime
+    description: str
+    state: str  # the domain's state when it was taken: running | shutoff | ...
 
 
 @dataclass(frozen=True)
@@ -430,6 +448,62 @@ class Hypervisor:
         """Grow a disk of a running guest (the guest sees the new size at once)."""
         with self._call(f"grow disk {dev} of {name}") as conn:
             conn.lookupByName(name).blockResize(dev, size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The domain's snapshots, newest first."""
+        with self._call(f"list snapshots of {name}") as conn:
+            dom = conn.lookupByName(name)
+            found = []
+            for snap in dom.listAllSnapshots(0):
+                root = ET.fromstring(snap.getXMLDesc(0))
+                found.append(
+                    SnapshotInfo(
+                        name=snap.getName(),
+                        time=datetime.fromtimestamp(int(root.findtext("creationTime", "0")), UTC),
+                        description=root.findtext("description", ""),
+                        state=root.findtext("state", ""),
+                    )
+                )
+        return sorted(found, key=lambda s: s.time, reverse=True)
+
+    def create_snapshot(self, name: str, snapshot: str, description: str) -> None:
+        """An internal snapshot (in the qcow2 images): with the memory state when the guest
+        runs, which QEMU requires of an internal snapshot of a running guest."""
+        root = ET.Element("domainsnapshot")
+        ET.SubElement(root, "name").text = snapshot
+        ET.SubElement(root, "description").text = description
+        with self._call(f"snapshot {name}") as conn:
+            conn.lookupByName(name).snapshotCreateXML(
+                ET.tostring(root, encoding="unicode"),
+                libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC,
+            )
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        with self._call(f"delete snapshot {snapshot} of {name}") as conn:
+            conn.lookupByName(name).snapshotLookupByName(snapshot).delete(0)
+
+    def revert_snapshot(self, name: str, snapshot: str, *, running: bool | None) -> None:
+        """Back to ``snapshot``; ``running`` True/False forces the guest's state after it,
+        None keeps the snapshot's own."""
+        flags = 0
+        if running is True:
+            flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
+        with self._call(f"revert {name} to {snapshot}") as conn:
+            dom = conn.lookupByName(name)
+            dom.revertToSnapshot(dom.snapshotLookupByName(snapshot), flags)
+            if running is False and dom.isActive():
+                dom.destroy()
+
+    def freeze(self, name: str) -> int:
+        """Freeze the guest's file systems through the guest agent; how many it froze."""
+        with self._call(f"freeze file systems of {name}") as conn:
+            return int(conn.lookupByName(name).fsFreeze())
+
+    def thaw(self, name: str) -> None:
+        with self._call(f"thaw file systems of {name}") as conn:
+            conn.lookupByName(name).fsThaw()
 
     # -- storage volumes -----------------------------------------------------------------
 

@@ -60,7 +60,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import ovs.db.error
-import ovs.db.idl
 import ovs.jsonrpc
 import ovs.poller
 import ovs.stream
@@ -159,7 +158,8 @@ class BridgeChange:
     fail_mode: str | _Unchanged | None = UNCHANGED  # None clears it
     set_external_ids: Mapping[str, str] = field(default_factory=dict)
     remove_external_ids: Sequence[str] = ()
-    # (name, interface type): "" or "system" (a host device), or "internal".
+    # (name, interface type): "" or "system" (a host device), or "internal". A port named
+    # in both lists is replaced (that is how its type changes); an existing one is kept.
     add_ports: Sequence[tuple[str, str]] = ()
     remove_ports: Sequence[str] = ()
 
@@ -207,20 +207,22 @@ def minimal_change(
         for k in dict.fromkeys(change.remove_external_ids)
         if k in current.external_ids and k not in change.set_external_ids
     )
-    add_ports: list[tuple[str, str]] = []
-    for port, kind in change.add_ports:
-        if port in current.ports or any(port == p for p, _ in add_ports):
-            continue  # an existing port keeps its type: changing it is remove + add
-        elsewhere = port_bridges.get(port)
-        if elsewhere is not None and elsewhere != name:
-            raise BackendError(f"port {port} is already on bridge {elsewhere}")
-        add_ports.append((port, "" if kind == "system" else kind))
     remove_ports: list[str] = []
     for port in dict.fromkeys(change.remove_ports):
         if port == name:
             raise BackendError(f"the bridge's own port {name} cannot be removed")
         if port in current.ports:
             remove_ports.append(port)
+    add_ports: list[tuple[str, str]] = []
+    for port, kind in change.add_ports:
+        if (port in current.ports and port not in remove_ports) or any(
+            port == p for p, _ in add_ports
+        ):
+            continue  # an existing port keeps its type: changing it is remove + add
+        elsewhere = port_bridges.get(port)
+        if elsewhere is not None and elsewhere != name:
+            raise BackendError(f"port {port} is already on bridge {elsewhere}")
+        add_ports.append((port, "" if kind == "system" else kind))
     return BridgeChange(
         name,
         create=create,
@@ -278,7 +280,6 @@ _NLMSG_HDR: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, po
 _IFINFOMSG: Final = struct.Struct("=BxHiII")  # family, device type, index, flags, change
 _RTATTR: Final = struct.Struct("=HH")  # length, type
 _NLMSG_ERROR: Final = 2
-_NLMSG_OVERRUN: Final = 4
 _RTM_NEWLINK: Final = 16
 _RTM_DELLINK: Final = 17
 _NLM_F_REQUEST: Final = 0x1
@@ -473,16 +474,24 @@ class _Transaction(impl_idl.OvsVsctlTransaction):  # type: ignore[misc]
 
     next_cfg: int | None = None
 
+    def __init__(self, *args: Any, bump: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bump = bump  # False: nothing for ovs-vswitchd (kvmrec's own marker)
+        self._bumped = False
+
     def pre_commit(self, txn: Any) -> None:
-        if self.api.tables["Open_vSwitch"].rows:
+        # Without a root row (a database before `ovs-vsctl init`) there is nothing to bump.
+        self._bumped = self._bump and bool(self.api.tables["Open_vSwitch"].rows)
+        if self._bumped:
             super().pre_commit(txn)
-        else:  # no root row (a database before `ovs-vsctl init`): nothing to bump
-            txn.expected_ifaces = set()
+        else:
+            txn.expected_ifaces = set()  # ovsdbapp's add_port writes into it
 
     def post_commit(self, txn: Any) -> None:
         transaction.Transaction.post_commit(self, txn)
-        value = txn.get_increment_new_value()
-        self.next_cfg = value if isinstance(value, int) and value >= 0 else None
+        if self._bumped:
+            value = txn.get_increment_new_value()
+            self.next_cfg = value if isinstance(value, int) and value >= 0 else None
 
 
 class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
@@ -502,10 +511,10 @@ class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
         self._own_connection = value
 
     def create_transaction(
-        self, check_error: bool = False, log_errors: bool = True, **_kwargs: Any
+        self, check_error: bool = False, log_errors: bool = True, bump: bool = True, **_: Any
     ) -> _Transaction:
         return _Transaction(
-            self, self.ovsdb_connection, check_error=check_error, log_errors=log_errors
+            self, self.ovsdb_connection, check_error=check_error, log_errors=log_errors, bump=bump
         )
 
 
@@ -551,6 +560,7 @@ class Ovsdb:
         self._pending: list[str] = []  # "down", "up", "marker": for the keeper
         self._marker: str | None = None  # the marker this database carries, as we know it
         self._cur_cfg = 0
+        self._vswitchd_stalled_at: int | None = None  # cur_cfg when a wait for it ran out
         self._closed = False
         self._retrying_open = False
         self._keeper: threading.Thread | None = None
@@ -741,7 +751,8 @@ class Ovsdb:
                 try:
                     with self._lock:
                         self._open()
-                except Unavailable:
+                except BackendError as exc:
+                    self._last_error = str(exc)
                     with self._cond:
                         self._cond.wait(delay)
                     delay = min(delay * 2, _OPEN_RETRY_CAP)
@@ -750,15 +761,22 @@ class Ovsdb:
                     self._retrying_open = False
                 delay = 0.5
                 pending.append("up")
-            if "down" in pending and self._on_disconnect is not None:
-                log.warning("ovsdb: lost %s; waiting for it", self.remote)
+            try:
+                self._handle(pending)
+            except Exception:  # the keeper must outlive a failing callback
+                log.exception("ovsdb: handling %s failed", pending)
+
+    def _handle(self, pending: list[str]) -> None:
+        if "down" in pending:
+            log.warning("ovsdb: lost %s; waiting for it", self.remote)
+            if self._on_disconnect is not None:
                 self._on_disconnect(f"lost the connection to {self.remote}")
-            if any(p in ("up", "marker") for p in pending) and self.connected:
-                why = "connected again" if "up" in pending else "the database was recreated"
-                log.info("ovsdb: %s: %s; looking at everything", self.remote, why)
-                self._stamp()
-                if self._on_reconnect is not None:
-                    self._on_reconnect()
+        if any(p in ("up", "marker") for p in pending) and self.connected:
+            why = "connected again" if "up" in pending else "the database was recreated"
+            log.info("ovsdb: %s: %s; looking at everything", self.remote, why)
+            self._stamp()
+            if self._on_reconnect is not None:
+                self._on_reconnect()
 
     def _stamp(self) -> None:
         """Write the marker unless the database has one, and remember what it has."""
@@ -766,13 +784,17 @@ class Ovsdb:
             with self._call("mark the database") as api:
                 with api.ovsdb_connection.lock:
                     roots = list(api.tables["Open_vSwitch"].rows.values())
+                    missing = bool(roots) and MARKER_KEY not in roots[0].external_ids
                 if not roots:
                     log.warning("ovsdb: %s has no Open_vSwitch row yet", self.remote)
                     return
-                if MARKER_KEY not in roots[0].external_ids:
-                    # db_add on a map adds a missing key and leaves a present one: two
-                    # kvmrec processes that both saw it missing agree on the first.
-                    with api.transaction(check_error=True, log_errors=False) as txn:
+                # Only for someone who listens (`kvmrec plan` changes nothing). db_add on
+                # a map adds a missing key and leaves a present one: two kvmrec
+                # processes that both saw it missing agree on the first.
+                if missing and self._on_reconnect is not None:
+                    with api.transaction(
+                        check_error=True, log_errors=False, nested=False, bump=False
+                    ) as txn:
                         txn.add(
                             api.db_add(
                                 "Open_vSwitch",
@@ -826,9 +848,10 @@ class Ovsdb:
     def apply(self, change: BridgeChange) -> None:
         """Make the bridge what ``change`` says, in one transaction; nothing if it already is.
 
-        Returns once ovs-vswitchd has applied it (at most ``timeout``; not at all if it was
-        already behind, e.g. not running: the configuration is in the database then and
-        it applies it when it comes)."""
+        Returns once ovs-vswitchd has applied it, so the ports' ``ofport`` and ``error``
+        can be read at once: at most ``timeout`` later, and not at all while ovs-vswitchd
+        has done nothing since it last let that pass (not running: the configuration is
+        in the database, and it applies it when it comes)."""
         name = change.name
         with self._call(f"apply bridge {name}") as api:
             with api.ovsdb_connection.lock:
@@ -841,7 +864,6 @@ class Ovsdb:
                     for port in bridge.ports
                 }
                 roots = list(tables["Open_vSwitch"].rows.values())
-                vswitchd_current = bool(roots) and roots[0].cur_cfg == roots[0].next_cfg
             todo = minimal_change(change, current, port_bridges)
             if todo.empty:
                 return
@@ -853,18 +875,21 @@ class Ovsdb:
                 for command in _commands(api, todo):
                     txn.add(command)
             next_cfg = txn.next_cfg
-        if next_cfg is not None and vswitchd_current:
+        if next_cfg is not None:
             self._wait_for_vswitchd(next_cfg)
 
     def _wait_for_vswitchd(self, next_cfg: int) -> None:
         deadline = time.monotonic() + self.timeout
         with self._cond:
+            if self._cur_cfg == self._vswitchd_stalled_at:
+                return  # still nothing from it since the last wait ran out
             while self._cur_cfg < next_cfg and self._synced:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    self._vswitchd_stalled_at = self._cur_cfg
                     log.warning(
-                        "ovsdb: ovs-vswitchd has not applied configuration %d within %.1fs;"
-                        " is it running?",
+                        "ovsdb: ovs-vswitchd has not applied configuration %d within %.1fs"
+                        " (is it running?); not waiting for it again until it does",
                         next_cfg,
                         self.timeout,
                     )

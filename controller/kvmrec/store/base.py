@@ -14,6 +14,7 @@ from kvmrec.store.records import (
     ApplyResult,
     Event,
     Revision,
+    SnapshotRecord,
     SourceError,
     Status,
     StoredObject,
@@ -73,5 +74,14 @@ class Store(Protocol):
         """Replace the list of manifest files in error (an empty mapping clears it)."""
 
     def source_errors(self) -> Sequence[SourceError]: ...
+
+    def record_snapshot(self, snapshot: SnapshotRecord) -> None: ...
+
+    def forget_snapshot(self, domain: str, name: str) -> None: ...
+
+    def snapshots(
+        self, *, policy: str | None = None, domain: str | None = None
+    ) -> Sequence[SnapshotRecord]:
+        """Newest first."""
 
     def close(self) -> None: ...

@@ -125,3 +125,15 @@ class SourceError:
     source: str
     message: str
     time: datetime
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A snapshot kvmrec took, and for which policy (None: a Snapshot object or the CLI)."""
+
+    domain: str
+    name: str
+    policy: str | None
+    time: datetime
+    quiesced: bool
+    memory: bool

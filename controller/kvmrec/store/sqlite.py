@@ -31,12 +31,11 @@ from kvmrec.store.records import (
     Drift,
     Event,
     Revision,
+    SnapshotRecord,
     SourceError,
     Status,
     StoredObject,
 )
-
-SCHEMA_VERSION = 1
 
 
 def _dump(value: Any) -> str:
@@ -128,30 +127,47 @@ class _Tables:
             class Meta:
                 table_name = "source_errors"
 
+        class SnapshotRow(Base):
+            domain = peewee.TextField()
+            name = peewee.TextField()
+            policy = peewee.TextField(null=True)
+            time = peewee.TextField()
+            quiesced = peewee.BooleanField(default=False)
+            memory = peewee.BooleanField(default=False)
+
+            class Meta:
+                table_name = "snapshots"
+                indexes = ((("domain", "name"), True), (("policy",), False))
+
         self.meta = Meta
         self.objects = Object
         self.revisions = RevisionRow
         self.statuses = StatusRow
         self.events = EventRow
         self.source_errors = SourceErrorRow
-
-    def all(self) -> list[type[peewee.Model]]:
-        return [
-            self.meta,
-            self.objects,
-            self.revisions,
-            self.statuses,
-            self.events,
-            self.source_errors,
-        ]
+        self.snapshots = SnapshotRow
 
 
 def _migrate_1(tables: _Tables) -> None:
-    tables.meta._meta.database.create_tables(tables.all())
+    tables.meta._meta.database.create_tables(
+        [
+            tables.meta,
+            tables.objects,
+            tables.revisions,
+            tables.statuses,
+            tables.events,
+            tables.source_errors,
+        ]
+    )
+
+
+def _migrate_2(tables: _Tables) -> None:
+    """The snapshots kvmrec took (so a policy prunes only its own)."""
+    tables.meta._meta.database.create_tables([tables.snapshots])
 
 
 # Migration N brings a state file from schema version N-1 to N. Append; never edit.
-MIGRATIONS: list[Callable[[_Tables], None]] = [_migrate_1]
+MIGRATIONS: list[Callable[[_Tables], None]] = [_migrate_1, _migrate_2]
 
 
 class SqliteStore:
@@ -459,6 +475,47 @@ class SqliteStore:
         return [
             SourceError(row.source, row.message, datetime.fromisoformat(row.time))
             for row in t.source_errors.select().order_by(t.source_errors.source)
+        ]
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def record_snapshot(self, snapshot: SnapshotRecord) -> None:
+        with self._writing():
+            self._tables.snapshots.insert(
+                domain=snapshot.domain,
+                name=snapshot.name,
+                policy=snapshot.policy,
+                time=_time(snapshot.time),
+                quiesced=snapshot.quiesced,
+                memory=snapshot.memory,
+            ).on_conflict_replace().execute()
+
+    def forget_snapshot(self, domain: str, name: str) -> None:
+        t = self._tables
+        with self._writing():
+            t.snapshots.delete().where(
+                (t.snapshots.domain == domain) & (t.snapshots.name == name)
+            ).execute()
+
+    def snapshots(
+        self, *, policy: str | None = None, domain: str | None = None
+    ) -> Sequence[SnapshotRecord]:
+        t = self._tables
+        query = t.snapshots.select().order_by(t.snapshots.time.desc())
+        if policy is not None:
+            query = query.where(t.snapshots.policy == policy)
+        if domain is not None:
+            query = query.where(t.snapshots.domain == domain)
+        return [
+            SnapshotRecord(
+                domain=row.domain,
+                name=row.name,
+                policy=row.policy,
+                time=datetime.fromisoformat(row.time),
+                quiesced=bool(row.quiesced),
+                memory=bool(row.memory),
+            )
+            for row in query
         ]
 
     def close(self) -> None:

@@ -13,9 +13,10 @@ import pytest
 from freezegun import freeze_time
 
 from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.store import sqlite as sqlite_store
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import Condition, Drift, Status
-from kvmrec.store.sqlite import SCHEMA_VERSION, SqliteStore
+from kvmrec.store.records import Condition, Drift, SnapshotRecord, Status
+from kvmrec.store.sqlite import MIGRATIONS, SqliteStore
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 KEY = ObjectKey("Domain", "web")
@@ -314,7 +315,7 @@ def test_set_source_errors_replace_clear_and_keep_time_of_unchanged(store: Sqlit
 
 def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) -> None:
     first = SqliteStore(path)
-    assert first.schema_version() == SCHEMA_VERSION == 1
+    assert first.schema_version() == len(MIGRATIONS) == 2
     first.apply(manifest(), at(0))
     first.put_status(KEY, Status(observed_generation=1))
     first.set_source_errors({"x.yaml": "bad"}, at(0))
@@ -322,7 +323,7 @@ def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) ->
 
     again = SqliteStore(path, create=False)
     try:
-        assert again.schema_version() == 1
+        assert again.schema_version() == 2
         assert [o.key for o in again.list()] == [KEY]
         assert again.get_status(KEY) == Status(observed_generation=1)
         assert [e.source for e in again.source_errors()] == ["x.yaml"]
@@ -331,12 +332,37 @@ def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) ->
         again.close()
 
 
+def test_a_version_1_file_is_upgraded_in_place(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A state file written by a kvmrec that knew only the first migration...
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:1])
+    old = SqliteStore(path)
+    assert old.schema_version() == 1
+    old.apply(manifest(), at(0))
+    old.close()
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert "snapshots" not in tables
+    monkeypatch.undo()
+
+    # ...is opened by this one: migration 2 runs, and nothing is lost.
+    new = SqliteStore(path)
+    try:
+        assert new.schema_version() == 2
+        assert [o.key for o in new.list()] == [KEY]
+        record = SnapshotRecord("web", "kvmrec-nightly-1", "nightly", at(1), True, False)
+        new.record_snapshot(record)
+        assert new.snapshots(policy="nightly") == [record]
+    finally:
+        new.close()
+
+
 def test_a_newer_schema_version_is_refused(path: Path) -> None:
     SqliteStore(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.close()
-    with pytest.raises(StoreError, match="schema version 2 is newer"):
+    with pytest.raises(StoreError, match="schema version 99 is newer"):
         SqliteStore(path)
 
 

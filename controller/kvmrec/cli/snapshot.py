@@ -1,0 +1,252 @@
+"""``kvmrec snapshot``: list, take, revert and delete snapshots by hand, and simulate a
+policy's schedule and retention over a span of time without touching anything.
+
+What is done here by hand is recorded as an event of the domain when a state file is
+given (``--state``), so ``kvmrec events`` tells the whole story of a guest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kvmrec.api import manifests
+from kvmrec.api.errors import ManifestError
+from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec
+from kvmrec.backends.errors import BackendError
+from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.engine.clock import SystemClock
+from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconciler, take
+from kvmrec.settings import Settings, default_uri
+from kvmrec.snapshots.retention import select
+from kvmrec.snapshots.schedule import Schedule, ScheduleError
+from kvmrec.sources.directory import scan
+from kvmrec.store.base import StoreError
+from kvmrec.store.records import SnapshotRecord
+from kvmrec.store.sqlite import SqliteStore
+
+SIMULATION_LIMIT = 100_000  # snapshots; a span and schedule beyond it is refused
+
+
+def add_parser(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "snapshot", help="list, create, revert, delete snapshots; simulate a policy"
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--connect", default=None, help="libvirt URI")
+        p.add_argument(
+            "--state",
+            type=Path,
+            default=Settings.state,
+            help="state file, for the events (and the policy of each snapshot)",
+        )
+
+    listing = verbs.add_parser("list", help="a domain's snapshots")
+    listing.add_argument("domain")
+    common(listing)
+    create = verbs.add_parser("create", help="take a snapshot now")
+    create.add_argument("domain")
+    create.add_argument("name")
+    create.add_argument("--quiesce", choices=["auto", "required", "never"], default="auto")
+    create.add_argument(
+        "--no-memory", action="store_true", help="disk only (the guest must be shut off)"
+    )
+    common(create)
+    revert = verbs.add_parser("revert", help="go back to a snapshot")
+    revert.add_argument("domain")
+    revert.add_argument("name")
+    revert.add_argument(
+        "--stop",
+        action="store_true",
+        help="leave the guest shut off afterwards (default: a running guest keeps running)",
+    )
+    common(revert)
+    delete = verbs.add_parser("delete", help="delete a snapshot")
+    delete.add_argument("domain")
+    delete.add_argument("name")
+    common(delete)
+    simulate = verbs.add_parser(
+        "simulate", help="which snapshots a policy would keep and prune over a time span"
+    )
+    simulate.add_argument("policy")
+    simulate.add_argument("--from", dest="start", required=True, help="ISO time")
+    simulate.add_argument("--to", dest="end", required=True, help="ISO time")
+    simulate.add_argument("--manifests", type=Path, default=Settings.manifests)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.verb == "simulate":
+        return _simulate(args)
+    hv = Hypervisor(args.connect or default_uri())
+    store = _store(args.state)
+    try:
+        hv.open()
+        return _VERBS[args.verb](args, hv, store)
+    except (BackendError, SnapshotFailed) as exc:
+        print(f"kvmrec snapshot {args.verb}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        hv.close()
+        if store is not None:
+            store.close()
+
+
+def _store(path: Path) -> SqliteStore | None:
+    try:
+        return SqliteStore(path, create=False)
+    except StoreError:
+        return None  # no kvmrec state here: the operation works, unrecorded
+
+
+def _event(store: SqliteStore | None, domain: str, reason: str, message: str) -> None:
+    if store is not None:
+        store.add_event(
+            ObjectKey("Domain", domain), "Normal", reason, message, SystemClock().wall()
+        )
+
+
+def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+    records = {r.name: r for r in store.snapshots(domain=args.domain)} if store else {}
+    rows = [["NAME", "TIME", "STATE", "POLICY", "QUIESCED"]]
+    for snap in hv.list_snapshots(args.domain):
+        record = records.get(snap.name)
+        rows.append(
+            [
+                snap.name,
+                snap.time.astimezone().isoformat(timespec="seconds"),
+                snap.state,
+                (record.policy or "-") if record else "(not kvmrec's)",
+                ("yes" if record.quiesced else "no") if record else "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _create(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+    live = hv.get_domain(args.domain)
+    quiesced = take(
+        hv,
+        args.domain,
+        args.name,
+        "kvmrec snapshot create",
+        quiesce=args.quiesce,
+        memory=not args.no_memory,
+    )
+    if store is not None:
+        store.record_snapshot(
+            SnapshotRecord(
+                args.domain,
+                args.name,
+                None,
+                SystemClock().wall(),
+                quiesced,
+                bool(live and live.active),
+            )
+        )
+    _event(
+        store,
+        args.domain,
+        "SnapshotTaken",
+        f"{args.name} by hand{' (quiesced)' if quiesced else ''}",
+    )
+    print(f"snapshot {args.name} of {args.domain} taken{' (quiesced)' if quiesced else ''}")
+    return 0
+
+
+def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+    live = hv.get_domain(args.domain)
+    running: bool | None = None
+    if args.stop:
+        running = False
+    elif live is not None and live.active:
+        running = True  # a running guest keeps running
+    hv.revert_snapshot(args.domain, args.name, running=running)
+    _event(store, args.domain, "Reverted", f"reverted to {args.name} by hand")
+    print(f"{args.domain} reverted to {args.name}")
+    return 0
+
+
+def _delete(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+    hv.delete_snapshot(args.domain, args.name)
+    if store is not None:
+        store.forget_snapshot(args.domain, args.name)
+    _event(store, args.domain, "SnapshotDeleted", f"{args.name} deleted by hand")
+    print(f"snapshot {args.name} of {args.domain} deleted")
+    return 0
+
+
+_VERBS = {"list": _list, "create": _create, "revert": _revert, "delete": _delete}
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        start = _time(args.start)
+        end = _time(args.end)
+    except ValueError as exc:
+        print(f"kvmrec snapshot simulate: {exc}", file=sys.stderr)
+        return 1
+    spec = None
+    snapshot = scan(args.manifests)
+    for path, content in sorted(snapshot.files.items()):
+        try:
+            for manifest in manifests.parse_file(path, content.data):
+                if manifest.kind == "SnapshotPolicy" and manifest.name == args.policy:
+                    spec = SnapshotPolicySpec.from_spec(manifest.spec)
+        except ManifestError:
+            continue
+    if spec is None:
+        print(
+            f"kvmrec snapshot simulate: no valid SnapshotPolicy {args.policy} in {args.manifests}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        schedule = Schedule.of(schedule=spec.schedule, every=spec.every)
+    except ScheduleError as exc:
+        print(f"kvmrec snapshot simulate: {exc}", file=sys.stderr)
+        return 1
+    retention = SnapshotPolicyReconciler.retention(spec)
+    kept: list[datetime] = []
+    pruned: list[tuple[datetime, datetime]] = []  # (snapshot, when it was pruned)
+    now = start
+    last: datetime | None = None
+    for _ in range(SIMULATION_LIMIT):
+        due = schedule.next_due(last, now)
+        if due > end:
+            break
+        now = max(due, now)
+        kept.insert(0, now)
+        last = now
+        decision = select(kept, lambda t: t, retention)
+        pruned += [(t, now) for t in decision.prune]
+        kept = list(decision.keep)
+    else:
+        print(
+            f"kvmrec snapshot simulate: more than {SIMULATION_LIMIT} snapshots; shorten the span",
+            file=sys.stderr,
+        )
+        return 1
+    reasons = select(kept, lambda t: t, retention).reasons
+    print(
+        f"policy {args.policy}: {len(kept) + len(pruned)} snapshots from "
+        f"{start.isoformat()} to {end.isoformat()}; {len(kept)} kept, {len(pruned)} pruned"
+    )
+    for t in kept:
+        print(f"keep   {t.isoformat()}  ({reasons.get(t, '')})")
+    for t, when in sorted(pruned, reverse=True):
+        print(f"prune  {t.isoformat()}  (at {when.isoformat()})")
+    return 0
+
+
+def _time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.astimezone()  # naive: the host's local time
