@@ -45,9 +45,9 @@ def nat_spec(prefix: str, subnet: int, **extra: Any) -> dict[str, Any]:
 def net_state(conn: Any, name: str) -> tuple[bool, bool] | None:
     try:
         net = conn.networkLookupByName(name)
+        return bool(net.isActive()), bool(net.autostart())
     except libvirt.libvirtError:
-        return None
-    return bool(net.isActive()), bool(net.autostart())
+        return None  # not there, or removed between the two calls
 
 
 def dnsmasq_pid(name: str) -> int | None:
