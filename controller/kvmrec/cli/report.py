@@ -62,6 +62,7 @@ def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
                 "lastError": status.last_error,
                 "retries": status.retries,
                 "state": status.details.get("state"),
+                "details": dict(status.details),
             }
         )
     errors = [
