@@ -248,5 +248,6 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _time(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.astimezone()  # naive: the host's local time
+    # In the host's local time, as the controller reads cron schedules and cuts retention
+    # periods; an offset only says which instant. Naive: the host's local time.
+    return datetime.fromisoformat(text).astimezone()

@@ -426,29 +426,18 @@ class DomainReconciler:
             return Result()
         old = self._store.get_status(key)
         status = old or Status()
-        now = self._clock.wall()
-        try:
+        with recording.failures_recorded(
+            self._store,
+            key,
+            old,
+            self._clock.wall(),
+            unavailable="LibvirtUnavailable",
+            errors=(BackendError, images.ImageError),
+        ):
             if obj.deleting:
                 self._delete(obj)
                 return Result()
             return self._converge(obj, old, status)
-        except Unavailable as exc:
-            status = status.with_condition("Ready", "Unknown", "LibvirtUnavailable", str(exc), now)
-            self._fail(key, old, status, exc, now)
-            raise
-        except (BackendError, images.ImageError) as exc:
-            status = status.with_condition("Synced", "False", "ReconcileFailed", str(exc), now)
-            self._fail(key, old, status, exc, now)
-            raise
-
-    def _fail(
-        self, key: ObjectKey, old: Status | None, status: Status, exc: Exception, now: datetime
-    ) -> None:
-        status = replace(
-            status, last_error=str(exc), retries=status.retries + 1, last_reconcile_time=now
-        )
-        if self._store.get(key) is not None:
-            recording.commit(self._store, key, old, status, now)
 
     def _converge(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
         key, name = obj.key, obj.key.name
@@ -458,15 +447,7 @@ class DomainReconciler:
         plan = self._decide(obj, spec, live, status, now)
 
         if plan.blocked is not None:
-            reason = plan.blocked_reason
-            status = replace(
-                status.with_condition("Ready", "False", reason, plan.blocked, now).with_condition(
-                    "Synced", "False", reason, plan.blocked, now
-                ),
-                last_reconcile_time=now,
-                last_error=plan.blocked,
-                drift=(),
-            )
+            status = recording.blocked(status, plan.blocked_reason, plan.blocked, now)
             recording.commit(self._store, key, old, status, now)
             raise PermanentError(plan.blocked)
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy, NetworkSpec, ObjectKey
 from kvmrec.backends import domain_xml, network_xml
-from kvmrec.backends.errors import BackendError, Unavailable
+from kvmrec.backends.errors import BackendError
 from kvmrec.backends.hypervisor import Hypervisor, LiveNetwork
 from kvmrec.backends.network_xml import NetworkConfig
 from kvmrec.engine.clock import Clock
@@ -158,27 +157,12 @@ class NetworkReconciler:
             return Result()
         old = self._store.get_status(key)
         status = old or Status()
-        now = self._clock.wall()
-        try:
+        with recording.failures_recorded(
+            self._store, key, old, self._clock.wall(), unavailable="LibvirtUnavailable"
+        ):
             if obj.deleting:
                 return self._delete(obj, old, status)
             return self._converge(obj, old, status)
-        except Unavailable as exc:
-            status = status.with_condition("Ready", "Unknown", "LibvirtUnavailable", str(exc), now)
-            self._fail(key, old, status, exc, now)
-            raise
-        except BackendError as exc:
-            status = status.with_condition("Synced", "False", "ReconcileFailed", str(exc), now)
-            self._fail(key, old, status, exc, now)
-            raise
-
-    def _fail(
-        self, key: ObjectKey, old: Status | None, status: Status, exc: Exception, now: datetime
-    ) -> None:
-        status = replace(
-            status, last_error=str(exc), retries=status.retries + 1, last_reconcile_time=now
-        )
-        recording.commit(self._store, key, old, status, now)
 
     def _converge(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
         key, name = obj.key, obj.key.name
@@ -187,14 +171,7 @@ class NetworkReconciler:
         plan = self._decide(obj, spec, live)
         now = self._clock.wall()
         if plan.blocked is not None:
-            status = replace(
-                status.with_condition(
-                    "Ready", "False", plan.blocked_reason, plan.blocked, now
-                ).with_condition("Synced", "False", plan.blocked_reason, plan.blocked, now),
-                last_reconcile_time=now,
-                last_error=plan.blocked,
-                drift=(),
-            )
+            status = recording.blocked(status, plan.blocked_reason, plan.blocked, now)
             recording.commit(self._store, key, old, status, now)
             raise PermanentError(plan.blocked)
 

@@ -19,11 +19,10 @@ and which external ids the manifest set, so a key dropped from the manifest is r
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy, ObjectKey, OvsBridgeSpec
-from kvmrec.backends.errors import BackendError, Unavailable
+from kvmrec.backends.errors import BackendError
 from kvmrec.backends.ovsdb import (
     DIGEST_KEY,
     GENERATION_KEY,
@@ -189,27 +188,12 @@ class OvsBridgeReconciler:
             return Result()
         old = self._store.get_status(key)
         status = old or Status()
-        now = self._clock.wall()
-        try:
+        with recording.failures_recorded(
+            self._store, key, old, self._clock.wall(), unavailable="OvsdbUnavailable"
+        ):
             if obj.deleting:
                 return self._delete(obj, old, status)
             return self._converge(obj, old, status)
-        except Unavailable as exc:
-            status = status.with_condition("Ready", "Unknown", "OvsdbUnavailable", str(exc), now)
-            self._fail(key, old, status, exc, now)
-            raise
-        except BackendError as exc:
-            status = status.with_condition("Synced", "False", "ReconcileFailed", str(exc), now)
-            self._fail(key, old, status, exc, now)
-            raise
-
-    def _fail(
-        self, key: ObjectKey, old: Status | None, status: Status, exc: Exception, now: datetime
-    ) -> None:
-        status = replace(
-            status, last_error=str(exc), retries=status.retries + 1, last_reconcile_time=now
-        )
-        recording.commit(self._store, key, old, status, now)
 
     def _converge(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
         key, name = obj.key, obj.key.name
@@ -218,14 +202,7 @@ class OvsBridgeReconciler:
         plan, change = self._decide(obj, spec, bridge)
         now = self._clock.wall()
         if plan.blocked is not None:
-            status = replace(
-                status.with_condition(
-                    "Ready", "False", plan.blocked_reason, plan.blocked, now
-                ).with_condition("Synced", "False", plan.blocked_reason, plan.blocked, now),
-                last_reconcile_time=now,
-                last_error=plan.blocked,
-                drift=(),
-            )
+            status = recording.blocked(status, plan.blocked_reason, plan.blocked, now)
             recording.commit(self._store, key, old, status, now)
             raise PermanentError(plan.blocked)
 

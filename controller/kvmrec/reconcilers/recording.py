@@ -7,10 +7,13 @@ story of an object without anyone having to diff statuses by hand.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 
 from kvmrec.api.kinds import ObjectKey
+from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status
 
@@ -41,3 +44,50 @@ def commit(
             message += f": {cond.message}"
         transitions.append(("Warning" if bad else "Normal", cond.reason, message))
     store.record(key, new, [*events, *transitions], now)
+
+
+def failed(status: Status, exc: Exception, now: datetime) -> Status:
+    """``status`` after a failed attempt: the error, one more retry."""
+    return replace(status, last_error=str(exc), retries=status.retries + 1, last_reconcile_time=now)
+
+
+def blocked(status: Status, reason: str, message: str, now: datetime) -> Status:
+    """``status`` of an object that cannot converge until its input changes."""
+    return replace(
+        status.with_condition("Ready", "False", reason, message, now).with_condition(
+            "Synced", "False", reason, message, now
+        ),
+        last_reconcile_time=now,
+        last_error=message,
+        drift=(),
+    )
+
+
+@contextmanager
+def failures_recorded(
+    store: Store,
+    key: ObjectKey,
+    old: Status | None,
+    now: datetime,
+    *,
+    unavailable: str,
+    errors: tuple[type[Exception], ...] = (BackendError,),
+) -> Iterator[None]:
+    """Record a failed reconcile in the object's status, then let the exception go on to
+    the engine (which retries with backoff).
+
+    A daemon that cannot be reached makes ``Ready`` Unknown (reason ``unavailable``): kvmrec
+    does not know how the object is. Any other failure makes ``Synced`` False."""
+    status = old or Status()
+    try:
+        yield
+    except Unavailable as exc:
+        status = status.with_condition("Ready", "Unknown", unavailable, str(exc), now)
+        if store.get(key) is not None:
+            commit(store, key, old, failed(status, exc, now), now)
+        raise
+    except errors as exc:
+        status = status.with_condition("Synced", "False", "ReconcileFailed", str(exc), now)
+        if store.get(key) is not None:
+            commit(store, key, old, failed(status, exc, now), now)
+        raise

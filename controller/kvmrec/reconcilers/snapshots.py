@@ -95,15 +95,6 @@ def take(
     return frozen or not running
 
 
-def _fail_status(status: Status, exc: Exception, reason: str, now: datetime) -> Status:
-    return replace(
-        status.with_condition("Ready", "False", reason, str(exc), now),
-        last_error=str(exc),
-        retries=status.retries + 1,
-        last_reconcile_time=now,
-    )
-
-
 class SnapshotReconciler:
     kind = "Snapshot"
 
@@ -134,61 +125,65 @@ class SnapshotReconciler:
         old = self._store.get_status(key)
         status = old or Status()
         now = self._clock.wall()
-        name = key.name
-        try:
-            live = self._hv.get_domain(spec.domain)
-            names = {s.name for s in self._hv.list_snapshots(spec.domain)} if live else set()
-            if obj.deleting:
-                if name in names and not spec.keep:
-                    self._hv.delete_snapshot(spec.domain, name)
-                    self._store.add_event(key, "Normal", "Deleted", f"deleted {name}", now)
-                self._store.forget_snapshot(spec.domain, name)
-                self._store.remove(key)
-                return Result()
-            if live is None:
-                message = f"waiting for domain {spec.domain}"
-                status = replace(
-                    status.with_condition("Ready", "False", "WaitingForDependency", message, now),
-                    last_reconcile_time=now,
-                    observed_generation=obj.generation,
+        with recording.failures_recorded(
+            self._store, key, old, now, unavailable="LibvirtUnavailable"
+        ):
+            try:
+                return self._converge(obj, spec, old, status, now)
+            except SnapshotFailed as exc:
+                status = recording.failed(
+                    status.with_condition("Ready", "False", exc.reason, str(exc), now), exc, now
                 )
                 recording.commit(self._store, key, old, status, now)
                 return Result(requeue_after=WAIT_RETRY)
-            events = []
-            if name not in names:
-                quiesced = take(
-                    self._hv,
-                    spec.domain,
-                    name,
-                    spec.description or f"kvmrec Snapshot/{name}",
-                    quiesce=spec.quiesce,
-                    memory=spec.memory,
-                )
-                self._store.record_snapshot(
-                    SnapshotRecord(spec.domain, name, None, now, quiesced, live.active)
-                )
-                events.append(
-                    (
-                        "Normal",
-                        "Created",
-                        f"snapshot {name} of {spec.domain} taken"
-                        f"{' (quiesced)' if quiesced else ''}",
-                    )
-                )
-        except SnapshotFailed as exc:
-            recording.commit(self._store, key, old, _fail_status(status, exc, exc.reason, now), now)
+
+    def _converge(
+        self,
+        obj: StoredObject,
+        spec: SnapshotSpec,
+        old: Status | None,
+        status: Status,
+        now: datetime,
+    ) -> Result:
+        key, name = obj.key, obj.key.name
+        live = self._hv.get_domain(spec.domain)
+        names = {s.name for s in self._hv.list_snapshots(spec.domain)} if live else set()
+        if obj.deleting:
+            if name in names and not spec.keep:
+                self._hv.delete_snapshot(spec.domain, name)
+                self._store.add_event(key, "Normal", "Deleted", f"deleted {name}", now)
+            self._store.forget_snapshot(spec.domain, name)
+            self._store.remove(key)
+            return Result()
+        if live is None:
+            message = f"waiting for domain {spec.domain}"
+            status = replace(
+                status.with_condition("Ready", "False", "WaitingForDependency", message, now),
+                last_reconcile_time=now,
+                observed_generation=obj.generation,
+            )
+            recording.commit(self._store, key, old, status, now)
             return Result(requeue_after=WAIT_RETRY)
-        except Unavailable as exc:
-            status = status.with_condition("Ready", "Unknown", "LibvirtUnavailable", str(exc), now)
-            recording.commit(
-                self._store, key, old, _fail_status(status, exc, "LibvirtUnavailable", now), now
+        events = []
+        if name not in names:
+            quiesced = take(
+                self._hv,
+                spec.domain,
+                name,
+                spec.description or f"kvmrec Snapshot/{name}",
+                quiesce=spec.quiesce,
+                memory=spec.memory,
             )
-            raise
-        except BackendError as exc:
-            recording.commit(
-                self._store, key, old, _fail_status(status, exc, "SnapshotFailed", now), now
+            self._store.record_snapshot(
+                SnapshotRecord(spec.domain, name, None, now, quiesced, live.active)
             )
-            raise
+            events.append(
+                (
+                    "Normal",
+                    "Created",
+                    f"snapshot {name} of {spec.domain} taken{' (quiesced)' if quiesced else ''}",
+                )
+            )
         record = next(
             (r for r in self._store.snapshots(domain=spec.domain) if r.name == name), None
         )
@@ -263,6 +258,12 @@ class SnapshotPolicyReconciler:
                 self._store.forget_snapshot(domain, record.name)
         return records
 
+    def _newest(self, policy: str, domain: str) -> datetime | None:
+        """When the newest snapshot recorded for ``policy`` of ``domain`` was taken, for a
+        domain of which none could be taken this time: its snapshots can go stale."""
+        records = self._store.snapshots(policy=policy, domain=domain)
+        return records[0].time.astimezone() if records else None
+
     def plan(self, obj: StoredObject, status: Status | None = None) -> Plan:
         if obj.deleting:
             return Plan()
@@ -312,11 +313,13 @@ class SnapshotPolicyReconciler:
                     self._domain(key.name, domain, spec, schedule, retention, now, events)
                 )
             except SnapshotFailed as exc:
-                outcomes.append(_DomainOutcome(domain, None, None, 0, str(exc), exc.reason))
+                last = self._newest(key.name, domain)
+                outcomes.append(_DomainOutcome(domain, last, None, 0, str(exc), exc.reason))
             except Unavailable:
                 raise
             except BackendError as exc:
-                outcomes.append(_DomainOutcome(domain, None, None, 0, str(exc), "SnapshotFailed"))
+                last = self._newest(key.name, domain)
+                outcomes.append(_DomainOutcome(domain, last, None, 0, str(exc), "SnapshotFailed"))
 
         errors = [o for o in outcomes if o.error]
         interval = schedule.interval_hint()

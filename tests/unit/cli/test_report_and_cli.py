@@ -353,8 +353,6 @@ def test_explain_unknown_kind_is_1(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("folder", ["examples", "reference"])
-def test_the_shipped_manifests_are_valid(
-    folder: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_shipped_manifests_are_valid(folder: str, capsys: pytest.CaptureFixture[str]) -> None:
     root = Path(__file__).resolve().parents[3] / "manifests" / folder
     assert main(["validate", str(root)]) == 0, capsys.readouterr().out
