@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from kvmrec import __version__
-from kvmrec.cli import explain, importing, plan, run, snapshot, status, validate
+from kvmrec.cli import explain, history, importing, plan, run, snapshot, status, validate
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
-_COMMANDS = (run, status, plan, validate, explain, importing, snapshot)
+_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,14 +86,15 @@ class ManifestSync:
         self._parsed[path] = (digest, result)
         return result
 
-    def apply(self, snapshot: Snapshot) -> SyncResult:
-        """Store what ``snapshot`` asks for; returns the keys to queue."""
+    def apply(self, snapshot: Snapshot, commit: str | None = None) -> SyncResult:
+        """Store what ``snapshot`` asks for (new revisions record ``commit``); returns the
+        keys to queue."""
         now = self._clock.wall()
         desired = self.compute(snapshot, self._store.list())
         if not snapshot.complete:
             self._store.set_source_errors(desired.errors, now)
             return SyncResult(errors=desired.errors)
-        applied = self._store.apply_many(list(desired.manifests.values()), now)
+        applied = self._store.apply_many(list(desired.manifests.values()), now, commit)
         changed = [key for key, result in applied.items() if result.changed]
         deleting = [k for k in desired.doomed if self._store.mark_deleting(k, now)]
         for key in deleting:

@@ -13,6 +13,7 @@ from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.store.records import (
     ApplyResult,
     Event,
+    ReconcileRecord,
     Revision,
     SnapshotRecord,
     SourceError,
@@ -33,9 +34,10 @@ class Store(Protocol):
         """Record that an object's manifest is gone; False if it was unknown or already so."""
 
     def apply_many(
-        self, manifests: Sequence[Manifest], now: datetime
+        self, manifests: Sequence[Manifest], now: datetime, commit: str | None = None
     ) -> Mapping[ObjectKey, ApplyResult]:
-        """``apply`` for many manifests at once, in one transaction."""
+        """``apply`` for many manifests at once, in one transaction; new revisions record
+        ``commit`` (of the manifest directory's git work tree, if it is one)."""
 
     def remove(self, key: ObjectKey) -> None:
         """Forget an object (after its live counterpart was deleted or orphaned)."""
@@ -74,6 +76,13 @@ class Store(Protocol):
         """Replace the list of manifest files in error (an empty mapping clears it)."""
 
     def source_errors(self) -> Sequence[SourceError]: ...
+
+    def record_reconcile(self, record: ReconcileRecord) -> None: ...
+
+    def reconciles(self, key: ObjectKey, limit: int = 50) -> Sequence[ReconcileRecord]:
+        """Oldest first, the last ``limit``."""
+
+    def prune_history(self, before: datetime) -> int: ...
 
     def record_snapshot(self, snapshot: SnapshotRecord) -> None: ...
 

@@ -48,6 +48,18 @@ class Revision:
     spec: Mapping[str, Any]
     source: str
     time: datetime
+    commit: str | None = None  # of the manifest directory, when it is a git work tree
+
+
+@dataclass(frozen=True)
+class ReconcileRecord:
+    """One reconcile of an object: when, how long, and how it ended."""
+
+    key: ObjectKey
+    time: datetime
+    duration: float  # seconds
+    result: str  # "ok" | "error" | "permanent"
+    message: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from kvmrec.store.records import (
     Condition,
     Drift,
     Event,
+    ReconcileRecord,
     Revision,
     SnapshotRecord,
     SourceError,
@@ -92,6 +93,7 @@ class _Tables:
             spec = peewee.TextField()
             source = peewee.TextField()
             time = peewee.TextField()
+            commit = peewee.TextField(null=True)
 
             class Meta:
                 table_name = "revisions"
@@ -139,6 +141,19 @@ class _Tables:
                 table_name = "snapshots"
                 indexes = ((("domain", "name"), True), (("policy",), False))
 
+        class ReconcileRow(Base):
+            id = peewee.AutoField()
+            kind = peewee.TextField()
+            name = peewee.TextField()
+            time = peewee.TextField()
+            duration = peewee.FloatField()
+            result = peewee.TextField()
+            message = peewee.TextField(null=True)
+
+            class Meta:
+                table_name = "reconciles"
+
+        self.reconciles = ReconcileRow
         self.meta = Meta
         self.objects = Object
         self.revisions = RevisionRow
@@ -148,26 +163,61 @@ class _Tables:
         self.snapshots = SnapshotRow
 
 
-def _migrate_1(tables: _Tables) -> None:
-    tables.meta._meta.database.create_tables(
-        [
-            tables.meta,
-            tables.objects,
-            tables.revisions,
-            tables.statuses,
-            tables.events,
-            tables.source_errors,
-        ]
-    )
+# Migrations are frozen DDL, not the peewee models of the day: a model that gains a column
+# must not change what an old migration creates.
+_SCHEMA_1 = (
+    'CREATE TABLE "meta" ("key" TEXT NOT NULL PRIMARY KEY, "value" TEXT NOT NULL)',
+    'CREATE TABLE "objects" ("id" INTEGER NOT NULL PRIMARY KEY, "kind" TEXT NOT NULL, '
+    '"name" TEXT NOT NULL, "uid" TEXT NOT NULL, "generation" INTEGER NOT NULL, '
+    '"digest" TEXT NOT NULL, "spec" TEXT NOT NULL, "labels" TEXT NOT NULL, '
+    '"annotations" TEXT NOT NULL, "source" TEXT NOT NULL, "deleting" INTEGER NOT NULL, '
+    '"created" TEXT NOT NULL, "updated" TEXT NOT NULL)',
+    'CREATE UNIQUE INDEX "object_kind_name" ON "objects" ("kind", "name")',
+    'CREATE TABLE "revisions" ("id" INTEGER NOT NULL PRIMARY KEY, "kind" TEXT NOT NULL, '
+    '"name" TEXT NOT NULL, "generation" INTEGER NOT NULL, "digest" TEXT NOT NULL, '
+    '"spec" TEXT NOT NULL, "source" TEXT NOT NULL, "time" TEXT NOT NULL)',
+    'CREATE INDEX "revisionrow_kind_name_generation" ON "revisions" ("kind", "name", "generation")',
+    'CREATE TABLE "statuses" ("id" INTEGER NOT NULL PRIMARY KEY, "kind" TEXT NOT NULL, '
+    '"name" TEXT NOT NULL, "body" TEXT NOT NULL)',
+    'CREATE UNIQUE INDEX "statusrow_kind_name" ON "statuses" ("kind", "name")',
+    'CREATE TABLE "events" ("id" INTEGER NOT NULL PRIMARY KEY, "kind" TEXT, "name" TEXT, '
+    '"type" TEXT NOT NULL, "reason" TEXT NOT NULL, "message" TEXT NOT NULL, '
+    '"time" TEXT NOT NULL)',
+    'CREATE INDEX "eventrow_kind_name" ON "events" ("kind", "name")',
+    'CREATE TABLE "source_errors" ("source" TEXT NOT NULL PRIMARY KEY, '
+    '"message" TEXT NOT NULL, "time" TEXT NOT NULL)',
+)
+# The snapshots kvmrec took (so a policy prunes only its own).
+_SCHEMA_2 = (
+    'CREATE TABLE "snapshots" ("id" INTEGER NOT NULL PRIMARY KEY, "domain" TEXT NOT NULL, '
+    '"name" TEXT NOT NULL, "policy" TEXT, "time" TEXT NOT NULL, "quiesced" INTEGER NOT NULL, '
+    '"memory" INTEGER NOT NULL)',
+    'CREATE UNIQUE INDEX "snapshotrow_domain_name" ON "snapshots" ("domain", "name")',
+    'CREATE INDEX "snapshotrow_policy" ON "snapshots" ("policy")',
+)
+# History: the git commit a revision came from, and every reconcile with its outcome.
+_SCHEMA_3 = (
+    'ALTER TABLE "revisions" ADD COLUMN "commit" TEXT',
+    'CREATE TABLE "reconciles" ("id" INTEGER NOT NULL PRIMARY KEY, "kind" TEXT NOT NULL, '
+    '"name" TEXT NOT NULL, "time" TEXT NOT NULL, "duration" REAL NOT NULL, '
+    '"result" TEXT NOT NULL, "message" TEXT)',
+    'CREATE INDEX "reconcilerow_kind_name" ON "reconciles" ("kind", "name")',
+    'CREATE INDEX "reconcilerow_time" ON "reconciles" ("time")',
+    'CREATE INDEX "eventrow_time" ON "events" ("time")',
+)
 
 
-def _migrate_2(tables: _Tables) -> None:
-    """The snapshots kvmrec took (so a policy prunes only its own)."""
-    tables.meta._meta.database.create_tables([tables.snapshots])
+def _ddl(statements: Sequence[str]) -> Callable[[_Tables], None]:
+    def migrate(tables: _Tables) -> None:
+        database = tables.meta._meta.database
+        for statement in statements:
+            database.execute_sql(statement)
+
+    return migrate
 
 
 # Migration N brings a state file from schema version N-1 to N. Append; never edit.
-MIGRATIONS: list[Callable[[_Tables], None]] = [_migrate_1, _migrate_2]
+MIGRATIONS: list[Callable[[_Tables], None]] = [_ddl(_SCHEMA_1), _ddl(_SCHEMA_2), _ddl(_SCHEMA_3)]
 
 
 class SqliteStore:
@@ -244,7 +294,7 @@ class SqliteStore:
         return self.apply_many([manifest], now)[manifest.key]
 
     def apply_many(
-        self, manifests: Sequence[Manifest], now: datetime
+        self, manifests: Sequence[Manifest], now: datetime, commit: str | None = None
     ) -> dict[ObjectKey, ApplyResult]:
         """Store many manifests in one transaction (a directory of a thousand files is one
         commit, not a thousand)."""
@@ -279,7 +329,9 @@ class SqliteStore:
                             "updated": stamp,
                         }
                     )
-                    revisions.append(_revision_row(key, 1, digest, spec, manifest.source, stamp))
+                    revisions.append(
+                        _revision_row(key, 1, digest, spec, manifest.source, stamp, commit)
+                    )
                     results[key] = ApplyResult(generation=1, changed=True, created=True)
                     continue
                 changed = (
@@ -295,7 +347,9 @@ class SqliteStore:
                 if row.digest != digest:
                     row.generation += 1
                     revisions.append(
-                        _revision_row(key, row.generation, digest, spec, manifest.source, stamp)
+                        _revision_row(
+                            key, row.generation, digest, spec, manifest.source, stamp, commit
+                        )
                     )
                 row.digest, row.spec, row.labels = digest, spec, labels
                 row.annotations, row.source = annotations, manifest.source
@@ -389,6 +443,7 @@ class SqliteStore:
                 spec=json.loads(row.spec),
                 source=row.source,
                 time=datetime.fromisoformat(row.time),
+                commit=row.commit,
             )
             for row in query
         ]
@@ -477,6 +532,52 @@ class SqliteStore:
             for row in t.source_errors.select().order_by(t.source_errors.source)
         ]
 
+    # -- history -------------------------------------------------------------------------
+
+    def record_reconcile(self, record: ReconcileRecord) -> None:
+        with self._writing():
+            self._sql(
+                'INSERT INTO "reconciles" (kind, name, time, duration, result, message) '
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.key.kind,
+                    record.key.name,
+                    _time(record.time),
+                    record.duration,
+                    record.result,
+                    record.message,
+                ),
+            )
+
+    def reconciles(self, key: ObjectKey, limit: int = 50) -> Sequence[ReconcileRecord]:
+        rows = self._sql(
+            'SELECT time, duration, result, message FROM "reconciles" '
+            "WHERE kind = ? AND name = ? ORDER BY id DESC LIMIT ?",
+            (key.kind, key.name, limit),
+        ).fetchall()
+        return [
+            ReconcileRecord(key, datetime.fromisoformat(t), d, r, m) for t, d, r, m in rows[::-1]
+        ]
+
+    def prune_history(self, before: datetime) -> int:
+        """Forget events, reconciles and revisions older than ``before`` (the newest revision
+        of each object always stays); returns how many rows went."""
+        cutoff = _time(before)
+        removed = 0
+        with self._writing():
+            for table in ("events", "reconciles"):
+                removed += int(
+                    self._sql(f'DELETE FROM "{table}" WHERE time < ?', (cutoff,)).rowcount
+                )
+            removed += int(
+                self._sql(
+                    'DELETE FROM "revisions" WHERE time < ? AND id NOT IN '
+                    '(SELECT MAX(id) FROM "revisions" GROUP BY kind, name)',
+                    (cutoff,),
+                ).rowcount
+            )
+        return removed
+
     # -- snapshots -----------------------------------------------------------------------
 
     def record_snapshot(self, snapshot: SnapshotRecord) -> None:
@@ -549,9 +650,16 @@ def _stored_object(row: Sequence[Any]) -> StoredObject:
 
 
 def _revision_row(
-    key: ObjectKey, generation: int, digest: str, spec: str, source: str, stamp: str
+    key: ObjectKey,
+    generation: int,
+    digest: str,
+    spec: str,
+    source: str,
+    stamp: str,
+    commit: str | None,
 ) -> dict[str, Any]:
     return {
+        "commit": commit,
         "kind": key.kind,
         "name": key.name,
         "generation": generation,

@@ -315,7 +315,7 @@ def test_set_source_errors_replace_clear_and_keep_time_of_unchanged(store: Sqlit
 
 def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) -> None:
     first = SqliteStore(path)
-    assert first.schema_version() == len(MIGRATIONS) == 2
+    assert first.schema_version() == len(MIGRATIONS) == 3
     first.apply(manifest(), at(0))
     first.put_status(KEY, Status(observed_generation=1))
     first.set_source_errors({"x.yaml": "bad"}, at(0))
@@ -323,7 +323,7 @@ def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) ->
 
     again = SqliteStore(path, create=False)
     try:
-        assert again.schema_version() == 2
+        assert again.schema_version() == 3
         assert [o.key for o in again.list()] == [KEY]
         assert again.get_status(KEY) == Status(observed_generation=1)
         assert [e.source for e in again.source_errors()] == ["x.yaml"]
@@ -333,23 +333,33 @@ def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) ->
 
 
 def test_a_version_1_file_is_upgraded_in_place(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A state file written by a kvmrec that knew only the first migration...
+    # A state file written by a kvmrec that knew only the first migration (rows written
+    # with plain SQL, as that kvmrec's own models would have)...
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:1])
     old = SqliteStore(path)
     assert old.schema_version() == 1
-    old.apply(manifest(), at(0))
     old.close()
+    monkeypatch.undo()
     with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO objects (kind, name, uid, generation, digest, spec, labels, "
+            "annotations, source, deleting, created, updated) VALUES "
+            "('Domain', 'web', 'u1', 1, 'd1', '{}', '{}', '{}', 'web.yaml', 0, 't', 't')"
+        )
+        db.execute(
+            "INSERT INTO revisions (kind, name, generation, digest, spec, source, time) "
+            "VALUES ('Domain', 'web', 1, 'd1', '{}', 'web.yaml', '2026-01-01T00:00:00+00:00')"
+        )
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     db.close()
     assert "snapshots" not in tables
-    monkeypatch.undo()
 
-    # ...is opened by this one: migration 2 runs, and nothing is lost.
+    # ...is opened by this one: migrations 2 and 3 run, and nothing is lost.
     new = SqliteStore(path)
     try:
-        assert new.schema_version() == 2
+        assert new.schema_version() == 3
         assert [o.key for o in new.list()] == [KEY]
+        assert [(r.generation, r.commit) for r in new.revisions(KEY)] == [(1, None)]
         record = SnapshotRecord("web", "kvmrec-nightly-1", "nightly", at(1), True, False)
         new.record_snapshot(record)
         assert new.snapshots(policy="nightly") == [record]
