@@ -17,7 +17,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from conftest import Controller, domain_manifest, state_of, wait_for
+from realstack import Controller, domain_manifest, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from conftest import (
+from realstack import (
     REPO,
     Controller,
     ovs_ports,

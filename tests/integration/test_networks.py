@@ -11,7 +11,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from conftest import Controller, ovs_ports, state_of, wait_for
+from realstack import Controller, ovs_ports, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from conftest import REPO, Controller, ovs_ports, state_of, wait_for
+from realstack import REPO, Controller, ovs_ports, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 

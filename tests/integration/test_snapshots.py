@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Controller, state_of, wait_for
+from realstack import Controller, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
