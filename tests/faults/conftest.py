@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from realstack import *  # noqa: E402, F403 (the fixtures are found by name)
+from realstack import *  # noqa: F403 (the fixtures are found by name)

@@ -12,6 +12,8 @@ from typing import Any
 
 import libvirt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from realstack import (
     REPO,
     Controller,
@@ -21,8 +23,6 @@ from realstack import (
     state_of,
     wait_for,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from kvmrec.api.kinds import Disk, DomainSpec, Graphics, Interface, derived_mac
 from kvmrec.backends import domain_xml
