@@ -20,7 +20,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
+from kvmrec import logs
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
 from kvmrec.backends.hypervisor import Hypervisor, Unavailable
@@ -29,15 +31,18 @@ from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
 from kvmrec.engine import workers as engine
+from kvmrec.metrics import Endpoint, Metrics
 from kvmrec.reconcilers.dependencies import Dependencies, refs_of
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
 from kvmrec.settings import Settings
+from kvmrec.sources import git
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
-from kvmrec.store.records import StoredObject
+from kvmrec.store.base import StoreError
+from kvmrec.store.records import ReconcileRecord, StoredObject
 from kvmrec.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -46,11 +51,27 @@ log = logging.getLogger(__name__)
 _DEPENDENCY_KINDS = ("Network", "OvsBridge")
 
 
-class _LogObserver:
-    """Logs every failed reconcile with its key, once per attempt."""
+class _Observer:
+    """Logs every failed reconcile with its key, and records every reconcile (when, how
+    long, how it ended) for ``kvmrec history``."""
+
+    def __init__(self, store: SqliteStore, clock: clocks.Clock, metrics: Metrics) -> None:
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+
+    def _record(self, key: ObjectKey, duration: float, result: str, message: str | None) -> None:
+        try:
+            self._store.record_reconcile(
+                ReconcileRecord(key, self._clock.wall(), duration, result, message)
+            )
+        except StoreError as exc:
+            log.error("%s: history not recorded: %s", key, exc)
 
     def on_success(self, key: ObjectKey, result: engine.Result, duration: float) -> None:
         log.debug("%s: reconciled in %.3fs", key, duration)
+        self._metrics.observe(key.kind, "ok", duration)
+        self._record(key, duration, "ok", None)
 
     def on_error(
         self, key: ObjectKey, exc: Exception, retries: int, permanent: bool, delay: float | None
@@ -59,6 +80,10 @@ class _LogObserver:
             log.warning("%s: %s (waiting for a change)", key, exc)
         else:
             log.warning("%s: %s (retry %d in %.1fs)", key, exc, retries, delay or 0.0)
+        result = "permanent" if permanent else "error"
+        self._metrics.observe(key.kind, result, None)
+        # The engine does not time failures; their duration is not what history is for.
+        self._record(key, 0.0, result, str(exc))
 
 
 class Service:
@@ -68,6 +93,9 @@ class Service:
         self.settings = settings
         self.clock = clock or clocks.SystemClock()
         self.store = SqliteStore(settings.state)
+        self.metrics = Metrics()
+        self.endpoint: Endpoint | None = None
+        self._loaded = threading.Event()  # the manifests were read once: ready to serve
         self.queue: queues.WorkQueue[ObjectKey] = queues.WorkQueue(
             clock=self.clock, backoff=backoffs.Backoff(settings.backoff)
         )
@@ -104,7 +132,10 @@ class Service:
             self.policies.kind: self.policies.reconcile,
         }
         self.workers = engine.Workers(
-            self.queue, self._reconcile, count=settings.workers, observer=_LogObserver()
+            self.queue,
+            self._reconcile,
+            count=settings.workers,
+            observer=_Observer(self.store, self.clock, self.metrics),
         )
         self.sync = ManifestSync(
             self.store, self.clock, allow_mass_delete=settings.allow_mass_delete
@@ -119,6 +150,10 @@ class Service:
     # -- wiring --------------------------------------------------------------------------
 
     def _reconcile(self, key: ObjectKey) -> engine.Result:
+        with logs.about(key):
+            return self._reconcile_key(key)
+
+    def _reconcile_key(self, key: ObjectKey) -> engine.Result:
         reconcile = self._reconcilers.get(key.kind)
         before = self.store.get(key)
         if before is None and key.kind in _DEPENDENCY_KINDS:
@@ -188,7 +223,14 @@ class Service:
         return keys
 
     def _resync_keys(self) -> Iterable[ObjectKey]:
+        # Each periodic pass also forgets history past its keeping time.
+        before = self.clock.wall() - timedelta(days=self.settings.history_days)
+        try:
+            self.store.prune_history(before)
+        except StoreError as exc:
+            log.error("pruning history: %s", exc)
         keys = self._all_keys()
+        self.metrics.last_resync.set(self.clock.wall().timestamp())
         self._resyncs += 1
         if self._resyncs % self.settings.full_resync_every == 0:
             return keys  # a full pass: what no fingerprint or event shows is caught here
@@ -202,7 +244,7 @@ class Service:
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Store what a snapshot of the manifest directory says and queue what changed."""
         with self._sync_lock:
-            result = self.sync.apply(snapshot)
+            result = self.sync.apply(snapshot, git.commit_of(self.settings.manifests))
         with self._keys_lock:
             self._keys.update(result.changed)
         for key in [*result.changed, *result.deleting]:
@@ -246,9 +288,33 @@ class Service:
             self.source.start()
         else:
             self.apply_snapshot(scan(self.settings.manifests))
+        self._loaded.set()
         self.workers.start()
         if watch:
             self.resync.start()
+        if self.settings.metrics_listen:
+            self._serve_metrics(self.settings.metrics_listen)
+
+    def _serve_metrics(self, listen: str) -> None:
+        def drifted() -> float:
+            return float(sum(1 for s in self.store.statuses().values() if s.drift))
+
+        self.metrics.bind(
+            queue_depth=lambda: float(len(self.queue)),
+            drifted=drifted,
+            backends={
+                "libvirt": lambda: self.hypervisor.connected,
+                "ovsdb": lambda: self.ovsdb.connected,
+            },
+        )
+        self.endpoint = Endpoint(
+            listen,
+            self.metrics,
+            healthy=self.workers.alive,
+            ready=lambda: self._loaded.is_set() and self.hypervisor.connected,
+        )
+        self.endpoint.start()
+        log.info("metrics and health on %s", self.endpoint.address)
 
     def stop(self) -> bool:
         """Stop taking work, let in-flight reconciles finish, close everything.
@@ -257,6 +323,8 @@ class Service:
         if self.source is not None:
             self.source.stop()
         self.resync.stop(timeout=1.0)
+        if self.endpoint is not None:
+            self.endpoint.stop()
         drained = self.workers.stop(timeout=self.settings.drain_timeout)
         self.hypervisor.close()
         self.ovsdb.close()

@@ -48,6 +48,15 @@ class Settings:
     """Off: a pass that would delete most managed objects at once is refused (an emptied or
     unmounted directory is more often an accident than an intent)."""
 
+    metrics_listen: str | None = None
+    """Off: a hypervisor's controller exposes nothing it was not asked to. Otherwise
+    ``127.0.0.1:PORT`` or ``unix:/run/kvmrec/metrics.sock`` for /metrics, /healthz, /readyz."""
+
+    history_days: float = 30.0
+    """Events, reconciles and old revisions are kept for 30 days (the newest revision of an
+    object always stays): enough to answer "what happened last month" without a state file
+    that grows forever."""
+
     drain_timeout: float = 8.0
     """SIGTERM must end the process within 10 s (systemd's and the issue's budget); in-flight
     reconciles get 8 s of it to finish."""

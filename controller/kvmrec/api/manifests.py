@@ -31,6 +31,17 @@ Path = tuple[str | int, ...]
 def parse_file(source: str, data: bytes) -> list[Manifest]:
     """Every document of one manifest file, validated and defaulted."""
     try:
+        return _parse_file(source, data)
+    except RecursionError:
+        # Deep nesting or a recursive alias (``&a [*a]``): a problem of the file, not a
+        # crash of the caller (which would otherwise stop taking every other file too).
+        raise ManifestError(
+            [ManifestProblem(source, "nested too deeply (or a recursive YAML alias)")]
+        ) from None
+
+
+def _parse_file(source: str, data: bytes) -> list[Manifest]:
+    try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
@@ -379,8 +390,15 @@ def _load(text: str) -> list[tuple[Any, dict[Path, int]]]:
         loader.dispose()
 
 
-def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
+def _index_lines(
+    node: yaml.Node, path: Path, lines: dict[Path, int], seen_nodes: set[int] | None = None
+) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
+    # An alias is the same node again: walk it once, or an alias bomb costs exponential time.
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -389,7 +407,7 @@ def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
                 raise _DuplicateKey(key, key_node.start_mark.line + 1, (*path, key))
             seen.add(key)
             lines[(*path, key)] = key_node.start_mark.line + 1
-            _index_lines(value_node, (*path, key), lines)
+            _index_lines(value_node, (*path, key), lines, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index_lines(item, (*path, i), lines)
+            _index_lines(item, (*path, i), lines, seen_nodes)

@@ -7,12 +7,11 @@ pending or an invalid manifest, 1 kvmrec itself failed (no state file, cannot co
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 
-from kvmrec import __version__
+from kvmrec import __version__, logs
 from kvmrec.cli import explain, history, importing, plan, run, snapshot, status, validate
 
 EXIT_OK = 0
@@ -29,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kvmrec {__version__}")
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines for people (text) or for log pipelines (json, one object a line)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -44,11 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kvmrec status | head` should stop quietly, as other Unix tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.log_level, args.log_format)
     code: int = args.handler(args)
     return code
 

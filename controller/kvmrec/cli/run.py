@@ -40,6 +40,12 @@ def add_parser(commands: Any) -> None:
         help="let one pass delete most managed objects at once",
     )
     parser.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="ADDR",
+        help="serve /metrics, /healthz, /readyz on 127.0.0.1:PORT or unix:/PATH (off by default)",
+    )
+    parser.add_argument(
         "--once", action="store_true", help="converge once, print the status and exit with its code"
     )
     parser.add_argument(
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         resync=args.resync,
         workers=args.workers,
         allow_mass_delete=args.allow_mass_delete,
+        metrics_listen=args.metrics_listen,
     )
     try:
         service = Service(settings)

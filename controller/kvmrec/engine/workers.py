@@ -167,6 +167,10 @@ class Workers(Generic[K]):
         for thread in self._threads:
             thread.start()
 
+    def alive(self) -> bool:
+        """Whether every worker thread is running (a health check, not a progress check)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop taking new keys, wait for in-flight reconciles, and join the threads.
 
