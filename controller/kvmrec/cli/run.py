@@ -39,6 +39,14 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="let one pass delete most managed objects at once",
     )
+    # Also accepted before the command (`kvmrec --log-format json run`); SUPPRESS keeps this
+    # parser from overwriting that value with a default of its own.
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS,
+        help="log lines for people (text) or for log pipelines (json)",
+    )
     parser.add_argument(
         "--metrics-listen",
         default=None,

@@ -31,6 +31,10 @@ instead of deleting it. A file deleted between listing and reading is simply abs
 gone, and the next snapshot would say so anyway. A file caught half-written is delivered as
 it was; the write's own events schedule another scan that delivers the finished file.
 
+Whether a file may be trusted at all (who could have written it) is not decided here:
+each file carries the owner and mode it was read with, and ``sources/trust.py`` judges them,
+with the directories on its way, through the ``vet`` hook.
+
 One caveat the source cannot fix: when a volume is unmounted, its mount point usually stays
 behind as an empty directory, which looks exactly like an operator deleting every manifest.
 Consumers should refuse to prune everything on an empty snapshot unless told to (Argo CD's
@@ -94,6 +98,13 @@ class FileContent:
     """The raw bytes; empty when the file is listed in :attr:`Snapshot.errors`."""
     digest: str
     """sha256 hex of :attr:`data`."""
+    # Taken from the descriptor the bytes were read through, so that the owner and mode
+    # judged by sources/trust.py are those of this very content, not of a file that
+    # replaced it after the read. None when the content was not read from disk.
+    mode: int | None = None
+    """``st_mode`` of the file that was read."""
+    uid: int | None = None
+    """``st_uid`` of the file that was read."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,14 @@ def _sha256(data: bytes) -> str:
 
 def _is_ignored(name: str) -> bool:
     return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in IGNORED_PATTERNS)
+
+
+def _too_large(size: int, limit: int) -> str:
+    mib = " (1 MiB)" if limit == DEFAULT_MAX_FILE_BYTES else ""
+    return (
+        f"too large: {size} bytes, over the limit of {limit} bytes{mib} for one manifest "
+        "file; not read (split it into several files)"
+    )
 
 
 def _incomplete(error: str) -> Snapshot:
@@ -214,9 +233,9 @@ class _Walk:
                 return
         if st.st_size > self.max_file_bytes or len(data) > self.max_file_bytes:
             size = max(st.st_size, len(data))
-            self.errors[rel] = f"too large: {size} bytes exceeds the limit of {self.max_file_bytes}"
+            self.errors[rel] = _too_large(size, self.max_file_bytes)
             data = b""
-        self.files[rel] = FileContent(rel, data, _sha256(data))
+        self.files[rel] = FileContent(rel, data, _sha256(data), st.st_mode, st.st_uid)
 
 
 def scan(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Snapshot:
@@ -308,6 +327,9 @@ class DirectorySource:
     go unnoticed, at the cost of one listing and hashing per minute. It is also how often a
     missing directory is looked for again.
     ``max_file_bytes``: larger files are reported in :attr:`Snapshot.errors`, not read.
+    ``vet``: applied to every scan before it is compared with the last one delivered (the
+    service passes sources/trust.py's check): a ``chmod`` that changes only the verdict on a
+    file, not its bytes, is then news like any edit.
     """
 
     def __init__(
@@ -318,6 +340,7 @@ class DirectorySource:
         debounce: float = 0.3,
         rescan_interval: float = 60.0,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        vet: Callable[[Snapshot], Snapshot] | None = None,
     ) -> None:
         if debounce < 0:
             raise ValueError(f"debounce must not be negative, got {debounce}")
@@ -328,6 +351,7 @@ class DirectorySource:
         self._debounce = debounce
         self._rescan_interval = rescan_interval
         self._max_file_bytes = max_file_bytes
+        self._vet = vet
 
         # Shared between watchdog's threads, the caller's and the worker, under _lock.
         self._lock = threading.Lock()
@@ -461,6 +485,8 @@ class DirectorySource:
         self._next_rescan = time.monotonic() + self._rescan_interval
         self._sync_watch()
         snapshot = scan(self._root, max_file_bytes=self._max_file_bytes)
+        if self._vet is not None:
+            snapshot = self._vet(snapshot)
         fingerprint = _fingerprint(snapshot)
         if fingerprint != self._delivered:
             self._log_transition(snapshot)
