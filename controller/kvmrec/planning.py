@@ -9,6 +9,7 @@ reconcile runs, stopped before it acts. Nothing is written, not even the state f
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -71,7 +72,11 @@ def _candidate(manifest: Manifest, stored: StoredObject | None) -> StoredObject:
     )
 
 
-def plan(settings: Settings, only: ObjectKey | None = None) -> PlanReport:
+def plan(
+    settings: Settings,
+    only: ObjectKey | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PlanReport:
     """Raises ``Unavailable`` when libvirt cannot be reached."""
     store: Store
     try:
@@ -86,7 +91,7 @@ def plan(settings: Settings, only: ObjectKey | None = None) -> PlanReport:
         hypervisor.open()
         with contextlib.suppress(Unavailable):
             ovsdb.open()  # bridges then plan as unavailable; domains and networks still do
-        return _plan(settings, store, hypervisor, ovsdb, only)
+        return _plan(settings, store, hypervisor, ovsdb, only, progress)
     finally:
         hypervisor.close()
         ovsdb.close()
@@ -99,6 +104,7 @@ def _plan(
     hypervisor: Hypervisor,
     ovsdb: Ovsdb,
     only: ObjectKey | None,
+    progress: Callable[[int, int], None] | None,
 ) -> PlanReport:
     clock = SystemClock()
     stored = {obj.key: obj for obj in store.list()}
@@ -124,7 +130,9 @@ def _plan(
     report = PlanReport(
         errors=[{"source": s, "message": m} for s, m in sorted(desired.errors.items())]
     )
-    for obj in sorted(objects, key=lambda o: o.key):
+    for index, obj in enumerate(sorted(objects, key=lambda o: o.key)):
+        if progress is not None:
+            progress(index, len(objects))
         if only is not None and obj.key != only:
             continue
         planner = planners.get(obj.key.kind)

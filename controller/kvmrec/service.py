@@ -350,11 +350,33 @@ class Service:
                 return False
         return True
 
-    def converge(self, timeout: float) -> bool:
-        """``run --once``: until everything settles or ``timeout`` seconds pass."""
+    def converged_count(self) -> tuple[int, int]:
+        """(objects synced and ready at their generation, all objects)."""
+        statuses = self.store.statuses()
+        objects = self.store.list()
+        done = 0
+        for obj in objects:
+            status = statuses.get(obj.key)
+            if (
+                status is not None
+                and not obj.deleting
+                and status.observed_generation == obj.generation
+                and status.is_true("Ready")
+                and status.is_true("Synced")
+            ):
+                done += 1
+        return done, len(objects)
+
+    def converge(self, timeout: float, progress: Callable[[int, int], None] | None = None) -> bool:
+        """``run --once``: until everything settles or ``timeout`` seconds pass;
+        ``progress(done, total)`` is told about twice a second."""
         deadline = time.monotonic() + timeout
+        next_tick = 0.0
         while time.monotonic() < deadline:
             if self.settled():
                 return True
+            if progress is not None and time.monotonic() >= next_tick:
+                progress(*self.converged_count())
+                next_tick = time.monotonic() + 0.5
             time.sleep(0.05)
         return False

@@ -10,6 +10,7 @@ from typing import Any
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.hypervisor import Unavailable
+from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan
 from kvmrec.settings import Settings, default_uri
 
@@ -37,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(
         manifests=args.manifests, connect=args.connect or default_uri(), state=args.state
     )
+    progress = Progress("planning")
     try:
-        report = plan(settings, only)
+        report = plan(settings, only, progress.update)
     except Unavailable as exc:
         print(f"kvmrec plan: {exc}", file=sys.stderr)
         return 1
+    finally:
+        progress.close()
     if args.output == "json":
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:

@@ -13,6 +13,7 @@ from typing import Any
 
 from kvmrec.backends.hypervisor import Unavailable
 from kvmrec.cli import report
+from kvmrec.cli.progress import Progress
 from kvmrec.service import Service
 from kvmrec.settings import Settings, default_uri
 from kvmrec.store.base import StoreError
@@ -97,7 +98,9 @@ def _once(service: Service, timeout: float) -> int:
         print(f"kvmrec run: {exc}", file=sys.stderr)
         service.stop()
         return 1
-    converged = service.converge(timeout)
+    progress = Progress("converging")
+    converged = service.converge(timeout, progress.update)
+    progress.close()
     result = report.build(service.store)
     service.stop()
     print(report.table(result))
