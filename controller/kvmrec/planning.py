@@ -26,6 +26,7 @@ from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Plan, plan_fields
 from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
 from kvmrec.settings import Settings
+from kvmrec.sources import trust
 from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import ManifestSync
 from kvmrec.store.base import Store, StoreError
@@ -110,10 +111,21 @@ def _plan(
     stored = {obj.key: obj for obj in store.list()}
     statuses = store.statuses()
     sync = ManifestSync(store, clock, allow_mass_delete=settings.allow_mass_delete)
-    desired = sync.compute(scan(settings.manifests), stored.values())
+    snapshot = scan(settings.manifests)
+    if not settings.insecure_manifests:  # judged as the service judges it
+        sources = {obj.source for obj in stored.values()}
+        snapshot = trust.enforce(snapshot, settings.manifests, expected=sources)
+    desired = sync.compute(snapshot, stored.values())
     dependencies = Dependencies(store, hypervisor.network_active, host.net_device_exists)
     planners: dict[str, Planner] = {
-        "Domain": DomainReconciler(store, hypervisor, clock, dependencies),
+        "Domain": DomainReconciler(
+            store,
+            hypervisor,
+            clock,
+            dependencies,
+            disk_roots=settings.disk_roots,
+            allow_device_disks=settings.allow_device_disks,
+        ),
         "Network": NetworkReconciler(store, hypervisor, clock, dependencies),
         "OvsBridge": OvsBridgeReconciler(store, ovsdb, clock, dependencies),
         "Snapshot": SnapshotReconciler(store, hypervisor, clock),

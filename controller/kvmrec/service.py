@@ -16,6 +16,7 @@ survives restarts in the store, so a service killed mid-converge finishes the wo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -38,7 +39,7 @@ from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
 from kvmrec.settings import Settings
-from kvmrec.sources import git
+from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
 from kvmrec.store.base import StoreError
@@ -110,7 +111,14 @@ class Service:
         self.dependencies = Dependencies(
             self.store, self.hypervisor.network_active, host.net_device_exists
         )
-        self.domains = DomainReconciler(self.store, self.hypervisor, self.clock, self.dependencies)
+        self.domains = DomainReconciler(
+            self.store,
+            self.hypervisor,
+            self.clock,
+            self.dependencies,
+            disk_roots=settings.disk_roots,
+            allow_device_disks=settings.allow_device_disks,
+        )
         self.networks = NetworkReconciler(
             self.store, self.hypervisor, self.clock, self.dependencies
         )
@@ -241,6 +249,16 @@ class Service:
         except Unavailable:
             return keys  # the reconciles report the outage in each object's status
 
+    def vet(self, snapshot: Snapshot) -> Snapshot:
+        """StrictModes (sources/trust.py), unless the settings say the manifests are trusted.
+
+        A file that held objects and is gone from a directory someone else can write is
+        held too: that someone may have removed it."""
+        if self.settings.insecure_manifests:
+            return snapshot
+        expected = {obj.source for obj in self.store.list()}
+        return trust.enforce(snapshot, self.settings.manifests, expected=expected)
+
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Store what a snapshot of the manifest directory says and queue what changed."""
         with self._sync_lock:
@@ -284,10 +302,11 @@ class Service:
                 self.apply_snapshot,
                 debounce=self.settings.debounce,
                 rescan_interval=self.settings.rescan,
+                vet=self.vet,
             )
             self.source.start()
         else:
-            self.apply_snapshot(scan(self.settings.manifests))
+            self.apply_snapshot(self.vet(scan(self.settings.manifests)))
         self._loaded.set()
         self.workers.start()
         if watch:
@@ -380,3 +399,31 @@ class Service:
                 next_tick = time.monotonic() + 0.5
             time.sleep(0.05)
         return False
+
+    # -- running as a daemon (kvmrec/daemon.py) ------------------------------------------
+
+    def reload(self, settings: Settings) -> Settings:
+        """Take from ``settings`` what can change while running, and rescan the manifests.
+
+        Only the resync period changes live; everything else is wired into threads,
+        connections and files opened at start. Returns the settings now in force, so the
+        caller can tell the operator which of the requested changes need a restart."""
+        if settings.resync != self.settings.resync:
+            self.resync.set_period(settings.resync)
+        self.settings = dataclasses.replace(self.settings, resync=settings.resync)
+        if self.source is not None:
+            # inotify drops events when its queue overflows, and NFS sends none: a reload
+            # is the operator's way of saying "look again now".
+            self.source.rescan()
+        return self.settings
+
+    def problems(self) -> list[str]:
+        """Why the engine cannot be trusted to make progress; empty when it can.
+
+        The systemd watchdog is petted only while this is empty: a worker thread that died
+        or a reconcile stuck past ``stuck_after`` is cured by a restart, and nothing else
+        would cure it. Slow is not stuck: long reconciles finish well within the bound."""
+        found = [] if self.workers.alive() else ["a worker thread has died"]
+        for key, seconds in self.workers.stuck(self.settings.stuck_after):
+            found.append(f"{key} has been reconciling for {seconds:.0f}s")
+        return found

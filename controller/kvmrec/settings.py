@@ -48,6 +48,21 @@ class Settings:
     """Off: a pass that would delete most managed objects at once is refused (an emptied or
     unmounted directory is more often an accident than an intent)."""
 
+    insecure_manifests: bool = False
+    """Off: kvmrec runs as root and does what manifests say, so, like sshd's StrictModes, it
+    refuses a manifest that anyone but root or its own user could have written (the file,
+    the directory, every directory on the way; sources/trust.py). On only for a directory
+    whose other writers are trusted anyway."""
+
+    disk_roots: tuple[Path, ...] = (Path("/var/lib/libvirt/images"), Path("/data/kvm"))
+    """Disk images only under these: libvirt's default pool, and the usual home of a data
+    disk's images. A manifest's disk path is opened by QEMU and created by kvmrec as root,
+    and must never reach the host's own files (reconcilers/disk_paths.py)."""
+
+    allow_device_disks: bool = False
+    """Off: a disk path that is a block or character device is refused; raw LVM volumes are
+    a real use, but an opt-in one (their directory must still be a disk root)."""
+
     metrics_listen: str | None = None
     """Off: a hypervisor's controller exposes nothing it was not asked to. Otherwise
     ``127.0.0.1:PORT`` or ``unix:/run/kvmrec/metrics.sock`` for /metrics, /healthz, /readyz."""
@@ -60,3 +75,8 @@ class Settings:
     drain_timeout: float = 8.0
     """SIGTERM must end the process within 10 s (systemd's and the issue's budget); in-flight
     reconciles get 8 s of it to finish."""
+
+    stuck_after: float = 900.0
+    """A reconcile running for 15 minutes is hung, not slow: every call one makes is bounded
+    well below that (qemu-img's 10 minutes for a full copy, libvirt's keepalive), so the
+    systemd watchdog stops being petted and the service is restarted (kvmrec/daemon.py)."""

@@ -132,6 +132,7 @@ class Controller:
     """``kvmrec run`` on a temporary manifest directory and state file."""
 
     def __init__(self, root: Path, stack: dict[str, str]) -> None:
+        self.root = root
         self.manifests = root / "manifests"
         self.manifests.mkdir()
         self.state = root / "state.db"
@@ -151,6 +152,10 @@ class Controller:
         (self.manifests / filename).unlink()
 
     def command(self, *args: str) -> list[str]:
+        # Tests make their disk images under their own tmp dir, outside kvmrec's default
+        # disk roots: every `run` and `plan` is told it is one.
+        if args[:1] in (("run",), ("plan",)):
+            args = (*args, "--disk-root", str(self.root))
         return [sys.executable, "-m", "kvmrec", *args]
 
     def start(self, *extra: str, resync: float = 30.0) -> None:

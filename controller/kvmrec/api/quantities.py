@@ -32,6 +32,8 @@ def parse_bytes(value: str | int) -> int:
         if value < 0:
             raise ValueError(f"{value} is negative")
         return value
+    if not isinstance(value, str):  # e.g. a float: the schema lets any number through
+        raise ValueError(f"{value!r} is not a quantity (examples: 64Mi, 2Gi, 1G)")
     match = _PATTERN.match(value.strip())
     if not match:
         raise ValueError(f"{value!r} is not a quantity (examples: 64Mi, 2Gi, 1G)")

@@ -389,7 +389,14 @@ class Hypervisor:
 
     def resume_domain(self, name: str) -> None:
         with self._call(f"resume domain {name}") as conn:
-            conn.lookupByName(name).resume()
+            dom = conn.lookupByName(name)
+            try:
+                dom.resume()
+            except libvirt.libvirtError:
+                # Observed paused while libvirt was still starting it (a create that
+                # outlived a killed kvmrec): running by now is what resume wanted.
+                if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+                    raise
 
     def destroy_domain(self, name: str) -> None:
         with self._call(f"destroy domain {name}") as conn:

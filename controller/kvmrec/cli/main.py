@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from kvmrec import __version__, logs
+from kvmrec import __version__, config, logs
 from kvmrec.cli import explain, history, importing, plan, run, snapshot, status, validate
 
 EXIT_OK = 0
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default INFO)",
     )
+    config.track(parser)  # the configuration file's log_level and log_format yield to these
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _COMMANDS:
         module.add_parser(commands)

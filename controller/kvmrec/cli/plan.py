@@ -1,4 +1,8 @@
-"""``kvmrec plan``: a dry run of the next reconcile (exit 2 when anything would change)."""
+"""``kvmrec plan``: a dry run of the next reconcile (exit 2 when anything would change).
+
+It reads the service's configuration file (flags over file, kvmrec/config.py), so a plan
+made by hand looks at the manifests, libvirt and state the service uses.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kvmrec import config, logs
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.hypervisor import Unavailable
+from kvmrec.cli import safety
 from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan
 from kvmrec.settings import Settings, default_uri
@@ -24,6 +30,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--state", type=Path, default=Settings.state, help="state file")
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    safety.add_insecure_manifests(parser)
+    safety.add_disk_options(parser)
+    config.add_option(parser)  # last: it tracks the flags added above
     parser.set_defaults(handler=run)
 
 
@@ -35,9 +44,19 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"kvmrec plan: {exc}", file=sys.stderr)
             return 1
-    settings = Settings(
-        manifests=args.manifests, connect=args.connect or default_uri(), state=args.state
+    flags = Settings(
+        manifests=args.manifests,
+        connect=args.connect or default_uri(),
+        state=args.state,
+        **safety.settings_of(args),
     )
+    try:
+        resolved = config.resolve(args, flags)
+    except config.ConfigError as exc:
+        print(f"kvmrec plan: {exc}", file=sys.stderr)
+        return 1
+    logs.setup(resolved.log_level, resolved.log_format)
+    settings = resolved.settings
     progress = Progress("planning")
     try:
         report = plan(settings, only, progress.update)

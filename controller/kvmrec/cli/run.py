@@ -1,22 +1,28 @@
-"""``kvmrec run``: the long-running service, or one converging pass with ``--once``."""
+"""``kvmrec run``: the long-running service, or one converging pass with ``--once``.
+
+Settings come from the flags over the configuration file (kvmrec/config.py). Before the
+store is opened, the state file's lock is taken (store/lock.py): a second ``run`` on the
+same state exits 1 at once. The service itself runs under kvmrec/daemon.py (signals,
+systemd notifications, watchdog, reload on SIGHUP).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from kvmrec import config, logs
 from kvmrec.backends.hypervisor import Unavailable
-from kvmrec.cli import report
+from kvmrec.cli import report, safety
 from kvmrec.cli.progress import Progress
+from kvmrec.daemon import Daemon
 from kvmrec.service import Service
 from kvmrec.settings import Settings, default_uri
 from kvmrec.store.base import StoreError
+from kvmrec.store.lock import StateLock
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="let one pass delete most managed objects at once",
     )
+    safety.add_insecure_manifests(parser)
+    safety.add_disk_options(parser)
     # Also accepted before the command (`kvmrec --log-format json run`); SUPPRESS keeps this
     # parser from overwriting that value with a default of its own.
     parser.add_argument(
@@ -64,14 +72,12 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="with --once: how long to wait for convergence (default 300)",
     )
+    config.add_option(parser)  # last: it tracks the flags added above
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resync <= 0 or args.workers < 1:
-        print("kvmrec run: --resync must be positive and --workers at least 1", file=sys.stderr)
-        return 1
-    settings = Settings(
+    flags = Settings(
         manifests=args.manifests,
         connect=args.connect or default_uri(),
         state=args.state,
@@ -80,15 +86,32 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         allow_mass_delete=args.allow_mass_delete,
         metrics_listen=args.metrics_listen,
+        **safety.settings_of(args),
     )
     try:
-        service = Service(settings)
+        resolved = config.resolve(args, flags)
+    except config.ConfigError as exc:
+        print(f"kvmrec run: {exc}", file=sys.stderr)
+        return 1
+    settings = resolved.settings
+    if settings.resync <= 0 or settings.workers < 1:
+        print("kvmrec run: resync must be positive and workers at least 1", file=sys.stderr)
+        return 1
+    logs.setup(resolved.log_level, resolved.log_format)
+    try:
+        lock = StateLock.acquire(settings.state)
     except StoreError as exc:
         print(f"kvmrec run: {exc}", file=sys.stderr)
         return 1
-    if args.once:
-        return _once(service, args.timeout)
-    return _forever(service)
+    with lock:
+        try:
+            service = Service(settings)
+        except StoreError as exc:
+            print(f"kvmrec run: {exc}", file=sys.stderr)
+            return 1
+        if args.once:
+            return _once(service, args.timeout)
+        return Daemon(service, resolved, lambda: config.resolve(args, flags)).run()
 
 
 def _once(service: Service, timeout: float) -> int:
@@ -107,31 +130,3 @@ def _once(service: Service, timeout: float) -> int:
     if not converged:
         print(f"kvmrec run: not converged after {timeout:g}s", file=sys.stderr)
     return report.exit_code(result)
-
-
-def _forever(service: Service) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    service.start(watch=True)
-    log.info(
-        "kvmrec running: manifests %s, libvirt %s, state %s",
-        service.settings.manifests,
-        service.settings.connect,
-        service.settings.state,
-    )
-    while not stop.wait(3600):
-        pass
-    started = time.monotonic()
-    drained = service.stop()
-    log.info(
-        "stopped in %.1fs%s",
-        time.monotonic() - started,
-        "" if drained else " (some reconciles did not finish; the next start resumes them)",
-    )
-    return 0

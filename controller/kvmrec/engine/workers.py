@@ -155,6 +155,9 @@ class Workers(Generic[K]):
         self._observer: Observer[K] = observer if observer is not None else NullObserver()
         self._name = name
         self._threads: list[threading.Thread] = []
+        # Thread name -> (key, when its reconcile began, time.monotonic), for stuck().
+        self._busy_lock = threading.Lock()
+        self._busy: dict[str, tuple[K, float]] = {}
 
     def start(self) -> None:
         """Spawn the worker threads. A pool can be started once."""
@@ -170,6 +173,17 @@ class Workers(Generic[K]):
     def alive(self) -> bool:
         """Whether every worker thread is running (a health check, not a progress check)."""
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def stuck(self, after: float) -> list[tuple[K, float]]:
+        """Keys whose reconcile has run for more than ``after`` real seconds, with how long.
+
+        A progress check to go with :meth:`alive`: a reconcile that never returns (a call
+        into a hung daemon without a timeout) keeps its thread alive but its key frozen.
+        """
+        now = time.monotonic()
+        with self._busy_lock:
+            busy = list(self._busy.values())
+        return [(key, now - began) for key, began in busy if now - began > after]
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop taking new keys, wait for in-flight reconciles, and join the threads.
@@ -189,10 +203,15 @@ class Workers(Generic[K]):
         return drained and not any(thread.is_alive() for thread in self._threads)
 
     def _run(self) -> None:
+        me = threading.current_thread().name
         while (key := self.queue.get()) is not None:
+            with self._busy_lock:
+                self._busy[me] = (key, time.monotonic())
             try:
                 self._process(key)
             finally:
+                with self._busy_lock:
+                    del self._busy[me]
                 self.queue.done(key)
 
     def _process(self, key: K) -> None:
@@ -265,6 +284,11 @@ class Resync(Generic[K]):
         # trigger can never be mistaken for a stop and vice versa.
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        # Why the thread was woken, when it was not to stop: a trigger resyncs, a new period
+        # only restarts the wait (see set_period).
+        self._flags_lock = threading.Lock()
+        self._triggered = False
+        self._rearmed = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -275,6 +299,26 @@ class Resync(Generic[K]):
 
     def trigger(self) -> None:
         """Resync as soon as possible; triggers that arrive before it runs are merged."""
+        with self._flags_lock:
+            self._triggered = True
+        self._wake.set()
+
+    @property
+    def period(self) -> float:
+        return self._period
+
+    def set_period(self, period: float) -> None:
+        """Resync every ``period`` seconds from now on (a configuration reload).
+
+        The wait in progress is cut short and started again with the new period, counted
+        from now: going from an hour to a minute takes effect within the minute, not the
+        hour. It does not resync by itself.
+        """
+        if period <= 0:
+            raise ValueError(f"resync period must be positive, got {period!r}")
+        with self._flags_lock:
+            self._period = period
+            self._rearmed = True
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -299,13 +343,20 @@ class Resync(Generic[K]):
     def _run(self) -> None:
         while not self._stopping.is_set():
             # Event.wait: idle at zero CPU until the period elapses, a trigger, or stop.
-            self._wake.wait(self._next_delay())
+            woken = self._wake.wait(self._next_delay())
             # Cleared before resyncing, so a trigger arriving during the resync causes
             # another one rather than being swallowed.
             self._wake.clear()
             if self._stopping.is_set():
                 return
+            with self._flags_lock:
+                only_rearmed = self._rearmed and not self._triggered
+                self._rearmed = self._triggered = False
+            if woken and only_rearmed:
+                continue  # a new period: wait it out from now
             self.resync()
 
     def _next_delay(self) -> float:
-        return self._period * self._rng.uniform(1 - self._jitter, 1 + self._jitter)
+        with self._flags_lock:
+            period = self._period
+        return period * self._rng.uniform(1 - self._jitter, 1 + self._jitter)

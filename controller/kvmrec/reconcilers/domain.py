@@ -24,6 +24,11 @@ Ownership. kvmrec only touches domains that carry its stamp in ``<metadata>``; a
 the same name without it is a conflict, reported and left alone, unless the manifest asks
 to adopt it (``kvmrec.io/adopt: "true"``).
 
+Disk paths. Every path a Domain names must be a file under the configured disk roots
+(reconcilers/disk_paths.py); one that is not blocks the whole plan (``DiskPathNotAllowed``):
+nothing is created or defined, as with a missing image. An image outside the roots is never
+deleted either, whatever its deletionPolicy says.
+
 Fast resync: after a reconcile that found nothing to do, the domain's fingerprint (its
 definition, its live XML, paused and autostart) is remembered. A periodic resync lists all
 domains once and reconciles only those whose fingerprint moved.
@@ -37,6 +42,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from kvmrec.api import quantities
@@ -63,6 +69,7 @@ from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
+from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
@@ -203,11 +210,18 @@ class DomainReconciler:
         hypervisor: Hypervisor,
         clock: Clock,
         dependencies: Dependencies | None = None,
+        *,
+        disk_roots: Iterable[str | Path] | None = None,
+        allow_device_disks: bool = False,
     ) -> None:
+        """``disk_roots``: where disk images may be (see reconcilers/disk_paths.py); None
+        places no restriction, for tests that make images anywhere. The service always
+        passes its settings' roots."""
         self._store = store
         self._hv = hypervisor
         self._clock = clock
         self._deps = dependencies
+        self._disks = None if disk_roots is None else DiskPolicy.of(disk_roots, allow_device_disks)
         self._lock = threading.Lock()
         self._converged: dict[str, Fingerprint] = {}
 
@@ -264,6 +278,9 @@ class DomainReconciler:
                 blocked=f"this host cannot run domain type {spec.type!r} (spec.type)",
                 blocked_reason="Unsupported",
             )
+        refused = self._refused_disk_paths(spec)
+        if refused:
+            return Plan(blocked=refused, blocked_reason="DiskPathNotAllowed")
         want = _wants_running(spec, live, status, obj.generation)
         if want and (live is None or not live.active) and self._deps is not None:
             unmet = self._deps.unmet(domain_refs(spec))
@@ -322,6 +339,31 @@ class DomainReconciler:
         if wait is not None:
             return Plan(steps=tuple(steps), wait=wait, wait_reason="CrashLoopBackOff")
         return Plan(steps=tuple(steps))
+
+    def _refused_disk_paths(self, spec: DomainSpec) -> str | None:
+        """Every path of ``spec`` that may not be used as a disk, field by field."""
+        policy = self._disks
+        if policy is None:
+            return None
+        problems: list[str] = []
+
+        def check(field: str, path: str | None) -> None:
+            problem = policy.problem(path) if path else None
+            if problem:
+                problems.append(f"{field}: {problem}")
+
+        for index, disk in enumerate(spec.disks):
+            field = f"spec.disks[{index}]"
+            check(f"{field}.path", disk.path)
+            check(f"{field}.backingImage", disk.backing_image)
+            clone = disk.clone_from
+            if clone is not None and clone.path:
+                check(f"{field}.cloneFrom.path", clone.path)
+            elif clone is not None and disk.path and not images.exists(disk.path):
+                # The copy reads whatever that domain's disk is: the same rule applies.
+                source = self._clone_source(disk)
+                check(f"{field}.cloneFrom (disk {clone.disk} of domain {clone.domain})", source)
+        return "; ".join(problems) or None
 
     def _image_steps(
         self, name: str, spec: DomainSpec, live: LiveDomain | None
@@ -737,7 +779,7 @@ class DomainReconciler:
         spec = DomainSpec.from_spec(obj.spec, name)
         if spec.deletion_policy is DeletionPolicy.ORPHAN:
             return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
-        doomed = [d.source for d in spec.disks if d.delete_image and d.device == "disk"]
+        doomed = [d.source for d in spec.disks if self._deletable(d)]
         detail = "destroy and undefine" + (f"; delete {', '.join(doomed)}" if doomed else "")
         return Plan(steps=(Step("delete", detail=detail),))
 
@@ -768,7 +810,9 @@ class DomainReconciler:
             self._hv.undefine_domain(name)
             removed = []
             for disk in spec.disks:
-                if not disk.delete_image or disk.device != "disk":
+                if not self._deletable(disk):
+                    if disk.delete_image and disk.path and self._disks is not None:
+                        log.warning("%s: image kept: %s", key, self._disks.problem(disk.path))
                     continue
                 if disk.path:
                     images.delete(disk.path)
@@ -781,6 +825,15 @@ class DomainReconciler:
             )
         self._store.remove(key)
         self._remember(name, None)
+
+    def _deletable(self, disk: Disk) -> bool:
+        """The disk's image goes with the domain: asked for, and (for a file) under the
+        disk roots, so a manifest can never make kvmrec delete a file elsewhere."""
+        if not disk.delete_image or disk.device != "disk":
+            return False
+        if disk.path is None or self._disks is None:
+            return True
+        return self._disks.problem(disk.path) is None
 
 
 _EVENT_REASONS = {

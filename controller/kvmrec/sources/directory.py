@@ -80,6 +80,9 @@ logger = logging.getLogger(__name__)
 # read into memory on every scan.
 DEFAULT_MAX_FILE_BYTES = 1_048_576
 
+RETRY_DELIVERY = 2.0
+"""Seconds before a snapshot the consumer failed to take is offered again."""
+
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 # Leftovers of editors (emacs ``~``/``#x#``, vim ``.swp``/``.swx``), partial downloads and
@@ -496,6 +499,9 @@ class DirectorySource:
                 # Not remembered as delivered: the next scan that finds the same state
                 # offers it again, so a consumer that failed midway gets another chance.
                 logger.exception("on_change failed for %s; will offer it again", self._root)
+                # Soon, not at the next rescan a minute away: the failure (a locked, full
+                # or read-only state file) is usually transient, and no event may come.
+                self._next_rescan = min(self._next_rescan, time.monotonic() + RETRY_DELIVERY)
             else:
                 self._delivered = fingerprint
         return snapshot

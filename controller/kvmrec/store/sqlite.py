@@ -286,6 +286,11 @@ class SqliteStore:
                 with self._db.atomic():
                     yield
             except peewee.OperationalError as exc:
+                # A write refused by the file system makes the rollback fail too; the
+                # rollback's error ("no transaction is active") would hide the cause.
+                cause = exc.__context__
+                if isinstance(cause, peewee.DatabaseError) and "rollback" in str(exc):
+                    exc = cause  # type: ignore[assignment]
                 raise StoreError(f"{self.path}: {exc}") from exc
 
     # -- objects -------------------------------------------------------------------------

@@ -1,0 +1,365 @@
+"""The configuration file, ``/etc/kvmrec/config.yaml``: the service's flags, kept in one place.
+
+A systemd unit's ``ExecStart=`` is a poor home for a dozen flags, and a package upgrade
+replaces it; an operator edits a file. Every key of the file is a field of
+:class:`~kvmrec.settings.Settings` of a type YAML can spell (paths, URIs, numbers, booleans,
+lists of paths), so a flag added to ``run`` for a new setting is a key of the file the
+moment the setting exists, under the same name (``--allow-mass-delete`` ->
+``allow_mass_delete``; the flag's ``dest`` must be the field's name). Two more keys are
+the process's, not the service's: ``log_level`` and ``log_format``. The file may also tune
+settings that have no flag (``debounce``, ``drain_timeout``, ...).
+
+Where a value comes from, strongest first: a flag given on the command line; the file;
+the built-in default (``$LIBVIRT_DEFAULT_URI`` included, for ``connect``). So a drop-in
+that overrides ``ExecStart=`` with one flag changes that one setting, and
+``kvmrec plan`` run by hand sees what the service sees.
+
+The file is checked whole before anything starts: an unknown key, a value of the wrong type
+or out of range, a duplicate key, or YAML that does not parse is an error naming the file,
+the line and the key. Relative paths are taken from the file's own directory, as the file
+is read by a service whose working directory is ``/``. Without ``--config`` the default
+file is read if it exists; a missing default file is simply no file, but a missing file
+named with ``--config`` is an error (a typo must not silently run a default host).
+
+Which flags were given. argparse fills every option with its default, so "the user typed
+``--workers 4``" and "the default is 4" look the same afterwards, and only the first must
+beat the file. :func:`track` makes a parser's options note, as they are parsed, that they
+were given; :func:`given` reads the note back. Comparing with defaults instead would let
+the file override an explicit flag that happens to equal the default.
+
+A running service re-reads the file on SIGHUP (``kvmrec.daemon``); only some settings can
+change without a restart, and the rest are reported as needing one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import functools
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from kvmrec.settings import Settings
+
+__all__ = [
+    "DEFAULT_PATH",
+    "Config",
+    "ConfigError",
+    "FileConfig",
+    "add_option",
+    "given",
+    "known_keys",
+    "load",
+    "resolve",
+    "track",
+]
+
+DEFAULT_PATH = Path("/etc/kvmrec/config.yaml")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
+
+# Keys that configure the process rather than the service; they are global flags too
+# (``kvmrec --log-level DEBUG run``).
+_PROCESS_KEYS: dict[str, Any] = {"log_level": LogLevel, "log_format": LogFormat}
+
+# Counts and durations that zero would break (a resync every 0 s, no worker, modulo zero);
+# every other number only has to be finite and not negative.
+_POSITIVE = frozenset({"resync", "rescan", "workers", "full_resync_every", "stuck_after"})
+
+# The attribute prefix under which tracked parsers note their given options (one attribute
+# per parser: a subcommand's namespace is copied over its parent's, and would otherwise
+# erase the note of ``kvmrec --log-level DEBUG run``).
+_GIVEN = "_config_given:"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or wrong; the message says where."""
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    """What one configuration file says, checked and typed."""
+
+    path: Path | None
+    """The file read; None when there was none (the default file is absent)."""
+    values: Mapping[str, Any]
+    """Key -> value, only the keys the file sets."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The configuration in force: the command line over the file over the defaults."""
+
+    settings: Settings
+    log_level: str
+    log_format: str
+    file: FileConfig
+    overridden: frozenset[str] = frozenset()
+    """Keys the file sets that a flag on the command line overrides."""
+
+
+# -- which keys there are ------------------------------------------------------------------
+
+
+# Scalar types the file can spell: how one value, and a list of them, are said.
+_SCALARS: dict[Any, tuple[str, str]] = {
+    bool: ("true or false", "booleans"),
+    int: ("a whole number", "whole numbers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    Path: ("a path", "paths"),
+}
+
+
+def _describe(hint: Any) -> str | None:
+    """What a value of type ``hint`` looks like in words; None if the file cannot spell it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _describe(rest[0]) if len(rest) == 1 else None
+        return f"{inner} or null" if inner and len(rest) < len(args) else inner
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (tuple, list, frozenset):
+        homogeneous = len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis)
+        return f"a list of {_SCALARS[args[0]][1]}" if homogeneous and args[0] in _SCALARS else None
+    return _SCALARS[hint][0] if hint in _SCALARS else None
+
+
+@functools.cache
+def known_keys() -> Mapping[str, Any]:
+    """Every key the file may set, with its type: the Settings fields YAML can spell, and
+    the process's ``log_level`` and ``log_format``."""
+    hints = typing.get_type_hints(Settings)
+    found = {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(Settings)
+        if _describe(hints[f.name]) is not None
+    }
+    return types.MappingProxyType({**found, **_PROCESS_KEYS})
+
+
+# -- reading the file ----------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """One value is wrong; the caller adds the file, the line and the key."""
+
+
+def _check(value: Any, hint: Any, base: Path) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check(value, inner, base)
+    if origin is Literal:
+        if value in args:
+            return value
+    elif origin in (tuple, list, frozenset):
+        if isinstance(value, list):
+            items = []
+            for index, item in enumerate(value):
+                try:
+                    items.append(_check(item, args[0], base))
+                except _Bad as exc:
+                    raise _Bad(f"item {index + 1}: {exc}") from None
+            return origin(items)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise _Bad(f"expected a finite number, got {value!r}")
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str) and value:
+            return value
+    elif hint is Path and isinstance(value, str) and value:
+        return base / Path(value).expanduser()  # an absolute path replaces the base
+    raise _Bad(f"expected {_describe(hint)}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value == "":
+        return "an empty string"
+    return repr(value)
+
+
+def _check_range(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if key in _POSITIVE and value <= 0:
+        raise _Bad(f"must be greater than 0, got {value!r}")
+    if value < 0:
+        raise _Bad(f"must not be negative, got {value!r}")
+
+
+def _unknown(key: str) -> str:
+    known = sorted(known_keys())
+    guess = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.8)
+    hint = f"did you mean {guess[0]!r}?" if guess else "known keys: " + ", ".join(known)
+    return f"unknown key {key!r} ({hint})"
+
+
+def load(path: Path | None = None, *, default: Path | None = None) -> FileConfig:
+    """Read and check the file at ``path``, or at ``default`` (:data:`DEFAULT_PATH`) if
+    ``path`` is None.
+
+    A missing default file gives an empty :class:`FileConfig`; anything else that goes
+    wrong raises :class:`ConfigError` naming the file (and the line and key, if any).
+    """
+    target = path if path is not None else default if default is not None else DEFAULT_PATH
+    try:
+        text = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if path is None:
+            return FileConfig(None, types.MappingProxyType({}))
+        raise ConfigError(f"{target}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{target}: cannot read the configuration file: {why}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{target}: not valid YAML: {exc}") from None
+        if node is None:
+            return FileConfig(target, types.MappingProxyType({}))  # empty: nothing set
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(
+                f"{target}: line {node.start_mark.line + 1}: expected a mapping of keys to "
+                "values (`workers: 4`)"
+            )
+        return FileConfig(target, types.MappingProxyType(_values(loader, node, target)))
+    finally:
+        loader.dispose()
+
+
+def _values(loader: yaml.SafeLoader, node: yaml.MappingNode, target: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        where = f"{target}: line {key_node.start_mark.line + 1}"
+        try:
+            key = loader.construct_object(key_node, deep=True)
+            value = loader.construct_object(value_node, deep=True)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: keys are names, got {key!r}")
+        if key not in known_keys():
+            raise ConfigError(f"{where}: {_unknown(key)}")
+        if key in values:
+            # PyYAML would keep the last one silently; which one the operator meant is a
+            # guess we should not make.
+            raise ConfigError(f"{where}: {key} is set twice")
+        try:
+            values[key] = _check(value, known_keys()[key], target.parent)
+            _check_range(key, values[key])
+        except _Bad as exc:
+            raise ConfigError(f"{where}: {key}: {exc}") from None
+    return values
+
+
+# -- the command line over the file --------------------------------------------------------
+
+
+def track(parser: argparse.ArgumentParser) -> None:
+    """Make every option of ``parser`` defined so far note, when given, that it was.
+
+    Call it after the command's last ``add_argument``; :func:`given` reads the notes.
+    """
+    attribute = _GIVEN + parser.prog
+    # argparse keeps no public list of a parser's actions, nor a hook for "this option was
+    # on the command line"; _actions is the list argparse itself and argcomplete read. Each
+    # option's class is swapped for a subclass that notes the option before acting as
+    # before, so whatever kind of option a command adds (store, store_true, append, ...)
+    # is tracked without its author doing anything.
+    for action in parser._actions:
+        if action.option_strings and not getattr(type(action), "_tracks", False):
+            action.__class__ = _tracking(type(action), attribute)
+
+
+def _tracking(cls: type[argparse.Action], attribute: str) -> type[argparse.Action]:
+    def note_then_act(
+        self: argparse.Action,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        noted: frozenset[str] = getattr(namespace, attribute, frozenset())
+        setattr(namespace, attribute, noted | {self.dest})
+        cls.__call__(self, parser, namespace, values, option_string)
+
+    return cast(
+        type[argparse.Action],
+        type(f"Tracked{cls.__name__}", (cls,), {"__call__": note_then_act, "_tracks": True}),
+    )
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """Give a command ``--config FILE`` and :func:`track` its options (call it last)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"configuration file (default {DEFAULT_PATH}, if it exists); flags override it",
+    )
+    track(parser)
+
+
+def given(args: argparse.Namespace) -> frozenset[str]:
+    """The ``dest`` of every tracked option that was on the command line."""
+    noted: set[str] = set()
+    for name, value in vars(args).items():
+        if name.startswith(_GIVEN):
+            noted |= value
+    return frozenset(noted)
+
+
+def resolve(args: argparse.Namespace, flags: Settings, *, default: Path | None = None) -> Config:
+    """The configuration in force: ``flags`` (the Settings the command line alone makes)
+    with the file's values for every setting no flag was given for.
+
+    Reads the file again on every call (a reload calls it again); raises ConfigError.
+    """
+    file = load(getattr(args, "config", None), default=default)
+    explicit = given(args)
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    from_file = {k: v for k, v in file.values.items() if k in fields and k not in explicit}
+    settings = dataclasses.replace(flags, **from_file)
+
+    def process(key: str, fallback: str) -> str:
+        if key in explicit:
+            return str(getattr(args, key))
+        return str(file.values.get(key, getattr(args, key, fallback)))
+
+    return Config(
+        settings,
+        process("log_level", "INFO"),
+        process("log_format", "text"),
+        file,
+        frozenset(file.values) & explicit,
+    )
