@@ -231,13 +231,15 @@ class Service:
         return keys
 
     def _resync_keys(self) -> Iterable[ObjectKey]:
-        # Each periodic pass also forgets history past its keeping time.
-        before = self.clock.wall() - timedelta(days=self.settings.history_days)
-        try:
-            self.store.prune_history(before)
-        except StoreError as exc:
-            log.error("pruning history: %s", exc)
         keys = self._all_keys()
+        # The full pass (hourly by default) also forgets history past its keeping time; the
+        # passes between stay free of writes.
+        if self._resyncs % self.settings.full_resync_every == 0:
+            before = self.clock.wall() - timedelta(days=self.settings.history_days)
+            try:
+                self.store.prune_history(before)
+            except StoreError as exc:
+                log.error("pruning history: %s", exc)
         self.metrics.last_resync.set(self.clock.wall().timestamp())
         self._resyncs += 1
         if self._resyncs % self.settings.full_resync_every == 0:
