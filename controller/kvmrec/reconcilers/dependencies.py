@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kvmrec.api.kinds import DomainSpec, NetworkSpec, ObjectKey
+from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import StoredObject
 
@@ -26,6 +27,8 @@ BRIDGE = "Bridge"  # a plain Linux bridge: never managed, only required to exist
 # What waits for a dependency is queued again the moment a managed one turns Ready; this
 # retry covers those kvmrec does not manage (no event says they appeared).
 DEPENDENCY_RETRY = 10.0
+# A deletion held by its users is queued again when they go; this retry is a net.
+IN_USE_RETRY = 10.0
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,28 @@ class Dependencies:
             wanted.add(Ref(BRIDGE, key.name))
         users = [*self._store.list("Domain"), *self._store.list(NETWORK)]
         return [obj.key for obj in users if wanted & set(refs_of(obj))]
+
+
+def deletion_plan(
+    obj: StoredObject,
+    *,
+    exists: bool,
+    owned: bool,
+    holders: Iterable[ObjectKey],
+    orphan: bool,
+    delete: str,
+) -> Plan:
+    """What removing the manifest of a Network or OvsBridge does: nothing if it is gone,
+    forget it if it is not kvmrec's, wait while managed objects use it, else orphan or
+    delete it (``delete`` says how)."""
+    name = obj.key.name
+    if not exists:
+        return Plan()
+    if not owned:
+        return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
+    users = ", ".join(str(k) for k in holders)
+    if users:
+        return Plan(blocked=f"still used by {users}", blocked_reason="InUse")
+    if orphan:
+        return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
+    return Plan(steps=(Step("delete", detail=delete),))

@@ -28,13 +28,18 @@ from kvmrec.backends.network_xml import NetworkConfig
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
-from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, network_refs
+from kvmrec.reconcilers.dependencies import (
+    DEPENDENCY_RETRY,
+    IN_USE_RETRY,
+    Dependencies,
+    deletion_plan,
+    network_refs,
+)
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
 
 KIND = "Network"
-IN_USE_RETRY = 10.0  # the holders' deletion queues the network at once; this is a net
 
 
 def diff_config(spec: NetworkSpec, config: NetworkConfig) -> list[Drift]:
@@ -273,19 +278,14 @@ class NetworkReconciler:
     # -- deletion ------------------------------------------------------------------------
 
     def _deletion_plan(self, obj: StoredObject, live: LiveNetwork | None) -> Plan:
-        name = obj.key.name
-        if live is None:
-            return Plan()
-        if not self._owns(live, obj):
-            return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
-        holders = self._deps.holders(obj.key)
-        if holders:
-            users = ", ".join(str(k) for k in holders)
-            return Plan(blocked=f"still used by {users}", blocked_reason="InUse")
-        spec = NetworkSpec.from_spec(obj.spec)
-        if spec.deletion_policy is DeletionPolicy.ORPHAN:
-            return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
-        return Plan(steps=(Step("delete", detail="stop and undefine"),))
+        return deletion_plan(
+            obj,
+            exists=live is not None,
+            owned=live is not None and self._owns(live, obj),
+            holders=self._deps.holders(obj.key),
+            orphan=NetworkSpec.from_spec(obj.spec).deletion_policy is DeletionPolicy.ORPHAN,
+            delete="stop and undefine",
+        )
 
     def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
         key, name = obj.key, obj.key.name
@@ -293,10 +293,7 @@ class NetworkReconciler:
         plan = self._deletion_plan(obj, live)
         now = self._clock.wall()
         if plan.blocked is not None:
-            status = replace(
-                status.with_condition("Synced", "False", plan.blocked_reason, plan.blocked, now),
-                last_reconcile_time=now,
-            )
+            status = recording.deletion_held(status, plan.blocked_reason, plan.blocked, now)
             recording.commit(self._store, key, old, status, now)
             return Result(requeue_after=IN_USE_RETRY)
         action = plan.steps[0].action if plan.steps else "gone"

@@ -35,7 +35,7 @@ from kvmrec.backends.ovsdb import (
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import recording
-from kvmrec.reconcilers.dependencies import Dependencies
+from kvmrec.reconcilers.dependencies import IN_USE_RETRY, Dependencies, deletion_plan
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
@@ -43,7 +43,6 @@ from kvmrec.store.records import Drift, Status, StoredObject
 KIND = "OvsBridge"
 UID_KEY = "kvmrec-uid"
 KEYS_KEY = "kvmrec-keys"  # the external ids the manifest set, comma-separated
-IN_USE_RETRY = 10.0
 
 
 def _owner_value(name: str) -> str:
@@ -262,19 +261,14 @@ class OvsBridgeReconciler:
     # -- deletion ------------------------------------------------------------------------
 
     def _deletion_plan(self, obj: StoredObject, bridge: Bridge | None) -> Plan:
-        name = obj.key.name
-        if bridge is None:
-            return Plan()
-        if not self._owns(bridge, obj):
-            return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
-        holders = self._deps.holders(obj.key)
-        if holders:
-            users = ", ".join(str(k) for k in holders)
-            return Plan(blocked=f"still used by {users}", blocked_reason="InUse")
-        spec = OvsBridgeSpec.from_spec(obj.spec)
-        if spec.deletion_policy is DeletionPolicy.ORPHAN:
-            return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
-        return Plan(steps=(Step("delete", detail=f"delete bridge {name}"),))
+        return deletion_plan(
+            obj,
+            exists=bridge is not None,
+            owned=bridge is not None and self._owns(bridge, obj),
+            holders=self._deps.holders(obj.key),
+            orphan=OvsBridgeSpec.from_spec(obj.spec).deletion_policy is DeletionPolicy.ORPHAN,
+            delete=f"delete bridge {obj.key.name}",
+        )
 
     def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
         key, name = obj.key, obj.key.name
@@ -282,10 +276,7 @@ class OvsBridgeReconciler:
         plan = self._deletion_plan(obj, bridge)
         now = self._clock.wall()
         if plan.blocked is not None:
-            status = replace(
-                status.with_condition("Synced", "False", plan.blocked_reason, plan.blocked, now),
-                last_reconcile_time=now,
-            )
+            status = recording.deletion_held(status, plan.blocked_reason, plan.blocked, now)
             recording.commit(self._store, key, old, status, now)
             return Result(requeue_after=IN_USE_RETRY)
         action = plan.steps[0].action if plan.steps else "gone"

@@ -97,3 +97,10 @@ def failures_recorded(
         if store.get(key) is not None:
             commit(store, key, old, failed(status, exc, now), now)
         raise
+
+
+def deletion_held(status: Status, reason: str, message: str, now: datetime) -> Status:
+    """``status`` of an object whose deletion waits (its users are still there)."""
+    return replace(
+        status.with_condition("Synced", "False", reason, message, now), last_reconcile_time=now
+    )
