@@ -26,9 +26,11 @@ def test_metrics_health_and_json_logs(
 
     assert http_get(sock, "/healthz") == (200, "ok\n")
     assert http_get(sock, "/readyz") == (200, "ready\n")
+    ok_line = 'kvmrec_reconciles_total{kind="Domain",result="ok"}'
+    # The guest runs before its reconcile returns and is counted.
+    wait_for(lambda: ok_line in http_get(sock, "/metrics")[1], 10, "reconcile counted")
     code, body = http_get(sock, "/metrics")
     assert code == 200
-    assert 'kvmrec_reconciles_total{kind="Domain",result="ok"}' in body
     assert 'kvmrec_backend_up{backend="libvirt"} 1.0' in body
     assert "kvmrec_drifted_objects 0.0" in body
 
