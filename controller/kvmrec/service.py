@@ -26,6 +26,7 @@ from datetime import timedelta
 from kvmrec import logs
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
+from kvmrec.backends.guest_agent import GuestAgent
 from kvmrec.backends.hypervisor import Hypervisor, Unavailable
 from kvmrec.backends.ovsdb import Ovsdb
 from kvmrec.engine import backoff as backoffs
@@ -111,6 +112,7 @@ class Service:
         self.dependencies = Dependencies(
             self.store, self.hypervisor.network_active, host.net_device_exists
         )
+        self.guest = GuestAgent(self.hypervisor)
         self.domains = DomainReconciler(
             self.store,
             self.hypervisor,
@@ -118,6 +120,8 @@ class Service:
             self.dependencies,
             disk_roots=settings.disk_roots,
             allow_device_disks=settings.allow_device_disks,
+            guest=self.guest,
+            stop_grace=settings.stop_grace_period,
         )
         self.networks = NetworkReconciler(
             self.store, self.hypervisor, self.clock, self.dependencies

@@ -63,6 +63,12 @@ class Settings:
     """Off: a disk path that is a block or character device is refused; raw LVM volumes are
     a real use, but an opt-in one (their directory must still be a disk root)."""
 
+    stop_grace_period: float = 60.0
+    """A guest asked to power off (agent first, then ACPI) gets a minute before it is
+    destroyed: long enough for a real OS to flush and unmount, short enough that a guest
+    that ignores the request does not hold up a deletion for long. A Domain's
+    ``terminationGracePeriodSeconds`` overrides it."""
+
     metrics_listen: str | None = None
     """Off: a hypervisor's controller exposes nothing it was not asked to. Otherwise
     ``127.0.0.1:PORT`` or ``unix:/run/kvmrec/metrics.sock`` for /metrics, /healthz, /readyz."""

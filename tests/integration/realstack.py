@@ -139,6 +139,7 @@ class Controller:
         self.log = root / "kvmrec.log"
         self.stack = stack
         self.proc: subprocess.Popen[bytes] | None = None
+        self.disk_roots = [root]
 
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.stack}
@@ -155,7 +156,12 @@ class Controller:
         # Tests make their disk images under their own tmp dir, outside kvmrec's default
         # disk roots: every `run` and `plan` is told it is one.
         if args[:1] in (("run",), ("plan",)):
-            args = (*args, "--disk-root", str(self.root))
+            for root in self.disk_roots:
+                args = (*args, "--disk-root", str(root))
+        # Guests without an OS never power off when asked: unless a test says otherwise,
+        # stopping one destroys it at once instead of after the default grace period.
+        if args[:1] == ("run",) and "--stop-grace-period" not in args:
+            args = (*args, "--stop-grace-period", "0")
         return [sys.executable, "-m", "kvmrec", *args]
 
     def start(self, *extra: str, resync: float = 30.0) -> None:

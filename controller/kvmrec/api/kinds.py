@@ -167,9 +167,16 @@ class DomainSpec:
     guest_agent: bool = False
     firmware: str = "bios"
     boot: tuple[str, ...] = ("hd",)
+    kernel: str | None = None  # direct kernel boot: the host file QEMU loads
+    initrd: str | None = None
+    cmdline: str | None = None
     disks: tuple[Disk, ...] = ()
     interfaces: tuple[Interface, ...] = ()
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+    # Stopping: seconds from asking the guest to power off to destroying it (None: the
+    # service's default).
+    grace_period: int | None = None
+    sync_clock: bool = False  # set the guest clock through the agent after revert/resume
 
     @property
     def vcpus_max(self) -> int:
@@ -203,6 +210,9 @@ class DomainSpec:
             # libvirt gives a definition without a boot device <boot dev="hd"/>: say so,
             # or `boot: []` would be drift that every reconcile redefines in vain.
             boot=tuple(os_.get("boot") or ["hd"]),
+            kernel=os_.get("kernel"),
+            initrd=os_.get("initrd"),
+            cmdline=os_.get("cmdline") or None,
             disks=tuple(_disk(d) for d in spec.get("disks", [])),
             interfaces=tuple(
                 Interface(
@@ -216,6 +226,8 @@ class DomainSpec:
                 for i in spec.get("interfaces", [])
             ),
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
+            grace_period=spec.get("terminationGracePeriodSeconds"),
+            sync_clock=bool(spec.get("syncClock", False)),
         )
 
 

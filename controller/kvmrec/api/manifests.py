@@ -356,6 +356,18 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
             except ValueError as exc:
                 add((*at, "size"), str(exc))
 
+    os_ = spec.get("os") or {}
+    for field in ("initrd", "cmdline"):
+        if field in os_ and "kernel" not in os_:
+            add(("spec", "os", field), "needs os.kernel (it belongs to direct kernel boot)")
+    for field in ("kernel", "initrd"):
+        if field in os_ and ".." in os_[field].split("/"):
+            add(("spec", "os", field), "must not contain '..'")
+    if "kernel" in os_ and os_.get("firmware") == "efi":
+        add(("spec", "os", "kernel"), "direct kernel boot needs firmware bios")
+    if spec.get("syncClock") and not spec.get("guestAgent"):
+        add(("spec", "syncClock"), "needs guestAgent: true (the clock is set through the agent)")
+
     names: dict[str, int] = {}
     macs: dict[str, int] = {}
     for i, iface in enumerate(spec.get("interfaces", [])):

@@ -51,10 +51,14 @@ class DomainConfig:
     guest_agent: bool
     firmware: str
     boot: tuple[str, ...]
+    kernel: str | None
+    initrd: str | None
+    cmdline: str | None
     disks: tuple[Disk, ...]  # attachments only (see Disk.attachment)
     interfaces: tuple[Interface, ...]  # names are unknown to libvirt: matched by MAC
     owner: Owner | None
     balloon: bool = False  # a memory balloon: memory can change while the guest runs
+    agent_connected: bool = False  # live XML only: qemu-ga is listening in the guest
 
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -147,6 +151,9 @@ def build(name: str, spec: DomainSpec, owner: Owner | None) -> str:
     ET.SubElement(root, "vcpu", vcpu).text = str(spec.vcpus_max)
     os_ = ET.SubElement(root, "os", {"firmware": "efi"} if spec.firmware == "efi" else {})
     ET.SubElement(os_, "type", {"arch": "x86_64"}).text = "hvm"
+    for tag, value in (("kernel", spec.kernel), ("initrd", spec.initrd), ("cmdline", spec.cmdline)):
+        if value is not None:
+            ET.SubElement(os_, tag).text = value
     for dev in spec.boot:
         ET.SubElement(os_, "boot", {"dev": dev})
     features = ET.SubElement(root, "features")
@@ -208,12 +215,19 @@ def parse(xml: str) -> DomainConfig:
         ),
         firmware=_firmware(os_),
         boot=tuple(b.get("dev", "") for b in os_.findall("boot")) if os_ is not None else (),
+        kernel=os_.findtext("kernel") if os_ is not None else None,
+        initrd=os_.findtext("initrd") if os_ is not None else None,
+        cmdline=(os_.findtext("cmdline") or None) if os_ is not None else None,
         disks=tuple(d for d in (_disk(e) for e in devices.findall("disk")) if d is not None),
         interfaces=tuple(
             i for i in (_interface(e) for e in devices.findall("interface")) if i is not None
         ),
         owner=read_owner(root),
         balloon=any(b.get("model") not in (None, "none") for b in devices.findall("memballoon")),
+        agent_connected=any(
+            target.get("name") == AGENT_CHANNEL and target.get("state") == "connected"
+            for target in devices.findall("channel/target")
+        ),
     )
 
 

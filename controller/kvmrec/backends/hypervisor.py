@@ -72,6 +72,8 @@ _WATCHED_EVENTS = (
     libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
     libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
     libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+    # The guest agent came up or went away: guest information can be read, or not.
+    libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,
 )
 _CONNECTION_ERRORS = {libvirt.VIR_FROM_REMOTE, libvirt.VIR_FROM_RPC}
 _NOT_FOUND = {
@@ -321,6 +323,13 @@ class Hypervisor:
                 self._drop(str(exc))
                 raise Unavailable(f"{what}: {exc.get_error_message()}") from exc
             raise BackendError(f"{what}: {exc.get_error_message()}") from exc
+
+    @contextmanager
+    def domain_call(self, name: str, what: str) -> Iterator[Any]:
+        """The libvirt domain ``name`` for one operation of another backend module (the
+        guest agent's), with errors mapped as for every call here."""
+        with self._call(f"{what} ({name})") as conn:
+            yield conn.lookupByName(name)
 
     # -- domains -------------------------------------------------------------------------
 

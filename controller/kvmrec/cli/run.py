@@ -42,6 +42,14 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--ovsdb", default=Settings.ovsdb, help="OVSDB socket")
     parser.add_argument("--workers", type=int, default=Settings.workers)
     parser.add_argument(
+        "--stop-grace-period",
+        type=float,
+        default=Settings.stop_grace_period,
+        metavar="SECONDS",
+        help="how long a guest asked to power off gets before it is destroyed (default "
+        f"{Settings.stop_grace_period:g}; a Domain's terminationGracePeriodSeconds overrides)",
+    )
+    parser.add_argument(
         "--allow-mass-delete",
         action="store_true",
         help="let one pass delete most managed objects at once",
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         ovsdb=args.ovsdb,
         resync=args.resync,
         workers=args.workers,
+        stop_grace_period=args.stop_grace_period,
         allow_mass_delete=args.allow_mass_delete,
         metrics_listen=args.metrics_listen,
         **safety.settings_of(args),
@@ -94,8 +103,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvmrec run: {exc}", file=sys.stderr)
         return 1
     settings = resolved.settings
-    if settings.resync <= 0 or settings.workers < 1:
-        print("kvmrec run: resync must be positive and workers at least 1", file=sys.stderr)
+    if settings.resync <= 0 or settings.workers < 1 or settings.stop_grace_period < 0:
+        print(
+            "kvmrec run: resync must be positive, workers at least 1 and the stop grace "
+            "period not negative",
+            file=sys.stderr,
+        )
         return 1
     logs.setup(resolved.log_level, resolved.log_format)
     try:

@@ -58,6 +58,7 @@ from kvmrec.api.kinds import (
 )
 from kvmrec.backends import domain_xml, images
 from kvmrec.backends.domain_xml import DomainConfig, Owner
+from kvmrec.backends.guest_agent import GuestAgent
 from kvmrec.backends.hypervisor import (
     BackendError,
     Fingerprint,
@@ -82,6 +83,16 @@ KIND = "Domain"
 # running, its next failure starts the count again.
 CRASH_WINDOW = 60.0
 CRASH_CAP = 300.0
+
+# Guest information (addresses, host name, OS) is read again every few seconds while it is
+# incomplete (the agent not up yet, no DHCP lease yet), for at most this many tries.
+GUEST_INFO_RETRY = 3.0
+GUEST_INFO_TRIES = 60
+
+_STOP_METHODS = {
+    "agent": "through the guest agent",
+    "acpi": "by the ACPI power button",
+}
 
 
 # -- comparing ------------------------------------------------------------------------------
@@ -150,6 +161,9 @@ def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
     check("spec.guestAgent", spec.guest_agent, config.guest_agent)
     check("spec.os.firmware", spec.firmware, config.firmware)
     check("spec.os.boot", list(spec.boot), list(config.boot))
+    check("spec.os.kernel", spec.kernel, config.kernel)
+    check("spec.os.initrd", spec.initrd, config.initrd)
+    check("spec.os.cmdline", spec.cmdline, config.cmdline)
     wanted = _by_bus(d.attachment() for d in spec.disks)
     if wanted != _by_bus(config.disks):
         drift.append(Drift("spec.disks", _disk_view(wanted), _disk_view(_by_bus(config.disks))))
@@ -183,6 +197,8 @@ def _wants_running(
     spec: DomainSpec, live: LiveDomain | None, status: Status, generation: int
 ) -> bool | None:
     """True: keep it running; False: keep it off; None: leave the run state alone."""
+    if status.details.get("restarting"):
+        return True  # powered off by kvmrec to apply a change: it comes back whatever the strategy
     strategy = spec.run_strategy
     if strategy is RunStrategy.ALWAYS:
         return True
@@ -213,12 +229,17 @@ class DomainReconciler:
         *,
         disk_roots: Iterable[str | Path] | None = None,
         allow_device_disks: bool = False,
+        guest: GuestAgent | None = None,
+        stop_grace: float = 60.0,
     ) -> None:
         """``disk_roots``: where disk images may be (see reconcilers/disk_paths.py); None
         places no restriction, for tests that make images anywhere. The service always
-        passes its settings' roots."""
+        passes its settings' roots. ``stop_grace``: seconds a guest asked to power off gets
+        before it is destroyed, unless its spec says otherwise."""
         self._store = store
         self._hv = hypervisor
+        self._guest = guest or GuestAgent(hypervisor)
+        self._stop_grace = stop_grace
         self._clock = clock
         self._deps = dependencies
         self._disks = None if disk_roots is None else DiskPolicy.of(disk_roots, allow_device_disks)
@@ -352,6 +373,8 @@ class DomainReconciler:
             if problem:
                 problems.append(f"{field}: {problem}")
 
+        check("spec.os.kernel", spec.kernel)
+        check("spec.os.initrd", spec.initrd)
         for index, disk in enumerate(spec.disks):
             field = f"spec.disks[{index}]"
             check(f"{field}.path", disk.path)
@@ -370,6 +393,9 @@ class DomainReconciler:
     ) -> tuple[list[Step], str | None]:
         """Images to create or grow; or why a disk cannot be had."""
         steps: list[Step] = []
+        for field, path in (("spec.os.kernel", spec.kernel), ("spec.os.initrd", spec.initrd)):
+            if path is not None and not images.exists(path):
+                return steps, f"{field}: {path} does not exist"
         devs = domain_xml.target_devs(spec.disks)
         for index, (disk, dev) in enumerate(zip(spec.disks, devs, strict=True)):
             field = f"spec.disks[{index}]"
@@ -477,8 +503,7 @@ class DomainReconciler:
             errors=(BackendError, images.ImageError),
         ):
             if obj.deleting:
-                self._delete(obj)
-                return Result()
+                return self._delete(obj, old, status)
             return self._converge(obj, old, status)
 
     def _converge(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
@@ -486,11 +511,17 @@ class DomainReconciler:
         spec = DomainSpec.from_spec(obj.spec, name)
         live = self._hv.get_domain(name)
         now = self._clock.wall()
+        details = dict(status.details)
+        events: list[tuple[str, str, str]] = []
+        if live is not None and not live.active and "stopping" in details:
+            stopped = self._stopped(live, details, now)
+            events.append(("Normal", "Stopped", stopped))
+            status = replace(status, details=details)
         plan = self._decide(obj, spec, live, status, now)
 
         if plan.blocked is not None:
             status = recording.blocked(status, plan.blocked_reason, plan.blocked, now)
-            recording.commit(self._store, key, old, status, now)
+            recording.commit(self._store, key, old, status, now, events)
             raise PermanentError(plan.blocked)
 
         if plan.wait_reason == "WaitingForDependency":
@@ -504,16 +535,16 @@ class DomainReconciler:
                 retries=0,
                 drift=(),
             )
-            recording.commit(self._store, key, old, status, now)
+            recording.commit(self._store, key, old, status, now, events)
             return Result(requeue_after=plan.wait)
 
         owner = Owner(KIND, name, obj.uid, obj.generation, obj.digest)
-        details = dict(status.details)
-        events: list[tuple[str, str, str]] = []
         for step in plan.steps:
             message = self._act(name, spec, owner, live, step, details, now)
             if message:
                 events.append(("Normal", _EVENT_REASONS[step.action], message))
+        if not any(step.action in ("stop", "restart") for step in plan.steps):
+            details.pop("stopping", None)  # called off: the manifest wants it running again
 
         if plan.steps:
             live = self._hv.get_domain(name)
@@ -522,6 +553,8 @@ class DomainReconciler:
         assert live is not None
         if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
             details["onceGeneration"] = obj.generation
+        if live.state == "running" and "stopping" not in details:
+            details.pop("restarting", None)
 
         restart = self._still_different(spec, live)
         seen = _drift_key(restart)
@@ -529,20 +562,20 @@ class DomainReconciler:
         # What the running guest refused to take live needs a restart too; but a difference
         # that a restart already failed to fix (a balloon the guest ignores) is not a reason
         # to restart it again and again.
-        if restart and auto and details.get("restartDidNotFix") != seen:
-            fields = ", ".join(d.field for d in restart)
-            self._note_start(details, now)
-            self._hv.destroy_domain(name)
-            self._hv.start_domain(name)
-            events.append(("Normal", "Restarted", f"restarted to apply {fields}"))
-            live = self._hv.get_domain(name)
-            if live is None:
-                raise BackendError(f"domain {name} vanished while it was being restarted")
-            restart = self._still_different(spec, live)
-            if _drift_key(restart) == seen:
+        if restart and auto and "stopping" not in details:
+            if details.get("restartFor") == seen:
                 details["restartDidNotFix"] = seen
+            elif details.get("restartDidNotFix") != seen:
+                fields = ", ".join(d.field for d in restart)
+                message = self._restart(name, spec, live, details, now)
+                events.append(("Normal", "Restarted", f"{message} to apply {fields}"))
+                live = self._hv.get_domain(name)
+                if live is None:
+                    raise BackendError(f"domain {name} vanished while it was being restarted")
+                restart = self._still_different(spec, live)
         if not restart:
             details.pop("restartDidNotFix", None)
+            details.pop("restartFor", None)
         drift = diff_config(spec, live.config)
         drift += [d for d in restart if d.field not in {x.field for x in drift}]
         if live.autostart != spec.autostart:
@@ -552,12 +585,19 @@ class DomainReconciler:
         if off_course and plan.wait is None:
             drift.append(Drift("spec.runStrategy", spec.run_strategy.value, live.state))
 
+        wait = plan.wait
+        if "stopping" in details:
+            wait = self._next_stop_step(spec, details["stopping"], now)
+        guest_wait = self._read_guest(name, spec, live, details)
+        if guest_wait is not None:
+            wait = guest_wait if wait is None else min(wait, guest_wait)
+
         status = self._status(spec, live, status, drift, restart, plan, obj.generation, now)
         status = replace(status, details={**details, **status.details})
         recording.commit(self._store, key, old, status, now, events)
-        if not plan.steps and not drift and plan.wait is None:
+        if not plan.steps and not drift and wait is None:
             self._remember(name, live.fingerprint)
-        return Result(requeue_after=plan.wait)
+        return Result(requeue_after=wait)
 
     @staticmethod
     def _still_different(spec: DomainSpec, live: LiveDomain) -> list[Drift]:
@@ -604,16 +644,17 @@ class DomainReconciler:
             case "update-at-restart":
                 return ""
             case "restart":
-                self._hv.destroy_domain(name)
-                self._hv.start_domain(name)
-                details["lastStart"] = now.isoformat()
-                return f"restarted to apply {fields} (restartPolicy: Auto)"
+                assert live is not None
+                if "stopping" in details:
+                    return self._stop(name, spec, live, details, now, "restart")
+                message = self._restart(name, spec, live, details, now)
+                return f"{message} to apply {fields} (restartPolicy: Auto)"
             case "autostart":
                 self._hv.set_autostart(name, spec.autostart)
                 return f"autostart {step.fields[0].actual} -> {spec.autostart}"
             case "resume":
                 self._hv.resume_domain(name)
-                return "resumed the paused guest"
+                return "resumed the paused guest" + self._sync_clock(name, spec)
             case "start":
                 self._note_start(details, now)
                 self._hv.start_domain(name)
@@ -621,9 +662,150 @@ class DomainReconciler:
                 reason = f", {live.reason}" if live is not None and live.state == "shutoff" else ""
                 return f"started the guest (it was {was}{reason})"
             case "stop":
-                self._hv.destroy_domain(name)
-                return f"stopped the guest (runStrategy {spec.run_strategy.value})"
+                assert live is not None
+                return self._stop(name, spec, live, details, now, "halt")
         raise AssertionError(f"unknown step {step.action}")
+
+    # -- stopping and restarting ---------------------------------------------------------
+
+    def _grace(self, spec: DomainSpec) -> float:
+        return float(spec.grace_period) if spec.grace_period is not None else self._stop_grace
+
+    def _stop(
+        self,
+        name: str,
+        spec: DomainSpec,
+        live: LiveDomain,
+        details: dict[str, Any],
+        now: datetime,
+        purpose: str,
+    ) -> str:
+        """Move the stop of a running guest one step on; returns what was done, if anything.
+
+        The guest agent is asked first (when the manifest has one and it is connected), the
+        ACPI power button next (at once without the agent, else after half the grace
+        period), and the guest is destroyed when the grace period is over. Nothing here
+        waits: the state lives in ``details["stopping"]``, the guest's STOPPED event or the
+        requeue of the next step brings the reconcile back."""
+        grace = self._grace(spec)
+        stopping = details.setdefault(
+            "stopping", {"since": now.isoformat(), "purpose": purpose, "asked": [], "tried": []}
+        )
+        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
+        if elapsed >= grace:
+            self._hv.destroy_domain(name)
+            del details["stopping"]
+            details["lastStop"] = {"method": "destroy", "seconds": round(elapsed, 1)}
+            if purpose == "restart":
+                details["restarting"] = True
+            if grace <= 0:
+                return "destroyed the guest (grace period 0)"
+            asked = " and ".join(_STOP_METHODS[m] for m in stopping["asked"]) or "nothing"
+            return (
+                f"destroyed the guest: it did not power off within the {grace:g}s grace "
+                f"period (asked {asked})"
+            )
+        done: list[str] = []
+        agent = spec.guest_agent and live.running is not None and live.running.agent_connected
+        if agent and "agent" not in stopping["tried"]:
+            done += self._ask(name, "agent", stopping)
+        acpi_at = grace / 2 if stopping["asked"] else 0.0
+        if elapsed >= acpi_at and "acpi" not in stopping["tried"]:
+            done += self._ask(name, "acpi", stopping)
+        if not done:
+            return ""
+        return f"asked the guest to power off {' and '.join(done)} ({purpose})"
+
+    def _ask(self, name: str, method: str, stopping: dict[str, Any]) -> list[str]:
+        stopping["tried"].append(method)
+        try:
+            self._guest.shutdown(name, method)
+        except Unavailable:
+            raise
+        except BackendError as exc:
+            log.info("Domain/%s: power off %s refused: %s", name, _STOP_METHODS[method], exc)
+            return []
+        stopping["asked"].append(method)
+        return [_STOP_METHODS[method]]
+
+    def _next_stop_step(self, spec: DomainSpec, stopping: dict[str, Any], now: datetime) -> float:
+        """Seconds until a stop in progress escalates (ACPI, then destroy)."""
+        grace = self._grace(spec)
+        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
+        acpi_pending = stopping["asked"] and "acpi" not in stopping["tried"]
+        return max(0.2, (grace / 2 if acpi_pending else grace) - elapsed)
+
+    @staticmethod
+    def _stopped(live: LiveDomain, details: dict[str, Any], now: datetime) -> str:
+        """A stop in progress found the guest off: which request worked."""
+        stopping = details.pop("stopping")
+        if stopping["purpose"] == "restart":
+            details["restarting"] = True
+        seconds = round((now - datetime.fromisoformat(stopping["since"])).total_seconds(), 1)
+        if live.reason == "shutdown" and stopping["asked"]:
+            method = stopping["asked"][-1]
+            details["lastStop"] = {"method": method, "seconds": seconds}
+            return f"the guest powered off {_STOP_METHODS[method]} after {seconds:g}s"
+        details["lastStop"] = {"method": "other", "seconds": seconds}
+        return f"the guest stopped after {seconds:g}s ({live.reason}) before kvmrec destroyed it"
+
+    def _restart(
+        self, name: str, spec: DomainSpec, live: LiveDomain, details: dict[str, Any], now: datetime
+    ) -> str:
+        """Restart the guest to apply what it cannot take live: a clean power off as for a
+        stop, and a start once it is off (at once when the grace period is 0)."""
+        details["restartFor"] = _drift_key(self._still_different(spec, live))
+        message = self._stop(name, spec, live, details, now, "restart")
+        if "stopping" in details:
+            return message or "restarting the guest"
+        details.pop("restarting", None)
+        self._note_start(details, now)
+        self._hv.start_domain(name)
+        return "restarted the guest"
+
+    def _sync_clock(self, name: str, spec: DomainSpec) -> str:
+        """Set the guest clock after a resume when the manifest asks; what happened."""
+        if not spec.sync_clock:
+            return ""
+        try:
+            self._guest.sync_clock(name)
+        except Unavailable:
+            raise
+        except BackendError as exc:
+            log.warning("Domain/%s: guest clock not set: %s", name, exc)
+            return f"; its clock was not set: {exc}"
+        return "; set its clock through the guest agent"
+
+    # -- what the guest says -------------------------------------------------------------
+
+    def _read_guest(
+        self, name: str, spec: DomainSpec, live: LiveDomain, details: dict[str, Any]
+    ) -> float | None:
+        """Read the guest's addresses, host name and OS into ``details["guest"]``; returns
+        when to read again while they are incomplete (the agent or DHCP not there yet)."""
+        leases = any(i.network for i in spec.interfaces)
+        if live.state != "running" or not (spec.guest_agent or leases):
+            details.pop("guest", None)
+            details.pop("guestReads", None)
+            return None
+        running = live.running
+        agent = spec.guest_agent and running is not None and running.agent_connected
+        try:
+            info = self._guest.info(name, agent=agent, leases=leases)
+        except Unavailable:
+            raise
+        except BackendError as exc:
+            log.debug("Domain/%s: guest information not read: %s", name, exc)
+            return None
+        details["guest"] = info.as_dict()
+        complete = (info.agent or not spec.guest_agent) and (
+            bool(info.addresses) or not spec.interfaces
+        )
+        reads = int(details.get("guestReads", 0))
+        if complete or reads >= GUEST_INFO_TRIES:
+            return None
+        details["guestReads"] = reads + 1
+        return GUEST_INFO_RETRY
 
     @staticmethod
     def _note_start(details: dict[str, Any], now: datetime) -> None:
@@ -631,6 +813,7 @@ class DomainReconciler:
         quick = last and (now - datetime.fromisoformat(last)).total_seconds() < CRASH_WINDOW
         details["quickFailures"] = int(details.get("quickFailures", 0)) + 1 if quick else 0
         details["lastStart"] = now.isoformat()
+        details.pop("guestReads", None)
 
     def _create_image(self, disk: Disk) -> None:
         if disk.path is None:
@@ -783,11 +966,32 @@ class DomainReconciler:
         detail = "destroy and undefine" + (f"; delete {', '.join(doomed)}" if doomed else "")
         return Plan(steps=(Step("delete", detail=detail),))
 
-    def _delete(self, obj: StoredObject) -> None:
+    def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
         key, name = obj.key, obj.key.name
         live = self._hv.get_domain(name)
         now = self._clock.wall()
         plan = self._deletion_plan(obj, live)
+        stopped = ""
+        if live is not None and plan.steps and plan.steps[0].action == "delete":
+            details = dict(status.details)
+            spec = DomainSpec.from_spec(obj.spec, name)
+            if live.active:
+                message = self._stop(name, spec, live, details, now, "delete")
+                if "stopping" in details:
+                    # Not off yet: the guest's STOPPED event or the next step brings us back.
+                    events = [("Normal", "Stopping", message)] if message else []
+                    status = recording.deletion_held(
+                        replace(status, details=details),
+                        "Stopping",
+                        "powering the guest off before deleting it",
+                        now,
+                    )
+                    recording.commit(self._store, key, old, status, now, events)
+                    wait = self._next_stop_step(spec, details["stopping"], now)
+                    return Result(requeue_after=wait)
+                stopped = f"; {message}"
+            elif "stopping" in details:
+                stopped = f"; {self._stopped(live, details, now)}"
         if live is None:
             self._store.add_event(key, "Normal", "Deleted", f"domain {name} is gone", now)
         elif plan.steps[0].action == "forget":
@@ -805,8 +1009,6 @@ class DomainReconciler:
             )
         else:
             spec = DomainSpec.from_spec(obj.spec, name)
-            if live.active:
-                self._hv.destroy_domain(name)
             self._hv.undefine_domain(name)
             removed = []
             for disk in spec.disks:
@@ -821,10 +1023,11 @@ class DomainReconciler:
                 removed.append(disk.source)
             kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
             self._store.add_event(
-                key, "Normal", "Deleted", f"destroyed and undefined domain {name}{kept}", now
+                key, "Normal", "Deleted", f"undefined domain {name}{stopped}{kept}", now
             )
         self._store.remove(key)
         self._remember(name, None)
+        return Result()
 
     def _deletable(self, disk: Disk) -> bool:
         """The disk's image goes with the domain: asked for, and (for a file) under the
@@ -878,6 +1081,9 @@ def manifest_for(live: LiveDomain) -> dict[str, Any]:
         os_["firmware"] = config.firmware
     if list(config.boot) != ["hd"]:
         os_["boot"] = list(config.boot)
+    for field in ("kernel", "initrd", "cmdline"):
+        if getattr(config, field) is not None:
+            os_[field] = getattr(config, field)
     if os_:
         spec["os"] = os_
     disks = []

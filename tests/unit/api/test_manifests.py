@@ -29,6 +29,7 @@ DEFAULT_SPEC = {
     "restartPolicy": "Manual",
     "graphics": {"type": "none", "listen": "127.0.0.1"},
     "guestAgent": False,
+    "syncClock": False,
     "os": {"firmware": "bios", "boot": ["hd"]},
     "interfaces": [],
 }

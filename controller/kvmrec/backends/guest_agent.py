@@ -1,0 +1,284 @@
+"""Talking to the guest: the QEMU guest agent (qemu-ga), ACPI, and DHCP leases.
+
+A guest with ``guestAgent`` has a virtio-serial port that qemu-ga inside it listens on;
+libvirt speaks the agent's JSON protocol over it. Through it kvmrec learns the guest's
+addresses, host name and OS, shuts the guest down cleanly, freezes its file systems for a
+snapshot, sets its clock and a user's password. Agent calls fail fast when the agent is not
+connected (libvirt tracks the port) and within about 5 s when qemu-ga is connected but not
+answering (libvirt's guest-sync handshake), so no caller waits on a wedged guest for long.
+
+Where the agent cannot answer, the host's own view fills in what it can: the DHCP lease a
+libvirt network handed out for one of the guest's MACs.
+
+Raw agent commands (``guest-exec``, ``guest-file-*``) are for ``kvmrec guest`` and the
+tests; everything kvmrec does on its own goes through libvirt's typed calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from kvmrec.backends.errors import BackendError
+from kvmrec.backends.hypervisor import Hypervisor
+
+# A guest agent command that takes longer than this has hung the guest's side.
+COMMAND_TIMEOUT = 10
+
+_FAMILIES = {
+    libvirt.VIR_IP_ADDR_TYPE_IPV4: "ipv4",
+    libvirt.VIR_IP_ADDR_TYPE_IPV6: "ipv6",
+}
+
+
+class AgentUnavailable(BackendError):
+    """The guest agent is not connected or does not answer."""
+
+
+@dataclass(frozen=True)
+class GuestAddress:
+    interface: str
+    mac: str
+    address: str
+    prefix: int
+    family: str  # ipv4 | ipv6
+    source: str  # agent | lease
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    """What the guest says about itself (or, without an agent, what the host knows)."""
+
+    agent: bool  # the agent answered
+    hostname: str | None = None
+    os: str | None = None  # the OS's pretty name
+    os_id: str | None = None
+    kernel: str | None = None
+    addresses: tuple[GuestAddress, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "hostname": self.hostname,
+            "os": self.os,
+            "osId": self.os_id,
+            "kernel": self.kernel,
+            "addresses": [
+                {
+                    "interface": a.interface,
+                    "mac": a.mac,
+                    "address": a.address,
+                    "prefix": a.prefix,
+                    "family": a.family,
+                    "source": a.source,
+                }
+                for a in self.addresses
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _addresses(found: dict[str, Any], source: str) -> list[GuestAddress]:
+    addresses = []
+    for interface, item in sorted(found.items()):
+        mac = (item.get("hwaddr") or "").lower()
+        if interface == "lo" or mac in ("", "00:00:00:00:00:00"):
+            continue
+        for addr in item.get("addrs") or []:
+            family = _FAMILIES.get(addr.get("type"), "other")
+            if family == "ipv6" and str(addr.get("addr", "")).startswith("fe80:"):
+                continue  # link-local: every interface has one, nobody connects to it
+            addresses.append(
+                GuestAddress(interface, mac, addr["addr"], int(addr["prefix"]), family, source)
+            )
+    return addresses
+
+
+class GuestAgent:
+    """Guest-side operations on the domains of one ``Hypervisor``."""
+
+    def __init__(self, hypervisor: Hypervisor) -> None:
+        self._hv = hypervisor
+
+    def _agent(self, name: str, what: str, call: Any, *args: Any) -> Any:
+        with self._hv.domain_call(name, what) as dom:
+            try:
+                return call(dom, *args)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (
+                    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+                    libvirt.VIR_ERR_AGENT_COMMAND_TIMEOUT,
+                    libvirt.VIR_ERR_AGENT_UNSYNCED,
+                ):
+                    raise AgentUnavailable(
+                        f"{what} ({name}): the guest agent does not answer: "
+                        f"{exc.get_error_message()}"
+                    ) from exc
+                raise
+
+    # -- what the guest is ---------------------------------------------------------------
+
+    def info(self, name: str, *, agent: bool, leases: bool) -> GuestInfo:
+        """The guest's addresses, host name and OS: from the agent when ``agent`` and it
+        answers; addresses from libvirt's DHCP leases when the agent gave none and
+        ``leases``."""
+        answered = False
+        details: dict[str, Any] = {}
+        addresses: list[GuestAddress] = []
+        if agent:
+            try:
+                details = self._agent(
+                    name,
+                    "read guest information",
+                    lambda dom: dom.guestInfo(
+                        libvirt.VIR_DOMAIN_GUEST_INFO_OS | libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME
+                    ),
+                )
+                found = self._agent(
+                    name,
+                    "read guest addresses",
+                    lambda dom: dom.interfaceAddresses(
+                        libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT
+                    ),
+                )
+                answered = True
+                addresses = _addresses(found or {}, "agent")
+            except BackendError:
+                answered = False
+        if not addresses and leases:
+            found = self._agent(
+                name,
+                "read DHCP leases",
+                lambda dom: dom.interfaceAddresses(
+                    libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE
+                ),
+            )
+            addresses = _addresses(found or {}, "lease")
+        return GuestInfo(
+            agent=answered,
+            hostname=details.get("hostname"),
+            os=details.get("os.pretty-name") or details.get("os.name"),
+            os_id=details.get("os.id"),
+            kernel=details.get("os.kernel-release"),
+            addresses=tuple(addresses),
+        )
+
+    def ping(self, name: str) -> float:
+        """Seconds the agent took to answer ``guest-ping``."""
+        t0 = time.monotonic()
+        self.command(name, {"execute": "guest-ping"})
+        return time.monotonic() - t0
+
+    # -- acting on the guest -------------------------------------------------------------
+
+    def shutdown(self, name: str, method: str) -> None:
+        """Ask the guest to power off: ``agent`` (qemu-ga runs shutdown) or ``acpi`` (the
+        power button). Returns once asked; the guest takes its time."""
+        flags = {
+            "agent": libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+            "acpi": libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+        }[method]
+        self._agent(name, f"shut down through {method}", lambda dom: dom.shutdownFlags(flags))
+
+    def sync_clock(self, name: str) -> None:
+        """Set the guest's clock to the host's (after a revert or a resume it is behind)."""
+        now = time.time()
+        seconds = int(now)
+        nseconds = int((now - seconds) * 1e9)
+        self._agent(
+            name,
+            "set the guest clock",
+            lambda dom: dom.setTime({"seconds": seconds, "nseconds": nseconds}, 0),
+        )
+
+    def guest_time(self, name: str) -> float:
+        """The guest's clock, in seconds since the epoch."""
+        answer = self._agent(name, "read the guest clock", lambda dom: dom.getTime(0))
+        return float(answer["seconds"]) + float(answer.get("nseconds", 0)) / 1e9
+
+    def set_password(self, name: str, user: str, password: str) -> None:
+        self._agent(
+            name,
+            f"set the password of {user}",
+            lambda dom: dom.setUserPassword(user, password, 0),
+        )
+
+    # -- raw agent commands ----------------------------------------------------------------
+
+    def command(self, name: str, command: dict[str, Any]) -> Any:
+        """One agent command; its ``return`` value."""
+        text = json.dumps(command)
+        answer = self._agent(
+            name,
+            f"agent command {command.get('execute')}",
+            lambda dom: libvirt_qemu.qemuAgentCommand(dom, text, COMMAND_TIMEOUT, 0),
+        )
+        return json.loads(answer).get("return")
+
+    def exec(self, name: str, argv: list[str], *, timeout: float = 30.0) -> ExecResult:
+        """Run ``argv`` in the guest (``guest-exec``) and wait for it to end."""
+        started = self.command(
+            name,
+            {
+                "execute": "guest-exec",
+                "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True},
+            },
+        )
+        pid = started["pid"]
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.command(name, {"execute": "guest-exec-status", "arguments": {"pid": pid}})
+            if status.get("exited"):
+                return ExecResult(
+                    exit_code=int(status.get("exitcode", -1)),
+                    stdout=base64.b64decode(status.get("out-data", "")),
+                    stderr=base64.b64decode(status.get("err-data", "")),
+                )
+            if time.monotonic() > deadline:
+                raise BackendError(f"{name}: {argv[0]} did not end within {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def read_file(self, name: str, path: str) -> bytes:
+        handle = self.command(
+            name, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}}
+        )
+        data = b""
+        try:
+            while True:
+                chunk = self.command(
+                    name,
+                    {"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}},
+                )
+                data += base64.b64decode(chunk.get("buf-b64", ""))
+                if chunk.get("eof") or not chunk.get("count"):
+                    return data
+        finally:
+            self.command(name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
+
+    def write_file(self, name: str, path: str, data: bytes) -> None:
+        handle = self.command(
+            name, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "w"}}
+        )
+        try:
+            self.command(
+                name,
+                {
+                    "execute": "guest-file-write",
+                    "arguments": {"handle": handle, "buf-b64": base64.b64encode(data).decode()},
+                },
+            )
+            self.command(name, {"execute": "guest-file-flush", "arguments": {"handle": handle}})
+        finally:
+            self.command(name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
