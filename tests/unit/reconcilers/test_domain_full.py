@@ -207,7 +207,13 @@ def world(tmp_path: Path, conn: Any) -> Iterator[World]:
     (tmp_path / "images").mkdir()
     try:
         yield World(
-            prefix, conn, store, hv, clock, DomainReconciler(store, hv, clock, stop_grace=0), tmp_path / "images"
+            prefix,
+            conn,
+            store,
+            hv,
+            clock,
+            DomainReconciler(store, hv, clock, stop_grace=0),
+            tmp_path / "images",
         )
     finally:
         _cleanup(conn, prefix)

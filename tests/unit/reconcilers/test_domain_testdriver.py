@@ -127,7 +127,15 @@ def world(tmp_path: Path, conn: Any) -> Iterator[World]:
     hv.open()
     clock = FakeClock()
     try:
-        yield World(prefix, conn, store, hv, clock, DomainReconciler(store, hv, clock, stop_grace=0), tmp_path)
+        yield World(
+            prefix,
+            conn,
+            store,
+            hv,
+            clock,
+            DomainReconciler(store, hv, clock, stop_grace=0),
+            tmp_path,
+        )
     finally:
         _cleanup(conn, prefix)
         hv.close()
