@@ -106,6 +106,12 @@ def _addresses(found: dict[str, Any], source: str) -> list[GuestAddress]:
     return addresses
 
 
+def _set_time_now(dom: Any) -> None:
+    now = time.time()  # read at the last moment: the agent handshake takes a while
+    seconds = int(now)
+    dom.setTime({"seconds": seconds, "nseconds": int((now - seconds) * 1e9)}, 0)
+
+
 class GuestAgent:
     """Guest-side operations on the domains of one ``Hypervisor``."""
 
@@ -192,16 +198,18 @@ class GuestAgent:
         }[method]
         self._agent(name, f"shut down through {method}", lambda dom: dom.shutdownFlags(flags))
 
-    def sync_clock(self, name: str) -> None:
-        """Set the guest's clock to the host's (after a revert or a resume it is behind)."""
-        now = time.time()
-        seconds = int(now)
-        nseconds = int((now - seconds) * 1e9)
-        self._agent(
-            name,
-            "set the guest clock",
-            lambda dom: dom.setTime({"seconds": seconds, "nseconds": nseconds}, 0),
-        )
+    def sync_clock(self, name: str, *, patience: float = 0.0) -> None:
+        """Set the guest's clock to the host's (after a revert or a resume it is behind),
+        trying again for ``patience`` seconds while the agent does not answer."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self._agent(name, "set the guest clock", _set_time_now)
+                return
+            except AgentUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def guest_time(self, name: str) -> float:
         """The guest's clock, in seconds since the epoch."""

@@ -12,13 +12,23 @@ import sys
 from collections.abc import Sequence
 
 from kvmrec import __version__, config, logs
-from kvmrec.cli import explain, history, importing, plan, run, snapshot, status, validate
+from kvmrec.cli import (
+    explain,
+    guest,
+    history,
+    importing,
+    plan,
+    run,
+    snapshot,
+    status,
+    validate,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
-_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history)
+_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest)
 
 
 def build_parser() -> argparse.ArgumentParser:

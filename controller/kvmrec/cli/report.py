@@ -62,6 +62,8 @@ def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
                 "lastError": status.last_error,
                 "retries": status.retries,
                 "state": status.details.get("state"),
+                # A running Domain's addresses, host name and OS (guest agent, DHCP leases).
+                "guest": status.details.get("guest"),
                 "details": dict(status.details),
             }
         )
@@ -82,7 +84,7 @@ def render(report: dict[str, Any], output: str) -> str:
         return json.dumps(report, indent=2, default=str)
     if output == "yaml":
         return yaml.safe_dump(report, sort_keys=False, default_flow_style=False)
-    return table(report)
+    return table(report, wide=output == "wide")
 
 
 def _condition_summary(obj: dict[str, Any]) -> str:
@@ -101,8 +103,18 @@ def _condition_summary(obj: dict[str, Any]) -> str:
     return f"{text}: {cond['message']}" if cond["message"] else text
 
 
-def table(report: dict[str, Any]) -> str:
-    rows = [["KIND", "NAME", "STATE", "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]]
+def _guest_columns(guest: dict[str, Any] | None) -> list[str]:
+    """IP, HOSTNAME and OS of ``-o wide``: IPv4 addresses first, the source of each."""
+    if not guest:
+        return ["-", "-", "-"]
+    addresses = sorted(guest.get("addresses") or [], key=lambda a: a["family"] != "ipv4")
+    ips = ",".join(f"{a['address']}({a['source']})" for a in addresses)
+    return [ips or "-", guest.get("hostname") or "-", guest.get("os") or "-"]
+
+
+def table(report: dict[str, Any], *, wide: bool = False) -> str:
+    extra = ["IP", "HOSTNAME", "OS"] if wide else []
+    rows = [["KIND", "NAME", "STATE", *extra, "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]]
     for obj in report["objects"]:
         drift = ", ".join(
             f"{d['field']}: {d['actual']!s} -> {d['desired']!s}" for d in obj["drift"]
@@ -115,6 +127,7 @@ def table(report: dict[str, Any]) -> str:
                 obj["kind"],
                 obj["name"],
                 str(obj["state"] or "-"),
+                *(_guest_columns(obj.get("guest")) if wide else []),
                 "yes" if obj["ready"] else "no",
                 "yes" if obj["synced"] else "no",
                 f"{obj['observedGeneration']}/{obj['generation']}",

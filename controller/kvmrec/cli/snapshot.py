@@ -17,6 +17,7 @@ from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec
 from kvmrec.backends.errors import BackendError
+from kvmrec.backends.guest_agent import GuestAgent
 from kvmrec.backends.hypervisor import Hypervisor
 from kvmrec.engine.clock import SystemClock
 from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconciler, take
@@ -29,6 +30,7 @@ from kvmrec.store.records import SnapshotRecord
 from kvmrec.store.sqlite import SqliteStore
 
 SIMULATION_LIMIT = 100_000  # snapshots; a span and schedule beyond it is refused
+CLOCK_SYNC_PATIENCE = 20.0  # seconds for the agent of a reverted guest to answer again
 
 
 def add_parser(commands: Any) -> None:
@@ -64,6 +66,12 @@ def add_parser(commands: Any) -> None:
         "--stop",
         action="store_true",
         help="leave the guest shut off afterwards (default: a running guest keeps running)",
+    )
+    revert.add_argument(
+        "--sync-clock",
+        action="store_true",
+        help="set the guest clock through the guest agent afterwards (default: as the "
+        "domain's manifest says in syncClock)",
     )
     common(revert)
     delete = verbs.add_parser("delete", help="delete a snapshot")
@@ -172,7 +180,20 @@ def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
     hv.revert_snapshot(args.domain, args.name, running=running)
     _event(store, args.domain, "Reverted", f"reverted to {args.name} by hand")
     print(f"{args.domain} reverted to {args.name}")
+    after = hv.get_domain(args.domain)
+    runs = after is not None and after.state == "running"
+    if runs and (args.sync_clock or _manifest_syncs_clock(store, args.domain)):
+        # The guest's clock went back with its memory; the agent inside it takes a moment
+        # to answer again after the revert.
+        GuestAgent(hv).sync_clock(args.domain, patience=CLOCK_SYNC_PATIENCE)
+        _event(store, args.domain, "ClockSynced", "guest clock set after the revert")
+        print(f"{args.domain}: guest clock set through the guest agent")
     return 0
+
+
+def _manifest_syncs_clock(store: SqliteStore | None, domain: str) -> bool:
+    obj = store.get(ObjectKey("Domain", domain)) if store is not None else None
+    return bool(obj is not None and obj.spec.get("syncClock"))
 
 
 def _delete(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:

@@ -20,7 +20,9 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--state", type=Path, default=Settings.state, help="state file")
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
-    parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    parser.add_argument(
+        "-o", "--output", choices=["table", "wide", "json", "yaml"], default="table"
+    )
     parser.set_defaults(handler=run)
 
 
