@@ -211,6 +211,25 @@ class GuestAgent:
                     raise
                 time.sleep(0.5)
 
+    def thaw_if_frozen(self, name: str, *, patience: float = 0.0) -> bool:
+        """Thaw a guest whose file systems are frozen; whether it was. A snapshot taken
+        quiesced holds the guest's memory as it was, frozen: reverted to, the guest comes
+        back frozen, its agent refusing everything but a thaw."""
+        deadline = time.monotonic() + patience
+        frozen = False
+        while True:
+            try:
+                state = self.command(name, {"execute": "guest-fsfreeze-status"})
+                frozen = bool(state == "frozen")
+                break
+            except AgentUnavailable:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.5)
+        if frozen:
+            self._agent(name, "thaw file systems", lambda dom: dom.fsThaw())
+        return frozen
+
     def guest_time(self, name: str) -> float:
         """The guest's clock, in seconds since the epoch."""
         answer = self._agent(name, "read the guest clock", lambda dom: dom.getTime(0))

@@ -798,8 +798,11 @@ class DomainReconciler:
             log.debug("Domain/%s: guest information not read: %s", name, exc)
             return None
         details["guest"] = info.as_dict()
+        # With an agent, its own addresses are the answer: a lease can come before the
+        # guest has configured its address, or outlive it.
+        source = "agent" if spec.guest_agent else "lease"
         complete = (info.agent or not spec.guest_agent) and (
-            bool(info.addresses) or not spec.interfaces
+            any(a.source == source for a in info.addresses) or not spec.interfaces
         )
         reads = int(details.get("guestReads", 0))
         if complete or reads >= GUEST_INFO_TRIES:
