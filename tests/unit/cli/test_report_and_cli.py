@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -179,6 +180,39 @@ def test_status_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     header, row = out.strip().splitlines()
     assert header.split() == ["KIND", "NAME", "STATE", "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]
     assert row.split() == ["Domain", "web-1", "running", "yes", "yes", "1/1", "-"]
+
+
+def test_status_wide_shows_the_guests_addresses_host_name_and_os(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    guest = {
+        "agent": True,
+        "hostname": "web-1.example",
+        "os": "Debian",
+        "addresses": [
+            {"address": "fd00::5", "family": "ipv6", "source": "agent"},
+            {"address": "10.0.0.5", "family": "ipv4", "source": "agent"},
+        ],
+    }
+    with_guest = replace(healthy(), details={"state": "running", "guest": guest})
+    state = tmp_path / "state.db"
+    make_store(state, ("web-1", with_guest), ("web-2", healthy()))
+    code, out, _ = run(capsys, "status", "--state", str(state), "-o", "wide")
+    assert code == 0
+    header, first, second = out.strip().splitlines()
+    assert header.split()[:6] == ["KIND", "NAME", "STATE", "IP", "HOSTNAME", "OS"]
+    assert first.split()[:6] == [
+        "Domain",
+        "web-1",
+        "running",
+        "10.0.0.5(agent),fd00::5(agent)",
+        "web-1.example",
+        "Debian",
+    ]
+    assert second.split()[3:6] == ["-", "-", "-"]
+    code, out, _ = run(capsys, "status", "--state", str(state), "-o", "json")
+    objects = {o["name"]: o for o in json.loads(out)["objects"]}
+    assert objects["web-1"]["guest"] == guest and objects["web-2"]["guest"] is None
 
 
 def test_status_with_drift_is_2_and_reports_the_field(

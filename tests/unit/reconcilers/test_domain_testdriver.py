@@ -564,6 +564,9 @@ spec_strategy = st.builds(
     vcpus=st.integers(min_value=1, max_value=512),
     console=st.sampled_from(["serial", "none"]),
     disks=st.lists(disk_strategy, max_size=5, unique_by=lambda d: d.path).map(tuple),
+    kernel=st.none() | st.from_regex(r"/[a-z0-9/._-]{1,40}", fullmatch=True),
+    initrd=st.none() | st.from_regex(r"/[a-z0-9/._-]{1,40}", fullmatch=True),
+    cmdline=st.none() | st.from_regex(r"[a-z0-9=._-]+( [a-z0-9=._-]+){0,4}", fullmatch=True),
 )
 owner_strategy = st.none() | st.builds(
     Owner,
