@@ -11,7 +11,7 @@ MANIFESTS ?= manifests/examples
 STATE ?= .state/state.db
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration lint bench stack-up stack-down stack-status venv clean
+.PHONY: run test unit integration lint bench stack-up stack-down stack-status venv clean guest-image
 
 stack-up:
 	bash scripts/real-stack.sh up
@@ -21,6 +21,11 @@ stack-down:
 
 stack-status:
 	bash scripts/real-stack.sh status
+
+# A tiny real Linux guest (Debian kernel + busybox + qemu-ga) for the agent tests,
+# cached under $${KVMREC_TEST_GUEST_DIR:-/var/cache/kvmrec/test-guest}.
+guest-image:
+	bash scripts/test-guest.sh build
 
 # libvirt-python compiles against libvirt-dev, which stack-up installs: keep that order.
 venv: $(VENV)/.installed
@@ -36,14 +41,14 @@ run: stack-up venv
 	set -a && source $(STACK_ENV) && set +a && \
 	$(BIN)/kvmrec run --manifests $(MANIFESTS) --state $(STATE)
 
-test: stack-up venv
+test: stack-up venv guest-image
 	set -a && source $(STACK_ENV) && set +a && \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
 unit: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit
 
-integration: stack-up venv
+integration: stack-up venv guest-image
 	set -a && source $(STACK_ENV) && set +a && \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/integration
 
@@ -52,10 +57,11 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: stack-up venv
+bench: stack-up venv guest-image
 	set -a && source $(STACK_ENV) && set +a && \
 	$(BIN)/python bench/converge.py --connect test:///default -n 1000 && \
-	$(BIN)/python bench/converge.py --connect qemu:///system -n 20
+	$(BIN)/python bench/converge.py --connect qemu:///system -n 20 && \
+	$(BIN)/python bench/guest_agent.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -84,10 +84,13 @@ KIND = "Domain"
 CRASH_WINDOW = 60.0
 CRASH_CAP = 300.0
 
-# Guest information (addresses, host name, OS) is read again every few seconds while it is
-# incomplete (the agent not up yet, no DHCP lease yet), for at most this many tries.
-GUEST_INFO_RETRY = 3.0
-GUEST_INFO_TRIES = 60
+# Guest information (addresses, host name, OS) is read again while it is incomplete (the
+# agent not up yet, no address yet): every second for the first half minute of a boot, then
+# every 5 s, for about five minutes in all; after that the periodic resync reads it.
+GUEST_INFO_RETRY = 1.0
+GUEST_INFO_RETRY_LATER = 5.0
+GUEST_INFO_FAST_TRIES = 30
+GUEST_INFO_TRIES = 90
 
 _STOP_METHODS = {
     "agent": "through the guest agent",
@@ -808,7 +811,7 @@ class DomainReconciler:
         if complete or reads >= GUEST_INFO_TRIES:
             return None
         details["guestReads"] = reads + 1
-        return GUEST_INFO_RETRY
+        return GUEST_INFO_RETRY if reads < GUEST_INFO_FAST_TRIES else GUEST_INFO_RETRY_LATER
 
     @staticmethod
     def _note_start(details: dict[str, Any], now: datetime) -> None:
