@@ -131,13 +131,19 @@ def plain_trial(conn: Any, image: Path, names: list[str]) -> list[tuple[float, f
         dom = conn.defineXML(xml)
         dom.create()
         doms.append(dom)
-    results = []
-    for dom in doms:
-        until(lambda d=dom: pings(d))
-        agent = time.perf_counter() - t0
-        until(lambda d=dom: has_ipv4(d))
-        results.append((agent, time.perf_counter() - t0))
-    return results
+    marks: list[list[float]] = [[] for _ in doms]
+
+    def progressed() -> bool:
+        # Every guest polled in turn, so one guest's wait never delays another's mark.
+        for dom, mark in zip(doms, marks, strict=True):
+            if not mark and pings(dom):
+                mark.append(time.perf_counter() - t0)
+            if len(mark) == 1 and has_ipv4(dom):
+                mark.append(time.perf_counter() - t0)
+        return all(len(mark) == 2 for mark in marks)
+
+    until(progressed)
+    return [(mark[0], mark[1]) for mark in marks]
 
 
 def kvmrec_trial(
