@@ -232,6 +232,18 @@ class Controller:
             (o for o in body.get("objects", []) if o["kind"] == kind and o["name"] == name), None
         )
 
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """A one-shot kvmrec command (snapshot, guest, events, ...) on this state file."""
+        return subprocess.run(
+            self.command(*args, "--state", str(self.state)),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=120,
+            check=False,
+        )
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

@@ -10,6 +10,7 @@ in the guest; the guest clock after a revert and a resume; ``kvmrec guest``.
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import time
 import warnings
@@ -47,15 +48,20 @@ def _guest(controller: Controller, name: str) -> dict[str, Any]:
 
 
 def _events(controller: Controller, name: str) -> str:
-    done = subprocess.run(
-        controller.command("events", "--state", str(controller.state), f"Domain/{name}"),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        timeout=30,
-        check=False,
+    return controller.cli("events", f"Domain/{name}").stdout
+
+
+def _run_guest(
+    controller: Controller, conn: Any, guest_image: GuestImage, name: str, **spec: Any
+) -> None:
+    """Drop the manifest of a test guest (host name = its name), start kvmrec, wait until
+    the guest's agent answers."""
+    controller.disk_roots.append(guest_image.dir)
+    controller.write(
+        f"{name}.yaml", domain_manifest(name, "qemu", **guest_spec(guest_image, name, **spec))
     )
-    return done.stdout
+    controller.start()
+    wait_for(lambda: agent_answers(conn, name), BOOT, "the agent answers")
 
 
 def test_status_shows_addresses_hostname_and_os_from_the_agent_or_the_lease(
@@ -215,13 +221,8 @@ def test_quiesced_snapshot_freezes_the_mounted_data_disk(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, tmp_path: Path
 ) -> None:
     name = f"{prefix}-q"
-    controller.disk_roots.append(guest_image.dir)
     data = copy_data_disk(guest_image, tmp_path / "data.qcow2")
-    controller.write(
-        "q.yaml", domain_manifest(name, "qemu", **guest_spec(guest_image, "q", data=data))
-    )
-    controller.start()
-    wait_for(lambda: agent_answers(conn, name), BOOT, "the agent answers")
+    _run_guest(controller, conn, guest_image, name, data=data)
     code, mounts = guest_exec(conn, name, "/bin/cat", "/proc/mounts")
     assert code == 0 and "/mnt/data ext4 rw" in mounts
 
@@ -248,23 +249,11 @@ def test_a_revert_brings_back_what_the_guest_wrote_and_the_clock_follows_when_as
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, tmp_path: Path
 ) -> None:
     name = f"{prefix}-rv"
-    controller.disk_roots.append(guest_image.dir)
     data = copy_data_disk(guest_image, tmp_path / "data.qcow2")
-    controller.write(
-        "rv.yaml", domain_manifest(name, "qemu", **guest_spec(guest_image, "rv", data=data))
-    )
-    controller.start()
-    wait_for(lambda: agent_answers(conn, name), BOOT, "the agent answers")
+    _run_guest(controller, conn, guest_image, name, data=data)
 
     def kvmrec(*args: str) -> str:
-        done = subprocess.run(
-            controller.command(*args, "--state", str(controller.state)),
-            capture_output=True,
-            text=True,
-            env=controller.env(),
-            timeout=120,
-            check=False,
-        )
+        done = controller.cli(*args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -301,13 +290,7 @@ def test_resume_sets_the_guest_clock_when_asked(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage
 ) -> None:
     name = f"{prefix}-clk"
-    controller.disk_roots.append(guest_image.dir)
-    controller.write(
-        "clk.yaml",
-        domain_manifest(name, "qemu", **guest_spec(guest_image, "clk", syncClock=True)),
-    )
-    controller.start()
-    wait_for(lambda: agent_answers(conn, name), BOOT, "the agent answers")
+    _run_guest(controller, conn, guest_image, name, syncClock=True)
     # Paused without kvmrec noticing (it is stopped), for long enough to fall behind.
     controller.stop()
     conn.lookupByName(name).suspend()
@@ -322,26 +305,17 @@ def test_guest_command_pings_informs_and_sets_a_password_from_a_file_or_stdin(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, tmp_path: Path
 ) -> None:
     name = f"{prefix}-cli"
-    controller.disk_roots.append(guest_image.dir)
-    controller.write("cli.yaml", domain_manifest(name, "qemu", **guest_spec(guest_image, "kt-cli")))
-    controller.start()
-    wait_for(lambda: agent_answers(conn, name), BOOT, "the agent answers")
+    _run_guest(controller, conn, guest_image, name)
 
     def guest(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            controller.command("guest", name, "--state", str(controller.state), *args),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=controller.env(),
-            timeout=60,
-            check=False,
-        )
+        return controller.cli("guest", name, *args, stdin=stdin)
 
     ping = guest("ping")
     assert ping.returncode == 0 and "answered in" in ping.stdout
     info = guest("info")
-    assert info.returncode == 0 and "hostname: kt-cli" in info.stdout
+    assert info.returncode == 0 and f"hostname: {name}" in info.stdout
+    as_json = json.loads(guest("info", "-o", "json").stdout)
+    assert as_json["agent"] is True and as_json["osId"] == "kvmrec-test-guest"
 
     def shadow_hash() -> str:
         code, shadow = guest_exec(conn, name, "/bin/cat", "/etc/shadow")

@@ -53,17 +53,6 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
-def cli(ctl: Controller, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ctl.command(*args, "--state", str(ctl.state)),
-        capture_output=True,
-        text=True,
-        env=ctl.env(),
-        timeout=120,
-        check=False,
-    )
-
-
 def qemu_io(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["qemu-io", *args], capture_output=True, text=True, check=False)
 
@@ -110,7 +99,7 @@ def test_a_policy_every_2s_keeps_the_last_2_and_never_a_hand_made_one(
 
     obj = controller.object(policy, "SnapshotPolicy")
     assert obj is not None and obj["ready"]
-    listed = cli(controller, "snapshot", "list", name)
+    listed = controller.cli("snapshot", "list", name)
     assert listed.returncode == 0 and "(not kvmrec's)" in listed.stdout
     assert listed.stdout.count(f"kvmrec-{policy}-") == 2
 
@@ -140,7 +129,7 @@ def test_revert_brings_back_the_disk_as_it_was(
     assert done.returncode == 0, done.stdout + done.stderr
 
     assert qemu_io("-f", "qcow2", "-c", "write -P 0xaa 0 64k", str(disk)).returncode == 0
-    taken = cli(controller, "snapshot", "create", name, "before")
+    taken = controller.cli("snapshot", "create", name, "before")
     assert taken.returncode == 0, taken.stderr
     assert qemu_io("-f", "qcow2", "-c", "write -P 0xbb 0 64k", str(disk)).returncode == 0
     assert (
@@ -148,7 +137,7 @@ def test_revert_brings_back_the_disk_as_it_was(
         in qemu_io("-f", "qcow2", "-c", "read -P 0xaa 0 64k", str(disk)).stdout
     )
 
-    reverted = cli(controller, "snapshot", "revert", name, "before")
+    reverted = controller.cli("snapshot", "revert", name, "before")
     assert reverted.returncode == 0, reverted.stderr
     read = qemu_io("-f", "qcow2", "-c", "read -P 0xaa 0 64k", str(disk))
     assert read.returncode == 0 and "Pattern verification failed" not in read.stdout

@@ -33,17 +33,22 @@ def add_parser(commands: Any) -> None:
         "guest", help="ask a guest's agent: info, ping, set-password"
     )
     parser.add_argument("domain")
-    parser.add_argument("--connect", default=None, help="libvirt URI")
-    parser.add_argument(
-        "--state", type=Path, default=Settings.state, help="state file, for the events"
-    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--connect", default=None, help="libvirt URI")
+        p.add_argument(
+            "--state", type=Path, default=Settings.state, help="state file, for the events"
+        )
+
     info = verbs.add_parser("info", help="host name, OS and addresses of the guest")
     info.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    verbs.add_parser("ping", help="whether the guest agent answers, and how fast")
+    common(info)
+    common(verbs.add_parser("ping", help="whether the guest agent answers, and how fast"))
     password = verbs.add_parser(
         "set-password", help="set USER's password (read from --password-file or stdin)"
     )
+    common(password)
     password.add_argument("user")
     password.add_argument(
         "--password-file",
