@@ -18,7 +18,14 @@ the guest itself.
 
 Run state follows ``runStrategy`` with KubeVirt's meanings. Restarts of a guest that keeps
 failing soon after it starts back off with the square of the quick failures (1 s, 4 s,
-9 s, ... up to 5 min), and say so in ``Ready`` (CrashLoopBackOff).
+9 s, ... up to 5 min), and say so in ``Ready`` (CrashLoopBackOff). Stopping a guest (and
+restarting one, and deleting one) powers it off cleanly: guest agent, ACPI, then destroy
+after the grace period (reconcilers/stopping.py).
+
+The guest's side. For a running guest with the agent, or with a NIC on a libvirt network,
+the status holds what the guest is (addresses, host name, OS: the agent first, DHCP leases
+as a fallback), read again every second while it boots until it is complete. With
+``syncClock`` the guest clock is set after kvmrec resumes the guest.
 
 Ownership. kvmrec only touches domains that carry its stamp in ``<metadata>``; a domain of
 the same name without it is a conflict, reported and left alone, unless the manifest asks
@@ -68,7 +75,7 @@ from kvmrec.backends.hypervisor import (
 )
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import recording
+from kvmrec.reconcilers import recording, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.plans import Plan, Step
@@ -91,11 +98,6 @@ GUEST_INFO_RETRY = 1.0
 GUEST_INFO_RETRY_LATER = 5.0
 GUEST_INFO_FAST_TRIES = 30
 GUEST_INFO_TRIES = 90
-
-_STOP_METHODS = {
-    "agent": "through the guest agent",
-    "acpi": "by the ACPI power button",
-}
 
 
 # -- comparing ------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ class DomainReconciler:
         self._store = store
         self._hv = hypervisor
         self._guest = guest or GuestAgent(hypervisor)
-        self._stop_grace = stop_grace
+        self._stopper = stopping.Stopper(hypervisor, self._guest, stop_grace)
         self._clock = clock
         self._deps = dependencies
         self._disks = None if disk_roots is None else DiskPolicy.of(disk_roots, allow_device_disks)
@@ -517,7 +519,7 @@ class DomainReconciler:
         details = dict(status.details)
         events: list[tuple[str, str, str]] = []
         if live is not None and not live.active and "stopping" in details:
-            stopped = self._stopped(live, details, now)
+            stopped = stopping.finished(live, details, now)
             events.append(("Normal", "Stopped", stopped))
             status = replace(status, details=details)
         plan = self._decide(obj, spec, live, status, now)
@@ -590,7 +592,7 @@ class DomainReconciler:
 
         wait = plan.wait
         if "stopping" in details:
-            wait = self._next_stop_step(spec, details["stopping"], now)
+            wait = self._stopper.next_step_in(spec, details["stopping"], now)
         guest_wait = self._read_guest(name, spec, live, details)
         if guest_wait is not None:
             wait = guest_wait if wait is None else min(wait, guest_wait)
@@ -649,7 +651,7 @@ class DomainReconciler:
             case "restart":
                 assert live is not None
                 if "stopping" in details:
-                    return self._stop(name, spec, live, details, now, "restart")
+                    return self._stopper.step(name, spec, live, details, now, "restart")
                 message = self._restart(name, spec, live, details, now)
                 return f"{message} to apply {fields} (restartPolicy: Auto)"
             case "autostart":
@@ -666,91 +668,10 @@ class DomainReconciler:
                 return f"started the guest (it was {was}{reason})"
             case "stop":
                 assert live is not None
-                return self._stop(name, spec, live, details, now, "halt")
+                return self._stopper.step(name, spec, live, details, now, "halt")
         raise AssertionError(f"unknown step {step.action}")
 
     # -- stopping and restarting ---------------------------------------------------------
-
-    def _grace(self, spec: DomainSpec) -> float:
-        return float(spec.grace_period) if spec.grace_period is not None else self._stop_grace
-
-    def _stop(
-        self,
-        name: str,
-        spec: DomainSpec,
-        live: LiveDomain,
-        details: dict[str, Any],
-        now: datetime,
-        purpose: str,
-    ) -> str:
-        """Move the stop of a running guest one step on; returns what was done, if anything.
-
-        The guest agent is asked first (when the manifest has one and it is connected), the
-        ACPI power button next (at once without the agent, else after half the grace
-        period), and the guest is destroyed when the grace period is over. Nothing here
-        waits: the state lives in ``details["stopping"]``, the guest's STOPPED event or the
-        requeue of the next step brings the reconcile back."""
-        grace = self._grace(spec)
-        stopping = details.setdefault(
-            "stopping", {"since": now.isoformat(), "purpose": purpose, "asked": [], "tried": []}
-        )
-        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
-        if elapsed >= grace:
-            self._hv.destroy_domain(name)
-            del details["stopping"]
-            details["lastStop"] = {"method": "destroy", "seconds": round(elapsed, 1)}
-            if purpose == "restart":
-                details["restarting"] = True
-            if grace <= 0:
-                return "destroyed the guest (grace period 0)"
-            asked = " and ".join(_STOP_METHODS[m] for m in stopping["asked"]) or "nothing"
-            return (
-                f"destroyed the guest: it did not power off within the {grace:g}s grace "
-                f"period (asked {asked})"
-            )
-        done: list[str] = []
-        agent = spec.guest_agent and live.running is not None and live.running.agent_connected
-        if agent and "agent" not in stopping["tried"]:
-            done += self._ask(name, "agent", stopping)
-        acpi_at = grace / 2 if stopping["asked"] else 0.0
-        if elapsed >= acpi_at and "acpi" not in stopping["tried"]:
-            done += self._ask(name, "acpi", stopping)
-        if not done:
-            return ""
-        return f"asked the guest to power off {' and '.join(done)} ({purpose})"
-
-    def _ask(self, name: str, method: str, stopping: dict[str, Any]) -> list[str]:
-        stopping["tried"].append(method)
-        try:
-            self._guest.shutdown(name, method)
-        except Unavailable:
-            raise
-        except BackendError as exc:
-            log.info("Domain/%s: power off %s refused: %s", name, _STOP_METHODS[method], exc)
-            return []
-        stopping["asked"].append(method)
-        return [_STOP_METHODS[method]]
-
-    def _next_stop_step(self, spec: DomainSpec, stopping: dict[str, Any], now: datetime) -> float:
-        """Seconds until a stop in progress escalates (ACPI, then destroy)."""
-        grace = self._grace(spec)
-        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
-        acpi_pending = stopping["asked"] and "acpi" not in stopping["tried"]
-        return max(0.2, (grace / 2 if acpi_pending else grace) - elapsed)
-
-    @staticmethod
-    def _stopped(live: LiveDomain, details: dict[str, Any], now: datetime) -> str:
-        """A stop in progress found the guest off: which request worked."""
-        stopping = details.pop("stopping")
-        if stopping["purpose"] == "restart":
-            details["restarting"] = True
-        seconds = round((now - datetime.fromisoformat(stopping["since"])).total_seconds(), 1)
-        if live.reason == "shutdown" and stopping["asked"]:
-            method = stopping["asked"][-1]
-            details["lastStop"] = {"method": method, "seconds": seconds}
-            return f"the guest powered off {_STOP_METHODS[method]} after {seconds:g}s"
-        details["lastStop"] = {"method": "other", "seconds": seconds}
-        return f"the guest stopped after {seconds:g}s ({live.reason}) before kvmrec destroyed it"
 
     def _restart(
         self, name: str, spec: DomainSpec, live: LiveDomain, details: dict[str, Any], now: datetime
@@ -758,7 +679,7 @@ class DomainReconciler:
         """Restart the guest to apply what it cannot take live: a clean power off as for a
         stop, and a start once it is off (at once when the grace period is 0)."""
         details["restartFor"] = _drift_key(self._still_different(spec, live))
-        message = self._stop(name, spec, live, details, now, "restart")
+        message = self._stopper.step(name, spec, live, details, now, "restart")
         if "stopping" in details:
             return message or "restarting the guest"
         details.pop("restarting", None)
@@ -982,7 +903,7 @@ class DomainReconciler:
             details = dict(status.details)
             spec = DomainSpec.from_spec(obj.spec, name)
             if live.active:
-                message = self._stop(name, spec, live, details, now, "delete")
+                message = self._stopper.step(name, spec, live, details, now, "delete")
                 if "stopping" in details:
                     # Not off yet: the guest's STOPPED event or the next step brings us back.
                     events = [("Normal", "Stopping", message)] if message else []
@@ -993,11 +914,11 @@ class DomainReconciler:
                         now,
                     )
                     recording.commit(self._store, key, old, status, now, events)
-                    wait = self._next_stop_step(spec, details["stopping"], now)
+                    wait = self._stopper.next_step_in(spec, details["stopping"], now)
                     return Result(requeue_after=wait)
                 stopped = f"; {message}"
             elif "stopping" in details:
-                stopped = f"; {self._stopped(live, details, now)}"
+                stopped = f"; {stopping.finished(live, details, now)}"
         if live is None:
             self._store.add_event(key, "Normal", "Deleted", f"domain {name} is gone", now)
         elif plan.steps[0].action == "forget":
