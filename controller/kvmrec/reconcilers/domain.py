@@ -24,7 +24,8 @@ after the grace period (reconcilers/stopping.py).
 
 The guest's side. For a running guest with the agent, or with a NIC on a libvirt network,
 the status holds what the guest is (addresses, host name, OS: the agent first, DHCP leases
-as a fallback), read again every second while it boots until it is complete. With
+as a fallback), read again every second while it boots until it is complete, and on every
+resync after that. With
 ``syncClock`` the guest clock is set after kvmrec resumes the guest.
 
 Ownership. kvmrec only touches domains that carry its stamp in ``<metadata>``; a domain of
@@ -600,7 +601,9 @@ class DomainReconciler:
         status = self._status(spec, live, status, drift, restart, plan, obj.generation, now)
         status = replace(status, details={**details, **status.details})
         recording.commit(self._store, key, old, status, now, events)
-        if not plan.steps and not drift and wait is None:
+        # A guest whose addresses are reported is read again on every resync, whatever its
+        # fingerprint: a new DHCP address moves nothing libvirt shows.
+        if not plan.steps and not drift and wait is None and "guest" not in details:
             self._remember(name, live.fingerprint)
         return Result(requeue_after=wait)
 
