@@ -431,7 +431,10 @@ class DomainReconciler:
                     )
                 steps.append(
                     Step(
-                        "create-image", (Drift(field, disk.source, None),), f"{disk.source}: {how}"
+                        "create-image",
+                        (Drift(field, disk.source, None),),
+                        f"{disk.source}: {how}",
+                        item=index,
                     )
                 )
                 continue
@@ -444,6 +447,7 @@ class DomainReconciler:
                         "grow-image",
                         (Drift(f"{field}.size", _mem(disk.size), _mem(current)),),
                         f"{disk.source}: never shrunk, grown when asked",
+                        item=index,
                     )
                 )
         return steps, None
@@ -629,13 +633,13 @@ class DomainReconciler:
         fields = ", ".join(d.field for d in step.fields)
         match step.action:
             case "create-image":
-                index = int(step.fields[0].field.split("[")[1].rstrip("]"))
-                self._create_image(spec.disks[index])
+                assert step.item is not None
+                self._create_image(spec.disks[step.item])
                 return f"created image {step.detail}"
             case "grow-image":
-                index = int(step.fields[0].field.split("[")[1].split("]")[0])
-                self._grow_image(name, spec, index, live)
-                return f"grew image {spec.disks[index].source} to {step.fields[0].desired}"
+                assert step.item is not None
+                self._grow_image(name, spec, step.item, live)
+                return f"grew image {spec.disks[step.item].source} to {step.fields[0].desired}"
             case "create" | "update":
                 self._hv.define_domain(domain_xml.build(name, spec, owner))
                 return step.detail if step.action == "create" else f"redefined: {fields}"

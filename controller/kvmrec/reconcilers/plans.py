@@ -21,6 +21,7 @@ class Step:
     fields: tuple[Drift, ...] = ()
     detail: str = ""
     visible: bool = True  # False for kvmrec's own bookkeeping (the ownership stamp)
+    item: int | None = None  # which item of a list field the step acts on (a disk's index)
 
 
 @dataclass(frozen=True)
