@@ -10,15 +10,15 @@ answering (libvirt's guest-sync handshake), so no caller waits on a wedged guest
 Where the agent cannot answer, the host's own view fills in what it can: the DHCP lease a
 libvirt network handed out for one of the guest's MACs.
 
-Raw agent commands (``guest-exec``, ``guest-file-*``) are for ``kvmrec guest`` and the
-tests; everything kvmrec does on its own goes through libvirt's typed calls.
+Everything goes through libvirt's typed calls but two raw agent commands: ``guest-ping``
+(``kvmrec guest ping``) and ``guest-fsfreeze-status`` (after a revert).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,13 +83,6 @@ class GuestInfo:
         }
 
 
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-
-
 def _addresses(found: dict[str, Any], source: str) -> list[GuestAddress]:
     addresses = []
     for interface, item in sorted(found.items()):
@@ -118,10 +111,11 @@ class GuestAgent:
     def __init__(self, hypervisor: Hypervisor) -> None:
         self._hv = hypervisor
 
-    def _agent(self, name: str, what: str, call: Any, *args: Any) -> Any:
+    def _agent(self, name: str, what: str, call: Callable[[Any], Any]) -> Any:
+        """``call`` on the libvirt domain, an unresponsive agent as ``AgentUnavailable``."""
         with self._hv.domain_call(name, what) as dom:
             try:
-                return call(dom, *args)
+                return call(dom)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() in (
                     libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
@@ -230,11 +224,6 @@ class GuestAgent:
             self._agent(name, "thaw file systems", lambda dom: dom.fsThaw())
         return frozen
 
-    def guest_time(self, name: str) -> float:
-        """The guest's clock, in seconds since the epoch."""
-        answer = self._agent(name, "read the guest clock", lambda dom: dom.getTime(0))
-        return float(answer["seconds"]) + float(answer.get("nseconds", 0)) / 1e9
-
     def set_password(self, name: str, user: str, password: str) -> None:
         self._agent(
             name,
@@ -253,59 +242,3 @@ class GuestAgent:
             lambda dom: libvirt_qemu.qemuAgentCommand(dom, text, COMMAND_TIMEOUT, 0),
         )
         return json.loads(answer).get("return")
-
-    def exec(self, name: str, argv: list[str], *, timeout: float = 30.0) -> ExecResult:
-        """Run ``argv`` in the guest (``guest-exec``) and wait for it to end."""
-        started = self.command(
-            name,
-            {
-                "execute": "guest-exec",
-                "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True},
-            },
-        )
-        pid = started["pid"]
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.command(name, {"execute": "guest-exec-status", "arguments": {"pid": pid}})
-            if status.get("exited"):
-                return ExecResult(
-                    exit_code=int(status.get("exitcode", -1)),
-                    stdout=base64.b64decode(status.get("out-data", "")),
-                    stderr=base64.b64decode(status.get("err-data", "")),
-                )
-            if time.monotonic() > deadline:
-                raise BackendError(f"{name}: {argv[0]} did not end within {timeout:.0f}s")
-            time.sleep(0.1)
-
-    def read_file(self, name: str, path: str) -> bytes:
-        handle = self.command(
-            name, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}}
-        )
-        data = b""
-        try:
-            while True:
-                chunk = self.command(
-                    name,
-                    {"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}},
-                )
-                data += base64.b64decode(chunk.get("buf-b64", ""))
-                if chunk.get("eof") or not chunk.get("count"):
-                    return data
-        finally:
-            self.command(name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
-
-    def write_file(self, name: str, path: str, data: bytes) -> None:
-        handle = self.command(
-            name, {"execute": "guest-file-open", "arguments": {"path": path, "mode": "w"}}
-        )
-        try:
-            self.command(
-                name,
-                {
-                    "execute": "guest-file-write",
-                    "arguments": {"handle": handle, "buf-b64": base64.b64encode(data).decode()},
-                },
-            )
-            self.command(name, {"execute": "guest-file-flush", "arguments": {"handle": handle}})
-        finally:
-            self.command(name, {"execute": "guest-file-close", "arguments": {"handle": handle}})
