@@ -38,6 +38,8 @@ import dataclasses
 import difflib
 import functools
 import math
+import os
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -221,6 +223,20 @@ def _unknown(key: str) -> str:
     return f"unknown key {key!r} ({hint})"
 
 
+def _untrusted(st: os.stat_result) -> str | None:
+    """Why a configuration file with this owner and mode cannot be trusted, or None.
+
+    The file sets where disk images may be and which manifests are trusted; like the
+    manifests themselves (sources/trust.py), it must be root's or kvmrec's own user's and
+    writable by nobody else. Judged on the descriptor it is read through."""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not by root; fix with chown root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(st.st_mode)
+        return f"writable by group or others (mode {mode:04o}); fix with chmod go-w"
+    return None
+
+
 def load(path: Path | None = None, *, default: Path | None = None) -> FileConfig:
     """Read and check the file at ``path``, or at ``default`` (:data:`DEFAULT_PATH`) if
     ``path`` is None.
@@ -230,7 +246,11 @@ def load(path: Path | None = None, *, default: Path | None = None) -> FileConfig
     """
     target = path if path is not None else default if default is not None else DEFAULT_PATH
     try:
-        text = target.read_text(encoding="utf-8")
+        with target.open("rb") as handle:
+            problem = _untrusted(os.fstat(handle.fileno()))
+            if problem is not None:
+                raise ConfigError(f"{target}: refused: {problem}")
+            text = handle.read().decode("utf-8")
     except FileNotFoundError:
         if path is None:
             return FileConfig(None, types.MappingProxyType({}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,27 @@ def test_a_file_that_is_not_a_mapping_of_settings(tmp_path: Path, text: str, mes
     with pytest.raises(config.ConfigError, match=message) as caught:
         config.load(path)
     assert str(caught.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646])
+def test_a_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = write(tmp_path, "disk_roots: [/]\n")
+    path.chmod(mode)
+    with pytest.raises(
+        config.ConfigError,
+        match=rf"refused: writable by group or others \(mode 0{mode:o}\); fix with chmod go-w",
+    ):
+        config.load(path)
+    path.chmod(0o644)
+    assert config.load(path).values == {"disk_roots": (Path("/"),)}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_file_someone_else_owns_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "workers: 2\n")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(config.ConfigError, match="refused: owned by uid 65534, not by root"):
+        config.load(path)
 
 
 def test_an_empty_file_sets_nothing(tmp_path: Path) -> None:
