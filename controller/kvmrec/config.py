@@ -229,6 +229,9 @@ def _untrusted(st: os.stat_result) -> str | None:
     The file sets where disk images may be and which manifests are trusted; like the
     manifests themselves (sources/trust.py), it must be root's or kvmrec's own user's and
     writable by nobody else. Judged on the descriptor it is read through."""
+    if not stat.S_ISREG(st.st_mode):
+        # `--config /dev/null`: no configuration at all, as with other tools.
+        return None if os.path.samestat(st, os.stat(os.devnull)) else "not a regular file"
     if st.st_uid not in (0, os.geteuid()):
         return f"owned by uid {st.st_uid}, not by root; fix with chown root"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
