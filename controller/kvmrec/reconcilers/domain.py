@@ -603,6 +603,9 @@ class DomainReconciler:
             wait = guest_wait if wait is None else min(wait, guest_wait)
 
         status = self._status(spec, live, status, drift, restart, plan, obj.generation, now)
+        if "stopping" in details:
+            message = self._stopper.describe(spec, details["stopping"], now)
+            status = status.with_condition("Ready", "False", "Stopping", message, now)
         status = replace(status, details={**details, **status.details})
         recording.commit(self._store, key, old, status, now, events)
         # A guest whose addresses are reported is read again on every resync, whatever its

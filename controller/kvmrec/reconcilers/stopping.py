@@ -95,6 +95,13 @@ class Stopper:
         stopping["asked"].append(method)
         return [METHODS[method]]
 
+    def describe(self, spec: DomainSpec, stopping: dict[str, Any], now: datetime) -> str:
+        """A stop in progress, for the Ready condition."""
+        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
+        asked = " and ".join(METHODS[m] for m in stopping["asked"]) or "no request answered"
+        left = max(0.0, self._grace(spec) - elapsed)
+        return f"powering off ({stopping['purpose']}): asked {asked}; destroyed in {left:.0f}s"
+
     def next_step_in(self, spec: DomainSpec, stopping: dict[str, Any], now: datetime) -> float:
         """Seconds until a stop in progress escalates (ACPI, then destroy)."""
         grace = self._grace(spec)

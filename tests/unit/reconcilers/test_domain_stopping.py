@@ -142,6 +142,9 @@ def test_a_guest_that_ignores_every_request_is_destroyed_after_the_grace_period(
     assert wait == pytest.approx(30, abs=0.5)  # next: the end of the grace period
     assert h.reconcile(key, after=10) == pytest.approx(20, abs=0.5)  # still waiting
     assert h.state(name) == libvirt.VIR_DOMAIN_RUNNING
+    ready = h.store.get_status(key).condition("Ready")  # type: ignore[union-attr]
+    assert ready is not None and (ready.status, ready.reason) == ("False", "Stopping")
+    assert "asked by the ACPI power button; destroyed in 20s" in ready.message
 
     h.reconcile(key, after=20)
     assert h.state(name) == libvirt.VIR_DOMAIN_SHUTOFF
