@@ -301,6 +301,23 @@ def test_resume_sets_the_guest_clock_when_asked(
     wait_for(lambda: "set its clock" in _events(controller, name), 30, "the clock set")
     assert abs(time.time() - guest_clock(conn, name)) < 2.5
 
+    # A guest left to the operator (Manual), paused and resumed by hand while kvmrec runs.
+    controller.write(
+        f"{name}.yaml",
+        domain_manifest(
+            name,
+            "qemu",
+            **guest_spec(guest_image, name, syncClock=True, runStrategy="Manual"),
+        ),
+    )
+    wait_for(lambda: (controller.object(name) or {}).get("generation") == 2, 30, "generation 2")
+    conn.lookupByName(name).suspend()
+    wait_for(lambda: (controller.object(name) or {}).get("state") == "paused", 30, "seen paused")
+    time.sleep(8)
+    conn.lookupByName(name).resume()
+    wait_for(lambda: "resumed by hand; set its clock" in _events(controller, name), 30, "synced")
+    assert abs(time.time() - guest_clock(conn, name)) < 2.5
+
 
 def test_guest_command_pings_informs_and_sets_a_password_from_a_file_or_stdin(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, tmp_path: Path

@@ -26,7 +26,7 @@ The guest's side. For a running guest with the agent, or with a NIC on a libvirt
 the status holds what the guest is (addresses, host name, OS: the agent first, DHCP leases
 as a fallback), read again every second while it boots until it is complete, and on every
 resync after that. With
-``syncClock`` the guest clock is set after kvmrec resumes the guest.
+``syncClock`` the guest clock is set after a resume, kvmrec's own or the operator's.
 
 Ownership. kvmrec only touches domains that carry its stamp in ``<metadata>``; a domain of
 the same name without it is a conflict, reported and left alone, unless the manifest asks
@@ -565,6 +565,12 @@ class DomainReconciler:
             details["onceGeneration"] = obj.generation
         if live.state == "running" and "stopping" not in details:
             details.pop("restarting", None)
+        # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
+        # clock as far behind as one of its own.
+        resumed = status.details.get("state") == "paused" and live.state == "running"
+        if spec.sync_clock and resumed and "resume" not in {s.action for s in plan.steps}:
+            synced = self._sync_clock(name, spec)
+            events.append(("Normal", "ClockSynced", f"resumed by hand{synced}"))
 
         restart = self._still_different(spec, live)
         seen = _drift_key(restart)
