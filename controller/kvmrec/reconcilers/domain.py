@@ -698,8 +698,8 @@ class DomainReconciler:
         message = self._stopper.step(name, spec, live, details, now, "restart")
         if "stopping" in details:
             return message or "restarting the guest"
-        details.pop("restarting", None)
         self._note_start(details, now)
+        details.pop("restarting", None)
         self._hv.start_domain(name)
         return "restarted the guest"
 
@@ -753,7 +753,12 @@ class DomainReconciler:
     @staticmethod
     def _note_start(details: dict[str, Any], now: datetime) -> None:
         last = details.get("lastStart")
-        quick = last and (now - datetime.fromisoformat(last)).total_seconds() < CRASH_WINDOW
+        # A guest kvmrec itself powered off to apply a change did not fail.
+        quick = (
+            last
+            and not details.get("restarting")
+            and (now - datetime.fromisoformat(last)).total_seconds() < CRASH_WINDOW
+        )
         details["quickFailures"] = int(details.get("quickFailures", 0)) + 1 if quick else 0
         details["lastStart"] = now.isoformat()
         details.pop("guestReads", None)

@@ -214,5 +214,6 @@ def test_a_restart_for_a_change_powers_off_cleanly_then_starts_again(make: Any) 
     assert h.state(name) == libvirt.VIR_DOMAIN_RUNNING
     details = h.details(key)
     assert details["lastStop"]["method"] == "acpi" and "restarting" not in details
+    assert details["quickFailures"] == 0  # kvmrec's own restart is no crash
     running = h.conn.lookupByName(name)
     assert running.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 2
