@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+from guests import remove_guests
 
 from kvmrec.service import Service
 from kvmrec.settings import Settings
@@ -58,14 +59,6 @@ def manifest(name: str, virt_type: str) -> str:
         f"apiVersion: kvmrec.io/v1alpha1\nkind: Domain\nmetadata:\n  name: {name}\n"
         f"spec:\n  type: {virt_type}\n  memory: 64Mi\n"
     )
-
-
-def cleanup(conn: Any) -> None:
-    for dom in conn.listAllDomains(0):
-        if dom.name().startswith(PREFIX):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
 
 
 def plain_converge(conn: Any, names: list[str], virt_type: str) -> float:
@@ -126,13 +119,13 @@ def main() -> int:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
     conn = libvirt.open(args.connect)
-    cleanup(conn)
+    remove_guests(conn, PREFIX)
     names = [f"{PREFIX}{i:04d}" for i in range(n)]
 
     # -- the plain loop (the floor) --
     plain_conv = plain_converge(conn, names, args.type)
     plain_noops = [plain_noop(conn) for _ in range(args.repeat)]
-    cleanup(conn)
+    remove_guests(conn, PREFIX)
 
     # -- kvmrec --
     with tempfile.TemporaryDirectory(prefix="kvmrec-bench-") as tmp:
@@ -205,7 +198,7 @@ def main() -> int:
         idle_cpu = (cpu_seconds() - cpu0) / (time.perf_counter() - t0)
         memory = rss_mb()
         service.stop()
-    cleanup(conn)
+    remove_guests(conn, PREFIX)
 
     floor_noop, ours_noop = best(plain_noops), best(kvmrec_noops)
     result = {

@@ -32,6 +32,7 @@ from typing import Any
 
 import libvirt
 import libvirt_qemu
+from guests import remove_guests
 
 from kvmrec.api.kinds import DomainSpec, ObjectKey
 from kvmrec.backends import domain_xml
@@ -65,14 +66,6 @@ def spec(image: Path, name: str) -> dict[str, Any]:
         },
         "interfaces": [{"name": "net0", "network": NETWORK}],
     }
-
-
-def cleanup(conn: Any) -> None:
-    for dom in conn.listAllDomains(0):
-        if dom.name().startswith(PREFIX):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
 
 
 def ensure_network(conn: Any) -> None:
@@ -198,13 +191,13 @@ def main() -> int:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     image = guest_dir()
     conn = libvirt.open(args.connect)
-    cleanup(conn)
+    remove_guests(conn, PREFIX)
     ensure_network(conn)
     try:
         plain: list[tuple[float, float]] = []
         for trial in range(args.trials):
             plain += plain_trial(conn, image, [f"{PREFIX}p{trial}-{i}" for i in range(args.n)])
-            cleanup(conn)
+            remove_guests(conn, PREFIX)
         ours: list[tuple[float, float]] = []
         with tempfile.TemporaryDirectory(prefix="kvmrec-bench-") as tmp:
             manifests = Path(tmp) / "manifests"
@@ -226,7 +219,7 @@ def main() -> int:
             finally:
                 service.stop()
     finally:
-        cleanup(conn)
+        remove_guests(conn, PREFIX)
         remove_network(conn)
         conn.close()
     print(
