@@ -249,7 +249,7 @@ def _simulate(args: argparse.Namespace) -> int:
     now = start
     last: datetime | None = None
     for _ in range(SIMULATION_LIMIT):
-        due = schedule.next_due(last, now)
+        due = schedule.next_due(last, now, since=start)  # as if put in place at --from
         if due > end:
             break
         now = max(due, now)

@@ -214,6 +214,14 @@ class _DomainOutcome:
     count: int
     error: str | None
     reason: str | None
+    since: datetime  # when the policy first applied to the domain
+
+
+def _since(status: Status | None, domain: str, now: datetime) -> datetime:
+    """When the policy began to apply to ``domain``: a cron schedule's first snapshot is
+    its first occurrence after that, not one at once (an interval's is at once)."""
+    seen = ((status.details.get("domains") or {}) if status else {}).get(domain) or {}
+    return datetime.fromisoformat(seen["since"]) if seen.get("since") else now
 
 
 class SnapshotPolicyReconciler:
@@ -282,7 +290,7 @@ class SnapshotPolicyReconciler:
                 if r.name in existing
             ]
             last = records[0].time if records else None
-            if schedule.next_due(last, now) <= now:
+            if schedule.next_due(last, now, since=_since(status, domain, now)) <= now:
                 steps.append(Step("snapshot", detail=f"{domain}: due now"))
                 records.insert(0, SnapshotRecord(domain, "(new)", obj.key.name, now, False, True))
             decision = select(records, lambda r: r.time.astimezone(), self.retention(spec))
@@ -309,17 +317,20 @@ class SnapshotPolicyReconciler:
         outcomes = []
         for domain in self.selected(spec):
             try:
+                since = _since(old, domain, now)
                 outcomes.append(
-                    self._domain(key.name, domain, spec, schedule, retention, now, events)
+                    self._domain(key.name, domain, spec, schedule, retention, now, since, events)
                 )
             except SnapshotFailed as exc:
                 last = self._newest(key.name, domain)
-                outcomes.append(_DomainOutcome(domain, last, None, 0, str(exc), exc.reason))
+                outcomes.append(_DomainOutcome(domain, last, None, 0, str(exc), exc.reason, since))
             except Unavailable:
                 raise
             except BackendError as exc:
                 last = self._newest(key.name, domain)
-                outcomes.append(_DomainOutcome(domain, last, None, 0, str(exc), "SnapshotFailed"))
+                outcomes.append(
+                    _DomainOutcome(domain, last, None, 0, str(exc), "SnapshotFailed", since)
+                )
 
         errors = [o for o in outcomes if o.error]
         interval = schedule.interval_hint()
@@ -357,6 +368,7 @@ class SnapshotPolicyReconciler:
                         "nextSnapshot": o.next.isoformat() if o.next else None,
                         "count": o.count,
                         "lastError": o.error,
+                        "since": o.since.isoformat(),
                     }
                     for o in outcomes
                 },
@@ -378,6 +390,7 @@ class SnapshotPolicyReconciler:
         schedule: Schedule,
         retention: Retention,
         now: datetime,
+        since: datetime,
         events: list[tuple[str, str, str]],
     ) -> _DomainOutcome:
         live = self._hv.get_domain(domain)
@@ -385,7 +398,7 @@ class SnapshotPolicyReconciler:
             raise SnapshotFailed("DomainMissing", f"domain {domain} does not exist")
         records = self._records(policy, domain)
         last = records[0].time if records else None
-        if schedule.next_due(last, now) <= now:
+        if schedule.next_due(last, now, since=since) <= now:
             name = policy_snapshot_name(policy, now)
             quiesced = take(
                 self._hv,
@@ -408,4 +421,5 @@ class SnapshotPolicyReconciler:
             events.append(("Normal", "SnapshotPruned", f"{domain}: {record.name}"))
         kept = list(decision.keep)
         newest = kept[0].time if kept else None
-        return _DomainOutcome(domain, newest, schedule.next_due(newest, now), len(kept), None, None)
+        next_due = schedule.next_due(newest, now, since=since)
+        return _DomainOutcome(domain, newest, next_due, len(kept), None, None, since)

@@ -281,6 +281,27 @@ def test_a_missed_schedule_takes_one_catch_up_snapshot_not_a_burst(world: World)
     assert len(world.policy_snapshots(dom, "hourly")) == 2
 
 
+def test_a_cron_policy_waits_for_its_first_occurrence(world: World) -> None:
+    """Put in place at 05:00, a nightly policy takes its first snapshot at 03:00, not at once."""
+    dom = world.domain("db")
+    start = world.local()
+    key = world.policy("nightly", domains=[dom], schedule="0 3 * * *", retention={"keepLast": 7})
+    result = world.policies.reconcile(key)
+    assert world.policy_snapshots(dom, "nightly") == set()
+    first = (start + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+    if first - timedelta(days=1) > start:
+        first -= timedelta(days=1)
+    assert result.requeue_after == pytest.approx((first - start).total_seconds(), abs=1)
+    details = world.status(key).details["domains"][dom]
+    assert details["nextSnapshot"] == first.isoformat() and details["since"]
+
+    world.clock.advance(result.requeue_after or 0)
+    world.policies.reconcile(key)
+    assert world.policy_snapshots(dom, "nightly") == {
+        policy_snapshot_name("nightly", world.local())
+    }
+
+
 @pytest.fixture(params=["UTC0", "IST-5:30"])
 def host_zone(request: pytest.FixtureRequest) -> Iterator[str]:
     """The host's local zone for the test (POSIX TZ strings: no tzdata needed)."""
