@@ -31,7 +31,7 @@ from kvmrec.store.sqlite import SqliteStore
 
 SIMULATION_LIMIT = 100_000  # snapshots; a span and schedule beyond it is refused
 # Seconds for the agent of a reverted guest to answer again.
-CLOCK_SYNC_PATIENCE = 20.0
+AGENT_PATIENCE = 20.0
 
 
 def add_parser(commands: Any) -> None:
@@ -187,13 +187,13 @@ def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
     if runs and after is not None and after.config.guest_agent:
         records = {r.name: r for r in store.snapshots(domain=args.domain)} if store else {}
         quiesced = args.name in records and records[args.name].quiesced
-        if agent.thaw_if_frozen(args.domain, patience=CLOCK_SYNC_PATIENCE if quiesced else 0):
+        if agent.thaw_if_frozen(args.domain, patience=AGENT_PATIENCE if quiesced else 0):
             _event(store, args.domain, "Thawed", f"{args.name} was quiesced: file systems thawed")
             print(f"{args.domain}: file systems thawed (the snapshot was taken quiesced)")
     if runs and (args.sync_clock or _manifest_syncs_clock(store, args.domain)):
         # The guest's clock went back with its memory; the agent inside it takes a moment
         # to answer again after the revert.
-        agent.sync_clock(args.domain, patience=CLOCK_SYNC_PATIENCE)
+        agent.sync_clock(args.domain, patience=AGENT_PATIENCE)
         _event(store, args.domain, "ClockSynced", "guest clock set after the revert")
         print(f"{args.domain}: guest clock set through the guest agent")
     return 0
