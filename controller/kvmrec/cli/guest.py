@@ -18,14 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.guest_agent import GuestAgent
-from kvmrec.backends.hypervisor import Hypervisor
-from kvmrec.engine.clock import SystemClock
+from kvmrec.backends.hypervisor import Hypervisor, LiveDomain
+from kvmrec.cli import by_hand
 from kvmrec.settings import Settings, default_uri
-from kvmrec.store.base import StoreError
-from kvmrec.store.sqlite import SqliteStore
 
 
 def add_parser(commands: Any) -> None:
@@ -63,12 +60,13 @@ def run(args: argparse.Namespace) -> int:
     hv = Hypervisor(args.connect or default_uri())
     try:
         hv.open()
-        if hv.get_domain(args.domain) is None:
+        live = hv.get_domain(args.domain)
+        if live is None:
             print(f"kvmrec guest: no domain named {args.domain}", file=sys.stderr)
             return 1
         agent = GuestAgent(hv)
         if args.verb == "info":
-            return _info(args, hv, agent)
+            return _info(args, live, agent)
         if args.verb == "ping":
             seconds = agent.ping(args.domain)
             print(f"the guest agent of {args.domain} answered in {seconds * 1000:.0f} ms")
@@ -81,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
         hv.close()
 
 
-def _info(args: argparse.Namespace, hv: Hypervisor, agent: GuestAgent) -> int:
-    live = hv.get_domain(args.domain)
-    assert live is not None
+def _info(args: argparse.Namespace, live: LiveDomain, agent: GuestAgent) -> int:
     if live.state != "running":
         print(f"kvmrec guest info: {args.domain} is {live.state}", file=sys.stderr)
         return 1
@@ -126,20 +122,12 @@ def _read_password(path: Path | None) -> str:
 def _set_password(args: argparse.Namespace, agent: GuestAgent) -> int:
     password = _read_password(args.password_file)
     agent.set_password(args.domain, args.user, password)
+    store = by_hand.open_store(args.state)
     try:
-        store = SqliteStore(args.state, create=False)
-    except StoreError:
-        store = None  # no kvmrec state here: done, unrecorded
-    if store is not None:
-        try:
-            store.add_event(
-                ObjectKey("Domain", args.domain),
-                "Normal",
-                "PasswordSet",
-                f"password of {args.user} set through the guest agent by hand",
-                SystemClock().wall(),
-            )
-        finally:
+        message = f"password of {args.user} set through the guest agent by hand"
+        by_hand.record(store, args.domain, "PasswordSet", message)
+    finally:
+        if store is not None:
             store.close()
     print(f"password of {args.user} in {args.domain} set")
     return 0

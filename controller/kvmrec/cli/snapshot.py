@@ -2,7 +2,7 @@
 policy's schedule and retention over a span of time without touching anything.
 
 What is done here by hand is recorded as an event of the domain when a state file is
-given (``--state``), so ``kvmrec events`` tells the whole story of a guest.
+given (``--state``; cli/by_hand.py), so ``kvmrec events`` tells the whole story of a guest.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.guest_agent import GuestAgent
 from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.cli import by_hand
 from kvmrec.engine.clock import SystemClock
 from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconciler, take
 from kvmrec.settings import Settings, default_uri
 from kvmrec.snapshots.retention import select
 from kvmrec.snapshots.schedule import Schedule, ScheduleError
 from kvmrec.sources.directory import scan
-from kvmrec.store.base import StoreError
 from kvmrec.store.records import SnapshotRecord
 from kvmrec.store.sqlite import SqliteStore
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verb == "simulate":
         return _simulate(args)
     hv = Hypervisor(args.connect or default_uri())
-    store = _store(args.state)
+    store = by_hand.open_store(args.state)
     try:
         hv.open()
         return _VERBS[args.verb](args, hv, store)
@@ -104,20 +104,6 @@ def run(args: argparse.Namespace) -> int:
         hv.close()
         if store is not None:
             store.close()
-
-
-def _store(path: Path) -> SqliteStore | None:
-    try:
-        return SqliteStore(path, create=False)
-    except StoreError:
-        return None  # no kvmrec state here: the operation works, unrecorded
-
-
-def _event(store: SqliteStore | None, domain: str, reason: str, message: str) -> None:
-    if store is not None:
-        store.add_event(
-            ObjectKey("Domain", domain), "Normal", reason, message, SystemClock().wall()
-        )
 
 
 def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
@@ -161,7 +147,7 @@ def _create(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
                 bool(live and live.active),
             )
         )
-    _event(
+    by_hand.record(
         store,
         args.domain,
         "SnapshotTaken",
@@ -179,7 +165,7 @@ def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
     elif live is not None and live.active:
         running = True  # a running guest keeps running
     hv.revert_snapshot(args.domain, args.name, running=running)
-    _event(store, args.domain, "Reverted", f"reverted to {args.name} by hand")
+    by_hand.record(store, args.domain, "Reverted", f"reverted to {args.name} by hand")
     print(f"{args.domain} reverted to {args.name}")
     after = hv.get_domain(args.domain)
     runs = after is not None and after.state == "running"
@@ -188,13 +174,15 @@ def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
         records = {r.name: r for r in store.snapshots(domain=args.domain)} if store else {}
         quiesced = args.name in records and records[args.name].quiesced
         if agent.thaw_if_frozen(args.domain, patience=AGENT_PATIENCE if quiesced else 0):
-            _event(store, args.domain, "Thawed", f"{args.name} was quiesced: file systems thawed")
+            by_hand.record(
+                store, args.domain, "Thawed", f"{args.name} was quiesced: file systems thawed"
+            )
             print(f"{args.domain}: file systems thawed (the snapshot was taken quiesced)")
     if runs and (args.sync_clock or _manifest_syncs_clock(store, args.domain)):
         # The guest's clock went back with its memory; the agent inside it takes a moment
         # to answer again after the revert.
         agent.sync_clock(args.domain, patience=AGENT_PATIENCE)
-        _event(store, args.domain, "ClockSynced", "guest clock set after the revert")
+        by_hand.record(store, args.domain, "ClockSynced", "guest clock set after the revert")
         print(f"{args.domain}: guest clock set through the guest agent")
     return 0
 
@@ -208,7 +196,7 @@ def _delete(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
     hv.delete_snapshot(args.domain, args.name)
     if store is not None:
         store.forget_snapshot(args.domain, args.name)
-    _event(store, args.domain, "SnapshotDeleted", f"{args.name} deleted by hand")
+    by_hand.record(store, args.domain, "SnapshotDeleted", f"{args.name} deleted by hand")
     print(f"snapshot {args.name} of {args.domain} deleted")
     return 0
 
