@@ -195,34 +195,36 @@ class GuestAgent:
     def sync_clock(self, name: str, *, patience: float = 0.0) -> None:
         """Set the guest's clock to the host's (after a revert or a resume it is behind),
         trying again for ``patience`` seconds while the agent does not answer."""
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                self._agent(name, "set the guest clock", _set_time_now)
-                return
-            except AgentUnavailable:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
+        self._patiently(patience, lambda: self._agent(name, "set the guest clock", _set_time_now))
 
     def thaw_if_frozen(self, name: str, *, patience: float = 0.0) -> bool:
         """Thaw a guest whose file systems are frozen; whether it was. A snapshot taken
         quiesced holds the guest's memory as it was, frozen: reverted to, the guest comes
-        back frozen, its agent refusing everything but a thaw."""
+        back frozen, its agent refusing everything but a thaw. An agent that does not
+        answer within ``patience`` seconds is taken as nothing frozen."""
+        try:
+            state = self._patiently(
+                patience, lambda: self.command(name, {"execute": "guest-fsfreeze-status"})
+            )
+        except AgentUnavailable:
+            return False
+        if state != "frozen":
+            return False
+        self._agent(name, "thaw file systems", lambda dom: dom.fsThaw())
+        return True
+
+    @staticmethod
+    def _patiently(patience: float, call: Callable[[], Any]) -> Any:
+        """``call()``, again every half second for ``patience`` seconds while the agent
+        does not answer (it reconnects a moment after a revert)."""
         deadline = time.monotonic() + patience
-        frozen = False
         while True:
             try:
-                state = self.command(name, {"execute": "guest-fsfreeze-status"})
-                frozen = bool(state == "frozen")
-                break
+                return call()
             except AgentUnavailable:
                 if time.monotonic() >= deadline:
-                    return False
+                    raise
                 time.sleep(0.5)
-        if frozen:
-            self._agent(name, "thaw file systems", lambda dom: dom.fsThaw())
-        return frozen
 
     def set_password(self, name: str, user: str, password: str) -> None:
         self._agent(

@@ -43,6 +43,12 @@ class Stopper:
     def _grace(self, spec: DomainSpec) -> float:
         return float(spec.grace_period) if spec.grace_period is not None else self._default_grace
 
+    @staticmethod
+    def _acpi_at(grace: float, stopping: dict[str, Any]) -> float:
+        """Seconds into the stop at which the power button is pressed: at once unless the
+        agent took the request, then at half the grace period."""
+        return grace / 2 if stopping["asked"] else 0.0
+
     def step(
         self,
         name: str,
@@ -58,7 +64,7 @@ class Stopper:
         stopping = details.setdefault(
             "stopping", {"since": now.isoformat(), "purpose": purpose, "asked": [], "tried": []}
         )
-        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
+        elapsed = _elapsed(stopping, now)
         if elapsed >= grace:
             self._hv.destroy_domain(name)
             del details["stopping"]
@@ -76,8 +82,7 @@ class Stopper:
         agent = spec.guest_agent and live.running is not None and live.running.agent_connected
         if agent and "agent" not in stopping["tried"]:
             done += self._ask(name, "agent", stopping)
-        acpi_at = grace / 2 if stopping["asked"] else 0.0
-        if elapsed >= acpi_at and "acpi" not in stopping["tried"]:
+        if elapsed >= self._acpi_at(grace, stopping) and "acpi" not in stopping["tried"]:
             done += self._ask(name, "acpi", stopping)
         if not done:
             return ""
@@ -97,17 +102,16 @@ class Stopper:
 
     def describe(self, spec: DomainSpec, stopping: dict[str, Any], now: datetime) -> str:
         """A stop in progress, for the Ready condition."""
-        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
         asked = " and ".join(METHODS[m] for m in stopping["asked"]) or "no request answered"
-        left = max(0.0, self._grace(spec) - elapsed)
+        left = max(0.0, self._grace(spec) - _elapsed(stopping, now))
         return f"powering off ({stopping['purpose']}): asked {asked}; destroyed in {left:.0f}s"
 
     def next_step_in(self, spec: DomainSpec, stopping: dict[str, Any], now: datetime) -> float:
         """Seconds until a stop in progress escalates (ACPI, then destroy)."""
         grace = self._grace(spec)
-        elapsed = (now - datetime.fromisoformat(stopping["since"])).total_seconds()
-        acpi_pending = stopping["asked"] and "acpi" not in stopping["tried"]
-        return max(0.2, (grace / 2 if acpi_pending else grace) - elapsed)
+        pending = "acpi" not in stopping["tried"]
+        step_at = self._acpi_at(grace, stopping) if pending else grace
+        return max(0.2, step_at - _elapsed(stopping, now))
 
 
 def finished(live: LiveDomain, details: dict[str, Any], now: datetime) -> str:
@@ -115,10 +119,15 @@ def finished(live: LiveDomain, details: dict[str, Any], now: datetime) -> str:
     stopping = details.pop("stopping")
     if stopping["purpose"] == "restart":
         details["restarting"] = True
-    seconds = round((now - datetime.fromisoformat(stopping["since"])).total_seconds(), 1)
+    seconds = round(_elapsed(stopping, now), 1)
     if live.reason == "shutdown" and stopping["asked"]:
         method = stopping["asked"][-1]
         details["lastStop"] = {"method": method, "seconds": seconds}
         return f"the guest powered off {METHODS[method]} after {seconds:g}s"
     details["lastStop"] = {"method": "other", "seconds": seconds}
     return f"the guest stopped after {seconds:g}s ({live.reason}) before kvmrec destroyed it"
+
+
+def _elapsed(stopping: dict[str, Any], now: datetime) -> float:
+    """Seconds since the stop began."""
+    return (now - datetime.fromisoformat(stopping["since"])).total_seconds()
