@@ -919,10 +919,10 @@ class DomainReconciler:
         live = self._hv.get_domain(name)
         now = self._clock.wall()
         plan = self._deletion_plan(obj, live)
+        spec = DomainSpec.from_spec(obj.spec, name)
         stopped = ""
         if live is not None and plan.steps and plan.steps[0].action == "delete":
             details = dict(status.details)
-            spec = DomainSpec.from_spec(obj.spec, name)
             if live.active:
                 message = self._stopper.step(name, spec, live, details, now, "delete")
                 if "stopping" in details:
@@ -956,7 +956,6 @@ class DomainReconciler:
                 key, "Normal", "Orphaned", f"removed kvmrec's stamp from {name}; left as it is", now
             )
         else:
-            spec = DomainSpec.from_spec(obj.spec, name)
             self._hv.undefine_domain(name)
             removed = []
             for disk in spec.disks:
