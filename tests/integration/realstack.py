@@ -255,23 +255,36 @@ def controller(tmp_path: Path, stack: dict[str, str], prefix: str) -> Iterator[C
     ctl.stop()  # before the prefix fixture removes the domains, or it would heal them
 
 
+@contextlib.contextmanager
+def temporary_network(stack: dict[str, str], name: str, bridge: str, ip: str) -> Iterator[str]:
+    """A libvirt network of one test (``ip``: its <ip> element), removed afterwards with a
+    connection of its own (a test may have restarted libvirtd under the others)."""
+    uri = stack["LIBVIRT_DEFAULT_URI"]
+    setup = libvirt.open(uri)
+    try:
+        setup.networkDefineXML(
+            f"<network><name>{name}</name><bridge name='{bridge[:15]}'/>{ip}</network>"
+        ).create()
+    finally:
+        setup.close()
+    try:
+        yield name
+    finally:
+        cleanup = libvirt.open(uri)
+        with contextlib.suppress(libvirt.libvirtError):
+            cleanup.networkLookupByName(name).destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            cleanup.networkLookupByName(name).undefine()
+        cleanup.close()
+
+
 @pytest.fixture
-def network(conn: Any, prefix: str, stack: dict[str, str]) -> Iterator[str]:
+def network(prefix: str, stack: dict[str, str]) -> Iterator[str]:
     """An isolated libvirt network of this test (issue-4 Networks are not used here)."""
-    name = f"{prefix}-net"
-    bridge = f"{prefix}-nb"[:15]
     third = int(prefix[-2:], 16)  # a /24 of its own per test
-    conn.networkDefineXML(
-        f"<network><name>{name}</name><bridge name='{bridge}'/>"
-        f"<ip address='10.251.{third}.1' netmask='255.255.255.0'/></network>"
-    ).create()
-    yield name
-    cleanup = libvirt.open(stack["LIBVIRT_DEFAULT_URI"])
-    with contextlib.suppress(libvirt.libvirtError):
-        cleanup.networkLookupByName(name).destroy()
-    with contextlib.suppress(libvirt.libvirtError):
-        cleanup.networkLookupByName(name).undefine()
-    cleanup.close()
+    ip = f"<ip address='10.251.{third}.1' netmask='255.255.255.0'/>"
+    with temporary_network(stack, f"{prefix}-net", f"{prefix}-nb", ip) as name:
+        yield name
 
 
 @pytest.fixture
@@ -382,21 +395,13 @@ def copy_data_disk(guest: GuestImage, target: Path) -> Path:
 @pytest.fixture
 def dhcp_network(stack: dict[str, str], prefix: str) -> Iterator[str]:
     """An isolated libvirt network of this test whose dnsmasq hands out leases."""
-    name = f"{prefix}-dhcp"
-    bridge = f"{prefix}-db"[:15]
     third = int(prefix[-2:], 16)
-    cleanup = libvirt.open(stack["LIBVIRT_DEFAULT_URI"])
-    cleanup.networkDefineXML(
-        f"<network><name>{name}</name><bridge name='{bridge}'/>"
+    ip = (
         f"<ip address='10.252.{third}.1' netmask='255.255.255.0'><dhcp>"
-        f"<range start='10.252.{third}.10' end='10.252.{third}.200'/></dhcp></ip></network>"
-    ).create()
-    yield name
-    with contextlib.suppress(libvirt.libvirtError):
-        cleanup.networkLookupByName(name).destroy()
-    with contextlib.suppress(libvirt.libvirtError):
-        cleanup.networkLookupByName(name).undefine()
-    cleanup.close()
+        f"<range start='10.252.{third}.10' end='10.252.{third}.200'/></dhcp></ip>"
+    )
+    with temporary_network(stack, f"{prefix}-dhcp", f"{prefix}-db", ip) as name:
+        yield name
 
 
 def agent_command(conn: Any, name: str, command: dict[str, Any], timeout: int = 10) -> Any:
