@@ -24,7 +24,7 @@ from kvmrec.engine.clock import SystemClock
 from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconciler, take
 from kvmrec.settings import Settings, default_uri
 from kvmrec.snapshots.retention import select
-from kvmrec.snapshots.schedule import Schedule, ScheduleError
+from kvmrec.snapshots.schedule import Schedule, ScheduleError, local_zone
 from kvmrec.sources.directory import scan
 from kvmrec.store.records import SnapshotRecord
 from kvmrec.store.sqlite import SqliteStore
@@ -267,4 +267,4 @@ def _simulate(args: argparse.Namespace) -> int:
 def _time(text: str) -> datetime:
     # In the host's local time, as the controller reads cron schedules and cuts retention
     # periods; an offset only says which instant. Naive: the host's local time.
-    return datetime.fromisoformat(text).astimezone()
+    return datetime.fromisoformat(text).astimezone(local_zone())

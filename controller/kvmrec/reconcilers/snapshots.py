@@ -30,7 +30,7 @@ from kvmrec.engine.workers import Result
 from kvmrec.reconcilers import recording
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.snapshots.retention import Retention, select
-from kvmrec.snapshots.schedule import Schedule
+from kvmrec.snapshots.schedule import Schedule, local_zone
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, SnapshotRecord, Status, StoredObject
 
@@ -270,14 +270,14 @@ class SnapshotPolicyReconciler:
         """When the newest snapshot recorded for ``policy`` of ``domain`` was taken, for a
         domain of which none could be taken this time: its snapshots can go stale."""
         records = self._store.snapshots(policy=policy, domain=domain)
-        return records[0].time.astimezone() if records else None
+        return records[0].time.astimezone(local_zone()) if records else None
 
     def plan(self, obj: StoredObject, status: Status | None = None) -> Plan:
         if obj.deleting:
             return Plan()
         spec = SnapshotPolicySpec.from_spec(obj.spec)
         schedule = Schedule.of(schedule=spec.schedule, every=spec.every)
-        now = self._clock.wall().astimezone()  # cron schedules are in the host's local time
+        now = self._clock.wall().astimezone(local_zone())  # cron reads the host's wall clock
         steps: list[Step] = []
         for domain in self.selected(spec):
             if self._hv.get_domain(domain) is None:
@@ -293,7 +293,9 @@ class SnapshotPolicyReconciler:
             if schedule.next_due(last, now, since=_since(status, domain, now)) <= now:
                 steps.append(Step("snapshot", detail=f"{domain}: due now"))
                 records.insert(0, SnapshotRecord(domain, "(new)", obj.key.name, now, False, True))
-            decision = select(records, lambda r: r.time.astimezone(), self.retention(spec))
+            decision = select(
+                records, lambda r: r.time.astimezone(now.tzinfo), self.retention(spec)
+            )
             for record in decision.prune:
                 steps.append(Step("prune", detail=f"{domain}: {record.name}"))
         return Plan(steps=tuple(steps))
@@ -312,7 +314,7 @@ class SnapshotPolicyReconciler:
         spec = SnapshotPolicySpec.from_spec(obj.spec)
         schedule = Schedule.of(schedule=spec.schedule, every=spec.every)
         retention = self.retention(spec)
-        now = self._clock.wall().astimezone()  # cron schedules are in the host's local time
+        now = self._clock.wall().astimezone(local_zone())  # cron reads the host's wall clock
         events: list[tuple[str, str, str]] = []
         outcomes = []
         for domain in self.selected(spec):
@@ -414,7 +416,7 @@ class SnapshotPolicyReconciler:
             events.append(
                 ("Normal", "SnapshotTaken", f"{domain}: {name}{' (quiesced)' if quiesced else ''}")
             )
-        decision = select(records, lambda r: r.time.astimezone(), retention)
+        decision = select(records, lambda r: r.time.astimezone(now.tzinfo), retention)
         for record in decision.prune:
             self._hv.delete_snapshot(domain, record.name)
             self._store.forget_snapshot(domain, record.name)

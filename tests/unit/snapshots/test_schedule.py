@@ -1,6 +1,7 @@
 """Schedules: cron parsing and matching, durations, and the one-catch-up-snapshot rule.
 
-Times are UTC (DST is out of scope), except one test with a fixed-offset zone. Where "now"
+Times are UTC, except one test with a fixed-offset zone and the daylight-saving cases at
+the end, in Europe/Berlin. Where "now"
 comes from the clock (the controller loop, ``interval_hint``'s default) freezegun freezes it.
 Calendar facts used below: 2024-06-01 is a Saturday, so June 2024's Fridays are the 7th, 14th,
 21st and 28th and July's the 5th, 12th, 19th and 26th.
@@ -9,6 +10,7 @@ Calendar facts used below: 2024-06-01 is a Saturday, so June 2024's Fridays are 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
@@ -20,6 +22,7 @@ from kvmrec.snapshots.schedule import (
     Cron,
     Schedule,
     ScheduleError,
+    local_zone,
     parse_duration,
 )
 
@@ -606,3 +609,68 @@ def test_interval_hint_takes_an_explicit_now() -> None:
     # Every 29 February: the 2100 gap is eight years.
     leap = Schedule(cron=Cron.parse("0 0 29 2 *"))
     assert leap.interval_hint(at("2090-01-01 00:00")) == timedelta(days=8 * 365 + 1)
+
+
+# --- daylight-saving changes (a real zone: Europe/Berlin, changes on 2026-03-29 and 10-25) --
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def nightly(expression: str, start: datetime, days: int) -> list[str]:
+    """Every snapshot a policy takes, as the controller takes them: due, taken, next."""
+    schedule, taken, now = Schedule.of(schedule=expression, every=None), [], start
+    last = start
+    while now < start + timedelta(days=days):
+        due = schedule.next_due(last, now)
+        if due <= now:
+            taken.append(now.isoformat(timespec="minutes"))
+            last = now
+        now = schedule.next_due(last, now)
+    return taken
+
+
+def test_a_time_skipped_by_spring_forward_runs_once_after_the_gap() -> None:
+    start = datetime(2026, 3, 27, 12, 0, tzinfo=BERLIN)
+    assert nightly("30 2 * * *", start, 4) == [
+        "2026-03-28T02:30+01:00",
+        "2026-03-29T03:00+02:00",  # 02:30 does not exist that night
+        "2026-03-30T02:30+02:00",
+        "2026-03-31T02:30+02:00",
+    ]
+
+
+def test_a_time_repeated_by_fall_back_runs_once() -> None:
+    start = datetime(2026, 10, 23, 12, 0, tzinfo=BERLIN)
+    assert nightly("0 2 * * *", start, 4) == [
+        "2026-10-24T02:00+02:00",
+        "2026-10-25T02:00+02:00",  # 02:00 comes twice that night; one snapshot
+        "2026-10-26T02:00+01:00",
+        "2026-10-27T02:00+01:00",
+    ]
+
+
+def test_a_wildcard_hour_runs_in_every_real_minute_it_names() -> None:
+    cron, t, found = Cron.parse("*/30 * * * *"), datetime(2026, 10, 25, 1, 50, tzinfo=BERLIN), []
+    while len(found) < 5:
+        t = cron.next_after(t)
+        found.append(t.isoformat(timespec="minutes"))
+    assert found == [
+        "2026-10-25T02:00+02:00",
+        "2026-10-25T02:30+02:00",
+        "2026-10-25T02:00+01:00",
+        "2026-10-25T02:30+01:00",
+        "2026-10-25T03:00+01:00",
+    ]
+
+
+def test_the_local_zone_keeps_its_daylight_saving_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    zone = local_zone()
+    assert datetime(2026, 1, 1, tzinfo=zone).utcoffset() == timedelta(hours=1)
+    assert datetime(2026, 7, 1, tzinfo=zone).utcoffset() == timedelta(hours=2)
+
+
+def test_an_unknown_tz_falls_back_to_the_current_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Nowhere/Atlantis")
+    zone = local_zone()
+    assert zone.utcoffset(datetime.now()) == datetime.now().astimezone().utcoffset()
