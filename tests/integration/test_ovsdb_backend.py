@@ -404,6 +404,29 @@ def test_promiscuous_mode_of_the_bridge_device(
 # -- a private ovsdb-server: no ovs-vswitchd, not the shared one ----------------------------
 
 
+@contextlib.contextmanager
+def private_ovsdb_server(tmp_path: Path, remote: str) -> Iterator[subprocess.Popen[bytes]]:
+    """An ovsdb-server of this test's own on ``remote``, with an initialised database."""
+    subprocess.run(["ovsdb-tool", "create", str(tmp_path / "conf.db"), OVS_SCHEMA], check=True)
+    with (tmp_path / "ovsdb-server.log").open("wb") as log:
+        server = subprocess.Popen(
+            [
+                "ovsdb-server", str(tmp_path / "conf.db"), f"--remote=p{remote}",
+                f"--unixctl={tmp_path / 'ovsdb-server.ctl'}", "--no-chdir",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "db.sock").exists(), 5.0, "the private ovsdb-server")
+        subprocess.run(["ovs-vsctl", f"--db={remote}", "--no-wait", "init"], check=True)
+        yield server
+    finally:
+        server.send_signal(signal.SIGCONT)  # a stopped server ignores SIGTERM until then
+        server.terminate()
+        server.wait(10)
+
+
 def test_open_before_the_server_then_no_vswitchd(tmp_path: Path, recorder: Recorder) -> None:
     remote = f"unix:{tmp_path / 'db.sock'}"
     db = Ovsdb(remote, on_reconnect=recorder.reconnect, timeout=1.0)
@@ -412,40 +435,50 @@ def test_open_before_the_server_then_no_vswitchd(tmp_path: Path, recorder: Recor
         db.open()
     assert time.monotonic() - started < 0.5  # nobody listens: no waiting for the timeout
     db.start_reconnecting()  # what the service does when it starts before OVS
-    server: subprocess.Popen[bytes] | None = None
     try:
-        subprocess.run(["ovsdb-tool", "create", str(tmp_path / "conf.db"), OVS_SCHEMA], check=True)
-        with (tmp_path / "ovsdb-server.log").open("wb") as log:
-            server = subprocess.Popen(
-                [
-                    "ovsdb-server", str(tmp_path / "conf.db"), f"--remote=p{remote}",
-                    f"--unixctl={tmp_path / 'ovsdb-server.ctl'}", "--no-chdir",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        wait_for(lambda: (tmp_path / "db.sock").exists(), 5.0, "the private ovsdb-server")
-        subprocess.run(["ovs-vsctl", f"--db={remote}", "--no-wait", "init"], check=True)
-        wait_for(lambda: recorder.reconnects_since(started), 10.0, "on_reconnect")
-        assert db.marker is not None
+        with private_ovsdb_server(tmp_path, remote):
+            wait_for(lambda: recorder.reconnects_since(started), 10.0, "on_reconnect")
+            assert db.marker is not None
 
-        # No ovs-vswitchd here: apply() waits for it once, up to the timeout...
-        change = BridgeChange("ktpriv0", create=True, datapath_type="netdev")
-        began = time.monotonic()
-        db.apply(change)
-        assert 0.9 < time.monotonic() - began < 2.0
-        bridge = db.get_bridge("ktpriv0")
-        assert bridge is not None
-        assert bridge.ports["ktpriv0"].ofport is None  # nobody opened it
-        # ... and not again while it still has done nothing.
-        began = time.monotonic()
-        db.apply(BridgeChange("ktpriv0", fail_mode="standalone"))
-        assert time.monotonic() - began < 0.5
+            # No ovs-vswitchd here: apply() waits for it once, up to the timeout...
+            change = BridgeChange("ktpriv0", create=True, datapath_type="netdev")
+            began = time.monotonic()
+            db.apply(change)
+            assert 0.9 < time.monotonic() - began < 2.0
+            bridge = db.get_bridge("ktpriv0")
+            assert bridge is not None
+            assert bridge.ports["ktpriv0"].ofport is None  # nobody opened it
+            # ... and not again while it still has done nothing.
+            began = time.monotonic()
+            db.apply(BridgeChange("ktpriv0", fail_mode="standalone"))
+            assert time.monotonic() - began < 0.5
     finally:
         db.close()
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+
+
+def test_a_hung_ovsdb_server_is_noticed_by_the_inactivity_probe(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    remote = f"unix:{tmp_path / 'db.sock'}"
+    with private_ovsdb_server(tmp_path, remote) as server:
+        db = Ovsdb(
+            remote, on_reconnect=recorder.reconnect, on_disconnect=recorder.disconnect, timeout=1.0
+        )
+        try:
+            db.open()
+            assert is_connected(db)
+            stopped = time.monotonic()
+            server.send_signal(signal.SIGSTOP)  # the socket stays open; nothing answers
+            wait_for(lambda: recorder.disconnects_since(stopped), 30.0, "the disconnect")
+            assert not is_connected(db)
+            with pytest.raises(Unavailable):
+                db.apply(BridgeChange("ktpriv1", create=True, datapath_type="netdev"))
+            resumed = time.monotonic()
+            server.send_signal(signal.SIGCONT)
+            wait_for(lambda: recorder.reconnects_since(resumed), 30.0, "on_reconnect")
+            assert is_connected(db)
+        finally:
+            db.close()
 
 
 # -- OVS restarts ----------------------------------------------------------------------------

@@ -32,6 +32,9 @@ Restarts:
   ``Open_vSwitch.external_ids`` (``kvmrec-instance``: the id of the first kvmrec process
   that saw this database; later ones adopt it, so two processes never fight over it). An
   update without it means a different database: ``on_reconnect``, and the marker again.
+- ovsdb-server hangs (stopped, or stuck): the socket stays open and nothing arrives.
+  After 5 s of silence the IDL sends an echo; unanswered 5 s later, it disconnects, as
+  above, and reconnects once the server answers again.
 - ovs-vswitchd restarts: invisible in OVSDB (measured: not one row changes; its config
   lives in the database and its netdev taps persist), so there is nothing to hear there.
   What a restart changes for kvmrec, the promiscuous flag of netdev bridge devices,
@@ -108,6 +111,11 @@ _COLUMNS: Final[Mapping[str, list[str]]] = {
 # floor of 1 s and doubles to 8 s by default. Capped at 2 s, a restarted ovsdb-server is
 # found within 2 s; a failed connect() on a unix socket costs microseconds.
 _RECONNECT_BACKOFF_MS: Final = (1000, 2000)
+# python-ovs sends no inactivity probes on a unix socket (it trusts a local peer to close
+# it), so an ovsdb-server that hangs, or is SIGSTOPped, would only show in call timeouts.
+# An echo after 5 s of silence, and a reconnect when that is not answered within 5 s
+# more, makes a hung server a disconnect within about 10 s, as over TCP.
+_PROBE_INTERVAL_MS: Final = 5000
 # Retrying a failed open() (start_reconnecting): from 0.5 s, doubling, capped.
 _OPEN_RETRY_CAP: Final = 30.0
 # Libvirt puts this into the Interface of each guest port it plugs.
@@ -439,6 +447,7 @@ class _Idl(connection.OvsdbIdl):  # type: ignore[misc]
         self._owner = owner
         self._links = links
         self._session.reconnect.set_backoff(*_RECONNECT_BACKOFF_MS)
+        self._session.reconnect.set_probe_interval(_PROBE_INTERVAL_MS)
 
     @property
     def synced(self) -> bool:
