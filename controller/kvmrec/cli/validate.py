@@ -69,6 +69,7 @@ class _Tally:
         self.objects = 0
         self.problems = 0
         self.owners: dict[tuple[str, str], str] = {}
+        self.seen: set[Path] = set()
 
     def problem(self, text: str) -> None:
         print(text)
@@ -81,6 +82,10 @@ class _Tally:
             self.problem(text)
 
     def check(self, name: str, data: bytes) -> None:
+        real = Path(name).resolve()
+        if real in self.seen:
+            return  # named twice (a file and its directory): one file, checked once
+        self.seen.add(real)
         try:
             parsed = manifests.parse_file(name, data)
         except ManifestError as exc:

@@ -55,3 +55,9 @@ def test_a_valid_set_counts_every_file_and_object(
     (tmp_path / "two.yaml").write_text(doc("c"))
     code, out = validate(capsys, tmp_path / "one.yaml", tmp_path / "two.yaml")
     assert (code, out) == (0, ["2 file(s), 3 object(s), valid"])
+
+
+def test_a_file_named_twice_is_one_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "one.yaml").write_text(doc("a"))
+    code, out = validate(capsys, tmp_path, tmp_path / "one.yaml")
+    assert (code, out) == (0, ["1 file(s), 1 object(s), valid"])
