@@ -17,9 +17,8 @@ raises ``RestartRequired`` naming the fields; with ``restartPolicy: Auto`` kvmre
 the guest itself.
 
 Run state follows ``runStrategy`` with KubeVirt's meanings. Restarts of a guest that keeps
-failing soon after it starts back off with the square of the quick failures (1 s, 4 s,
-9 s, ... up to 5 min; reconcilers/crash_loop.py), and say so in ``Ready``
-(CrashLoopBackOff). Stopping a guest (and
+failing soon after it starts back off (at once, then 1 s, 4 s, 9 s, ... up to 5 min;
+reconcilers/crash_loop.py), and say so in ``Ready`` (CrashLoopBackOff). Stopping a guest (and
 restarting one, and deleting one) powers it off cleanly: guest agent, ACPI, then destroy
 after the grace period (reconcilers/stopping.py).
 
