@@ -268,7 +268,7 @@ class Service:
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Store what a snapshot of the manifest directory says and queue what changed."""
         with self._sync_lock:
-            result = self.sync.apply(snapshot, git.commit_of(self.settings.manifests))
+            result = self.sync.apply(snapshot, git.commits_of(self.settings.manifests))
         with self._keys_lock:
             self._keys.update(result.changed)
         for key in [*result.changed, *result.deleting]:

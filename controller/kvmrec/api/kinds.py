@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from kvmrec.api import quantities
+from kvmrec.api import quantities, schema
 
 ADOPT_ANNOTATION = "kvmrec.io/adopt"
 
@@ -31,10 +31,13 @@ class ObjectKey(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> ObjectKey:
+        """``KIND/NAME`` as an operator types it: the kind in any case, singular or plural
+        (``domain/web-1``, ``DOMAINS/web-1``); a kind that does not exist is a ValueError
+        naming the ones that do."""
         kind, sep, name = text.partition("/")
         if not sep or not kind or not name:
             raise ValueError(f"{text!r} is not KIND/NAME")
-        return cls(kind, name)
+        return cls(schema.canonical_kind(kind), name)
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:

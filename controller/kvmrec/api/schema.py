@@ -236,3 +236,56 @@ def _walk_items(
     base = (*path[:-1], path[-1] + "[]") if path else ("[]",)
     for name, prop in items.get("properties", {}).items():
         yield from _walk(prop, (*base, name), root, required=name in needed)
+
+
+def find_kind(text: str) -> KindSchema | None:
+    """The kind ``text`` names, as kubectl takes it: any case, singular or plural."""
+    wanted = text.lower()
+    for kind in registry().values():
+        if wanted in (kind.kind.lower(), kind.plural):
+            return kind
+    return None
+
+
+def canonical_kind(text: str) -> str:
+    """The kind's own spelling (``domain`` -> ``Domain``), or a ValueError naming the kinds."""
+    kind = find_kind(text)
+    if kind is None:
+        raise ValueError(f"unknown kind {text!r} (known: {', '.join(registry())})")
+    return kind.kind
+
+
+def field_path(kind: KindSchema, text: str) -> str:
+    """The path of a field as ``fields`` names it, from what an operator types.
+
+    ``spec.disks.bus``, ``disks.bus`` (``spec.`` may be left out) and ``spec.disks[].bus``
+    all give ``spec.disks[].bus``: the items of an array are walked into, as kubectl
+    explain does. A segment that names no field is a ValueError naming it and the fields
+    that exist there.
+    """
+    segments = [s.split("[", 1)[0] for s in text.split(".")]
+    if any(not s for s in segments):
+        raise ValueError(f"{text!r} is not a field path (FIELD[.FIELD...])")
+    top = _resolve(kind.schema, kind.schema).get("properties", {})
+    implied = segments[0] not in top and "spec" in top
+    if implied:
+        segments.insert(0, "spec")
+    node: Mapping[str, Any] = kind.schema
+    path: list[str] = []
+    for segment in segments:
+        node = _resolve(node, kind.schema)
+        while node.get("type") == "array" and isinstance(node.get("items"), Mapping):
+            path[-1] += "[]"
+            node = _resolve(node["items"], kind.schema)
+        properties = node.get("properties", {})
+        if segment not in properties:
+            where = ".".join([kind.kind, *path])
+            if not properties:
+                raise ValueError(f"{where} has no fields, so no {segment!r}: it is a value")
+            known = ", ".join(properties)
+            if implied and path == ["spec"]:
+                where, known = kind.kind, f"{', '.join(top)}; and in spec: {known}"
+            raise ValueError(f"{where} has no field {segment!r} (fields there: {known})")
+        path.append(segment)
+        node = properties[segment]
+    return ".".join(path)

@@ -3,7 +3,8 @@
 ``events [KIND/NAME]`` lists condition changes and actions (created, started, healed,
 pruned, ...), newest last. ``history KIND/NAME`` shows every accepted revision of an object
 (generation, spec digest, source file, and the git commit when the manifest directory is a
-git work tree) and its recent reconciles with their duration and result.
+git work tree) and its recent reconciles with their duration and result; with
+``--diff [REV_A [REV_B]]`` the spec's changes between two revisions (cli/revision_diff.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from kvmrec.api.kinds import ObjectKey
+from kvmrec.cli import revision_diff
 from kvmrec.settings import Settings
 from kvmrec.store.base import StoreError
+from kvmrec.store.records import Revision
 from kvmrec.store.sqlite import SqliteStore
 
 
@@ -36,6 +40,12 @@ def add_parser(commands: Any) -> None:
     history.add_argument("object", metavar="KIND/NAME")
     history.add_argument("--state", type=Path, default=Settings.state)
     history.add_argument("--limit", type=int, default=20, help="reconciles to show")
+    history.add_argument(
+        "--diff",
+        nargs="*",
+        metavar="REV",
+        help="the spec's changes between two revisions (generations; default: the last two)",
+    )
     history.add_argument("-o", "--output", choices=["table", "json"], default="table")
     history.set_defaults(handler=run_history)
 
@@ -102,6 +112,8 @@ def run_history(args: argparse.Namespace) -> int:
     if not revisions and not reconciles:
         print(f"kvmrec history: {key}: nothing recorded", file=sys.stderr)
         return 1
+    if args.diff is not None:
+        return _print_diff(key, revisions, args.diff, args.output)
     body: dict[str, list[dict[str, Any]]] = {
         "revisions": [
             {
@@ -134,7 +146,7 @@ def run_history(args: argparse.Namespace) -> int:
                 str(r["generation"]),
                 r["digest"][:12],
                 r["source"],
-                (r["commit"] or "-")[:12],
+                _commit_cell(r["commit"]),
                 r["time"],
             ]
             for r in body["revisions"]
@@ -148,6 +160,32 @@ def run_history(args: argparse.Namespace) -> int:
             for r in body["reconciles"]
         ]
     )
+    return 0
+
+
+def _commit_cell(commit: str | None) -> str:
+    # Older versions recorded HEAD+dirty for a directory with changes: no file's commit.
+    if not commit or commit.endswith("+dirty"):
+        return "-"
+    return commit[:12]
+
+
+def _print_diff(
+    key: ObjectKey, revisions: Sequence[Revision], wanted: list[str], output: str
+) -> int:
+    try:
+        old, new = revision_diff.pick(revisions, wanted)
+    except ValueError as exc:
+        print(f"kvmrec history: {key}: {exc}", file=sys.stderr)
+        return 1
+    text = revision_diff.render(old, new)
+    if output == "json":
+        body = {"from": old.generation, "to": new.generation, "diff": text}
+        print(json.dumps(body, indent=2))
+    elif text:
+        print(text)
+    else:
+        print(f"{key}: generations {old.generation} and {new.generation} have the same spec")
     return 0
 
 

@@ -29,9 +29,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    problems = 0
-    objects = 0
-    seen: dict[tuple[str, str], str] = {}
+    tally = _Tally()
     for path in args.paths:
         if path.is_dir():
             snapshot = scan(path)
@@ -39,40 +37,79 @@ def run(args: argparse.Namespace) -> int:
                 snapshot = trust.enforce(snapshot, path)
             files = [(f"{path}/{rel}", c.data) for rel, c in sorted(snapshot.files.items())]
             for rel, reason in sorted(snapshot.errors.items()):
-                print(f"{path}/{rel}: {reason}")
-                problems += 1
+                tally.invalid_file([f"{path}/{rel}: {reason}"])
             if not snapshot.complete:
-                print(f"{path}: {snapshot.error}")
-                problems += 1
+                tally.problem(f"{path}: {snapshot.error}")
         elif path.exists():
             with path.open("rb") as f:
                 data = f.read(DEFAULT_MAX_FILE_BYTES + 1)  # the service reads no more
             if len(data) > DEFAULT_MAX_FILE_BYTES:
-                print(f"{path}: too large: over the 1 MiB limit for one manifest file")
-                problems += 1
+                tally.invalid_file(
+                    [f"{path}: too large: over the 1 MiB limit for one manifest file"]
+                )
                 continue
             files = [(str(path), data)]
         else:
-            print(f"{path}: no such file or directory")
-            problems += 1
+            tally.problem(f"{path}: no such file or directory")
             continue
         for name, data in files:
-            try:
-                for manifest in manifests.parse_file(name, data):
-                    key = (manifest.kind, manifest.name)
-                    if key in seen:
-                        print(
-                            f"{name}: document {manifest.document}: "
-                            f"{manifest.kind}/{manifest.name} is already defined in {seen[key]}"
-                        )
-                        problems += 1
-                    else:
-                        seen[key] = name
-                        objects += 1
-            except ManifestError as exc:
-                for problem in exc.problems:
-                    print(problem)
-                    problems += 1
-    verdict = "valid" if not problems else f"{problems} problem(s)"
-    print(f"{objects} object(s), {verdict}")
-    return 0 if not problems else 2
+            tally.check(name, data)
+    print(tally.summary())
+    return 0 if not tally.problems else 2
+
+
+class _Tally:
+    """Files, objects and problems, counted as the service would take the files: a file is
+    applied whole or not at all, so the objects of an invalid file are not counted as valid,
+    and a file that defines an object another file already has is invalid as a whole."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.invalid = 0
+        self.objects = 0
+        self.problems = 0
+        self.owners: dict[tuple[str, str], str] = {}
+        self.seen: set[Path] = set()
+
+    def problem(self, text: str) -> None:
+        print(text)
+        self.problems += 1
+
+    def invalid_file(self, problems: list[str]) -> None:
+        self.files += 1
+        self.invalid += 1
+        for text in problems:
+            self.problem(text)
+
+    def check(self, name: str, data: bytes) -> None:
+        real = Path(name).resolve()
+        if real in self.seen:
+            return  # named twice (a file and its directory): one file, checked once
+        self.seen.add(real)
+        try:
+            parsed = manifests.parse_file(name, data)
+        except ManifestError as exc:
+            self.invalid_file([str(p) for p in exc.problems])
+            return
+        taken = [
+            f"{name}: document {m.document}: {m.kind}/{m.name} is already defined in "
+            f"{self.owners[(m.kind, m.name)]}"
+            for m in parsed
+            if (m.kind, m.name) in self.owners
+        ]
+        if taken:
+            self.invalid_file(taken)
+            return
+        self.files += 1
+        self.objects += len(parsed)
+        self.owners.update({(m.kind, m.name): name for m in parsed})
+
+    def summary(self) -> str:
+        if not self.problems:
+            return f"{self.files} file(s), {self.objects} object(s), valid"
+        files = (
+            f"{self.files} file(s) ({self.invalid} invalid)"
+            if self.invalid
+            else (f"{self.files} file(s)")
+        )
+        return f"{files}, {self.objects} valid object(s), {self.problems} problem(s)"

@@ -17,8 +17,8 @@ raises ``RestartRequired`` naming the fields; with ``restartPolicy: Auto`` kvmre
 the guest itself.
 
 Run state follows ``runStrategy`` with KubeVirt's meanings. Restarts of a guest that keeps
-failing soon after it starts back off with the square of the quick failures (1 s, 4 s,
-9 s, ... up to 5 min), and say so in ``Ready`` (CrashLoopBackOff). Stopping a guest (and
+failing soon after it starts back off (at once, then 1 s, 4 s, 9 s, ... up to 5 min;
+reconcilers/crash_loop.py), and say so in ``Ready`` (CrashLoopBackOff). Stopping a guest (and
 restarting one, and deleting one) powers it off cleanly: guest agent, ACPI, then destroy
 after the grace period (reconcilers/stopping.py).
 
@@ -76,7 +76,7 @@ from kvmrec.backends.hypervisor import (
 )
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import recording, stopping
+from kvmrec.reconcilers import crash_loop, recording, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.plans import Plan, Step
@@ -86,11 +86,6 @@ from kvmrec.store.records import Drift, Status, StoredObject
 log = logging.getLogger(__name__)
 
 KIND = "Domain"
-
-# A guest that stops within a minute of being started has failed quickly; after a minute of
-# running, its next failure starts the count again.
-CRASH_WINDOW = 60.0
-CRASH_CAP = 300.0
 
 # Guest information (addresses, host name, OS) is read again while it is incomplete (the
 # agent not up yet, no address yet): every second for the first half minute of a boot, then
@@ -351,20 +346,28 @@ class DomainReconciler:
             steps.append(Step("autostart", (Drift("spec.autostart", spec.autostart, autostart),)))
 
         wait: float | None = None
+        wait_message = ""
         state = live.state if live is not None else "undefined"
         active = live is not None and live.active
         if want is True and state == "paused":
             steps.append(Step("resume", (Drift("spec.runStrategy", spec.run_strategy, state),)))
         elif want is True and not active:
-            wait = self._crash_backoff(status, now)
-            if wait is None:
+            backoff = crash_loop.wait(status.details, now)
+            if backoff is None:
                 steps.append(
                     Step("start", (Drift("spec.runStrategy", spec.run_strategy.value, state),))
                 )
+            else:
+                wait, wait_message = backoff.seconds, backoff.message
         elif want is False and active:
             steps.append(Step("stop", (Drift("spec.runStrategy", spec.run_strategy.value, state),)))
         if wait is not None:
-            return Plan(steps=tuple(steps), wait=wait, wait_reason="CrashLoopBackOff")
+            return Plan(
+                steps=tuple(steps),
+                wait=wait,
+                wait_reason="CrashLoopBackOff",
+                wait_message=wait_message,
+            )
         return Plan(steps=tuple(steps))
 
     def _refused_disk_paths(self, spec: DomainSpec) -> str | None:
@@ -475,18 +478,6 @@ class DomainReconciler:
         if source.path:
             return source.path
         return self._hv.volume_path(source.pool or "", source.volume or "")
-
-    def _crash_backoff(self, status: Status, now: datetime) -> float | None:
-        """Seconds to wait before starting again, or None to start now."""
-        last = status.details.get("lastStart")
-        failures = int(status.details.get("quickFailures", 0))
-        if not last:
-            return None
-        since = (now - datetime.fromisoformat(last)).total_seconds()
-        if since >= CRASH_WINDOW:
-            return None
-        gap = min(float((failures + 1) ** 2), CRASH_CAP)
-        return gap - since if since < gap else None
 
     @staticmethod
     def _owns(live: LiveDomain, obj: StoredObject) -> bool:
@@ -602,6 +593,8 @@ class DomainReconciler:
             drift.append(Drift("spec.runStrategy", spec.run_strategy.value, live.state))
 
         wait = plan.wait
+        if plan.wait_reason == "CrashLoopBackOff":
+            crash_loop.note_failure(details, now)  # the wait counts from the first sight
         if "stopping" in details:
             wait = self._stopper.next_step_in(spec, details["stopping"], now)
         guest_wait = self._read_guest(name, spec, live, details)
@@ -752,15 +745,7 @@ class DomainReconciler:
 
     @staticmethod
     def _note_start(details: dict[str, Any], now: datetime) -> None:
-        last = details.get("lastStart")
-        # A guest kvmrec itself powered off to apply a change did not fail.
-        quick = (
-            last
-            and not details.get("restarting")
-            and (now - datetime.fromisoformat(last)).total_seconds() < CRASH_WINDOW
-        )
-        details["quickFailures"] = int(details.get("quickFailures", 0)) + 1 if quick else 0
-        details["lastStart"] = now.isoformat()
+        crash_loop.note_start(details, now)
         details.pop("guestReads", None)
 
     def _create_image(self, disk: Disk) -> None:
@@ -856,8 +841,7 @@ class DomainReconciler:
     ) -> Status:
         want = _wants_running(spec, live, status, generation)
         if plan.wait is not None:
-            ready, reason = False, "CrashLoopBackOff"
-            message = f"the guest keeps stopping; starting it again in {plan.wait:.0f}s"
+            ready, reason, message = False, "CrashLoopBackOff", plan.wait_message
         elif want is True:
             ready = live.state == "running"
             reason, message = ("Running", "") if ready else ("NotRunning", f"it is {live.state}")

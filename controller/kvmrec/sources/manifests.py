@@ -86,9 +86,11 @@ class ManifestSync:
         self._parsed[path] = (digest, result)
         return result
 
-    def apply(self, snapshot: Snapshot, commit: str | None = None) -> SyncResult:
-        """Store what ``snapshot`` asks for (new revisions record ``commit``); returns the
-        keys to queue."""
+    def apply(
+        self, snapshot: Snapshot, commit: str | Mapping[str, str] | None = None
+    ) -> SyncResult:
+        """Store what ``snapshot`` asks for (new revisions record ``commit``, one for all or
+        one by source file); returns the keys to queue."""
         now = self._clock.wall()
         desired = self.compute(snapshot, self._store.list())
         if not snapshot.complete:

@@ -34,10 +34,14 @@ class Store(Protocol):
         """Record that an object's manifest is gone; False if it was unknown or already so."""
 
     def apply_many(
-        self, manifests: Sequence[Manifest], now: datetime, commit: str | None = None
+        self,
+        manifests: Sequence[Manifest],
+        now: datetime,
+        commits: str | Mapping[str, str] | None = None,
     ) -> Mapping[ObjectKey, ApplyResult]:
         """``apply`` for many manifests at once, in one transaction; new revisions record
-        ``commit`` (of the manifest directory's git work tree, if it is one)."""
+        ``commits`` (of the manifest directory's git work tree, if it is one): one for all,
+        or one by source file, a file without one having none."""
 
     def remove(self, key: ObjectKey) -> None:
         """Forget an object (after its live counterpart was deleted or orphaned)."""

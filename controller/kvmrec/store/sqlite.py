@@ -299,7 +299,10 @@ class SqliteStore:
         return self.apply_many([manifest], now)[manifest.key]
 
     def apply_many(
-        self, manifests: Sequence[Manifest], now: datetime, commit: str | None = None
+        self,
+        manifests: Sequence[Manifest],
+        now: datetime,
+        commits: str | Mapping[str, str] | None = None,
     ) -> dict[ObjectKey, ApplyResult]:
         """Store many manifests in one transaction (a directory of a thousand files is one
         commit, not a thousand)."""
@@ -313,6 +316,7 @@ class SqliteStore:
             for manifest in manifests:
                 key = manifest.key
                 digest = manifest.digest
+                commit = commits.get(manifest.source) if isinstance(commits, Mapping) else commits
                 spec = _dump(manifest.spec)
                 labels = _dump(dict(manifest.labels))
                 annotations = _dump(dict(manifest.annotations))

@@ -84,7 +84,7 @@ def test_validate_a_good_directory(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "README.md").write_text("not a manifest: {{{")
     code, out, _ = run(capsys, "validate", str(tmp_path))
     assert code == 0
-    assert out.strip().splitlines()[-1] == "3 object(s), valid"
+    assert out.strip().splitlines()[-1] == "2 file(s), 3 object(s), valid"
 
 
 def test_validate_a_directory_with_a_broken_file(
@@ -97,7 +97,7 @@ def test_validate_a_directory_with_a_broken_file(
     assert f"{tmp_path}/broken.yaml: line 6: document 1: Domain/broken: spec.memory: " in out
     assert "'64X' is not a quantity" in out
     assert "good.yaml" not in out
-    assert out.strip().splitlines()[-1] == "1 object(s), 1 problem(s)"
+    assert out.strip().splitlines()[-1] == "2 file(s) (1 invalid), 1 valid object(s), 1 problem(s)"
 
 
 def test_validate_a_single_file_and_a_missing_path(

@@ -20,10 +20,10 @@ KEY = ObjectKey("Domain", "web")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def manifest(vcpus: int) -> manifests.Manifest:
+def manifest(vcpus: int, extra: str = "") -> manifests.Manifest:
     text = (
         "apiVersion: kvmrec.io/v1alpha1\nkind: Domain\nmetadata: {name: web}\n"
-        f"spec: {{memory: 64Mi, vcpus: {vcpus}}}\n"
+        f"spec: {{memory: 64Mi, vcpus: {vcpus}{', ' + extra if extra else ''}}}\n"
     )
     return manifests.parse_file("web.yaml", text.encode())[0]
 
@@ -87,10 +87,11 @@ def test_pruning_keeps_the_newest_revision_of_each_object(state: Path) -> None:
         store.close()
 
 
-def test_git_commit_of_a_manifest_directory(tmp_path: Path) -> None:
+def test_git_commit_only_for_files_committed_as_they_are(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    repo.mkdir()
-    assert git.commit_of(repo) is None, "not a work tree"
+    manifests_dir = repo / "hosts" / "h1"  # the manifest directory deep in the work tree
+    manifests_dir.mkdir(parents=True)
+    assert git.commits_of(manifests_dir) == {}, "not a work tree"
 
     def run(*args: str) -> str:
         return subprocess.run(
@@ -100,10 +101,55 @@ def test_git_commit_of_a_manifest_directory(tmp_path: Path) -> None:
     run("init", "-q")
     run("config", "user.email", "ops@example.com")
     run("config", "user.name", "ops")
-    (repo / "web.yaml").write_text("a: 1\n")
-    run("add", "web.yaml")
+    assert git.commits_of(manifests_dir) == {}, "no commit yet"
+    for name in ("web.yaml", "db.yaml", "team/app.yaml", "staged.yaml"):
+        (manifests_dir / name).parent.mkdir(exist_ok=True)
+        (manifests_dir / name).write_text("a: 1\n")
+    run("add", "hosts/h1/web.yaml", "hosts/h1/db.yaml", "hosts/h1/team/app.yaml")
     run("commit", "-q", "-m", "web")
     head = run("rev-parse", "HEAD")
-    assert git.commit_of(repo) == head
-    (repo / "web.yaml").write_text("a: 2\n")
-    assert git.commit_of(repo) == f"{head}+dirty"
+    run("add", "hosts/h1/staged.yaml")  # staged, not committed
+    (manifests_dir / "db.yaml").write_text("a: 2\n")  # modified since the commit
+    (manifests_dir / "new.yaml").write_text("a: 1\n")  # untracked
+    assert git.commits_of(manifests_dir) == {"web.yaml": head, "team/app.yaml": head}
+
+
+def test_history_shows_a_commit_only_where_the_file_had_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.apply_many([manifest(1)], T0, {"web.yaml": "a" * 40})
+    store.apply_many([manifest(2)], T0 + timedelta(days=1), {"other.yaml": "b" * 40})
+    store.apply_many([manifest(3)], T0 + timedelta(days=2), "c" * 40 + "+dirty")  # older kvmrec
+    store.close()
+    assert main(["history", "Domain/web", "--state", str(path), "-o", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [r["commit"] for r in body["revisions"]][:2] == ["a" * 40, None]
+    assert main(["history", "Domain/web", "--state", str(path)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:5]]
+    assert [row[3] for row in rows] == ["aaaaaaaaaaaa", "-", "-"]
+
+
+def test_history_diff_between_revisions(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = SqliteStore(state)
+    store.apply_many([manifest(2, "autostart: true")], T0 + timedelta(days=11), "d" * 40)
+    store.close()
+    assert main(["history", "domain/web", "--state", str(state), "--diff"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("--- Domain/web generation 2 (web.yaml, 2026-01-11T00:00:00Z)")
+    assert lines[1].startswith("+++ Domain/web generation 3 (web.yaml, commit dddddddddddd, ")
+    assert [line for line in lines[2:] if line[:1] in "+-"] == [
+        "-  autostart: false",
+        "+  autostart: true",
+    ]
+    assert main(["history", "Domain/web", "--state", str(state), "--diff", "1", "3"]) == 0
+    changed = [line for line in capsys.readouterr().out.splitlines()[2:] if line[:1] in "+-"]
+    assert changed == ["-  autostart: false", "+  autostart: true", "-  vcpus: 1", "+  vcpus: 2"]
+    assert main(["history", "Domain/web", "--state", str(state), "--diff", "1", "-o", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert (body["from"], body["to"]) == (1, 3) and "+  vcpus: 2" in body["diff"]
+    assert main(["history", "Domain/web", "--state", str(state), "--diff", "9"]) == 1
+    assert "no revision 9 (generations: 1, 2, 3)" in capsys.readouterr().err

@@ -783,20 +783,19 @@ def test_crash_loop_backoff_grows_and_a_long_run_resets_it(world: World) -> None
         world.dom(name).destroy()
         return world.reconcile(key, advance=0)  # the failure is noticed at once
 
-    first = fail()  # the first quick failure: started again at once, or within a second
-    if first.requeue_after is not None:
-        assert first.requeue_after <= 1
-        assert not world.running(name)
-        world.clock.advance(first.requeue_after)
-        assert world.reconcile(key, advance=0) == Result()
+    assert fail() == Result()  # the first quick failure is healed at once
     assert world.running(name)
 
-    for gap in (4.0, 9.0):
+    for failures, gap in ((2, 1.0), (3, 4.0), (4, 9.0)):
         assert fail() == Result(requeue_after=gap)
         assert not world.running(name)
         ready = world.condition(key, "Ready")
         assert (ready.status, ready.reason) == ("False", "CrashLoopBackOff")
-        assert f"{gap:.0f}s" in ready.message
+        assert (
+            f"stopped {failures} times in a row within 60 s of its start; "
+            f"next start in {gap:.0f} s" in ready.message
+        )
+        assert "resets once the guest has run for 60 s" in ready.message
         # Not before its time, whatever wakes it.
         assert world.reconcile(key, advance=gap - 1) == Result(requeue_after=1.0)
         assert not world.running(name)
@@ -807,8 +806,26 @@ def test_crash_loop_backoff_grows_and_a_long_run_resets_it(world: World) -> None
     world.clock.advance(61)  # a guest that ran for over a minute did not fail quickly
     assert fail() == Result()
     assert world.running(name)
-    again = fail()
-    assert again.requeue_after is None or again.requeue_after <= 1
+    assert fail() == Result()  # the count started over
+    assert fail() == Result(requeue_after=1.0)
+
+
+def test_crash_loop_waits_beyond_a_minute_once_the_stops_keep_coming(world: World) -> None:
+    # The wait counts from the stop, and only how long the guest ran decides whether a stop
+    # was quick: a wait longer than the quick-failure window does not reset the count.
+    name = world.name("crashier")
+    key = world.apply(name)
+    world.reconcile(key, advance=0)
+    waits = []
+    for _ in range(11):
+        world.clock.advance(2)  # each run lasts two seconds
+        world.dom(name).destroy()
+        result = world.reconcile(key, advance=0)
+        waits.append(result.requeue_after)
+        if result.requeue_after is not None:
+            assert world.reconcile(key, advance=result.requeue_after) == Result()
+        assert world.running(name)
+    assert waits == [None, 1.0, 4.0, 9.0, 16.0, 25.0, 36.0, 49.0, 64.0, 81.0, 100.0]
 
 
 # -- plan: the dry run ----------------------------------------------------------------------
