@@ -12,11 +12,11 @@ import argparse
 import json
 import sys
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
+from kvmrec import config
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.settings import Settings
+from kvmrec.cli import where
 from kvmrec.store.base import StoreError
 from kvmrec.store.sqlite import SqliteStore
 
@@ -26,17 +26,19 @@ def add_parser(commands: Any) -> None:
         "events", help="what happened to the objects (newest last)"
     )
     events.add_argument("object", nargs="?", metavar="KIND/NAME")
-    events.add_argument("--state", type=Path, default=Settings.state)
+    where.add_state(events)
     events.add_argument("--limit", type=int, default=100)
     events.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    config.add_option(events)  # last: it tracks the flags added above
     events.set_defaults(handler=run_events)
     history: argparse.ArgumentParser = commands.add_parser(
         "history", help="an object's revisions and reconciles"
     )
     history.add_argument("object", metavar="KIND/NAME")
-    history.add_argument("--state", type=Path, default=Settings.state)
+    where.add_state(history)
     history.add_argument("--limit", type=int, default=20, help="reconciles to show")
     history.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    config.add_option(history)  # last: it tracks the flags added above
     history.set_defaults(handler=run_history)
 
 
@@ -49,7 +51,7 @@ def _open(args: argparse.Namespace, command: str) -> tuple[SqliteStore, ObjectKe
             print(f"kvmrec {command}: {exc}", file=sys.stderr)
             return None
     try:
-        return SqliteStore(args.state, create=False), key
+        return SqliteStore(where.cli_settings(args).state, create=False), key
     except StoreError as exc:
         print(f"kvmrec {command}: {exc}", file=sys.stderr)
         return None
