@@ -18,6 +18,7 @@ from kvmrec.cli import (
     history,
     importing,
     plan,
+    prune,
     run,
     snapshot,
     status,
@@ -28,7 +29,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
-_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest)
+_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest, prune)
 
 
 def build_parser() -> argparse.ArgumentParser:

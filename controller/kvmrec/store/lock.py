@@ -44,7 +44,7 @@ from types import TracebackType
 
 from kvmrec.store.base import StoreError
 
-__all__ = ["StateInUse", "StateLock", "in_use", "lock_path"]
+__all__ = ["StateInUse", "StateLock", "holder", "in_use", "lock_path"]
 
 
 class StateInUse(StoreError):
@@ -166,6 +166,21 @@ def in_use(state: Path) -> bool | None:
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
+    finally:
+        os.close(fd)
+
+
+def holder(state: Path) -> int | None:
+    """The pid of the service that holds the lock of ``state``, when one does and its pid
+    is recorded; for a command that asks it to look again (SIGHUP)."""
+    if not in_use(state):
+        return None
+    try:
+        fd = os.open(lock_path(state), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _read_pid(fd)
     finally:
         os.close(fd)
 
