@@ -145,6 +145,6 @@ def _nudge(settings: Settings) -> None:
     except OSError as exc:
         print(
             f"kvmrec prune: cannot ask the service (pid {pid}) to rescan now "
-            f"({exc.strerror}); it makes them at its next rescan, within {settings.rescan:g}s",
+            f"({exc.strerror}); reload it (`systemctl reload kvmrec`, SIGHUP) to make them",
             file=sys.stderr,
         )
