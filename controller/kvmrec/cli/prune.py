@@ -41,6 +41,10 @@ def add_parser(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "prune",
         help="show the deletions the mass-delete guard holds back and approve them once",
+        description="List what the mass-delete guard refused to delete and, once confirmed "
+        "(--yes for scripts; refused without a terminal), approve exactly that set, once, for "
+        f"{APPROVAL_LIFETIME.total_seconds() / 60:g} minutes; the running service then "
+        "deletes them without a restart. A different set is still refused.",
     )
     parser.add_argument("--yes", action="store_true", help="approve without asking (for scripts)")
     where.add_manifests(parser)
@@ -112,8 +116,10 @@ def _prune(args: argparse.Namespace, settings: Settings, store: SqliteStore) -> 
     if not desired.held_back:
         print("nothing is held back by the mass-delete guard")
         return 0
-    objects = [obj for obj in store.list() if obj.key in set(desired.held_back)]
-    live = sum(1 for obj in store.list() if not obj.deleting)
+    stored = store.list()
+    doomed = set(desired.held_back)
+    objects = [obj for obj in stored if obj.key in doomed]
+    live = sum(1 for obj in stored if not obj.deleting)
     print(f"the mass-delete guard holds back deleting {len(objects)} of {live} managed objects:")
     print(_table(sorted(objects, key=lambda o: o.key)))
     question = f"Delete these {len(objects)} objects?"

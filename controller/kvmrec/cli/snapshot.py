@@ -1,8 +1,9 @@
 """``kvmrec snapshot``: list, take, revert and delete snapshots by hand, and simulate a
 policy's schedule and retention over a span of time without touching anything.
 
-What is done here by hand is recorded as an event of the domain when a state file is
-given (``--state``; cli/by_hand.py), so ``kvmrec events`` tells the whole story of a guest.
+What is done here by hand is recorded as an event of the domain in the state file of the
+running service (found as cli/where.py says, or ``--state``; cli/by_hand.py), so
+``kvmrec events`` tells the whole story of a guest.
 """
 
 from __future__ import annotations

@@ -94,3 +94,13 @@ def test_a_probe_does_not_keep_a_service_from_starting(tmp_path: Path) -> None:
         assert in_use(state) is False
         with StateLock.acquire(state) as lock:
             assert lock.held
+
+
+def test_the_service_resolves_the_same_way(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KVMREC_CONFIG", str(config_file))
+    assert settings_for("run").state == config_file.parent / "file.db"
+    monkeypatch.setenv("KVMREC_STATE", str(tmp_path / "env.db"))
+    run = settings_for("run", "--workers", "2", "--manifests", "/srv/flag")
+    assert (run.state, run.manifests, run.workers) == (tmp_path / "env.db", Path("/srv/flag"), 2)
