@@ -61,6 +61,8 @@ def test_prune_approves_exactly_the_refused_deletions(
     wait_for(lambda: not guard_message(controller), 15, "the guard's report cleared")
     assert state_of(conn, names["e"]) == "shutoff"
     assert [o["name"] for o in controller.status()[1]["objects"]] == [names["e"]]
+    told = controller.cli("events", f"Domain/{names['d']}")
+    assert "DeletionApproved" in told.stdout and "approved with kvmrec prune" in told.stdout
 
     # Used up: nothing is held back any more, and nothing more is deleted.
     again = prune(controller, "--yes")

@@ -17,7 +17,7 @@ import argparse
 import os
 import signal
 import sys
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, TextIO
 
 from kvmrec import config
@@ -125,8 +125,16 @@ def _prune(args: argparse.Namespace, settings: Settings, store: SqliteStore) -> 
     question = f"Delete these {len(objects)} objects?"
     if not confirm(question, yes=args.yes, stdin=sys.stdin, stderr=sys.stderr):
         return 1
-    expires = SystemClock().wall() + APPROVAL_LIFETIME
+    now = SystemClock().wall()
+    expires = now + APPROVAL_LIFETIME
     store.approve_deletions(DeletionApproval(tuple(desired.held_back), expires))
+    until = expires.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    message = (
+        f"deletion approved by hand with kvmrec prune (one of {len(objects)} at once), "
+        f"valid until {until}"
+    )
+    for key in desired.held_back:
+        store.add_event(key, "Normal", "DeletionApproved", message, now)
     minutes = APPROVAL_LIFETIME.total_seconds() / 60
     print(
         f"approved: these {len(objects)} deletions, once, for the next {minutes:g} minutes "
