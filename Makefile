@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 STACK_ENV := .stack/env
 MANIFESTS ?= manifests/examples
 STATE ?= .state/state.db
+DEV_CONFIG := .state/config.yaml
 PYTEST_ARGS ?=
 
 .PHONY: run test unit integration lint bench stack-up stack-down stack-status venv clean guest-image
@@ -37,9 +38,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The dev run's settings go into a configuration file that every kvmrec command finds
+# through $$KVMREC_CONFIG, so `kvmrec snapshot`, `status`, ... in another shell use the
+# service's state and manifests (export the line it prints there).
 run: stack-up venv
+	mkdir -p $(dir $(DEV_CONFIG))
 	set -a && source $(STACK_ENV) && set +a && \
-	$(BIN)/kvmrec run --manifests $(MANIFESTS) --state $(STATE)
+	printf 'manifests: %s\nstate: %s\nconnect: %s\novsdb: %s\n' \
+		'$(abspath $(MANIFESTS))' '$(abspath $(STATE))' "$$LIBVIRT_DEFAULT_URI" \
+		"$${KVMREC_OVSDB:-unix:/run/openvswitch/db.sock}" > $(DEV_CONFIG) && \
+	chmod 644 $(DEV_CONFIG) && \
+	echo "kvmrec: for the other commands, in your shell: export KVMREC_CONFIG=$(abspath $(DEV_CONFIG))" && \
+	KVMREC_CONFIG=$(abspath $(DEV_CONFIG)) $(BIN)/kvmrec run
 
 test: stack-up venv guest-image
 	set -a && source $(STACK_ENV) && set +a && \

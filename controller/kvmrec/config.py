@@ -9,17 +9,22 @@ moment the setting exists, under the same name (``--allow-mass-delete`` ->
 the process's, not the service's: ``log_level`` and ``log_format``. The file may also tune
 settings that have no flag (``debounce``, ``drain_timeout``, ...).
 
-Where a value comes from, strongest first: a flag given on the command line; the file;
-the built-in default (``$LIBVIRT_DEFAULT_URI`` included, for ``connect``). So a drop-in
-that overrides ``ExecStart=`` with one flag changes that one setting, and
-``kvmrec plan`` run by hand sees what the service sees.
+Where a value comes from, strongest first: a flag given on the command line;
+``$KVMREC_STATE`` and ``$KVMREC_MANIFESTS`` (for ``state`` and ``manifests`` only); the
+file; the built-in default (``$LIBVIRT_DEFAULT_URI`` included, for ``connect``). The file
+is ``--config FILE``, else the one ``$KVMREC_CONFIG`` names, else the default file. So a
+drop-in that overrides ``ExecStart=`` with one flag changes that one setting, and every
+command run by hand (``kvmrec plan``, ``status``, ``snapshot``, ...; cli/where.py) finds
+the state, manifests and libvirt the service uses: ``make run`` exports ``KVMREC_CONFIG``
+for the shells of its operator to do the same.
 
 The file is checked whole before anything starts: an unknown key, a value of the wrong type
 or out of range, a duplicate key, or YAML that does not parse is an error naming the file,
 the line and the key. Relative paths are taken from the file's own directory, as the file
-is read by a service whose working directory is ``/``. Without ``--config`` the default
-file is read if it exists; a missing default file is simply no file, but a missing file
-named with ``--config`` is an error (a typo must not silently run a default host).
+is read by a service whose working directory is ``/``. Without ``--config`` or
+``$KVMREC_CONFIG`` the default file is read if it exists; a missing default file is simply
+no file, but a missing file named with ``--config`` or ``$KVMREC_CONFIG`` is an error (a
+typo must not silently run a default host).
 
 Which flags were given. argparse fills every option with its default, so "the user typed
 ``--workers 4``" and "the default is 4" look the same afterwards, and only the first must
@@ -52,11 +57,14 @@ import yaml
 from kvmrec.settings import Settings
 
 __all__ = [
+    "CONFIG_VARIABLE",
     "DEFAULT_PATH",
+    "ENVIRONMENT",
     "Config",
     "ConfigError",
     "FileConfig",
     "add_option",
+    "file_named",
     "given",
     "known_keys",
     "load",
@@ -65,6 +73,13 @@ __all__ = [
 ]
 
 DEFAULT_PATH = Path("/etc/kvmrec/config.yaml")
+
+CONFIG_VARIABLE = "KVMREC_CONFIG"
+"""Names the configuration file when no ``--config`` is given."""
+
+ENVIRONMENT = {"state": "KVMREC_STATE", "manifests": "KVMREC_MANIFESTS"}
+"""Settings an environment variable may set, over the file and under a flag: where the
+service keeps its state and reads its manifests, what a command by hand must agree on."""
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
@@ -348,7 +363,8 @@ def add_option(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help=f"configuration file (default {DEFAULT_PATH}, if it exists); flags override it",
+        help=f"configuration file (default ${CONFIG_VARIABLE}, else {DEFAULT_PATH} if it "
+        "exists); flags and $KVMREC_STATE, $KVMREC_MANIFESTS override it",
     )
     track(parser)
 
@@ -362,17 +378,31 @@ def given(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(noted)
 
 
+def file_named(args: argparse.Namespace) -> Path | None:
+    """The file ``--config`` or ``$KVMREC_CONFIG`` names; None for the default file."""
+    flag: Path | None = getattr(args, "config", None)
+    if flag is not None:
+        return flag
+    variable = os.environ.get(CONFIG_VARIABLE)
+    return Path(variable).expanduser() if variable else None
+
+
 def resolve(args: argparse.Namespace, flags: Settings, *, default: Path | None = None) -> Config:
     """The configuration in force: ``flags`` (the Settings the command line alone makes)
     with the file's values for every setting no flag was given for.
 
     Reads the file again on every call (a reload calls it again); raises ConfigError.
     """
-    file = load(getattr(args, "config", None), default=default)
+    file = load(file_named(args), default=default)
     explicit = given(args)
     fields = {f.name for f in dataclasses.fields(Settings)}
     from_file = {k: v for k, v in file.values.items() if k in fields and k not in explicit}
-    settings = dataclasses.replace(flags, **from_file)
+    from_environment = {
+        key: Path(os.environ[variable]).expanduser()
+        for key, variable in ENVIRONMENT.items()
+        if os.environ.get(variable) and key not in explicit
+    }
+    settings = dataclasses.replace(flags, **{**from_file, **from_environment})
 
     def process(key: str, fallback: str) -> str:
         if key in explicit:

@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kvmrec import config
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.guest_agent import GuestAgent
 from kvmrec.backends.hypervisor import Hypervisor, LiveDomain
-from kvmrec.cli import by_hand
-from kvmrec.settings import Settings, default_uri
+from kvmrec.cli import by_hand, where
 
 
 def add_parser(commands: Any) -> None:
@@ -34,9 +34,8 @@ def add_parser(commands: Any) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--connect", default=None, help="libvirt URI")
-        p.add_argument(
-            "--state", type=Path, default=Settings.state, help="state file, for the events"
-        )
+        where.add_state(p, "state file, for the events")
+        config.add_option(p)  # last of the options that are settings: it tracks them
 
     info = verbs.add_parser("info", help="host name, OS and addresses of the guest")
     info.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -57,7 +56,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    hv = Hypervisor(args.connect or default_uri())
+    settings = where.cli_settings(args)
+    hv = Hypervisor(settings.connect)
     try:
         hv.open()
         live = hv.get_domain(args.domain)
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             seconds = agent.ping(args.domain)
             print(f"the guest agent of {args.domain} answered in {seconds * 1000:.0f} ms")
             return 0
-        return _set_password(args, agent)
+        return _set_password(args, agent, settings.state)
     except BackendError as exc:
         print(f"kvmrec guest {args.verb}: {exc}", file=sys.stderr)
         return 1
@@ -119,10 +119,10 @@ def _read_password(path: Path | None) -> str:
     return password
 
 
-def _set_password(args: argparse.Namespace, agent: GuestAgent) -> int:
+def _set_password(args: argparse.Namespace, agent: GuestAgent, state: Path) -> int:
     password = _read_password(args.password_file)
     agent.set_password(args.domain, args.user, password)
-    store = by_hand.open_store(args.state)
+    store = by_hand.open_store(state)
     try:
         message = f"password of {args.user} set through the guest agent by hand"
         by_hand.record(store, args.domain, "PasswordSet", message)

@@ -14,12 +14,11 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
+from kvmrec import config
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.cli import revision_diff
-from kvmrec.settings import Settings
+from kvmrec.cli import revision_diff, where
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import Revision
 from kvmrec.store.sqlite import SqliteStore
@@ -30,15 +29,16 @@ def add_parser(commands: Any) -> None:
         "events", help="what happened to the objects (newest last)"
     )
     events.add_argument("object", nargs="?", metavar="KIND/NAME")
-    events.add_argument("--state", type=Path, default=Settings.state)
+    where.add_state(events)
     events.add_argument("--limit", type=int, default=100)
     events.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    config.add_option(events)  # last: it tracks the flags added above
     events.set_defaults(handler=run_events)
     history: argparse.ArgumentParser = commands.add_parser(
         "history", help="an object's revisions and reconciles"
     )
     history.add_argument("object", metavar="KIND/NAME")
-    history.add_argument("--state", type=Path, default=Settings.state)
+    where.add_state(history)
     history.add_argument("--limit", type=int, default=20, help="reconciles to show")
     history.add_argument(
         "--diff",
@@ -47,6 +47,7 @@ def add_parser(commands: Any) -> None:
         help="the spec's changes between two revisions (generations; default: the last two)",
     )
     history.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    config.add_option(history)  # last: it tracks the flags added above
     history.set_defaults(handler=run_history)
 
 
@@ -59,7 +60,7 @@ def _open(args: argparse.Namespace, command: str) -> tuple[SqliteStore, ObjectKe
             print(f"kvmrec {command}: {exc}", file=sys.stderr)
             return None
     try:
-        return SqliteStore(args.state, create=False), key
+        return SqliteStore(where.cli_settings(args).state, create=False), key
     except StoreError as exc:
         print(f"kvmrec {command}: {exc}", file=sys.stderr)
         return None

@@ -15,11 +15,12 @@ from typing import Any
 
 import yaml
 
+from kvmrec import config
 from kvmrec.api import schema
 from kvmrec.backends import domain_xml
 from kvmrec.backends.hypervisor import BackendError, Hypervisor
+from kvmrec.cli import where
 from kvmrec.reconcilers.domain import manifest_for
-from kvmrec.settings import default_uri
 
 
 def add_parser(commands: Any) -> None:
@@ -28,11 +29,12 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("name", help="the libvirt domain")
     parser.add_argument("--connect", default=None, help="libvirt URI")
+    config.add_option(parser)  # the service's libvirt, unless --connect says otherwise
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    hypervisor = Hypervisor(args.connect or default_uri())
+    hypervisor = Hypervisor(where.cli_settings(args).connect)
     try:
         hypervisor.open()
         live = hypervisor.get_domain(args.name)

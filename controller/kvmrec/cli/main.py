@@ -18,6 +18,7 @@ from kvmrec.cli import (
     history,
     importing,
     plan,
+    prune,
     run,
     snapshot,
     status,
@@ -28,13 +29,18 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
-_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest)
+_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest, prune)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvmrec",
         description="Declarative, self-healing reconciling controller for KVM hosts.",
+        epilog="Every command finds the state, manifests and libvirt of the running service "
+        "the same way, strongest first: --state/--manifests/--connect; $KVMREC_STATE, "
+        "$KVMREC_MANIFESTS; the configuration file (--config, else $KVMREC_CONFIG, else "
+        f"{config.DEFAULT_PATH} if it exists); the defaults. `make run` prints the "
+        "export KVMREC_CONFIG=... line for other shells.",
     )
     parser.add_argument("--version", action="version", version=f"kvmrec {__version__}")
     parser.add_argument(

@@ -9,25 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from kvmrec import config, logs
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.hypervisor import Unavailable
-from kvmrec.cli import safety
+from kvmrec.cli import safety, where
 from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan
-from kvmrec.settings import Settings, default_uri
 
 
 def add_parser(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "plan", help="show what the next reconcile would change (exit 2 if anything)"
     )
-    parser.add_argument("--manifests", type=Path, default=Settings.manifests)
+    where.add_manifests(parser)
     parser.add_argument("--connect", default=None, help="libvirt URI")
-    parser.add_argument("--state", type=Path, default=Settings.state, help="state file")
+    where.add_state(parser)
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
     safety.add_insecure_manifests(parser)
@@ -44,19 +42,14 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"kvmrec plan: {exc}", file=sys.stderr)
             return 1
-    flags = Settings(
-        manifests=args.manifests,
-        connect=args.connect or default_uri(),
-        state=args.state,
-        **safety.settings_of(args),
-    )
     try:
-        resolved = config.resolve(args, flags)
+        resolved = where.cli_config(args)
     except config.ConfigError as exc:
         print(f"kvmrec plan: {exc}", file=sys.stderr)
         return 1
     logs.setup(resolved.log_level, resolved.log_format)
     settings = resolved.settings
+    where.warn_unserved("kvmrec plan", settings.state)
     progress = Progress("planning")
     try:
         report = plan(settings, only, progress.update)

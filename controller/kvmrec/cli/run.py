@@ -1,6 +1,7 @@
 """``kvmrec run``: the long-running service, or one converging pass with ``--once``.
 
-Settings come from the flags over the configuration file (kvmrec/config.py). Before the
+Settings come from the flags over the environment over the configuration file
+(kvmrec/config.py), as every other command finds them (cli/where.py). Before the
 store is opened, the state file's lock is taken (store/lock.py): a second ``run`` on the
 same state exits 1 at once. The service itself runs under kvmrec/daemon.py (signals,
 systemd notifications, watchdog, reload on SIGHUP).
@@ -11,16 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from kvmrec import config, logs
 from kvmrec.backends.hypervisor import Unavailable
-from kvmrec.cli import report, safety
+from kvmrec.cli import report, safety, where
 from kvmrec.cli.progress import Progress
 from kvmrec.daemon import Daemon
 from kvmrec.service import Service
-from kvmrec.settings import Settings, default_uri
+from kvmrec.settings import Settings
 from kvmrec.store.base import StoreError
 from kvmrec.store.lock import StateLock
 
@@ -31,13 +31,13 @@ def add_parser(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "run", help="watch the manifests and keep the host converged"
     )
-    parser.add_argument("--manifests", type=Path, default=Settings.manifests)
+    where.add_manifests(parser)
     parser.add_argument(
         "--connect",
         default=None,
         help="libvirt URI (default $LIBVIRT_DEFAULT_URI or qemu:///system)",
     )
-    parser.add_argument("--state", type=Path, default=Settings.state, help="sqlite state file")
+    where.add_state(parser, "sqlite state file")
     parser.add_argument("--resync", type=float, default=Settings.resync, metavar="SECONDS")
     parser.add_argument("--ovsdb", default=Settings.ovsdb, help="OVSDB socket")
     parser.add_argument("--workers", type=int, default=Settings.workers)
@@ -85,18 +85,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    flags = Settings(
-        manifests=args.manifests,
-        connect=args.connect or default_uri(),
-        state=args.state,
-        ovsdb=args.ovsdb,
-        resync=args.resync,
-        workers=args.workers,
-        stop_grace_period=args.stop_grace_period,
-        allow_mass_delete=args.allow_mass_delete,
-        metrics_listen=args.metrics_listen,
-        **safety.settings_of(args),
-    )
+    flags = where.flags_of(args)
     try:
         resolved = config.resolve(args, flags)
     except config.ConfigError as exc:

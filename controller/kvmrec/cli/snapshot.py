@@ -1,8 +1,9 @@
 """``kvmrec snapshot``: list, take, revert and delete snapshots by hand, and simulate a
 policy's schedule and retention over a span of time without touching anything.
 
-What is done here by hand is recorded as an event of the domain when a state file is
-given (``--state``; cli/by_hand.py), so ``kvmrec events`` tells the whole story of a guest.
+What is done here by hand is recorded as an event of the domain in the state file of the
+running service (found as cli/where.py says, or ``--state``; cli/by_hand.py), so
+``kvmrec events`` tells the whole story of a guest.
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from kvmrec import config
 from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.guest_agent import GuestAgent
 from kvmrec.backends.hypervisor import Hypervisor
-from kvmrec.cli import by_hand
+from kvmrec.cli import by_hand, where
 from kvmrec.engine.clock import SystemClock
 from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconciler, take
-from kvmrec.settings import Settings, default_uri
 from kvmrec.snapshots.retention import select
 from kvmrec.snapshots.schedule import Schedule, ScheduleError, local_zone
 from kvmrec.sources.directory import scan
@@ -42,12 +42,8 @@ def add_parser(commands: Any) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--connect", default=None, help="libvirt URI")
-        p.add_argument(
-            "--state",
-            type=Path,
-            default=Settings.state,
-            help="state file, for the events (and the policy of each snapshot)",
-        )
+        where.add_state(p, "state file, for the events (and the policy of each snapshot)")
+        config.add_option(p)  # last of the options that are settings: it tracks them
 
     listing = verbs.add_parser("list", help="a domain's snapshots")
     listing.add_argument("domain")
@@ -85,15 +81,17 @@ def add_parser(commands: Any) -> None:
     simulate.add_argument("policy")
     simulate.add_argument("--from", dest="start", required=True, help="ISO time")
     simulate.add_argument("--to", dest="end", required=True, help="ISO time")
-    simulate.add_argument("--manifests", type=Path, default=Settings.manifests)
+    where.add_manifests(simulate)
+    config.add_option(simulate)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.verb == "simulate":
         return _simulate(args)
-    hv = Hypervisor(args.connect or default_uri())
-    store = by_hand.open_store(args.state)
+    settings = where.cli_settings(args)
+    hv = Hypervisor(settings.connect)
+    store = by_hand.open_store(settings.state)
     try:
         hv.open()
         return _VERBS[args.verb](args, hv, store)
@@ -212,7 +210,8 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"kvmrec snapshot simulate: {exc}", file=sys.stderr)
         return 1
     spec = None
-    snapshot = scan(args.manifests)
+    directory = where.cli_settings(args).manifests
+    snapshot = scan(directory)
     for path, content in sorted(snapshot.files.items()):
         try:
             for manifest in manifests.parse_file(path, content.data):
@@ -222,7 +221,7 @@ def _simulate(args: argparse.Namespace) -> int:
             continue
     if spec is None:
         print(
-            f"kvmrec snapshot simulate: no valid SnapshotPolicy {args.policy} in {args.manifests}",
+            f"kvmrec snapshot simulate: no valid SnapshotPolicy {args.policy} in {directory}",
             file=sys.stderr,
         )
         return 1

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
+from kvmrec import config
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.cli import report
-from kvmrec.settings import Settings
+from kvmrec.cli import report, where
 from kvmrec.store.base import StoreError
 from kvmrec.store.sqlite import SqliteStore
 
@@ -18,11 +17,12 @@ def add_parser(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "status", help="show each object's conditions and drift (exit 2 if not all synced)"
     )
-    parser.add_argument("--state", type=Path, default=Settings.state, help="state file")
+    where.add_state(parser)
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument(
         "-o", "--output", choices=["table", "wide", "json", "yaml"], default="table"
     )
+    config.add_option(parser)  # last: it tracks the flags added above
     parser.set_defaults(handler=run)
 
 
@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"kvmrec status: {exc}", file=sys.stderr)
             return 1
         only = (key.kind, key.name)
+    settings = where.cli_settings(args)
     try:
-        store = SqliteStore(args.state, create=False)
+        store = SqliteStore(settings.state, create=False)
     except StoreError as exc:
         print(f"kvmrec status: {exc}", file=sys.stderr)
         return 1

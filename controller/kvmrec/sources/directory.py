@@ -407,7 +407,9 @@ class DirectorySource:
         return self._first
 
     def rescan(self) -> None:
-        """Scan now, without waiting for the debounce (e.g. on SIGHUP). Returns immediately."""
+        """Scan now, without waiting for the debounce (e.g. on SIGHUP), and deliver the
+        snapshot even if it did not change: what the consumer makes of it may have (a
+        mass deletion approved with ``kvmrec prune``). Returns immediately."""
         with self._lock:
             self._forced = True
         self._wake.set()
@@ -463,7 +465,8 @@ class DirectorySource:
             with self._lock:
                 if self._stopping:
                     return
-                due = self._forced or now >= self._next_rescan
+                forced = self._forced
+                due = forced or now >= self._next_rescan
                 timeout = self._next_rescan - now
                 if self._burst_start is not None:
                     deadline = burst_deadline(self._burst_start, self._last_event, self._debounce)
@@ -478,20 +481,20 @@ class DirectorySource:
                 self._wake.wait(timeout)
                 continue
             try:
-                self._cycle()
+                self._cycle(deliver=forced)
             except Exception:
                 logger.exception(
                     "scanning %s failed; retrying at the next event or rescan", self._root
                 )
 
-    def _cycle(self) -> Snapshot:
+    def _cycle(self, *, deliver: bool = False) -> Snapshot:
         self._next_rescan = time.monotonic() + self._rescan_interval
         self._sync_watch()
         snapshot = scan(self._root, max_file_bytes=self._max_file_bytes)
         if self._vet is not None:
             snapshot = self._vet(snapshot)
         fingerprint = _fingerprint(snapshot)
-        if fingerprint != self._delivered:
+        if deliver or fingerprint != self._delivered:
             self._log_transition(snapshot)
             try:
                 self._on_change(snapshot)

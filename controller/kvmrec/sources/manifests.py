@@ -11,8 +11,9 @@ file's digest, so an unchanged file costs nothing) and applied to the store:
 - an incomplete snapshot (directory missing or unmounted) deletes nothing;
 - a pass that would delete most managed objects at once (more than ``guard_fraction`` of
   them, and at least ``guard_min``) is refused and reported: an emptied or half-synced
-  directory is far more often an accident than an intent. Deleting in smaller steps, or
-  ``--allow-mass-delete``, gets past it.
+  directory is far more often an accident than an intent. Deleting in smaller steps,
+  ``--allow-mass-delete``, or an operator's approval of that exact set of deletions
+  (``kvmrec prune``: once, before it expires) gets past it.
 
 The result names every key whose desired state changed, for the work queue.
 """
@@ -53,6 +54,8 @@ class Desired:
     doomed: list[ObjectKey] = field(default_factory=list)  # to delete (after the guard)
     errors: Mapping[str, str] = field(default_factory=dict)
     refused: int = 0
+    held_back: list[ObjectKey] = field(default_factory=list)  # what the guard refused
+    approved: str | None = None  # the digest of the approval that let ``doomed`` through
 
 
 class ManifestSync:
@@ -98,9 +101,14 @@ class ManifestSync:
             return SyncResult(errors=desired.errors)
         applied = self._store.apply_many(list(desired.manifests.values()), now, commit)
         changed = [key for key, result in applied.items() if result.changed]
+        removed = "manifest removed"
+        if desired.approved is not None:
+            self._store.consume_deletion_approval(desired.approved)
+            removed += " (a mass deletion approved with kvmrec prune)"
+            log.warning("deleting %d managed objects at once, as approved", len(desired.doomed))
         deleting = [k for k in desired.doomed if self._store.mark_deleting(k, now)]
         for key in deleting:
-            self._store.add_event(key, "Normal", "ManifestRemoved", "manifest removed", now)
+            self._store.add_event(key, "Normal", "ManifestRemoved", removed, now)
         self._store.set_source_errors(desired.errors, now)
         return SyncResult(
             changed=changed, deleting=deleting, errors=desired.errors, refused=desired.refused
@@ -163,21 +171,32 @@ class ManifestSync:
         live = [k for k, obj in stored.items() if not obj.deleting]
         doomed = sorted(k for k in live if k not in desired and k not in held)
 
-        refused = 0
+        refused, held_back, approved = 0, [], None
         if (
             not self._allow_mass_delete
             and len(doomed) >= self._guard_min
             and len(doomed) > self._guard_fraction * len(live)
         ):
-            refused = len(doomed)
-            errors[GUARD_SOURCE] = (
-                f"refusing to delete {len(doomed)} of {len(live)} managed objects at once "
-                f"({', '.join(str(k) for k in doomed[:5])}{', ...' if len(doomed) > 5 else ''}); "
-                "if this is intended, remove fewer manifests at a time or run with "
-                "--allow-mass-delete"
-            )
-            log.warning("%s", errors[GUARD_SOURCE])
-            doomed = []
+            approval = self._store.deletion_approval()
+            if approval is not None and approval.covers(doomed, self._clock.wall()):
+                approved = approval.digest
+            else:
+                refused, held_back = len(doomed), doomed
+                errors[GUARD_SOURCE] = (
+                    f"refusing to delete {len(doomed)} of {len(live)} managed objects at once "
+                    f"({', '.join(str(k) for k in doomed[:5])}"
+                    f"{', ...' if len(doomed) > 5 else ''}); if this is intended, remove "
+                    "fewer manifests at a time, approve these deletions once with "
+                    "`kvmrec prune`, or run with --allow-mass-delete"
+                )
+                log.warning("%s", errors[GUARD_SOURCE])
+                doomed = []
         return Desired(
-            manifests=desired, held=sorted(held), doomed=doomed, errors=errors, refused=refused
+            manifests=desired,
+            held=sorted(held),
+            doomed=doomed,
+            errors=errors,
+            refused=refused,
+            held_back=held_back,
+            approved=approved,
         )

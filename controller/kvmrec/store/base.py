@@ -12,6 +12,7 @@ from typing import Protocol
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.store.records import (
     ApplyResult,
+    DeletionApproval,
     Event,
     ReconcileRecord,
     Revision,
@@ -96,5 +97,15 @@ class Store(Protocol):
         self, *, policy: str | None = None, domain: str | None = None
     ) -> Sequence[SnapshotRecord]:
         """Newest first."""
+
+    def approve_deletions(self, approval: DeletionApproval) -> None:
+        """Record the one pending mass-deletion approval (replacing any other)."""
+        ...
+
+    def deletion_approval(self) -> DeletionApproval | None: ...
+
+    def consume_deletion_approval(self, digest: str) -> bool:
+        """Drop the approval if it is the one of ``digest``; whether it was."""
+        ...
 
     def close(self) -> None: ...

@@ -24,6 +24,13 @@ creates a new one, and both would then hold "the" lock.
 
 The holder writes its pid into the file, for the second instance's message only: the lock,
 not the pid, is what excludes.
+
+Whether a service holds a state file (:func:`in_use`), for a command run by hand that may
+be looking at a state nobody serves: a shared ``flock`` tried without waiting fails while
+the service holds its exclusive one. When it succeeds it is dropped at once; a service
+starting in that instant would find the lock taken, so :meth:`StateLock.acquire` tries
+again for a moment before it gives up (a service's lock is held for life, a probe's for
+microseconds).
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 
 from kvmrec.store.base import StoreError
 
-__all__ = ["StateInUse", "StateLock", "lock_path"]
+__all__ = ["StateInUse", "StateLock", "holder", "in_use", "lock_path"]
 
 
 class StateInUse(StoreError):
@@ -82,7 +90,7 @@ class StateLock:
         except OSError as exc:
             raise StoreError(f"{path}: cannot open the state lock: {exc.strerror}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_outlasting_probes(fd)
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)
@@ -120,6 +128,61 @@ class StateLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+# How long acquire() keeps trying while the lock is taken: far longer than a probe holds it.
+_PROBE_PATIENCE = 0.2
+
+
+def _lock_outlasting_probes(fd: int) -> None:
+    """``flock(LOCK_EX)`` without waiting for a holder, but past an :func:`in_use` probe."""
+    deadline = time.monotonic() + _PROBE_PATIENCE
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def in_use(state: Path) -> bool | None:
+    """Whether a process (a ``kvmrec run``) holds the lock of ``state``; None when that
+    cannot be told (the lock file cannot be read). Takes nothing from the holder and
+    creates no file."""
+    try:
+        fd = os.open(lock_path(state), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # no service has ever run on it
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def holder(state: Path) -> int | None:
+    """The pid of the service that holds the lock of ``state``, when one does and its pid
+    is recorded; for a command that asks it to look again (SIGHUP)."""
+    if not in_use(state):
+        return None
+    try:
+        fd = os.open(lock_path(state), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _read_pid(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_pid(fd: int) -> int | None:

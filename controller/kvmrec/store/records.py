@@ -6,7 +6,8 @@ can pass them around and tests can build them by hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -149,3 +150,26 @@ class SnapshotRecord:
     time: datetime
     quiesced: bool
     memory: bool
+
+
+def deletion_digest(keys: Iterable[ObjectKey]) -> str:
+    """One digest for a set of objects to delete, whatever their order."""
+    text = "\n".join(sorted(str(key) for key in set(keys)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DeletionApproval:
+    """An operator's yes to one mass deletion the guard held back (``kvmrec prune``): these
+    exact objects, once, until ``expires``."""
+
+    keys: tuple[ObjectKey, ...]
+    expires: datetime
+
+    @property
+    def digest(self) -> str:
+        return deletion_digest(self.keys)
+
+    def covers(self, keys: Iterable[ObjectKey], now: datetime) -> bool:
+        """Whether deleting exactly ``keys`` at ``now`` is what was approved."""
+        return now < self.expires and deletion_digest(keys) == self.digest

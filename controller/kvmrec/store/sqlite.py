@@ -28,6 +28,7 @@ from kvmrec.store.base import StoreError
 from kvmrec.store.records import (
     ApplyResult,
     Condition,
+    DeletionApproval,
     Drift,
     Event,
     ReconcileRecord,
@@ -628,10 +629,34 @@ class SqliteStore:
             for row in query
         ]
 
+    # -- the one pending mass-deletion approval (a row of ``meta``: no schema change) -----
+
+    def approve_deletions(self, approval: DeletionApproval) -> None:
+        value = _dump({"keys": [str(k) for k in approval.keys], "expires": _time(approval.expires)})
+        with self._writing():
+            self._tables.meta.insert(key=_APPROVAL, value=value).on_conflict_replace().execute()
+
+    def deletion_approval(self) -> DeletionApproval | None:
+        row = self._tables.meta.get_or_none(self._tables.meta.key == _APPROVAL)
+        if row is None:
+            return None
+        body = json.loads(row.value)
+        keys = tuple(ObjectKey.parse(k) for k in body["keys"])
+        return DeletionApproval(keys, datetime.fromisoformat(body["expires"]))
+
+    def consume_deletion_approval(self, digest: str) -> bool:
+        with self._writing():
+            approval = self.deletion_approval()
+            if approval is None or approval.digest != digest:
+                return False
+            self._tables.meta.delete().where(self._tables.meta.key == _APPROVAL).execute()
+            return True
+
     def close(self) -> None:
         self._db.close()
 
 
+_APPROVAL = "deletion_approval"
 _GET_OBJECT = (
     "SELECT kind, name, uid, generation, digest, spec, source, labels, annotations, deleting"
     " FROM objects WHERE kind = ? AND name = ?"

@@ -630,3 +630,17 @@ def test_stop_ends_every_thread_it_started(root: Path) -> None:
     source.stop()
 
     assert set(threading.enumerate()) - before == set()
+
+
+def test_a_forced_rescan_delivers_an_unchanged_directory_again(
+    root: Path, make_source: MakeSource
+) -> None:
+    # What the consumer makes of the same files may have changed (an approval in the
+    # state): SIGHUP's rescan offers them again; the periodic one does not.
+    write(root / "web.yaml", "v1")
+    source, recorder = make_source(root)
+    source.start()
+    wait_for(lambda: len(recorder.snapshots) == 1)
+    source.rescan()
+    wait_for(lambda: len(recorder.snapshots) == 2)
+    assert contents(recorder.snapshots[-1]) == {"web.yaml": b"v1"}

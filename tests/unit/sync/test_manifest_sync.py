@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from kvmrec.api.kinds import ObjectKey
 from kvmrec.engine.clock import FakeClock
 from kvmrec.sources.directory import FileContent, Snapshot
 from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.store.records import DeletionApproval
 from kvmrec.store.sqlite import SqliteStore
 
 
@@ -383,3 +385,43 @@ def test_objects_of_files_in_error_do_not_count_as_deletions(
     result = sync.apply(snapshot({"a.yaml": four["a.yaml"], **broken}))
     assert (result.deleting, result.refused) == ([], 0)
     assert set(errors(store)) == {"b.yaml", "c.yaml", "d.yaml"}
+
+
+# -- an operator's approval of one mass deletion (kvmrec prune) ------------------------------
+
+
+def approve(store: SqliteStore, clock: FakeClock, *names: str, minutes: float = 10) -> None:
+    expires = clock.wall() + timedelta(minutes=minutes)
+    store.approve_deletions(DeletionApproval(tuple(key(n) for n in names), expires))
+
+
+def test_an_approved_mass_deletion_goes_through_once(
+    sync: ManifestSync, store: SqliteStore, clock: FakeClock, four: dict[str, str]
+) -> None:
+    refused = sync.compute(snapshot({"a.yaml": four["a.yaml"]}), store.list())
+    assert refused.held_back == [key("b"), key("c"), key("d")]
+    approve(store, clock, "d", "c", "b")  # any order: the set is what is approved
+    result = sync.apply(snapshot({"a.yaml": four["a.yaml"]}))
+    assert (sorted(result.deleting), result.refused) == ([key("b"), key("c"), key("d")], 0)
+    assert GUARD_SOURCE not in errors(store)
+    assert store.deletion_approval() is None  # used up
+    assert "approved with kvmrec prune" in store.events(key("b"))[-1].message
+
+
+def test_an_approval_covers_only_its_own_set(
+    sync: ManifestSync, store: SqliteStore, clock: FakeClock, four: dict[str, str]
+) -> None:
+    approve(store, clock, "b", "c")
+    result = sync.apply(snapshot({"a.yaml": four["a.yaml"]}))  # b, c and d
+    assert (result.deleting, result.refused) == ([], 3)
+    assert store.deletion_approval() is not None  # not consumed by another set
+    assert "kvmrec prune" in errors(store)[GUARD_SOURCE]
+
+
+def test_an_expired_approval_covers_nothing(
+    sync: ManifestSync, store: SqliteStore, clock: FakeClock, four: dict[str, str]
+) -> None:
+    approve(store, clock, "b", "c", "d", minutes=1)
+    clock.advance(61)
+    result = sync.apply(snapshot({"a.yaml": four["a.yaml"]}))
+    assert (result.deleting, result.refused) == ([], 3)
