@@ -1,7 +1,8 @@
 """``kvmrec plan``: a dry run of the next reconcile (exit 2 when anything would change).
 
 It reads the service's configuration file (flags over file, kvmrec/config.py), so a plan
-made by hand looks at the manifests, libvirt and state the service uses.
+made by hand looks at the manifests, libvirt and state the service uses. ``-f`` plans
+candidate files before they go into the manifest directory (sources/candidates.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ from kvmrec.cli import safety
 from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan
 from kvmrec.settings import Settings, default_uri
+from kvmrec.sources import candidates
+
+_CANDIDATE_HELP = (
+    "plan candidate manifests (a file, or a directory of them) before they go into the "
+    "manifest directory: they are laid over it, each replacing the file of its own name "
+    "there (a directory's files by their paths in it) while every other file stays, so "
+    "nothing is deleted for not being in the candidate; they are checked as the service "
+    "would check them, and only the objects they define, or drop from a file they replace, "
+    "are shown; errors name the candidate files. Nothing is applied"
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -30,6 +41,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--state", type=Path, default=Settings.state, help="state file")
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    parser.add_argument("-f", "--filename", type=Path, metavar="FILE_OR_DIR", help=_CANDIDATE_HELP)
     safety.add_insecure_manifests(parser)
     safety.add_disk_options(parser)
     config.add_option(parser)  # last: it tracks the flags added above
@@ -57,9 +69,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
     logs.setup(resolved.log_level, resolved.log_format)
     settings = resolved.settings
+    candidate = None
+    if args.filename is not None:
+        try:
+            candidate = candidates.read(args.filename, settings.manifests)
+        except candidates.CandidateError as exc:
+            print(f"kvmrec plan: -f {exc}", file=sys.stderr)
+            return 1
     progress = Progress("planning")
     try:
-        report = plan(settings, only, progress.update)
+        report = plan(settings, only, progress.update, candidate)
     except Unavailable as exc:
         print(f"kvmrec plan: {exc}", file=sys.stderr)
         return 1

@@ -46,8 +46,7 @@ def step(what: str, name: str, removal: str, policy: DeletionPolicy) -> Step:
     return Step(
         "adopt",
         detail=(
-            f"take over {what} {name}, which kvmrec did not create: stamp it as kvmrec's; "
-            + _afterwards(removal, policy)
+            f"take over {what} {name}, which kvmrec did not create; " + _afterwards(removal, policy)
         ),
     )
 
