@@ -23,12 +23,12 @@ from kvmrec.settings import Settings, default_uri
 from kvmrec.sources import candidates
 
 _CANDIDATE_HELP = (
-    "plan candidate manifests (a file, or a directory of them) before they go into the "
-    "manifest directory: they are laid over it, each replacing the file of its own name "
-    "there (a directory's files by their paths in it) while every other file stays, so "
-    "nothing is deleted for not being in the candidate; they are checked as the service "
-    "would check them, and only the objects they define, or drop from a file they replace, "
-    "are shown; errors name the candidate files. Nothing is applied"
+    "plan candidate manifests, a file or a directory of them, before they go into the "
+    "manifest directory: each candidate file stands in for the file of its name there (a "
+    "directory's files by their paths in it) and every other file stays, so nothing shows "
+    "as deleted for not being in the candidate. Only the objects the candidates define, or "
+    "drop from a file they replace, are shown; they are validated as the service would "
+    "(file ownership aside), errors name the candidate files, and nothing is applied"
 )
 
 
