@@ -58,7 +58,7 @@ def adopted_event(what: str, name: str, policy: DeletionPolicy) -> str:
 
 
 def deletion(what: str, name: str, removal: str) -> str:
-    """The detail of deleting an adopted object, for the plan and the event."""
+    """What the plan says deleting an adopted object does."""
     return (
         f"{removal} {what} {name}, which kvmrec adopted and did not create "
         "(deletionPolicy: Delete; Orphan would leave it)"
