@@ -4,6 +4,11 @@ The manifests are read and checked exactly as the service would (``ManifestSync.
 compared with the stored state (for generations, ownership and deletions) and with the live
 host, and each object's reconciler is asked for its plan: the same decision code a real
 reconcile runs, stopped before it acts. Nothing is written, not even the state file.
+
+With a candidate (``kvmrec plan -f``, sources/candidates.py) the candidate files are laid
+over the manifest directory and the plan is that of the objects they define or, replacing a
+file, drop; errors are those of the candidate files (named by their own paths) and of the
+directory as a whole.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Plan, plan_fields
 from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
 from kvmrec.settings import Settings
-from kvmrec.sources import trust
+from kvmrec.sources import candidates, trust
 from kvmrec.sources.directory import scan
-from kvmrec.sources.manifests import ManifestSync
+from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status, StoredObject
 from kvmrec.store.sqlite import SqliteStore
@@ -77,6 +82,7 @@ def plan(
     settings: Settings,
     only: ObjectKey | None = None,
     progress: Callable[[int, int], None] | None = None,
+    candidate: candidates.Candidate | None = None,
 ) -> PlanReport:
     """Raises ``Unavailable`` when libvirt cannot be reached."""
     store: Store
@@ -92,7 +98,7 @@ def plan(
         hypervisor.open()
         with contextlib.suppress(Unavailable):
             ovsdb.open()  # bridges then plan as unavailable; domains and networks still do
-        return _plan(settings, store, hypervisor, ovsdb, only, progress)
+        return _plan(settings, store, hypervisor, ovsdb, only, progress, candidate)
     finally:
         hypervisor.close()
         ovsdb.close()
@@ -106,6 +112,7 @@ def _plan(
     ovsdb: Ovsdb,
     only: ObjectKey | None,
     progress: Callable[[int, int], None] | None,
+    candidate: candidates.Candidate | None,
 ) -> PlanReport:
     clock = SystemClock()
     stored = {obj.key: obj for obj in store.list()}
@@ -115,6 +122,8 @@ def _plan(
     if not settings.insecure_manifests:  # judged as the service judges it
         sources = {obj.source for obj in stored.values()}
         snapshot = trust.enforce(snapshot, settings.manifests, expected=sources)
+    if candidate is not None:
+        snapshot = candidates.overlay(snapshot, candidate)
     desired = sync.compute(snapshot, stored.values())
     dependencies = Dependencies(store, hypervisor.network_active, host.net_device_exists)
     planners: dict[str, Planner] = {
@@ -138,10 +147,13 @@ def _plan(
     objects += [stored[key] for key in desired.held]
     objects += [replace(stored[key], deleting=True) for key in desired.doomed]
     objects += [obj for obj in stored.values() if obj.deleting and obj.key not in desired.manifests]
+    errors = sorted(desired.errors.items())
+    if candidate is not None:
+        origins = candidate.origins
+        objects = [obj for obj in objects if obj.source in origins]
+        errors = [(origins.get(s, s), m) for s, m in errors if s in origins or s == GUARD_SOURCE]
 
-    report = PlanReport(
-        errors=[{"source": s, "message": m} for s, m in sorted(desired.errors.items())]
-    )
+    report = PlanReport(errors=[{"source": s, "message": m} for s, m in errors])
     for index, obj in enumerate(sorted(objects, key=lambda o: o.key)):
         if progress is not None:
             progress(index, len(objects))

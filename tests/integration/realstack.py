@@ -255,6 +255,45 @@ def controller(tmp_path: Path, stack: dict[str, str], prefix: str) -> Iterator[C
     ctl.stop()  # before the prefix fixture removes the domains, or it would heal them
 
 
+def run_once(ctl: Controller, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``kvmrec run --once`` on the controller's manifests and state."""
+    return subprocess.run(
+        ctl.command(
+            "run",
+            "--once",
+            "--timeout",
+            str(timeout),
+            "--manifests",
+            str(ctl.manifests),
+            "--state",
+            str(ctl.state),
+        ),
+        capture_output=True,
+        text=True,
+        env=ctl.env(),
+        timeout=timeout + 30,
+        check=False,
+    )
+
+
+def plan_text(ctl: Controller, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kvmrec plan`` on the controller's manifests and state, as a user types it."""
+    return subprocess.run(
+        ctl.command("plan", "--manifests", str(ctl.manifests), "--state", str(ctl.state), *args),
+        capture_output=True,
+        text=True,
+        env=ctl.env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def plan(ctl: Controller, *args: str) -> tuple[int, dict[str, Any]]:
+    """``kvmrec plan -o json``: its exit code and what it printed."""
+    done = plan_text(ctl, "-o", "json", *args)
+    return done.returncode, json.loads(done.stdout)
+
+
 @contextlib.contextmanager
 def temporary_network(stack: dict[str, str], name: str, bridge: str, ip: str) -> Iterator[str]:
     """A libvirt network of one test (``ip``: its <ip> element), removed afterwards with a

@@ -18,8 +18,10 @@ from realstack import (
     REPO,
     Controller,
     ovs_ports,
+    plan,
     qemu_img_info,
     remove_domains,
+    run_once,
     state_of,
     wait_for,
 )
@@ -44,40 +46,6 @@ def write_domain(
         "spec": {"type": ctl.stack["KVMREC_DOMAIN_TYPE"], "memory": "64Mi", **spec},
     }
     ctl.write(filename, json.dumps(document))
-
-
-def run_once(ctl: Controller, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ctl.command(
-            "run",
-            "--once",
-            "--timeout",
-            str(timeout),
-            "--manifests",
-            str(ctl.manifests),
-            "--state",
-            str(ctl.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=ctl.env(),
-        timeout=timeout + 30,
-        check=False,
-    )
-
-
-def plan(ctl: Controller) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        ctl.command(
-            "plan", "-o", "json", "--manifests", str(ctl.manifests), "--state", str(ctl.state)
-        ),
-        capture_output=True,
-        text=True,
-        env=ctl.env(),
-        timeout=60,
-        check=False,
-    )
-    return done.returncode, json.loads(done.stdout)
 
 
 def live_xml(conn: Any, name: str) -> ET.Element:
@@ -326,7 +294,7 @@ def test_libvirtd_restart_is_survived_and_healing_goes_on(
     remove_domains(conn, prefix)
 
 
-def test_import_then_plan_reports_no_change_and_run_adopts(
+def test_import_then_plan_shows_only_the_adoption_and_run_adopts(
     controller: Controller, conn: Any, prefix: str, network: str
 ) -> None:
     name = f"{prefix}-old"
@@ -348,8 +316,10 @@ def test_import_then_plan_reports_no_change_and_run_adopts(
     (controller.manifests / "old.yaml").write_text(done.stdout)
 
     code, body = plan(controller)
-    assert (code, body["changes"]) == (0, []), body
+    assert code == 2, body
+    assert [(c["name"], c["action"]) for c in body["changes"]] == [(name, "adopt")], body
     assert run_once(controller).returncode == 0
+    assert plan(controller) == (0, {"changes": [], "errors": []})
     stamp = ET.fromstring(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).find(
         f"metadata/{{{OWNER_NS}}}owner"
     )

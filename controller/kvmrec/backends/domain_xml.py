@@ -26,13 +26,16 @@ ET.register_namespace(OWNER_PREFIX, OWNER_NS)
 
 @dataclass(frozen=True)
 class Owner:
-    """kvmrec's stamp on an object it manages."""
+    """kvmrec's stamp on an object it manages. ``adopted``: kvmrec took the object over
+    (``kvmrec.io/adopt``) instead of creating it; the stamp keeps that for as long as kvmrec
+    manages it, so a deletion can say what it would destroy."""
 
     kind: str
     name: str
     uid: str
     generation: int
     digest: str
+    adopted: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,16 +84,16 @@ def owner_xml(owner: Owner) -> str:
 
 def owner_element(owner: Owner) -> ET.Element:
     """kvmrec's stamp, in its own XML namespace (domains and networks alike)."""
-    return ET.Element(
-        f"{{{OWNER_NS}}}owner",
-        {
-            "kind": owner.kind,
-            "name": owner.name,
-            "uid": owner.uid,
-            "generation": str(owner.generation),
-            "digest": owner.digest,
-        },
-    )
+    attributes = {
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "generation": str(owner.generation),
+        "digest": owner.digest,
+    }
+    if owner.adopted:
+        attributes["adopted"] = "true"
+    return ET.Element(f"{{{OWNER_NS}}}owner", attributes)
 
 
 def target_devs(disks: tuple[Disk, ...]) -> list[str]:
@@ -136,11 +139,12 @@ def interface_xml(iface: Interface) -> str:
     return ET.tostring(interface_element(iface), encoding="unicode")
 
 
-def build(name: str, spec: DomainSpec, owner: Owner | None) -> str:
-    """The full domain XML for ``spec``."""
+def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None = None) -> str:
+    """The full domain XML for ``spec``. ``uuid``: the one an existing domain has (libvirt
+    refuses to redefine a domain under another); a new one gets ``stable_uuid``."""
     root = ET.Element("domain", {"type": spec.type})
     ET.SubElement(root, "name").text = name
-    ET.SubElement(root, "uuid").text = stable_uuid(name)
+    ET.SubElement(root, "uuid").text = uuid or stable_uuid(name)
     if owner is not None:
         ET.SubElement(root, "metadata").append(owner_element(owner))
     ET.SubElement(root, "memory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory_max))
@@ -325,6 +329,7 @@ def read_owner(root: ET.Element) -> Owner | None:
         uid=element.get("uid", ""),
         generation=int(element.get("generation", "0")),
         digest=element.get("digest", ""),
+        adopted=element.get("adopted") == "true",
     )
 
 

@@ -32,6 +32,7 @@ class NetworkConfig:
     dhcp_end: str | None
     dhcp_hosts: tuple[DhcpHost, ...]
     owner: Owner | None
+    uuid: str = ""
 
 
 def stable_uuid(name: str) -> str:
@@ -50,10 +51,12 @@ def _host_element(host: DhcpHost) -> ET.Element:
     return ET.Element("host", attrs)
 
 
-def build(name: str, spec: NetworkSpec, owner: Owner | None) -> str:
+def build(name: str, spec: NetworkSpec, owner: Owner | None, *, uuid: str | None = None) -> str:
+    """``uuid``: the one an existing network has (libvirt refuses to redefine a network
+    under another); a new one gets ``stable_uuid``."""
     root = ET.Element("network")
     ET.SubElement(root, "name").text = name
-    ET.SubElement(root, "uuid").text = stable_uuid(name)
+    ET.SubElement(root, "uuid").text = uuid or stable_uuid(name)
     if owner is not None:
         ET.SubElement(root, "metadata").append(owner_element(owner))
     if spec.forward not in (None, "isolated"):
@@ -104,6 +107,7 @@ def parse(xml: str) -> NetworkConfig:
         dhcp_end=end,
         dhcp_hosts=tuple(hosts),
         owner=read_owner(root),
+        uuid=root.findtext("uuid", ""),
     )
 
 

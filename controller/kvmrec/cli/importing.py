@@ -2,9 +2,11 @@
 
 It describes the domain as it is, with only the fields a manifest holds, and carries the
 ``kvmrec.io/adopt: "true"`` annotation: dropped into the manifest directory, kvmrec takes
-the domain over without changing it (``kvmrec plan`` on it reports nothing to do). Anything
-the Domain kind cannot express is listed on stderr, since kvmrec would drop it on the first
-change it writes.
+the domain over without changing it (``kvmrec plan`` on it shows the adoption and nothing
+else). It says ``deletionPolicy: Orphan``, with a comment on the alternative: removing the
+manifest then gives the guest back as it is; ``Delete`` would destroy and undefine a guest
+kvmrec never created. Anything the Domain kind cannot express is listed on stderr, since
+kvmrec would drop it on the first change it writes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from kvmrec.api import schema
 from kvmrec.backends import domain_xml
 from kvmrec.backends.hypervisor import BackendError, Hypervisor
 from kvmrec.cli import where
-from kvmrec.reconcilers.domain import manifest_for
+from kvmrec.reconcilers.adoption import manifest_for
+
+_POLICY_LINE = "  deletionPolicy: Orphan\n"
+_POLICY_COMMENT = (
+    "  # Orphan: removing this manifest removes only kvmrec's stamp and leaves the guest as\n"
+    "  # it is. Delete would destroy and undefine it (a guest kvmrec did not create).\n"
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -65,5 +73,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if live.config.owner is not None:
         print(f"kvmrec import: note: {args.name} already carries kvmrec's stamp", file=sys.stderr)
-    print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    print(commented(yaml.safe_dump(manifest, sort_keys=False)), end="")
     return 0
+
+
+def commented(text: str) -> str:
+    """The dumped manifest with the deletion policy explained where it is set."""
+    assert _POLICY_LINE in text, "the imported manifest sets deletionPolicy: Orphan"
+    return text.replace(_POLICY_LINE, _POLICY_COMMENT + _POLICY_LINE, 1)

@@ -1,7 +1,8 @@
 """``kvmrec plan``: a dry run of the next reconcile (exit 2 when anything would change).
 
 It reads the service's configuration file (flags over file, kvmrec/config.py), so a plan
-made by hand looks at the manifests, libvirt and state the service uses.
+made by hand looks at the manifests, libvirt and state the service uses. ``-f`` plans
+candidate files before they go into the manifest directory (sources/candidates.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from kvmrec import config, logs
@@ -17,6 +19,16 @@ from kvmrec.backends.hypervisor import Unavailable
 from kvmrec.cli import safety, where
 from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan
+from kvmrec.sources import candidates
+
+_CANDIDATE_HELP = (
+    "plan candidate manifests, a file or a directory of them, before they go into the "
+    "manifest directory: each candidate file stands in for the file of its name there (a "
+    "directory's files by their paths in it) and every other file stays, so nothing shows "
+    "as deleted for not being in the candidate. Only the objects the candidates define, or "
+    "drop from a file they replace, are shown; they are validated as the service would "
+    "(file ownership aside), errors name the candidate files, and nothing is applied"
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -28,6 +40,7 @@ def add_parser(commands: Any) -> None:
     where.add_state(parser)
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    parser.add_argument("-f", "--filename", type=Path, metavar="FILE_OR_DIR", help=_CANDIDATE_HELP)
     safety.add_insecure_manifests(parser)
     safety.add_disk_options(parser)
     config.add_option(parser)  # last: it tracks the flags added above
@@ -50,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(resolved.log_level, resolved.log_format)
     settings = resolved.settings
     where.warn_unserved("kvmrec plan", settings.state)
+    candidate = None
+    if args.filename is not None:
+        try:
+            candidate = candidates.read(args.filename, settings.manifests)
+        except candidates.CandidateError as exc:
+            print(f"kvmrec plan: -f {exc}", file=sys.stderr)
+            return 1
     progress = Progress("planning")
     try:
-        report = plan(settings, only, progress.update)
+        report = plan(settings, only, progress.update, candidate)
     except Unavailable as exc:
         print(f"kvmrec plan: {exc}", file=sys.stderr)
         return 1

@@ -30,7 +30,7 @@ resync after that. With
 
 Ownership. kvmrec only touches domains that carry its stamp in ``<metadata>``; a domain of
 the same name without it is a conflict, reported and left alone, unless the manifest asks
-to adopt it (``kvmrec.io/adopt: "true"``).
+to adopt it (``kvmrec.io/adopt: "true"``, reconcilers/adoption.py).
 
 Disk paths. Every path a Domain names must be a file under the configured disk roots
 (reconcilers/disk_paths.py); one that is not blocks the whole plan (``DiskPathNotAllowed``):
@@ -76,7 +76,7 @@ from kvmrec.backends.hypervisor import (
 )
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import crash_loop, recording, stopping
+from kvmrec.reconcilers import adoption, crash_loop, recording, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.plans import Plan, Step
@@ -320,16 +320,18 @@ class DomainReconciler:
             return Plan(steps=tuple(image_steps), blocked=missing, blocked_reason="ImageMissing")
         steps += image_steps
 
-        owner = Owner(KIND, name, obj.uid, obj.generation, obj.digest)
+        owner = _owner(obj, live)
         if live is None:
             steps.append(Step("create", detail=f"define domain {name}"))
         else:
+            adopting = not adoption.stamped_for(live.config.owner, KIND, name)
+            if adopting:
+                steps.append(adoption.step("domain", name, _REMOVAL, spec.deletion_policy))
             drift = diff_config(spec, live.config)
             if drift:
                 steps.append(Step("update", tuple(drift), "write the persistent definition"))
-            elif live.config.owner != owner:
-                adopting = live.config.owner is None
-                steps.append(Step("adopt" if adopting else "stamp", visible=False))
+            elif not adopting and live.config.owner != owner:
+                steps.append(Step("stamp", visible=False))
 
         restart: list[Drift] = []
         if live is not None and live.running is not None:
@@ -481,8 +483,8 @@ class DomainReconciler:
 
     @staticmethod
     def _owns(live: LiveDomain, obj: StoredObject) -> bool:
-        owner = live.config.owner
-        if owner is not None and owner.kind == KIND and owner.name == obj.key.name:
+        """kvmrec may change the domain: its stamp, or the manifest asks to adopt it."""
+        if adoption.stamped_for(live.config.owner, KIND, obj.key.name):
             return True
         return obj.annotations.get(ADOPT_ANNOTATION) == "true"
 
@@ -539,7 +541,7 @@ class DomainReconciler:
             recording.commit(self._store, key, old, status, now, events)
             return Result(requeue_after=plan.wait)
 
-        owner = Owner(KIND, name, obj.uid, obj.generation, obj.digest)
+        owner = _owner(obj, live)
         for step in plan.steps:
             message = self._act(name, spec, owner, live, step, details, now)
             if message:
@@ -643,11 +645,14 @@ class DomainReconciler:
                 self._grow_image(name, spec, step.item, live)
                 return f"grew image {spec.disks[step.item].source} to {step.fields[0].desired}"
             case "create" | "update":
-                self._hv.define_domain(domain_xml.build(name, spec, owner))
+                uuid = live.config.uuid if live is not None else None  # an adopted one's own
+                self._hv.define_domain(domain_xml.build(name, spec, owner, uuid=uuid))
                 return step.detail if step.action == "create" else f"redefined: {fields}"
             case "adopt" | "stamp":
                 self._hv.set_owner(name, owner)
-                return f"took ownership of domain {name}" if step.action == "adopt" else ""
+                if step.action == "stamp":
+                    return ""
+                return adoption.adopted_event("domain", name, spec.deletion_policy)
             case "update-live":
                 assert live is not None and live.running is not None
                 refused = self._apply_live(name, spec, live.running, step)
@@ -889,13 +894,18 @@ class DomainReconciler:
         name = obj.key.name
         if live is None:
             return Plan()
-        if not self._owns(live, obj):
+        # Only the stamp makes a domain kvmrec's to delete: an adoption that never
+        # happened (the manifest removed before it was applied) gives it nothing.
+        if not adoption.stamped_for(live.config.owner, KIND, name):
             return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
         spec = DomainSpec.from_spec(obj.spec, name)
         if spec.deletion_policy is DeletionPolicy.ORPHAN:
             return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
         doomed = [d.source for d in spec.disks if self._deletable(d)]
-        detail = "destroy and undefine" + (f"; delete {', '.join(doomed)}" if doomed else "")
+        detail = _REMOVAL
+        if live.config.owner is not None and live.config.owner.adopted:
+            detail = adoption.deletion("domain", name, _REMOVAL)
+        detail += f"; delete {', '.join(doomed)}" if doomed else ""
         return Plan(steps=(Step("delete", detail=detail),))
 
     def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
@@ -953,9 +963,11 @@ class DomainReconciler:
                     self._hv.delete_volume(disk.pool or "", disk.volume or "")
                 removed.append(disk.source)
             kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
-            self._store.add_event(
-                key, "Normal", "Deleted", f"undefined domain {name}{stopped}{kept}", now
-            )
+            owner = live.config.owner
+            what = f"domain {name}"
+            if owner is not None and owner.adopted:
+                what += ", which kvmrec adopted and did not create"
+            self._store.add_event(key, "Normal", "Deleted", f"undefined {what}{stopped}{kept}", now)
         self._store.remove(key)
         self._remember(name, None)
         return Result()
@@ -968,6 +980,16 @@ class DomainReconciler:
         if disk.path is None or self._disks is None:
             return True
         return self._disks.problem(disk.path) is None
+
+
+# What deletionPolicy Delete does to a domain.
+_REMOVAL = "destroy and undefine"
+
+
+def _owner(obj: StoredObject, live: LiveDomain | None) -> Owner:
+    """The stamp the domain of ``obj`` gets; an adoption is kept in it."""
+    taken = live is not None and adoption.adopted(live.config.owner, KIND, obj.key.name)
+    return Owner(KIND, obj.key.name, obj.uid, obj.generation, obj.digest, adopted=taken)
 
 
 _EVENT_REASONS = {
@@ -985,68 +1007,3 @@ _EVENT_REASONS = {
     "start": "Started",
     "stop": "Stopped",
 }
-
-
-def manifest_for(live: LiveDomain) -> dict[str, Any]:
-    """A manifest that describes ``live`` as it is (intent only: the fields kvmrec manages,
-    none of libvirt's defaults), annotated to adopt it. ``plan`` on it reports no change."""
-    config = live.config
-    spec: dict[str, Any] = {
-        "type": config.type,
-        "vcpus": config.vcpus,
-        "memory": quantities.format_bytes(config.memory),
-        "runStrategy": "Always" if live.state in ("running", "paused") else "Halted",
-        "autostart": live.autostart,
-        "console": config.console,
-    }
-    if config.vcpus_max != config.vcpus:
-        spec["maxVcpus"] = config.vcpus_max
-    if config.memory_max != config.memory:
-        spec["maxMemory"] = quantities.format_bytes(config.memory_max)
-    if config.graphics.type == "vnc":
-        spec["graphics"] = {"type": "vnc", "listen": config.graphics.listen}
-    if config.guest_agent:
-        spec["guestAgent"] = True
-    os_: dict[str, Any] = {}
-    if config.firmware != "bios":
-        os_["firmware"] = config.firmware
-    if list(config.boot) != ["hd"]:
-        os_["boot"] = list(config.boot)
-    for field in ("kernel", "initrd", "cmdline"):
-        if getattr(config, field) is not None:
-            os_[field] = getattr(config, field)
-    if os_:
-        spec["os"] = os_
-    disks = []
-    for disk in config.disks:
-        if disk.path is None and disk.pool is None:
-            continue  # an empty drive: reported by the caller, not expressible
-        item: dict[str, Any] = (
-            {"path": disk.path} if disk.path else {"pool": disk.pool, "volume": disk.volume}
-        )
-        if disk.device == "cdrom":
-            item["device"] = "cdrom"
-            item["bus"] = disk.bus
-        else:
-            item.update(format=disk.format, bus=disk.bus)
-            if disk.read_only:
-                item["readOnly"] = True
-        disks.append(item)
-    if disks:
-        spec["disks"] = disks
-    interfaces = []
-    for index, iface in enumerate(config.interfaces):
-        item = {"name": f"net{index}", "mac": iface.mac}
-        item.update({"network": iface.network} if iface.network else {"bridge": iface.bridge})
-        if iface.virtualport and not iface.network:
-            item["virtualport"] = iface.virtualport
-        item["model"] = iface.model
-        interfaces.append(item)
-    if interfaces:
-        spec["interfaces"] = interfaces
-    return {
-        "apiVersion": "kvmrec.io/v1alpha1",
-        "kind": KIND,
-        "metadata": {"name": config.name, "annotations": {ADOPT_ANNOTATION: "true"}},
-        "spec": spec,
-    }

@@ -8,7 +8,8 @@ running network, restarts it; the plan says so, because guests attached to it lo
 link until they are restarted or re-plugged.
 
 Ownership is the same stamp as for domains, in the network's ``<metadata>``; an adopted
-network gets it by a redefinition of its own XML with only the stamp added.
+network gets it by a redefinition of its own XML with only the stamp added
+(reconcilers/adoption.py).
 
 Deletion waits while a managed domain still uses the network (``Synced=False``,
 reason ``InUse``, naming the domains), and is retried when they are gone.
@@ -27,7 +28,7 @@ from kvmrec.backends.hypervisor import Hypervisor, LiveNetwork
 from kvmrec.backends.network_xml import NetworkConfig
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import recording
+from kvmrec.reconcilers import adoption, recording
 from kvmrec.reconcilers.dependencies import (
     DEPENDENCY_RETRY,
     IN_USE_RETRY,
@@ -96,14 +97,13 @@ class NetworkReconciler:
         return self._decide(obj, NetworkSpec.from_spec(obj.spec), live)
 
     def _owns(self, live: LiveNetwork, obj: StoredObject) -> bool:
-        owner = live.config.owner
-        if owner is not None and owner.kind == KIND and owner.name == obj.key.name:
+        if adoption.stamped_for(live.config.owner, KIND, obj.key.name):
             return True
         return obj.annotations.get(ADOPT_ANNOTATION) == "true"
 
     def _decide(self, obj: StoredObject, spec: NetworkSpec, live: LiveNetwork | None) -> Plan:
         name = obj.key.name
-        owner = domain_xml.Owner(KIND, name, obj.uid, obj.generation, obj.digest)
+        owner = _owner(obj, live)
         if live is not None and not self._owns(live, obj):
             message = (
                 f"a network named {name} exists and is not managed by kvmrec; it is left "
@@ -126,6 +126,9 @@ class NetworkReconciler:
             active, autostart = False, False
         else:
             active, autostart = live.active, live.autostart
+            adopting = not adoption.stamped_for(live.config.owner, KIND, name)
+            if adopting:
+                steps.append(adoption.step("network", name, _REMOVAL, spec.deletion_policy))
             drift = diff_config(spec, live.config)
             if drift:
                 steps.append(Step("update", tuple(drift), "write the definition"))
@@ -143,9 +146,8 @@ class NetworkReconciler:
                 steps.append(
                     Step("update-live", (hosts,), "virNetworkUpdate: dnsmasq is told, no restart")
                 )
-            if not drift and live.config.owner != owner:
-                adopting = live.config.owner is None
-                steps.append(Step("adopt" if adopting else "stamp", visible=False))
+            if not drift and not adopting and live.config.owner != owner:
+                steps.append(Step("stamp", visible=False))
         if spec.autostart != autostart:
             steps.append(Step("autostart", (Drift("spec.autostart", spec.autostart, autostart),)))
         if spec.active and not active and not any(s.action == "restart" for s in steps):
@@ -180,7 +182,7 @@ class NetworkReconciler:
             recording.commit(self._store, key, old, status, now)
             raise PermanentError(plan.blocked)
 
-        owner = domain_xml.Owner(KIND, name, obj.uid, obj.generation, obj.digest)
+        owner = _owner(obj, live)
         events: list[tuple[str, str, str]] = []
         for step in plan.steps:
             message = self._act(name, spec, owner, live, step)
@@ -239,7 +241,9 @@ class NetworkReconciler:
     ) -> str:
         match step.action:
             case "create" | "update":
-                self._hv.define_network(network_xml.build(name, _complete(spec, live), owner))
+                uuid = live.config.uuid if live is not None else None  # an adopted one's own
+                xml = network_xml.build(name, _complete(spec, live), owner, uuid=uuid)
+                self._hv.define_network(xml)
                 if step.action == "create":
                     return f"defined network {name}"
                 return "redefined: " + ", ".join(d.field for d in step.fields)
@@ -255,7 +259,9 @@ class NetworkReconciler:
             case "adopt" | "stamp":
                 assert live is not None
                 self._hv.define_network(_stamped(self._hv.network_xml(name), owner))
-                return f"took ownership of network {name}" if step.action == "adopt" else ""
+                if step.action == "stamp":
+                    return ""
+                return adoption.adopted_event("network", name, spec.deletion_policy)
             case "autostart":
                 self._hv.set_network_autostart(name, spec.autostart)
                 return f"autostart {step.fields[0].actual} -> {spec.autostart}"
@@ -278,13 +284,18 @@ class NetworkReconciler:
     # -- deletion ------------------------------------------------------------------------
 
     def _deletion_plan(self, obj: StoredObject, live: LiveNetwork | None) -> Plan:
+        owner = live.config.owner if live is not None else None
+        delete = _REMOVAL
+        if owner is not None and owner.adopted:
+            delete = adoption.deletion("network", obj.key.name, _REMOVAL)
         return deletion_plan(
             obj,
             exists=live is not None,
-            owned=live is not None and self._owns(live, obj),
+            # Only the stamp makes a network kvmrec's to delete (reconcilers/adoption.py).
+            owned=adoption.stamped_for(owner, KIND, obj.key.name),
             holders=self._deps.holders(obj.key),
             orphan=NetworkSpec.from_spec(obj.spec).deletion_policy is DeletionPolicy.ORPHAN,
-            delete="stop and undefine",
+            delete=delete,
         )
 
     def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
@@ -303,11 +314,24 @@ class NetworkReconciler:
         elif action == "delete":
             self._hv.stop_network(name)
             self._hv.undefine_network(name)
-            self._store.add_event(key, "Normal", "Deleted", f"stopped and undefined {name}", now)
+            message = f"stopped and undefined {name}"
+            if live is not None and live.config.owner is not None and live.config.owner.adopted:
+                message += ", which kvmrec adopted and did not create"
+            self._store.add_event(key, "Normal", "Deleted", message, now)
         elif action == "forget":
             self._store.add_event(key, "Warning", "NotOwned", f"network {name} left alone", now)
         self._store.remove(key)
         return Result()
+
+
+# What deletionPolicy Delete does to a network.
+_REMOVAL = "stop and undefine"
+
+
+def _owner(obj: StoredObject, live: LiveNetwork | None) -> domain_xml.Owner:
+    """The stamp the network of ``obj`` gets; an adoption is kept in it."""
+    taken = live is not None and adoption.adopted(live.config.owner, KIND, obj.key.name)
+    return domain_xml.Owner(KIND, obj.key.name, obj.uid, obj.generation, obj.digest, taken)
 
 
 def _complete(spec: NetworkSpec, live: LiveNetwork | None) -> NetworkSpec:

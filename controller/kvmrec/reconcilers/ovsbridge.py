@@ -13,7 +13,8 @@ it gets a bridge whose ports never open. ``auto`` picks by what the kernel has, 
 explicit ``system`` on such a kernel is refused with a condition that says why.
 
 Ownership is stamped in the bridge's ``external_ids`` (kind/name, uid, generation, digest,
-and which external ids the manifest set, so a key dropped from the manifest is removed).
+which external ids the manifest set, so a key dropped from the manifest is removed, and
+whether kvmrec adopted the bridge: reconcilers/adoption.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from kvmrec.backends.ovsdb import (
 )
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import recording
+from kvmrec.reconcilers import adoption, recording
 from kvmrec.reconcilers.dependencies import IN_USE_RETRY, Dependencies, deletion_plan
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
@@ -43,10 +44,18 @@ from kvmrec.store.records import Drift, Status, StoredObject
 KIND = "OvsBridge"
 UID_KEY = "kvmrec-uid"
 KEYS_KEY = "kvmrec-keys"  # the external ids the manifest set, comma-separated
+ADOPTED_KEY = "kvmrec-adopted"  # "true": kvmrec took the bridge over, it did not create it
+STAMP_KEYS = (OWNER_KEY, UID_KEY, GENERATION_KEY, DIGEST_KEY, KEYS_KEY, ADOPTED_KEY)
+# What deletionPolicy Delete does to a bridge.
+REMOVAL = "delete"
 
 
 def _owner_value(name: str) -> str:
     return f"{KIND}/{name}"
+
+
+def _stamped(bridge: Bridge, name: str) -> bool:
+    return bridge.external_ids.get(OWNER_KEY) == _owner_value(name)
 
 
 def _port_type(kind: str) -> str:
@@ -70,7 +79,7 @@ class OvsBridgeReconciler:
         return "system" if self._ovs.kernel_datapath() else "netdev"
 
     def _owns(self, bridge: Bridge, obj: StoredObject) -> bool:
-        if bridge.external_ids.get(OWNER_KEY) == _owner_value(obj.key.name):
+        if _stamped(bridge, obj.key.name):
             return True
         return obj.annotations.get(ADOPT_ANNOTATION) == "true"
 
@@ -111,6 +120,9 @@ class OvsBridgeReconciler:
             DIGEST_KEY: obj.digest,
             KEYS_KEY: ",".join(sorted(spec.external_ids)),
         }
+        adopting = bridge is not None and not _stamped(bridge, name)
+        if adopting or (bridge is not None and bridge.external_ids.get(ADOPTED_KEY) == "true"):
+            stamp[ADOPTED_KEY] = "true"
         wanted_ports = {p.name: p.type for p in spec.ports}
         if bridge is None:
             change = BridgeChange(
@@ -141,11 +153,12 @@ class OvsBridgeReconciler:
             remove_ports=tuple(stale),
         )
         steps: list[Step] = []
+        if adopting:
+            steps.append(adoption.step("bridge", name, REMOVAL, spec.deletion_policy))
         if drift:
             steps.append(Step("update", tuple(drift), "one OVSDB transaction"))
-        elif any(bridge.external_ids.get(k) != v for k, v in stamp.items()):
-            adopting = OWNER_KEY not in bridge.external_ids
-            steps.append(Step("adopt" if adopting else "stamp", visible=False))
+        elif not adopting and any(bridge.external_ids.get(k) != v for k, v in stamp.items()):
+            steps.append(Step("stamp", visible=False))
         if spec.promiscuous is not None and self._ovs.promiscuous(name) != spec.promiscuous:
             steps.append(
                 Step(
@@ -211,7 +224,10 @@ class OvsBridgeReconciler:
         for step in plan.steps:
             if step.action == "promiscuous" and spec.promiscuous is not None:
                 self._ovs.set_promiscuous(name, spec.promiscuous)
-            if step.visible:
+            if step.action == "adopt":
+                message = adoption.adopted_event("bridge", name, spec.deletion_policy)
+                events.append(("Normal", _EVENT_REASONS[step.action], message))
+            elif step.visible:
                 fields = ", ".join(d.field for d in step.fields) or step.detail
                 events.append(("Normal", _EVENT_REASONS[step.action], f"{step.action}: {fields}"))
 
@@ -261,13 +277,18 @@ class OvsBridgeReconciler:
     # -- deletion ------------------------------------------------------------------------
 
     def _deletion_plan(self, obj: StoredObject, bridge: Bridge | None) -> Plan:
+        name = obj.key.name
+        delete = f"delete bridge {name}"
+        if bridge is not None and bridge.external_ids.get(ADOPTED_KEY) == "true":
+            delete = adoption.deletion("bridge", name, REMOVAL)
         return deletion_plan(
             obj,
             exists=bridge is not None,
-            owned=bridge is not None and self._owns(bridge, obj),
+            # Only the stamp makes a bridge kvmrec's to delete (reconcilers/adoption.py).
+            owned=bridge is not None and _stamped(bridge, name),
             holders=self._deps.holders(obj.key),
             orphan=OvsBridgeSpec.from_spec(obj.spec).deletion_policy is DeletionPolicy.ORPHAN,
-            delete=f"delete bridge {obj.key.name}",
+            delete=delete,
         )
 
     def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
@@ -281,12 +302,14 @@ class OvsBridgeReconciler:
             return Result(requeue_after=IN_USE_RETRY)
         action = plan.steps[0].action if plan.steps else "gone"
         if action == "orphan":
-            stamp_keys = (OWNER_KEY, UID_KEY, GENERATION_KEY, DIGEST_KEY, KEYS_KEY)
-            self._ovs.apply(BridgeChange(name, remove_external_ids=stamp_keys))
+            self._ovs.apply(BridgeChange(name, remove_external_ids=STAMP_KEYS))
             self._store.add_event(key, "Normal", "Orphaned", f"unstamped bridge {name}", now)
         elif action == "delete":
             self._ovs.delete_bridge(name)
-            self._store.add_event(key, "Normal", "Deleted", f"deleted bridge {name}", now)
+            message = f"deleted bridge {name}"
+            if bridge is not None and bridge.external_ids.get(ADOPTED_KEY) == "true":
+                message += ", which kvmrec adopted and did not create"
+            self._store.add_event(key, "Normal", "Deleted", message, now)
         elif action == "forget":
             self._store.add_event(key, "Warning", "NotOwned", f"bridge {name} left alone", now)
         self._store.remove(key)

@@ -70,6 +70,7 @@ __all__ = [
     "FileContent",
     "Snapshot",
     "burst_deadline",
+    "is_manifest_name",
     "scan",
 ]
 
@@ -147,6 +148,11 @@ def _sha256(data: bytes) -> str:
 
 def _is_ignored(name: str) -> bool:
     return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in IGNORED_PATTERNS)
+
+
+def is_manifest_name(name: str) -> bool:
+    """Whether a file of this name (its last component) is read as a manifest."""
+    return name.endswith(MANIFEST_SUFFIXES) and not _is_ignored(name)
 
 
 def _too_large(size: int, limit: int) -> str:

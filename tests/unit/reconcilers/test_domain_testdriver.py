@@ -380,10 +380,11 @@ def test_the_adopt_annotation_takes_ownership(world: World) -> None:
     obj = world.store.get(key)
     assert obj is not None
     config = world.config(name)
-    assert config.owner == Owner("Domain", name, obj.uid, obj.generation, obj.digest)
+    owner = Owner("Domain", name, obj.uid, obj.generation, obj.digest, adopted=True)
+    assert config.owner == owner
     assert config.vcpus == 1  # and it now follows the manifest
     assert world.running(name)
-    assert "Redefined" in world.reasons(key)
+    assert {"Adopted", "Redefined"} <= set(world.reasons(key))
     assert world.status(key).is_true("Synced")
 
 
@@ -391,9 +392,51 @@ def test_adopting_a_matching_domain_records_adopted(world: World) -> None:
     name = world.name("web")
     world.conn.defineXML(domain_xml.build(name, DomainSpec.from_spec(BASE_SPEC, name), None))
     key = world.apply(name, annotations={ADOPT_ANNOTATION: "true"}, runStrategy="Manual")
+    obj = world.store.get(key)
+    assert obj is not None
+    steps = world.reconciler.plan(obj).visible
+    assert [s.action for s in steps] == ["adopt"], "the plan shows the adoption"
+    assert "deletionPolicy: Delete" in steps[0].detail
+
     world.reconcile(key)
-    assert world.config(name).owner is not None
+    owner = world.config(name).owner
+    assert owner is not None and owner.adopted
     assert "Adopted" in world.reasons(key)
+    assert world.reconciler.plan(obj).visible == [], "adopted: nothing left to do"
+
+    # A later change keeps the adoption in the stamp.
+    world.apply(name, annotations={ADOPT_ANNOTATION: "true"}, runStrategy="Manual", vcpus=2)
+    world.reconcile(key)
+    owner = world.config(name).owner
+    assert owner is not None and owner.adopted and owner.generation == 2
+
+
+def test_deleting_an_adopted_domain_says_kvmrec_did_not_create_it(world: World) -> None:
+    name = world.name("web")
+    _define_unowned(world, name)
+    key = world.apply(name, annotations={ADOPT_ANNOTATION: "true"}, vcpus=2)
+    world.reconcile(key)
+    world.store.mark_deleting(key, world.clock.wall())
+    obj = world.store.get(key)
+    assert obj is not None
+    [step] = world.reconciler.plan(obj).visible
+    assert step.action == "delete"
+    assert "adopted and did not create" in step.detail
+
+    world.reconcile(key)
+    assert not world.exists(name)
+    [event] = [e for e in world.store.events(key) if e.reason == "Deleted"]
+    assert "adopted and did not create" in event.message
+
+
+def test_an_adoption_that_never_happened_deletes_nothing(world: World) -> None:
+    name = world.name("web")
+    before = _define_unowned(world, name)
+    key = world.apply(name, annotations={ADOPT_ANNOTATION: "true"})
+    world.store.mark_deleting(key, world.clock.wall())
+    world.reconcile(key)
+    assert world.dom(name).XMLDesc(INACTIVE) == before
+    assert world.reasons(key)[-1] == "NotOwned"
 
 
 # -- deletion --------------------------------------------------------------------------------
