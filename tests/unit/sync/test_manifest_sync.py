@@ -171,7 +171,7 @@ def test_invalid_yaml_error_is_recorded_with_its_line(
 ) -> None:
     sync.apply(snapshot({"a.yaml": doc("a")}))
     sync.apply(snapshot({"a.yaml": doc("a") + "  vcpus: [1\n"}))
-    assert errors(store)["a.yaml"].startswith("line 8: invalid YAML")
+    assert errors(store)["a.yaml"].startswith("line 7: invalid YAML")  # where the `[` is
     assert names(store, deleting=False) == ["a"]
 
 
