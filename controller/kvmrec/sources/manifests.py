@@ -7,8 +7,13 @@ file's digest, so an unchanged file costs nothing) and applied to the store:
   generation), and objects it no longer holds are marked for deletion;
 - a file that does not parse, cannot be read, or defines an object another file already
   defines keeps its last good state: the objects the store has from it stay as they are,
-  and the problem is recorded as a source error (``kvmrec status`` shows it, exit 2);
-- an incomplete snapshot (directory missing or unmounted) deletes nothing;
+  and the problem is recorded as a source error (``kvmrec status`` shows it on each of
+  those objects as ``Synced=False InvalidManifest``, exit 2). The file going into error (or
+  into another error) is a ``ManifestInvalid`` event on each of its objects, and its
+  recovery a ``ManifestValid`` event; a file that has no objects gets them as events of
+  no object;
+- an incomplete snapshot (directory missing or unmounted) deletes nothing, and the errors
+  known of the files it could not see stay as they were;
 - a pass that would delete most managed objects at once (more than ``guard_fraction`` of
   them, and at least ``guard_min``) is refused and reported: an emptied or half-synced
   directory is far more often an accident than an intent. Deleting in smaller steps, or
@@ -22,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
@@ -34,6 +40,8 @@ from kvmrec.store.records import StoredObject
 log = logging.getLogger(__name__)
 
 GUARD_SOURCE = "(directory)"
+INVALID = "ManifestInvalid"
+VALID = "ManifestValid"
 
 
 @dataclass(frozen=True)
@@ -90,19 +98,58 @@ class ManifestSync:
         """Store what ``snapshot`` asks for (new revisions record ``commit``); returns the
         keys to queue."""
         now = self._clock.wall()
-        desired = self.compute(snapshot, self._store.list())
+        stored = self._store.list()
+        desired = self.compute(snapshot, stored)
+        before = {e.source: e.message for e in self._store.source_errors()}
         if not snapshot.complete:
-            self._store.set_source_errors(desired.errors, now)
-            return SyncResult(errors=desired.errors)
+            # Nothing is known of the files now: what was wrong with them still is.
+            kept = {s: m for s, m in before.items() if s != GUARD_SOURCE}
+            errors = {**kept, **desired.errors}
+            self._store.set_source_errors(errors, now)
+            return SyncResult(errors=errors)
         applied = self._store.apply_many(list(desired.manifests.values()), now, commit)
         changed = [key for key, result in applied.items() if result.changed]
         deleting = [k for k in desired.doomed if self._store.mark_deleting(k, now)]
         for key in deleting:
             self._store.add_event(key, "Normal", "ManifestRemoved", "manifest removed", now)
         self._store.set_source_errors(desired.errors, now)
+        self._record_transitions(before, desired, snapshot, stored)
         return SyncResult(
             changed=changed, deleting=deleting, errors=desired.errors, refused=desired.refused
         )
+
+    def _record_transitions(
+        self,
+        before: Mapping[str, str],
+        desired: Desired,
+        snapshot: Snapshot,
+        stored: Iterable[StoredObject],
+    ) -> None:
+        """An event for every file that went into error, changed error, or was fixed."""
+        now = self._clock.wall()
+        held: dict[str, list[ObjectKey]] = {}
+        for obj in stored:
+            if not obj.deleting:
+                held.setdefault(obj.source, []).append(obj.key)
+        holds: dict[str, list[ObjectKey]] = {}
+        for manifest in desired.manifests.values():
+            holds.setdefault(manifest.source, []).append(manifest.key)
+        for source, message in sorted(desired.errors.items()):
+            if source != GUARD_SOURCE and before.get(source) != message:
+                text = f"{source}: {message}; keeping the last good spec"
+                self._events(held.get(source, []), "Warning", INVALID, text, now)
+        for source in sorted(before):
+            fixed = source not in desired.errors and source in snapshot.files
+            if source != GUARD_SOURCE and fixed:
+                text = f"{source} is valid again"
+                self._events(holds.get(source, []), "Normal", VALID, text, now)
+
+    def _events(
+        self, keys: list[ObjectKey], type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        targets: list[ObjectKey | None] = [*sorted(keys)] or [None]
+        for key in targets:
+            self._store.add_event(key, type_, reason, message, now)
 
     def compute(self, snapshot: Snapshot, stored_objects: Iterable[StoredObject]) -> Desired:
         """What ``snapshot`` asks for, given what is stored; changes nothing (``kvmrec plan``
