@@ -81,6 +81,7 @@ class ManifestSync:
         self._guard_min = guard_min
         self._allow_mass_delete = allow_mass_delete
         self._parsed: dict[str, tuple[str, list[Manifest] | ManifestError]] = {}
+        self._started = False  # a file found broken at start is told in the log once
 
     def _parse(self, path: str, digest: str, data: bytes) -> list[Manifest] | ManifestError:
         cached = self._parsed.get(path)
@@ -113,7 +114,7 @@ class ManifestSync:
         for key in deleting:
             self._store.add_event(key, "Normal", "ManifestRemoved", "manifest removed", now)
         self._store.set_source_errors(desired.errors, now)
-        self._record_transitions(before, desired, snapshot, stored)
+        self._record_transitions(before, desired, snapshot, stored, now)
         return SyncResult(
             changed=changed, deleting=deleting, errors=desired.errors, refused=desired.refused
         )
@@ -124,9 +125,9 @@ class ManifestSync:
         desired: Desired,
         snapshot: Snapshot,
         stored: Iterable[StoredObject],
+        now: datetime,
     ) -> None:
         """An event for every file that went into error, changed error, or was fixed."""
-        now = self._clock.wall()
         held: dict[str, list[ObjectKey]] = {}
         for obj in stored:
             if not obj.deleting:
@@ -135,14 +136,21 @@ class ManifestSync:
         for manifest in desired.manifests.values():
             holds.setdefault(manifest.source, []).append(manifest.key)
         for source, message in sorted(desired.errors.items()):
-            if source != GUARD_SOURCE and before.get(source) != message:
-                text = f"{source}: {message}; keeping the last good spec"
+            if source == GUARD_SOURCE:
+                continue
+            if before.get(source) != message:
+                keeping = "; keeping the last good spec" if source in held else ""
+                text = f"{source}: {message}{keeping}"
                 self._events(held.get(source, []), "Warning", INVALID, text, now)
+            elif not self._started:
+                # Its event is from an earlier run; this process's log says it too.
+                log.warning("%s: still invalid: %s", source, message)
         for source in sorted(before):
             fixed = source not in desired.errors and source in snapshot.files
             if source != GUARD_SOURCE and fixed:
                 text = f"{source} is valid again"
                 self._events(holds.get(source, []), "Normal", VALID, text, now)
+        self._started = True
 
     def _events(
         self, keys: list[ObjectKey], type_: str, reason: str, message: str, now: datetime

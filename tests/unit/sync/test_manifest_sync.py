@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -242,6 +243,21 @@ def test_an_incomplete_snapshot_keeps_what_was_known_of_the_files(
     # Back as it was: the file is still broken, and no event says otherwise.
     sync.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b")}))
     assert set(errors(store)) == {"a.yaml"}
+    assert [r for _, _, r, _ in manifest_events(store)] == ["ManifestInvalid"]
+
+
+def test_a_file_still_broken_when_the_service_starts_is_logged_once_without_a_new_event(
+    store: SqliteStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ManifestSync(store, clock).apply(snapshot({"a.yaml": doc("a")}))
+    ManifestSync(store, clock).apply(snapshot({"a.yaml": doc("a", "64X")}))
+    restarted = ManifestSync(store, clock)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        restarted.apply(snapshot({"a.yaml": doc("a", "64X")}))
+        restarted.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b")}))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("a.yaml: still invalid: line 6: ")
     assert [r for _, _, r, _ in manifest_events(store)] == ["ManifestInvalid"]
 
 
