@@ -7,8 +7,9 @@ text, ``"object": "Domain/web"`` in JSON. Nothing has to remember to pass the ke
 Every event the store records is also logged once, by :func:`event`, as ``kvmrec events``
 shows it (``Domain/web: Started: ...``), so the service's log tells the same story.
 
-Commands that only read (``status``, ``plan``, ...) print their answer on stdout; their log
-is for warnings and errors only, unless ``--log-level`` asks for more (:func:`quiet`).
+Commands other than the service (``status``, ``plan``, ``snapshot``, ...) print their answer
+on stdout; their log is for warnings and errors only, unless ``--log-level`` asks for more
+(:func:`quiet`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def event(key: object | None, type_: str, reason: str, message: str) -> None:
 
 
 def quiet(on: bool = True) -> None:
-    """From now on, log warnings and errors only (a command that only reads), whatever level
+    """From now on, log warnings and errors only (a command, not the service), whatever level
     :func:`setup` is given later; ``on=False`` lifts it."""
     global _floor
     _floor = logging.WARNING if on else logging.DEBUG

@@ -30,10 +30,10 @@ EXIT_CHANGES = 2
 
 _COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest)
 
-# Commands that only read: their answer is on stdout, and their log holds warnings and
-# errors only unless --log-level asks for more (a configuration file's log_level is the
-# service's). plan's progress line is its own, not a log line.
-_READ_ONLY = frozenset({"status", "events", "history", "describe", "validate", "explain", "plan"})
+# The service logs what it does at INFO. Every other command prints its answer on stdout
+# (plan's progress line is its own, not a log line), and its log holds warnings and errors
+# only unless --log-level asks for more; a configuration file's log_level is the service's.
+_SERVICES = frozenset({"run"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kvmrec status | head` should stop quietly, as other Unix tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
-    logs.quiet(args.command in _READ_ONLY and "log_level" not in config.given(args))
+    logs.quiet(args.command not in _SERVICES and "log_level" not in config.given(args))
     logs.setup(args.log_level, args.log_format)
     code: int = args.handler(args)
     return code

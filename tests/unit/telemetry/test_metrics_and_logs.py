@@ -69,6 +69,7 @@ def test_health_and_readiness(endpoint: tuple[Endpoint, dict]) -> None:
 def test_json_log_lines_carry_the_object_being_reconciled(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    logs.quiet(False)  # as the service logs (an earlier command in this process was quiet)
     logs.setup("INFO", "json")
     log = logging.getLogger("kvmrec.test")
     try:
@@ -84,6 +85,7 @@ def test_json_log_lines_carry_the_object_being_reconciled(
 
 
 def test_text_log_lines_name_the_object_once(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.quiet(False)  # as the service logs (an earlier command in this process was quiet)
     logs.setup("INFO", "text")
     log = logging.getLogger("kvmrec.test")
     try:
