@@ -3,6 +3,13 @@
 A worker sets the key it is reconciling in a context variable for the length of the
 reconcile; every record logged meanwhile, from any module, carries it: ``[Domain/web]`` in
 text, ``"object": "Domain/web"`` in JSON. Nothing has to remember to pass the key.
+
+Every event the store records is also logged once, by :func:`event`, as ``kvmrec events``
+shows it (``Domain/web: Started: ...``), so the service's log tells the same story.
+
+Commands other than the service (``status``, ``plan``, ``snapshot``, ...) print their answer
+on stdout; their log is for warnings and errors only, unless ``--log-level`` asks for more
+(:func:`quiet`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,27 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("kvmrec_object", default=None)
+_events = logging.getLogger("kvmrec.events")
+# The lowest level setup() may set; raised by quiet().
+_floor = logging.DEBUG
+
+
+def event(key: object | None, type_: str, reason: str, message: str) -> None:
+    """Log one event (type Normal or Warning) as ``kvmrec events`` shows it."""
+    level = logging.WARNING if type_ == "Warning" else logging.INFO
+    if key is None:
+        _events.log(level, "%s: %s", reason, message, extra={"object": None})
+    else:
+        _events.log(level, "%s: %s: %s", key, reason, message, extra={"object": str(key)})
+
+
+def quiet(on: bool = True) -> None:
+    """From now on, log warnings and errors only (a command, not the service), whatever level
+    :func:`setup` is given later; ``on=False`` lifts it."""
+    global _floor
+    _floor = logging.WARNING if on else logging.DEBUG
+    root = logging.getLogger()
+    root.setLevel(max(root.level, _floor))
 
 
 @contextmanager
@@ -72,4 +100,4 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, level))
+    root.setLevel(max(getattr(logging, level), _floor))

@@ -54,8 +54,8 @@ _DEPENDENCY_KINDS = ("Network", "OvsBridge")
 
 
 class _Observer:
-    """Logs every failed reconcile with its key, and records every reconcile (when, how
-    long, how it ended) for ``kvmrec history``."""
+    """Records every reconcile (when, how long, how it ended) for ``kvmrec history`` and
+    the metrics; the workers log the failures."""
 
     def __init__(self, store: SqliteStore, clock: clocks.Clock, metrics: Metrics) -> None:
         self._store = store
@@ -78,10 +78,6 @@ class _Observer:
     def on_error(
         self, key: ObjectKey, exc: Exception, retries: int, permanent: bool, delay: float | None
     ) -> None:
-        if permanent:
-            log.warning("%s: %s (waiting for a change)", key, exc)
-        else:
-            log.warning("%s: %s (retry %d in %.1fs)", key, exc, retries, delay or 0.0)
         result = "permanent" if permanent else "error"
         self._metrics.observe(key.kind, result, None)
         # The engine does not time failures; their duration is not what history is for.
@@ -280,8 +276,6 @@ class Service:
                 len(result.deleting),
                 len(result.errors),
             )
-        for source, message in result.errors.items():
-            log.error("%s: %s", source, message)
 
     # -- lifecycle -----------------------------------------------------------------------
 

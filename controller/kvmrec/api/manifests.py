@@ -74,9 +74,7 @@ def _parse_file(source: str, data: bytes) -> list[Manifest]:
     try:
         documents = _load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at: int | None = mark.line + 1 if mark else None
-        reason = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        at, reason = _yaml_problem(exc)
         raise ManifestError([ManifestProblem(source, f"invalid YAML: {reason}", line=at)]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([ManifestProblem(source, f"invalid YAML: {exc}")]) from None
@@ -122,6 +120,23 @@ def _parse_file(source: str, data: bytes) -> list[Manifest]:
     if problems:
         raise ManifestError(problems)
     return manifests
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """The line where a YAML error starts, and what is wrong.
+
+    PyYAML marks two places: the construct it was reading (the context: an unclosed ``[``,
+    an unterminated string) and where it gave up (the problem), often lines later or at the
+    end of the file. The operator has to fix the construct, so its line comes first; the
+    problem's line follows in the reason when it is another one."""
+    context = exc.context_mark.line + 1 if exc.context_mark else None
+    problem = exc.problem_mark.line + 1 if exc.problem_mark else None
+    what = str(exc.problem) if exc.problem else "invalid YAML"
+    if exc.context:
+        what = f"{exc.context}: {what}"
+    if context is not None and problem is not None and problem != context:
+        what = f"{what} on line {problem}"
+    return (context or problem), what
 
 
 def _check_document(

@@ -31,6 +31,11 @@ EXIT_CHANGES = 2
 
 _COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest, prune)
 
+# The service logs what it does at INFO. Every other command prints its answer on stdout
+# (plan's progress line is its own, not a log line), and its log holds warnings and errors
+# only unless --log-level asks for more; a configuration file's log_level is the service's.
+_SERVICES = frozenset({"run"})
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -66,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kvmrec status | head` should stop quietly, as other Unix tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
+    logs.quiet(args.command not in _SERVICES and "log_level" not in config.given(args))
     logs.setup(args.log_level, args.log_format)
     code: int = args.handler(args)
     return code

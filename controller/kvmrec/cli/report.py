@@ -3,7 +3,12 @@
 Built from the store alone (``kvmrec status`` needs no libvirt connection) in the JSON
 shape of the contract in DESIGN.md, then rendered as a table, JSON or YAML. The exit code
 follows from it: 0 when every object is synced and ready and no manifest is in error, 2
-otherwise.
+otherwise; the report of one object exits by that object alone.
+
+A manifest file in error keeps its objects at their last good spec, and those objects are
+not in sync with their file: each shows ``Synced=False`` (reason ``InvalidManifest``, the
+file's error as message) for as long as the error lasts, over what the last reconcile said.
+When the file is fixed, the reconcile's own Synced shows again.
 """
 
 from __future__ import annotations
@@ -15,20 +20,32 @@ from typing import Any
 import yaml
 
 from kvmrec.store.base import Store
-from kvmrec.store.records import Status
+from kvmrec.store.records import SourceError, Status
+
+INVALID_MANIFEST = "InvalidManifest"
 
 
 def _time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
+def with_source_error(status: Status, error: SourceError | None) -> Status:
+    """``status`` as it stands while the object's manifest file has ``error`` (if any)."""
+    if error is None:
+        return status
+    message = f"{error.source}: {error.message}"
+    return status.with_condition("Synced", "False", INVALID_MANIFEST, message, error.time)
+
+
 def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
     statuses = store.statuses()
+    source_errors = store.source_errors()
+    in_error = {e.source: e for e in source_errors}
     objects = []
     for obj in store.list():
         if only is not None and (obj.key.kind, obj.key.name) != only:
             continue
-        status = statuses.get(obj.key) or Status()
+        status = with_source_error(statuses.get(obj.key) or Status(), in_error.get(obj.source))
         synced = (
             not obj.deleting
             and status.observed_generation == obj.generation
@@ -68,15 +85,16 @@ def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
             }
         )
     errors = [
-        {"source": e.source, "message": e.message, "since": _time(e.time)}
-        for e in store.source_errors()
+        {"source": e.source, "message": e.message, "since": _time(e.time)} for e in source_errors
     ]
     return {"objects": objects, "errors": errors}
 
 
-def exit_code(report: dict[str, Any]) -> int:
+def exit_code(report: dict[str, Any], *, objects_only: bool = False) -> int:
+    """0 when all is well, else 2; ``objects_only``: by the objects alone (the report of one
+    object is not spoiled by another file's error; its own file's error unsyncs it)."""
     healthy = all(o["synced"] and o["ready"] and not o["drift"] for o in report["objects"])
-    return 0 if healthy and not report["errors"] else 2
+    return 0 if healthy and (objects_only or not report["errors"]) else 2
 
 
 def render(report: dict[str, Any], output: str) -> str:
@@ -94,8 +112,9 @@ def _condition_summary(obj: dict[str, Any]) -> str:
         for c in obj["conditions"]
         if (c["status"] == "True") == (c["type"] in ("RestartRequired", "Degraded"))
     ]
+    # The operator's own broken file comes first: nothing converges until it is fixed.
     # RestartRequired explains a Synced=False better than "Drifted" does.
-    bad.sort(key=lambda c: c["type"] != "RestartRequired")
+    bad.sort(key=lambda c: (c["reason"] != INVALID_MANIFEST, c["type"] != "RestartRequired"))
     if not bad:
         return ""
     cond = bad[0]
@@ -119,7 +138,9 @@ def table(report: dict[str, Any], *, wide: bool = False) -> str:
         drift = ", ".join(
             f"{d['field']}: {d['actual']!s} -> {d['desired']!s}" for d in obj["drift"]
         )
-        message = obj["lastError"] or _condition_summary(obj)
+        summary = _condition_summary(obj)
+        invalid = summary.startswith(f"Synced=False {INVALID_MANIFEST}")
+        message = summary if invalid else obj["lastError"] or summary
         if obj["deleting"]:
             message = f"deleting: {message}" if message else "deleting"
         rows.append(

@@ -49,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvmrec status: {args.object}: no such object", file=sys.stderr)
         return 1
     print(report.render(result, args.output))
-    return report.exit_code(result)
+    return report.exit_code(result, objects_only=only is not None)

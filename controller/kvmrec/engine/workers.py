@@ -23,6 +23,10 @@ that derive only from ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``) 
 they are requests to stop, not failures. Either way the key is marked done, so it can never
 get stuck in *processing*.
 
+A failure is logged once per change: the first time, and again only when its message
+changes or after the key has succeeded in between. The same failure coming back on every
+retry or resync goes to DEBUG; a log that repeats itself every minute hides what is new.
+
 What a reconcile means for status, events and metrics is not this module's business: an
 :class:`Observer` is told about every outcome and the service records it.
 
@@ -158,6 +162,8 @@ class Workers(Generic[K]):
         # Thread name -> (key, when its reconcile began, time.monotonic), for stuck().
         self._busy_lock = threading.Lock()
         self._busy: dict[str, tuple[K, float]] = {}
+        # Key -> the failure last logged for it (type and message), under _busy_lock.
+        self._failures: dict[K, str] = {}
 
     def start(self) -> None:
         """Spawn the worker threads. A pool can be started once."""
@@ -223,7 +229,8 @@ class Workers(Generic[K]):
         except PermanentError as exc:
             retries = self.queue.num_requeues(key)
             self.queue.forget(key)
-            log.warning("reconcile of %r failed permanently, not retrying: %s", key, exc)
+            level = logging.WARNING if self._is_news(key, exc) else logging.DEBUG
+            log.log(level, "%s: %s (not retried until its input changes)", key, exc)
             self._notify(self._observer.on_error, key, exc, retries, True, None)
             return
         except Exception as exc:
@@ -231,14 +238,27 @@ class Workers(Generic[K]):
             retries = self.queue.num_requeues(key)
             # Traceback included: this is either a bug or a failure nobody anticipated, and
             # the traceback is the only evidence of where.
-            log.exception("reconcile of %r failed (retry %d in %.1f s)", key, retries, delay)
+            if self._is_news(key, exc):
+                log.exception("%s: reconcile failed (retry %d in %.1f s)", key, retries, delay)
+            else:
+                log.debug("%s: %s (again; retry %d in %.1f s)", key, exc, retries, delay)
             self._notify(self._observer.on_error, key, exc, retries, False, delay)
             return
         duration = time.perf_counter() - started
+        with self._busy_lock:
+            self._failures.pop(key, None)
         self.queue.forget(key)
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
         self._notify(self._observer.on_success, key, result, duration)
+
+    def _is_news(self, key: K, exc: Exception) -> bool:
+        """Whether this failure of ``key`` differs from the last one logged (and note it)."""
+        failure = f"{type(exc).__name__}: {exc}"
+        with self._busy_lock:
+            news = self._failures.get(key) != failure
+            self._failures[key] = failure
+        return news
 
     def _notify(self, callback: Callable[..., None], *args: object) -> None:
         # An observer that raises must not take the worker down with it, nor turn a

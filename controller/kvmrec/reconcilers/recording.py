@@ -2,12 +2,11 @@
 
 Every reconciler ends by handing the new status here; comparing it with the previous one
 gives the condition transitions, each recorded as an event so ``kvmrec events`` tells the
-story of an object without anyone having to diff statuses by hand.
+story of an object without anyone having to diff statuses by hand (the store logs each).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,8 +16,6 @@ from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status
-
-log = logging.getLogger(__name__)
 
 # Conditions whose True state is bad news.
 _ABNORMAL_WHEN_TRUE = {"RestartRequired", "Degraded"}
@@ -47,9 +44,6 @@ def commit(
             message += f": {cond.message}"
         transitions.append(("Warning" if bad else "Normal", cond.reason, message))
     store.record(key, new, [*events, *transitions], now)
-    for type_, reason, message in [*events, *transitions]:
-        # The service's log tells the same story as `kvmrec events`.
-        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s: %s", reason, message)
 
 
 def failed(status: Status, exc: Exception, now: datetime) -> Status:

@@ -7,8 +7,13 @@ file's digest, so an unchanged file costs nothing) and applied to the store:
   generation), and objects it no longer holds are marked for deletion;
 - a file that does not parse, cannot be read, or defines an object another file already
   defines keeps its last good state: the objects the store has from it stay as they are,
-  and the problem is recorded as a source error (``kvmrec status`` shows it, exit 2);
-- an incomplete snapshot (directory missing or unmounted) deletes nothing;
+  and the problem is recorded as a source error (``kvmrec status`` shows it on each of
+  those objects as ``Synced=False InvalidManifest``, exit 2). The file going into error (or
+  into another error) is a ``ManifestInvalid`` event on each of its objects, and its
+  recovery a ``ManifestValid`` event; a file that has no objects gets them as events of
+  no object;
+- an incomplete snapshot (directory missing or unmounted) deletes nothing, and the errors
+  known of the files it could not see stay as they were;
 - a pass that would delete most managed objects at once (more than ``guard_fraction`` of
   them, and at least ``guard_min``) is refused and reported: an emptied or half-synced
   directory is far more often an accident than an intent. Deleting in smaller steps,
@@ -23,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
@@ -35,6 +41,8 @@ from kvmrec.store.records import StoredObject
 log = logging.getLogger(__name__)
 
 GUARD_SOURCE = "(directory)"
+INVALID = "ManifestInvalid"
+VALID = "ManifestValid"
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class ManifestSync:
         self._guard_min = guard_min
         self._allow_mass_delete = allow_mass_delete
         self._parsed: dict[str, tuple[str, list[Manifest] | ManifestError]] = {}
+        self._started = False  # a file found broken at start is told in the log once
 
     def _parse(self, path: str, digest: str, data: bytes) -> list[Manifest] | ManifestError:
         cached = self._parsed.get(path)
@@ -95,10 +104,15 @@ class ManifestSync:
         """Store what ``snapshot`` asks for (new revisions record ``commit``, one for all or
         one by source file); returns the keys to queue."""
         now = self._clock.wall()
-        desired = self.compute(snapshot, self._store.list())
+        stored = self._store.list()
+        desired = self.compute(snapshot, stored)
+        before = {e.source: e.message for e in self._store.source_errors()}
         if not snapshot.complete:
-            self._store.set_source_errors(desired.errors, now)
-            return SyncResult(errors=desired.errors)
+            # Nothing is known of the files now: what was wrong with them still is.
+            kept = {s: m for s, m in before.items() if s != GUARD_SOURCE}
+            errors = {**kept, **desired.errors}
+            self._store.set_source_errors(errors, now)
+            return SyncResult(errors=errors)
         applied = self._store.apply_many(list(desired.manifests.values()), now, commit)
         changed = [key for key, result in applied.items() if result.changed]
         removed = "manifest removed"
@@ -110,9 +124,50 @@ class ManifestSync:
         for key in deleting:
             self._store.add_event(key, "Normal", "ManifestRemoved", removed, now)
         self._store.set_source_errors(desired.errors, now)
+        self._record_transitions(before, desired, snapshot, stored, now)
         return SyncResult(
             changed=changed, deleting=deleting, errors=desired.errors, refused=desired.refused
         )
+
+    def _record_transitions(
+        self,
+        before: Mapping[str, str],
+        desired: Desired,
+        snapshot: Snapshot,
+        stored: Iterable[StoredObject],
+        now: datetime,
+    ) -> None:
+        """An event for every file that went into error, changed error, or was fixed."""
+        held: dict[str, list[ObjectKey]] = {}
+        for obj in stored:
+            if not obj.deleting:
+                held.setdefault(obj.source, []).append(obj.key)
+        holds: dict[str, list[ObjectKey]] = {}
+        for manifest in desired.manifests.values():
+            holds.setdefault(manifest.source, []).append(manifest.key)
+        for source, message in sorted(desired.errors.items()):
+            if source == GUARD_SOURCE:
+                continue
+            if before.get(source) != message:
+                keeping = "; keeping the last good spec" if source in held else ""
+                text = f"{source}: {message}{keeping}"
+                self._events(held.get(source, []), "Warning", INVALID, text, now)
+            elif not self._started:
+                # Its event is from an earlier run; this process's log says it too.
+                log.warning("%s: still invalid: %s", source, message)
+        for source in sorted(before):
+            fixed = source not in desired.errors and source in snapshot.files
+            if source != GUARD_SOURCE and fixed:
+                text = f"{source} is valid again"
+                self._events(holds.get(source, []), "Normal", VALID, text, now)
+        self._started = True
+
+    def _events(
+        self, keys: list[ObjectKey], type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        targets: list[ObjectKey | None] = [*sorted(keys)] or [None]
+        for key in targets:
+            self._store.add_event(key, type_, reason, message, now)
 
     def compute(self, snapshot: Snapshot, stored_objects: Iterable[StoredObject]) -> Desired:
         """What ``snapshot`` asks for, given what is stored; changes nothing (``kvmrec plan``

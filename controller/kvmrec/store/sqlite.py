@@ -7,7 +7,7 @@ transaction each, so an old state file is upgraded in place and a newer one is r
 
 sqlite allows one writer at a time; writes are serialised by a lock here (cheaper than
 retrying on SQLITE_BUSY) and readers never block thanks to WAL. Each thread gets its own
-connection (peewee's default).
+connection (peewee's default). Every event written is logged once it is stored (logs.event).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import peewee
 
+from kvmrec import logs
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import (
@@ -487,6 +488,8 @@ class SqliteStore:
             self._sql(_PUT_STATUS, (key.kind, key.name, body))
             for type_, reason, message in events:
                 self._sql(_ADD_EVENT, (key.kind, key.name, type_, reason, message, stamp))
+        for type_, reason, message in events:
+            logs.event(key, type_, reason, message)
 
     # -- events and errors ---------------------------------------------------------------
 
@@ -502,6 +505,7 @@ class SqliteStore:
                 message=message,
                 time=_time(now),
             )
+        logs.event(key, type_, reason, message)
 
     def events(self, key: ObjectKey | None = None, limit: int = 100) -> Sequence[Event]:
         t = self._tables

@@ -441,10 +441,12 @@ def test_non_mapping_document(text: str, reason: str) -> None:
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        pytest.param(HEAD + "spec:\n  memory: 64Mi\n  vcpus: [1, 2\n", 8, id="unclosed-flow"),
+        # The line where the broken construct starts, not where PyYAML gave up on it.
+        pytest.param(HEAD + "spec:\n  memory: 64Mi\n  vcpus: [1, 2\n", 7, id="unclosed-flow"),
         pytest.param(HEAD + "spec:\n  memory: 64Mi\n   vcpus: 2\n", 7, id="bad-indentation"),
         pytest.param(HEAD + "spec:\n\tmemory: 64Mi\n", 6, id="tab-indentation"),
-        pytest.param(HEAD + 'spec:\n  memory: "64Mi\n', 7, id="unterminated-string"),
+        pytest.param(HEAD + 'spec:\n  memory: "64Mi\n', 6, id="unterminated-string"),
+        pytest.param(HEAD + "spec:\n  memory: 64Mi\n  cpu\n  vcpus: 2\n", 7, id="no-colon"),
     ],
 )
 def test_invalid_yaml_names_its_line(text: str, line: int) -> None:
@@ -453,6 +455,15 @@ def test_invalid_yaml_names_its_line(text: str, line: int) -> None:
     assert problem.reason.startswith("invalid YAML: ")
     assert problem.line == line
     assert str(problem).startswith(f"{SOURCE}: line {line}: invalid YAML: ")
+
+
+def test_an_unclosed_bracket_is_reported_where_it_opens_with_where_parsing_failed() -> None:
+    body = "  type: kvm\n  memory: 64Mi\n  vcpus: [1, 2\n  autostart: true\n  console: serial\n"
+    [problem] = problems_of(HEAD + "spec:\n" + body)
+    assert problem.line == 8  # the line of the `[`
+    assert problem.reason == (
+        "invalid YAML: while parsing a flow sequence: expected ',' or ']', but got ':' on line 9"
+    )
 
 
 def test_duplicate_key_in_a_later_document_names_that_document() -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from kvmrec.api.kinds import ObjectKey
 from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
@@ -193,6 +194,64 @@ def test_an_unexpected_exception_is_logged_with_traceback_and_the_thread_survive
     [record] = [r for r in caplog.records if "vm-bad" in r.getMessage()]
     assert record.exc_info is not None
     assert record.exc_info[0] is KeyError
+
+
+def test_a_failure_is_logged_once_per_change_by_its_key(
+    make_pool: Factory, clock: clocks.FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same failure on every retry or resync is not news: it is logged when it first
+    occurs, when its message changes, and again only after the key succeeded in between."""
+    outcomes: list[Exception | None] = [
+        workers.PermanentError("disk size cannot shrink"),
+        workers.PermanentError("disk size cannot shrink"),  # a resync: same failure
+        workers.PermanentError("pool images is gone"),  # another failure
+        RuntimeError("libvirtd busy"),
+        RuntimeError("libvirtd busy"),  # its retry
+        None,
+        workers.PermanentError("pool images is gone"),  # after a success: news again
+    ]
+
+    def reconcile(key: str) -> workers.Result:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        return workers.Result()
+
+    q, _, rec = make_pool(reconcile, clock=clock, count=1)
+    with caplog.at_level(logging.DEBUG, logger="kvmrec.engine.workers"):
+        for n in range(1, 8):
+            if n == 5:
+                clock.advance(1.0)  # the retry of the RuntimeError
+            else:
+                q.add("Domain/web-1")
+            rec.wait_for(n)
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [
+        "Domain/web-1: disk size cannot shrink (not retried until its input changes)",
+        "Domain/web-1: pool images is gone (not retried until its input changes)",
+        "Domain/web-1: reconcile failed (retry 1 in 1.0 s)",
+        "Domain/web-1: pool images is gone (not retried until its input changes)",
+    ]
+    quiet = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("disk size cannot shrink" in m for m in quiet)
+    assert any("libvirtd busy (again; retry 2" in m for m in quiet)
+
+
+def test_a_failure_names_its_object_as_kind_slash_name(
+    make_pool: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never a Python repr (``ObjectKey(kind=..., name=...)``)."""
+
+    def reconcile(key: object) -> workers.Result:
+        raise workers.PermanentError("no such pool")
+
+    q, _, rec = make_pool(reconcile)
+    with caplog.at_level(logging.WARNING, logger="kvmrec.engine.workers"):
+        q.add(ObjectKey("Domain", "web-1"))  # type: ignore[arg-type]
+        rec.wait_for(1)
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith("Domain/web-1: no such pool")
+    assert "ObjectKey" not in message
 
 
 def test_an_observer_that_raises_changes_nothing(

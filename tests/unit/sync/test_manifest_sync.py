@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -168,12 +169,106 @@ def test_fixing_the_file_clears_the_error(
     assert store.get(key("a")).spec["memory"] == "128Mi"  # type: ignore[union-attr]
 
 
+def manifest_events(store: SqliteStore) -> list[tuple[str | None, str, str, str]]:
+    return [
+        (str(e.key) if e.key else None, e.type, e.reason, e.message)
+        for e in store.events()
+        if e.reason in ("ManifestInvalid", "ManifestValid")
+    ]
+
+
+def test_a_file_going_invalid_and_valid_again_is_an_event_on_each_of_its_objects(
+    sync: ManifestSync, store: SqliteStore, clock: FakeClock
+) -> None:
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b")}))
+    assert manifest_events(store) == []
+
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2") + "  vcpus: [1\n", "b.yaml": doc("b")}))
+    message = errors(store)["a.yaml"]
+    invalid = f"a.yaml: {message}; keeping the last good spec"
+    assert manifest_events(store) == [
+        ("Domain/a1", "Warning", "ManifestInvalid", invalid),
+        ("Domain/a2", "Warning", "ManifestInvalid", invalid),
+    ]
+    # The same error seen again (another file changed, a rescan) is no new event.
+    clock.advance(5)
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2") + "  vcpus: [1\n", "b.yaml": doc("b", "1Gi")}))
+    assert len(manifest_events(store)) == 2
+
+    clock.advance(5)
+    sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b", "1Gi")}))
+    assert manifest_events(store)[2:] == [
+        ("Domain/a1", "Normal", "ManifestValid", "a.yaml is valid again"),
+        ("Domain/a2", "Normal", "ManifestValid", "a.yaml is valid again"),
+    ]
+
+
+def test_a_file_in_another_error_is_an_event_again(sync: ManifestSync, store: SqliteStore) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a")}))
+    sync.apply(snapshot({"a.yaml": doc("a", "64X")}))
+    sync.apply(snapshot({"a.yaml": doc("a", "64Y")}))
+    found = manifest_events(store)
+    assert [(k, r) for k, _, r, _ in found] == [("Domain/a", "ManifestInvalid")] * 2
+    assert "'64X'" in found[0][3] and "'64Y'" in found[1][3]
+
+
+def test_a_file_without_objects_going_invalid_is_an_event_of_no_object(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"new.yaml": doc("n", "64X")}))
+    sync.apply(snapshot({"new.yaml": doc("n")}))
+    found = manifest_events(store)
+    assert [(k, r) for k, _, r, _ in found] == [
+        (None, "ManifestInvalid"),
+        ("Domain/n", "ManifestValid"),
+    ]
+    assert found[0][3].startswith("new.yaml: line 6: ")
+
+
+def test_a_broken_file_that_is_removed_is_not_valid_again(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
+    sync.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
+    sync.apply(snapshot({"b.yaml": doc("b"), "c.yaml": doc("c")}))
+    assert [r for _, _, r, _ in manifest_events(store)] == ["ManifestInvalid"]
+    assert names(store, deleting=True) == ["a"]
+
+
+def test_an_incomplete_snapshot_keeps_what_was_known_of_the_files(
+    sync: ManifestSync, store: SqliteStore
+) -> None:
+    sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b")}))
+    sync.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b")}))
+    sync.apply(snapshot({}, complete=False, error="No such file or directory"))
+    assert set(errors(store)) == {"a.yaml", GUARD_SOURCE}
+    # Back as it was: the file is still broken, and no event says otherwise.
+    sync.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b")}))
+    assert set(errors(store)) == {"a.yaml"}
+    assert [r for _, _, r, _ in manifest_events(store)] == ["ManifestInvalid"]
+
+
+def test_a_file_still_broken_when_the_service_starts_is_logged_once_without_a_new_event(
+    store: SqliteStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ManifestSync(store, clock).apply(snapshot({"a.yaml": doc("a")}))
+    ManifestSync(store, clock).apply(snapshot({"a.yaml": doc("a", "64X")}))
+    restarted = ManifestSync(store, clock)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        restarted.apply(snapshot({"a.yaml": doc("a", "64X")}))
+        restarted.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b")}))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("a.yaml: still invalid: line 6: ")
+    assert [r for _, _, r, _ in manifest_events(store)] == ["ManifestInvalid"]
+
+
 def test_invalid_yaml_error_is_recorded_with_its_line(
     sync: ManifestSync, store: SqliteStore
 ) -> None:
     sync.apply(snapshot({"a.yaml": doc("a")}))
     sync.apply(snapshot({"a.yaml": doc("a") + "  vcpus: [1\n"}))
-    assert errors(store)["a.yaml"].startswith("line 8: invalid YAML")
+    assert errors(store)["a.yaml"].startswith("line 7: invalid YAML")  # where the `[` is
     assert names(store, deleting=False) == ["a"]
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from kvmrec import logs
+from kvmrec.api.kinds import ObjectKey
 from kvmrec.metrics import Endpoint, Metrics, http_get
+from kvmrec.reconcilers import recording
+from kvmrec.store.records import Status
+from kvmrec.store.sqlite import SqliteStore
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["tcp", "unix"])
@@ -62,6 +69,7 @@ def test_health_and_readiness(endpoint: tuple[Endpoint, dict]) -> None:
 def test_json_log_lines_carry_the_object_being_reconciled(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    logs.quiet(False)  # as the service logs (an earlier command in this process was quiet)
     logs.setup("INFO", "json")
     log = logging.getLogger("kvmrec.test")
     try:
@@ -77,6 +85,7 @@ def test_json_log_lines_carry_the_object_being_reconciled(
 
 
 def test_text_log_lines_name_the_object_once(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.quiet(False)  # as the service logs (an earlier command in this process was quiet)
     logs.setup("INFO", "text")
     log = logging.getLogger("kvmrec.test")
     try:
@@ -88,3 +97,27 @@ def test_text_log_lines_name_the_object_once(capsys: pytest.CaptureFixture[str])
     first, second = capsys.readouterr().err.splitlines()
     assert first.endswith("restarted [Network/lan]")
     assert second.endswith("Network/lan: already named")
+
+
+def test_every_event_is_logged_once_as_kind_slash_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Condition transitions, deletions and manifest events alike: once each, as
+    ``kvmrec events`` tells them, never a Python repr of the key."""
+    store = SqliteStore(tmp_path / "state.db")
+    key = ObjectKey("Domain", "web-1")
+    old = Status().with_condition("Ready", "False", "Stopped", "", T0)
+    new = old.with_condition("Ready", "True", "Running", "", T0)
+    with caplog.at_level(logging.INFO):
+        recording.commit(store, key, old, new, T0, [("Normal", "Started", "started the guest")])
+        store.add_event(key, "Normal", "Deleted", "domain web-1 is gone", T0)
+        store.add_event(None, "Warning", "ManifestInvalid", "new.yaml: line 3: bad", T0)
+    store.close()
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged == [
+        ("INFO", "Domain/web-1: Started: started the guest"),
+        ("INFO", "Domain/web-1: Running: Ready=True (Running)"),
+        ("INFO", "Domain/web-1: Deleted: domain web-1 is gone"),
+        ("WARNING", "ManifestInvalid: new.yaml: line 3: bad"),
+    ]
+    assert [getattr(r, "object", None) for r in caplog.records] == ["Domain/web-1"] * 3 + [None]
