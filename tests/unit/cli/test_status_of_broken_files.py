@@ -18,6 +18,7 @@ import pytest
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli.main import main
 from kvmrec.store.records import Status
+from kvmrec.store.lock import StateLock
 from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -120,7 +121,9 @@ def test_when_the_file_is_fixed_synced_is_the_reconciles_again(
 def test_status_writes_nothing_on_stderr_and_logs_only_warnings(
     state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = status(capsys, state)
+    # As while the service runs: a state nobody serves is worth a warning on stderr.
+    with StateLock.acquire(state):
+        code, out, err = status(capsys, state)
     assert (code, err) == (2, "")
     assert out
     assert logging.getLogger().getEffectiveLevel() == logging.WARNING
