@@ -17,8 +17,8 @@ import pytest
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli.main import main
-from kvmrec.store.records import Status
 from kvmrec.store.lock import StateLock
+from kvmrec.store.records import Status
 from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
