@@ -139,8 +139,16 @@ def _spec_lines(spec: Mapping[str, Any]) -> list[str]:
     shown = {k: v for k, v in spec.items() if v not in (None, [], {}, "")}
     if not shown:
         return ["  <empty>"]
-    text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=96)
-    return ["  " + line for line in text.rstrip().splitlines()]
+    out = []
+    for key, value in shown.items():
+        # One top-level field at a time: block style for the spec, flow style inside.
+        text = yaml.safe_dump(value, sort_keys=False, default_flow_style=True, width=96)
+        if isinstance(value, list) and value:
+            items = [yaml.safe_dump(v, sort_keys=False, default_flow_style=True) for v in value]
+            out += [f"  {key}:", *(f"  - {item.strip()}" for item in items)]
+        else:
+            out.append(f"  {key}: {text.strip().removesuffix('...').strip()}")
+    return out
 
 
 def _table(rows: list[list[str]]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 from kvmrec import config, logs
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.hypervisor import Unavailable
-from kvmrec.cli import safety
+from kvmrec.cli import safety, selecting
 from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan
 from kvmrec.settings import Settings, default_uri
@@ -30,6 +30,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--state", type=Path, default=Settings.state, help="state file")
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    selecting.add_option(parser)
     safety.add_insecure_manifests(parser)
     safety.add_disk_options(parser)
     config.add_option(parser)  # last: it tracks the flags added above
@@ -44,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"kvmrec plan: {exc}", file=sys.stderr)
             return 1
+    selector = selecting.of(args, "plan")
+    if selector is None:
+        return 1
     flags = Settings(
         manifests=args.manifests,
         connect=args.connect or default_uri(),
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     settings = resolved.settings
     progress = Progress("planning")
     try:
-        report = plan(settings, only, progress.update)
+        report = plan(settings, only, progress.update, selector)
     except Unavailable as exc:
         print(f"kvmrec plan: {exc}", file=sys.stderr)
         return 1
