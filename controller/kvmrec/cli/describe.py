@@ -135,20 +135,23 @@ def age(since: str | None, now: datetime) -> str:
 
 
 def _spec_lines(spec: Mapping[str, Any]) -> list[str]:
-    """The spec without its empty fields, as YAML with short lists inline."""
+    """The spec without its empty fields, as YAML: a line a field (a list: a line an item)."""
     shown = {k: v for k, v in spec.items() if v not in (None, [], {}, "")}
     if not shown:
         return ["  <empty>"]
     out = []
     for key, value in shown.items():
-        # One top-level field at a time: block style for the spec, flow style inside.
-        text = yaml.safe_dump(value, sort_keys=False, default_flow_style=True, width=96)
-        if isinstance(value, list) and value:
-            items = [yaml.safe_dump(v, sort_keys=False, default_flow_style=True) for v in value]
-            out += [f"  {key}:", *(f"  - {item.strip()}" for item in items)]
+        if isinstance(value, list):
+            out += [f"  {key}:", *(f"  - {_flow(item)}" for item in value)]
         else:
-            out.append(f"  {key}: {text.strip().removesuffix('...').strip()}")
+            out.append(f"  {key}: {_flow(value)}")
     return out
+
+
+def _flow(value: Any) -> str:
+    """A value as one line of YAML."""
+    text = yaml.safe_dump(value, sort_keys=False, default_flow_style=True, width=10_000)
+    return text.strip().removesuffix("...").strip()
 
 
 def _table(rows: list[list[str]]) -> list[str]:

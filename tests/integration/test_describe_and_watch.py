@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from realstack import Controller, domain_manifest, state_of, wait_for
+from realstack import (
+    Controller,
+    GuestImage,
+    agent_answers,
+    domain_manifest,
+    guest_spec,
+    state_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +241,35 @@ def test_describe_a_running_guest(
     body = json.loads(controller.cli("describe", f"Domain/{name}", "-o", "json").stdout)
     assert body["source"] == f"{name}.yaml"
     assert [e["source"] for e in body["errors"]] == [f"{name}.yaml"]
+
+
+BOOT = 90.0  # seconds for a TCG guest to boot and its agent to answer, with room to spare
+
+
+def test_describe_shows_what_the_guest_os_says_about_itself(
+    controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, dhcp_network: str
+) -> None:
+    name = f"{prefix}-dga"
+    controller.disk_roots.append(guest_image.dir)
+    spec = guest_spec(guest_image, "kt-dga-host", network=dhcp_network)
+    controller.write(f"{name}.yaml", domain_manifest(name, "qemu", **spec))
+    controller.start()
+    wait_for(lambda: agent_answers(conn, name), BOOT, "the agent answers")
+
+    def page() -> list[str] | None:
+        lines = controller.cli("describe", f"Domain/{name}").stdout.splitlines()
+        return lines if any("(agent)" in line for line in lines) else None
+
+    lines = wait_for(page, BOOT, "an address from the agent on the page")
+    guest = lines[lines.index("Guest:") + 1 : lines.index("Manifest error:  <none>")]
+    assert guest[0] == "  Agent:       answers"
+    assert guest[1] == "  Host name:   kt-dga-host"
+    assert "kvmrec" in guest[2].lower() and "(kernel " in guest[2]
+    address = next(line for line in guest if "(agent)" in line)
+    assert "10.252." in address and " on " in address
+    os_line = next(line for line in lines if line.startswith("  os: {"))  # the spec summary
+    assert f"kernel: {guest_image.kernel}" in os_line
+    assert any(cells(line)[:3] == ["Ready", "True", "Running"] for line in lines)
 
 
 def test_plan_with_a_selector_plans_only_the_matching_manifests(
