@@ -109,7 +109,12 @@ def waiting_for(obj: Mapping[str, Any]) -> list[str]:
     if obj["lastError"]:
         waits.append(f"a retry (attempt {obj['retries']}) after: {obj['lastError']}")
     if obj["deleting"]:
-        waits.append("its deletion: the manifest is gone")
+        held = next(
+            (c for c in obj["conditions"] if c["type"] == "Synced" and c["status"] == "False"),
+            None,
+        )
+        why = f" ({held['reason']}: {held['message']})" if held and held["message"] else ""
+        waits.append(f"its deletion: the manifest is gone{why}")
     return waits
 
 

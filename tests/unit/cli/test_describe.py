@@ -185,6 +185,12 @@ def test_waiting_for_a_dependency_and_the_crash_loop_backoff() -> None:
         "crash-loop backoff (2 quick failures): the guest keeps stopping; starting it again in 9s",
         "its deletion: the manifest is gone",
     ]
+    obj["conditions"] = [
+        {"type": "Synced", "status": "False", "reason": "InUse", "message": "still used by a, b"}
+    ]
+    assert describe.waiting_for(obj) == [
+        "its deletion: the manifest is gone (InUse: still used by a, b)"
+    ]
 
 
 def test_json_and_yaml_carry_the_status_entry_with_spec_events_and_errors(
