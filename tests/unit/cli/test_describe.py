@@ -86,6 +86,7 @@ def test_a_healthy_object_shows_every_section_and_exits_0(
 ) -> None:
     now = datetime.now(UTC)
     make(tmp_path / "s.db", running(now), events=12)
+    capsys.readouterr()  # only what describe itself prints counts
     code, out, err = run(capsys, "describe", "Domain/web-1", "--state", str(tmp_path / "s.db"))
     assert (code, err) == (0, "")
     lines = out.splitlines()
