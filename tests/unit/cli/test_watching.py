@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli import report
@@ -135,3 +136,17 @@ def test_a_bad_selector_is_1_and_says_why(
     out, err = capsys.readouterr()
     assert out == ""
     assert f"kvmrec {command}: selector 'tier=a b': 'a b' is not a label value" in err
+
+
+def test_yaml_watch_is_one_document_an_object_and_errors_are_documents_too(
+    store: SqliteStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printer = StatusPrinter("yaml")
+    printer.first(report.build(store))
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["name"] for d in docs] == ["db", "web"]
+    store.set_source_errors({"bad.yaml": "line 2: no"}, T0)
+    printer.update(report.build(store))
+    (doc,) = yaml.safe_load_all(capsys.readouterr().out)
+    assert doc["error"]["source"] == "bad.yaml"
+    assert doc["error"]["message"] == "line 2: no"
