@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.api.selectors import Selector
 from kvmrec.backends import host
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.hypervisor import Hypervisor
@@ -83,8 +84,10 @@ def plan(
     only: ObjectKey | None = None,
     progress: Callable[[int, int], None] | None = None,
     candidate: candidates.Candidate | None = None,
+    selector: Selector | None = None,
 ) -> PlanReport:
-    """Raises ``Unavailable`` when libvirt cannot be reached."""
+    """Raises ``Unavailable`` when libvirt cannot be reached. ``selector``: only the
+    objects whose manifests' labels (the stored ones, for a deletion) match."""
     store: Store
     try:
         store = SqliteStore(settings.state, create=False)
@@ -98,7 +101,7 @@ def plan(
         hypervisor.open()
         with contextlib.suppress(Unavailable):
             ovsdb.open()  # bridges then plan as unavailable; domains and networks still do
-        return _plan(settings, store, hypervisor, ovsdb, only, progress, candidate)
+        return _plan(settings, store, hypervisor, ovsdb, only, progress, candidate, selector)
     finally:
         hypervisor.close()
         ovsdb.close()
@@ -113,6 +116,7 @@ def _plan(
     only: ObjectKey | None,
     progress: Callable[[int, int], None] | None,
     candidate: candidates.Candidate | None,
+    selector: Selector | None = None,
 ) -> PlanReport:
     clock = SystemClock()
     stored = {obj.key: obj for obj in store.list()}
@@ -158,6 +162,8 @@ def _plan(
         if progress is not None:
             progress(index, len(objects))
         if only is not None and obj.key != only:
+            continue
+        if selector is not None and not selector.matches(obj.labels):
             continue
         planner = planners.get(obj.key.kind)
         if planner is None:

@@ -1,10 +1,12 @@
 """``kvmrec events`` and ``kvmrec history``: what happened, from the state file alone.
 
 ``events [KIND/NAME]`` lists condition changes and actions (created, started, healed,
-pruned, ...), newest last. ``history KIND/NAME`` shows every accepted revision of an object
-(generation, spec digest, source file, and the git commit when the manifest directory is a
-git work tree) and its recent reconciles with their duration and result; with
-``--diff [REV_A [REV_B]]`` the spec's changes between two revisions (cli/revision_diff.py).
+pruned, ...), newest last; ``-f`` then prints new ones as the service records them, and
+``-l`` keeps the events of the objects whose labels match. ``history KIND/NAME`` shows
+every accepted revision of an object (generation, spec digest, source file, and the git
+commit when the manifest directory is a git work tree) and its recent reconciles with
+their duration and result; with ``--diff [REV_A [REV_B]]`` the spec's changes between two
+revisions (cli/revision_diff.py).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 
 from kvmrec import config
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.cli import revision_diff, where
+from kvmrec.api.selectors import Selector
+from kvmrec.cli import report, revision_diff, selecting, watching, where
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import Revision
+from kvmrec.store.records import Event, Revision
 from kvmrec.store.sqlite import SqliteStore
 
 
@@ -32,6 +35,13 @@ def add_parser(commands: Any) -> None:
     where.add_state(events)
     events.add_argument("--limit", type=int, default=100)
     events.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    events.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="then print new events as they are recorded (Ctrl-C ends; JSON: one a line)",
+    )
+    selecting.add_option(events)
     config.add_option(events)  # last: it tracks the flags added above
     events.set_defaults(handler=run_events)
     history: argparse.ArgumentParser = commands.add_parser(
@@ -71,32 +81,92 @@ def _when(value: Any) -> str:
 
 
 def run_events(args: argparse.Namespace) -> int:
+    selector = selecting.of(args, "events")
+    if selector is None:
+        return 1
     opened = _open(args, "events")
     if opened is None:
         return 1
     store, key = opened
     try:
-        events = store.events(key, limit=args.limit)
+        since = store.change_counter()
+        events = _selected(store, key, selector, args.limit)
+        if args.follow:
+            return watching.interrupted_is_ok(
+                lambda: _follow(store, since, key, selector, events, args.output)
+            )
     finally:
         store.close()
-    rows = [
-        {
-            "time": _when(e.time),
-            "object": str(e.key) if e.key else "-",
-            "type": e.type,
-            "reason": e.reason,
-            "message": e.message,
-        }
-        for e in events
-    ]
+    rows = [_event_row(e) for e in events]
     if args.output == "json":
         print(json.dumps({"events": rows}, indent=2))
         return 0
-    _table(
-        [["TIME", "OBJECT", "TYPE", "REASON", "MESSAGE"]]
-        + [[r["time"], r["object"], r["type"], r["reason"], r["message"]] for r in rows]
-    )
+    _table([_EVENT_HEADER] + [list(r.values()) for r in rows])
     return 0
+
+
+_EVENT_HEADER = ["TIME", "OBJECT", "TYPE", "REASON", "MESSAGE"]
+
+
+def _event_row(event: Event) -> dict[str, str]:
+    return {
+        "time": _when(event.time),
+        "object": str(event.key) if event.key else "-",
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message,
+    }
+
+
+def _matching(store: SqliteStore, selector: Selector) -> set[ObjectKey]:
+    return {obj.key for obj in store.list() if selector.matches(obj.labels)}
+
+
+def _selected(
+    store: SqliteStore, key: ObjectKey | None, selector: Selector, limit: int
+) -> list[Event]:
+    """The last ``limit`` events of ``key`` (or all objects) whose objects ``selector``
+    matches (events of objects no longer stored have no labels left to match)."""
+    if not selector:
+        return list(store.events(key, limit=limit))
+    keys = _matching(store, selector)
+    if key is not None:
+        keys &= {key}
+    events = [e for k in keys for e in store.events(k, limit=limit)]
+    return sorted(events, key=lambda e: e.seq)[-limit:] if limit > 0 else []
+
+
+def _follow(
+    store: SqliteStore,
+    since: int,
+    key: ObjectKey | None,
+    selector: Selector,
+    events: list[Event],
+    output: str,
+) -> None:
+    """Print ``events``, then every event recorded later, as ``tail -f`` does."""
+    newest = store.events(limit=1)
+    cursor = max([e.seq for e in [*events, *newest]], default=0)
+    rows = [_EVENT_HEADER] + [list(_event_row(e).values()) for e in events]
+    sizes = report.widths(rows)
+    if output == "json":
+        for event in events:
+            watching.emit(json.dumps(_event_row(event)))
+    else:
+        watching.emit("\n".join(report.lines(rows, sizes)))
+    for _ in watching.changes(store, since):
+        keys = _matching(store, selector) if selector else None
+        while batch := store.events(key, limit=500, after=cursor):
+            cursor = batch[-1].seq
+            shown = [_event_row(e) for e in batch if keys is None or e.key in keys]
+            if not shown:
+                continue
+            if output == "json":
+                watching.emit("\n".join(json.dumps(r) for r in shown))
+                continue
+            new = [list(r.values()) for r in shown]
+            sizes = report.widths(new, sizes)
+            watching.emit("\n".join(report.lines(new, sizes)))
 
 
 def run_history(args: argparse.Namespace) -> int:
@@ -191,7 +261,5 @@ def _print_diff(
 
 
 def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        head = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True))
-        print(f"{head}  {row[-1]}".rstrip())
+    for line in report.lines(rows, report.widths(rows)):
+        print(line)

@@ -7,29 +7,37 @@ pending or an invalid manifest, 1 kvmrec itself failed (no state file, cannot co
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 from collections.abc import Sequence
 
 from kvmrec import __version__, config, logs
-from kvmrec.cli import (
-    explain,
-    guest,
-    history,
-    importing,
-    plan,
-    prune,
-    run,
-    snapshot,
-    status,
-    validate,
-)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
-_COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history, guest, prune)
+# Each command and the module (in kvmrec.cli) that parses and runs it. Only the module of
+# the command given is imported (all of them for `kvmrec --help`): `status` and
+# `describe` then start without loading libvirt, OVSDB and the schemas.
+_COMMANDS = {
+    "run": "run",
+    "status": "status",
+    "describe": "describe",
+    "plan": "plan",
+    "validate": "validate",
+    "explain": "explain",
+    "import": "importing",
+    "snapshot": "snapshot",
+    "events": "history",
+    "history": "history",
+    "guest": "guest",
+    "prune": "prune",
+}
+
+# Global options that take a value: what follows them is not the command.
+_VALUED = ("--log-format", "--log-level")
 
 # The service logs what it does at INFO. Every other command prints its answer on stdout
 # (plan's progress line is its own, not a log line), and its log holds warnings and errors
@@ -37,7 +45,22 @@ _COMMANDS = (run, status, plan, validate, explain, importing, snapshot, history,
 _SERVICES = frozenset({"run"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command named on the command line, if any: the first word that is neither a
+    global option nor its value."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone when it is one."""
     parser = argparse.ArgumentParser(
         prog="kvmrec",
         description="Declarative, self-healing reconciling controller for KVM hosts.",
@@ -62,15 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.track(parser)  # the configuration file's log_level and log_format yield to these
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in _COMMANDS:
-        module.add_parser(commands)
+    if command in _COMMANDS:
+        modules = [_COMMANDS[command]]
+    else:
+        modules = list(dict.fromkeys(_COMMANDS.values()))
+    for name in modules:
+        importlib.import_module(f"kvmrec.cli.{name}").add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # `kvmrec status | head` should stop quietly, as other Unix tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(_command_in(argv)).parse_args(argv)
     logs.quiet(args.command not in _SERVICES and "log_level" not in config.given(args))
     logs.setup(args.log_level, args.log_format)
     code: int = args.handler(args)

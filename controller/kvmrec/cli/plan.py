@@ -16,7 +16,7 @@ from typing import Any
 from kvmrec import config, logs
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.hypervisor import Unavailable
-from kvmrec.cli import safety, where
+from kvmrec.cli import safety, selecting, where
 from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan
 from kvmrec.sources import candidates
@@ -41,6 +41,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
     parser.add_argument("-f", "--filename", type=Path, metavar="FILE_OR_DIR", help=_CANDIDATE_HELP)
+    selecting.add_option(parser)
     safety.add_insecure_manifests(parser)
     safety.add_disk_options(parser)
     config.add_option(parser)  # last: it tracks the flags added above
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"kvmrec plan: {exc}", file=sys.stderr)
             return 1
+    selector = selecting.of(args, "plan")
+    if selector is None:
+        return 1
     try:
         resolved = where.cli_config(args)
     except config.ConfigError as exc:
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
     progress = Progress("planning")
     try:
-        report = plan(settings, only, progress.update, candidate)
+        report = plan(settings, only, progress.update, candidate, selector)
     except Unavailable as exc:
         print(f"kvmrec plan: {exc}", file=sys.stderr)
         return 1

@@ -19,13 +19,14 @@ from typing import Any
 
 import yaml
 
+from kvmrec.api.selectors import Selector
 from kvmrec.store.base import Store
 from kvmrec.store.records import SourceError, Status
 
 INVALID_MANIFEST = "InvalidManifest"
 
 
-def _time(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
@@ -37,13 +38,17 @@ def with_source_error(status: Status, error: SourceError | None) -> Status:
     return status.with_condition("Synced", "False", INVALID_MANIFEST, message, error.time)
 
 
-def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
+def build(
+    store: Store, only: tuple[str, str] | None = None, selector: Selector | None = None
+) -> dict[str, Any]:
     statuses = store.statuses()
     source_errors = store.source_errors()
     in_error = {e.source: e for e in source_errors}
     objects = []
     for obj in store.list():
         if only is not None and (obj.key.kind, obj.key.name) != only:
+            continue
+        if selector is not None and not selector.matches(obj.labels):
             continue
         status = with_source_error(statuses.get(obj.key) or Status(), in_error.get(obj.source))
         synced = (
@@ -66,7 +71,7 @@ def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
                         "status": c.status,
                         "reason": c.reason,
                         "message": c.message,
-                        "lastTransitionTime": _time(c.last_transition_time),
+                        "lastTransitionTime": iso(c.last_transition_time),
                     }
                     for c in status.conditions
                 ],
@@ -75,7 +80,8 @@ def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
                     for d in status.drift
                 ],
                 "source": obj.source,
-                "lastReconcileTime": _time(status.last_reconcile_time),
+                "labels": dict(obj.labels),
+                "lastReconcileTime": iso(status.last_reconcile_time),
                 "lastError": status.last_error,
                 "retries": status.retries,
                 "state": status.details.get("state"),
@@ -85,7 +91,7 @@ def build(store: Store, only: tuple[str, str] | None = None) -> dict[str, Any]:
             }
         )
     errors = [
-        {"source": e.source, "message": e.message, "since": _time(e.time)} for e in source_errors
+        {"source": e.source, "message": e.message, "since": iso(e.time)} for e in source_errors
     ]
     return {"objects": objects, "errors": errors}
 
@@ -131,38 +137,50 @@ def _guest_columns(guest: dict[str, Any] | None) -> list[str]:
     return [ips or "-", guest.get("hostname") or "-", guest.get("os") or "-"]
 
 
-def table(report: dict[str, Any], *, wide: bool = False) -> str:
+def header(*, wide: bool = False) -> list[str]:
     extra = ["IP", "HOSTNAME", "OS"] if wide else []
-    rows = [["KIND", "NAME", "STATE", *extra, "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]]
-    for obj in report["objects"]:
-        drift = ", ".join(
-            f"{d['field']}: {d['actual']!s} -> {d['desired']!s}" for d in obj["drift"]
-        )
-        summary = _condition_summary(obj)
-        invalid = summary.startswith(f"Synced=False {INVALID_MANIFEST}")
-        message = summary if invalid else obj["lastError"] or summary
-        if obj["deleting"]:
-            message = f"deleting: {message}" if message else "deleting"
-        rows.append(
-            [
-                obj["kind"],
-                obj["name"],
-                str(obj["state"] or "-"),
-                *(_guest_columns(obj.get("guest")) if wide else []),
-                "yes" if obj["ready"] else "no",
-                "yes" if obj["synced"] else "no",
-                f"{obj['observedGeneration']}/{obj['generation']}",
-                drift or "-",
-                message,
-            ]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-        for row in rows
+    return ["KIND", "NAME", "STATE", *extra, "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]
+
+
+def row(obj: dict[str, Any], *, wide: bool = False) -> list[str]:
+    """One object's line of the table: KIND and NAME first."""
+    drift = ", ".join(f"{d['field']}: {d['actual']!s} -> {d['desired']!s}" for d in obj["drift"])
+    summary = _condition_summary(obj)
+    invalid = summary.startswith(f"Synced=False {INVALID_MANIFEST}")
+    message = summary if invalid else obj["lastError"] or summary
+    if obj["deleting"]:
+        message = f"deleting: {message}" if message else "deleting"
+    return [
+        obj["kind"],
+        obj["name"],
+        str(obj["state"] or "-"),
+        *(_guest_columns(obj.get("guest")) if wide else []),
+        "yes" if obj["ready"] else "no",
+        "yes" if obj["synced"] else "no",
+        f"{obj['observedGeneration']}/{obj['generation']}",
+        drift or "-",
+        message,
     ]
+
+
+def widths(rows: list[list[str]], at_least: list[int] | None = None) -> list[int]:
+    """Column widths that fit ``rows`` (the last column is never padded)."""
+    found = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [max(a, b) for a, b in zip(found, at_least, strict=True)] if at_least else found
+
+
+def lines(rows: list[list[str]], sizes: list[int]) -> list[str]:
+    return [
+        ("  ".join(c.ljust(w) for c, w in zip(r[:-1], sizes, strict=True)) + "  " + r[-1]).rstrip()
+        for r in rows
+    ]
+
+
+def table(report: dict[str, Any], *, wide: bool = False) -> str:
+    rows = [header(wide=wide)] + [row(obj, wide=wide) for obj in report["objects"]]
+    text = lines(rows, widths(rows))
     if not report["objects"]:
-        lines.append("(no objects)")
+        text.append("(no objects)")
     for error in report["errors"]:
-        lines.append(f"error: {error['source']}: {error['message']}")
-    return "\n".join(line.rstrip() for line in lines)
+        text.append(f"error: {error['source']}: {error['message']}")
+    return "\n".join(text)

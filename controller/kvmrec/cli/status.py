@@ -1,4 +1,8 @@
-"""``kvmrec status``: what every object looks like now, from the state file alone."""
+"""``kvmrec status``: what every object looks like now, from the state file alone.
+
+``-w`` keeps watching: after the table, the lines of the objects whose status changes
+(kvmrec/cli/watching.py). ``-l`` selects objects by their labels.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from typing import Any
 
 from kvmrec import config
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.cli import report, where
+from kvmrec.api.selectors import Selector
+from kvmrec.cli import report, selecting, watching, where
 from kvmrec.store.base import StoreError
 from kvmrec.store.sqlite import SqliteStore
 
@@ -22,6 +27,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "-o", "--output", choices=["table", "wide", "json", "yaml"], default="table"
     )
+    parser.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="after the report, print the objects whose status changes (Ctrl-C ends)",
+    )
+    selecting.add_option(parser)
     config.add_option(parser)  # last: it tracks the flags added above
     parser.set_defaults(handler=run)
 
@@ -35,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"kvmrec status: {exc}", file=sys.stderr)
             return 1
         only = (key.kind, key.name)
+    selector = selecting.of(args, "status")
+    if selector is None:
+        return 1
     settings = where.cli_settings(args)
     try:
         store = SqliteStore(settings.state, create=False)
@@ -42,11 +57,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvmrec status: {exc}", file=sys.stderr)
         return 1
     try:
-        result = report.build(store, only)
+        since = store.change_counter()
+        result = report.build(store, only, selector)
+        if only is not None and not result["objects"]:
+            print(f"kvmrec status: {args.object}: no such object", file=sys.stderr)
+            return 1
+        if args.watch:
+            return watching.interrupted_is_ok(
+                lambda: _watch(store, since, result, args.output, only, selector)
+            )
     finally:
         store.close()
-    if only is not None and not result["objects"]:
-        print(f"kvmrec status: {args.object}: no such object", file=sys.stderr)
-        return 1
     print(report.render(result, args.output))
     return report.exit_code(result, objects_only=only is not None)
+
+
+def _watch(
+    store: SqliteStore,
+    since: int,
+    result: dict[str, Any],
+    output: str,
+    only: tuple[str, str] | None,
+    selector: Selector,
+) -> None:
+    printer = watching.StatusPrinter(output)
+    printer.first(result)
+    for _ in watching.changes(store, since):
+        printer.update(report.build(store, only, selector))

@@ -75,7 +75,11 @@ class Store(Protocol):
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
     ) -> None: ...
 
-    def events(self, key: ObjectKey | None = None, limit: int = 100) -> Sequence[Event]: ...
+    def events(
+        self, key: ObjectKey | None = None, limit: int = 100, *, after: int | None = None
+    ) -> Sequence[Event]:
+        """Oldest first: the last ``limit``, or with ``after`` the first ``limit`` whose
+        ``seq`` is greater (to follow the events as they are recorded)."""
 
     def set_source_errors(self, errors: Mapping[str, str], now: datetime) -> None:
         """Replace the list of manifest files in error (an empty mapping clears it)."""

@@ -129,6 +129,7 @@ class Event:
     type: str  # "Normal" | "Warning"
     reason: str
     message: str
+    seq: int = 0  # its place in the order the store recorded events (0: not from a store)
 
 
 @dataclass(frozen=True)

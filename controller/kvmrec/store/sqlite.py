@@ -507,12 +507,18 @@ class SqliteStore:
             )
         logs.event(key, type_, reason, message)
 
-    def events(self, key: ObjectKey | None = None, limit: int = 100) -> Sequence[Event]:
+    def events(
+        self, key: ObjectKey | None = None, limit: int = 100, *, after: int | None = None
+    ) -> Sequence[Event]:
         t = self._tables
-        query = t.events.select().order_by(t.events.id.desc()).limit(limit)
+        if after is None:
+            query = t.events.select().order_by(t.events.id.desc()).limit(limit)
+        else:
+            query = t.events.select().where(t.events.id > after).order_by(t.events.id)
+            query = query.limit(limit)
         if key is not None:
             query = query.where((t.events.kind == key.kind) & (t.events.name == key.name))
-        rows = list(query)[::-1]
+        rows = list(query) if after is not None else list(query)[::-1]
         return [
             Event(
                 time=datetime.fromisoformat(row.time),
@@ -520,9 +526,15 @@ class SqliteStore:
                 type=row.type,
                 reason=row.reason,
                 message=row.message,
+                seq=row.id,
             )
             for row in rows
         ]
+
+    def change_counter(self) -> int:
+        """A number that moves whenever another connection commits a write to the file.
+        Cheap (no table is read): a watching command polls it to know when to read again."""
+        return int(self._sql("PRAGMA data_version").fetchone()[0])
 
     def set_source_errors(self, errors: Mapping[str, str], now: datetime) -> None:
         t = self._tables

@@ -282,6 +282,40 @@ def test_events_are_in_order_filtered_and_limited(store: SqliteStore) -> None:
     assert (everything[-2].key, everything[-2].type) == (other, "Warning")
 
 
+def test_events_after_a_seq_are_the_ones_recorded_later_oldest_first(
+    store: SqliteStore,
+) -> None:
+    other = ObjectKey("Domain", "db")
+    for i in range(3):
+        store.add_event(KEY, "Normal", f"R{i}", f"m{i}", at(i))
+    cursor = store.events()[-1].seq
+    store.add_event(other, "Normal", "Other", "", at(5))
+    store.add_event(KEY, "Normal", "R3", "", at(6))
+    store.add_event(KEY, "Normal", "R4", "", at(7))
+
+    assert cursor > 0
+    assert [e.reason for e in store.events(after=cursor)] == ["Other", "R3", "R4"]
+    assert [e.reason for e in store.events(KEY, after=cursor)] == ["R3", "R4"]
+    assert [e.reason for e in store.events(after=cursor, limit=1)] == ["Other"]
+    assert store.events(after=store.events()[-1].seq) == []
+
+
+def test_the_change_counter_moves_when_another_connection_writes(
+    store: SqliteStore, path: Path
+) -> None:
+    reader = SqliteStore(path, create=False)
+    try:
+        before = reader.change_counter()
+        assert reader.change_counter() == before  # reading it changes nothing
+        store.add_event(KEY, "Normal", "Started", "", at(0))
+        after = reader.change_counter()
+        assert after != before
+        store.put_status(KEY, Status(observed_generation=1))
+        assert reader.change_counter() != after
+    finally:
+        reader.close()
+
+
 def test_set_source_errors_replace_clear_and_keep_time_of_unchanged(store: SqliteStore) -> None:
     store.set_source_errors({"a.yaml": "line 3: bad", "b.yaml": "line 1: worse"}, at(0))
     assert [(e.source, e.message, e.time) for e in store.source_errors()] == [
