@@ -76,7 +76,7 @@ from kvmrec.backends.hypervisor import (
 )
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import recording, stopping
+from kvmrec.reconcilers import libvirt_jobs, recording, reverts, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.plans import Plan, Step
@@ -300,6 +300,8 @@ class DomainReconciler:
                 ),
                 blocked_reason="Conflict",
             )
+        if live is not None and live.in_libvirt_job:
+            return libvirt_jobs.plan(live)
         if not self._hv.domain_type_supported(spec.type):
             return Plan(
                 blocked=f"this host cannot run domain type {spec.type!r} (spec.type)",
@@ -534,6 +536,11 @@ class DomainReconciler:
             recording.commit(self._store, key, old, status, now, events)
             raise PermanentError(plan.blocked)
 
+        if plan.wait_reason == libvirt_jobs.WAIT_REASON:
+            # Not drift, and nothing to record: libvirt ends the job, and its event (or
+            # this requeue) brings the domain back here.
+            return Result(requeue_after=plan.wait)
+
         if plan.wait_reason == "WaitingForDependency":
             status = replace(
                 status.with_condition(
@@ -613,6 +620,7 @@ class DomainReconciler:
             message = self._stopper.describe(spec, details["stopping"], now)
             status = status.with_condition("Ready", "False", "Stopping", message, now)
         status = replace(status, details={**details, **status.details})
+        status = reverts.carried(self._store, key, status)
         recording.commit(self._store, key, old, status, now, events)
         # A guest whose addresses are reported is read again on every resync, whatever its
         # fingerprint: a new DHCP address moves nothing libvirt shows.
