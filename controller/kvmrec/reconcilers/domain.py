@@ -195,6 +195,10 @@ def _live_class(spec: DomainSpec, running: DomainConfig) -> tuple[list[Drift], l
     return live, restart
 
 
+def _state_of(live: LiveDomain) -> str:
+    return f"it is {live.state} ({live.reason})"
+
+
 def _drift_key(drift: Iterable[Drift]) -> list[str]:
     return sorted(f"{d.field}={d.actual!r}" for d in drift)
 
@@ -868,14 +872,14 @@ class DomainReconciler:
             message = f"the guest keeps stopping; starting it again in {plan.wait:.0f}s"
         elif want is True:
             ready = live.state == "running"
-            reason, message = ("Running", "") if ready else ("NotRunning", f"it is {live.state}")
+            reason, message = ("Running", "") if ready else ("NotRunning", _state_of(live))
         elif want is False:
             ready = not live.active
             if spec.run_strategy is RunStrategy.RERUN_ON_FAILURE:
                 reason = "Completed" if ready else "StillRunning"
             else:
                 reason = "Halted" if ready else "StillRunning"
-            message = "" if ready else f"it is {live.state}"
+            message = "" if ready else _state_of(live)
         else:
             ready = True
             reason = "Running" if live.state == "running" else "Defined"
