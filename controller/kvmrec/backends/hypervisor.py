@@ -386,9 +386,18 @@ class Hypervisor:
         with self._call("define domain") as conn:
             conn.defineXML(xml)
 
-    def start_domain(self, name: str) -> None:
+    def start_domain(self, name: str) -> bool:
+        """Start the domain; False when it was already running by then: seen shut off in
+        the midst of a libvirt job that starts it again (a revert restarts QEMU)."""
         with self._call(f"start domain {name}") as conn:
-            conn.lookupByName(name).create()
+            dom = conn.lookupByName(name)
+            try:
+                dom.create()
+            except libvirt.libvirtError:
+                if dom.isActive() == 1:
+                    return False
+                raise
+        return True
 
     def resume_domain(self, name: str) -> None:
         with self._call(f"resume domain {name}") as conn:

@@ -690,9 +690,11 @@ class DomainReconciler:
                 return "resumed the paused guest" + self._sync_clock(name, spec)
             case "start":
                 self._note_start(details, now)
-                self._hv.start_domain(name)
+                started = self._hv.start_domain(name)
                 was = live.state if live is not None else "new"
                 reason = f", {live.reason}" if live is not None and live.state == "shutoff" else ""
+                if not started:
+                    return f"the guest was running again before kvmrec started it ({was}{reason})"
                 return f"started the guest (it was {was}{reason})"
             case "stop":
                 assert live is not None
