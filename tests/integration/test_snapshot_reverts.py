@@ -143,3 +143,52 @@ def test_a_snapshot_after_a_vcpu_hot_plug_is_known_unrestorable_and_a_forced_rev
     condition = wait_for(reverted_condition, 30, "the Reverted condition")
     assert (condition["status"], condition["reason"]) == ("False", "RevertFailed")
     assert "Unknown savevm section" in condition["message"]
+
+
+def test_a_failed_revert_of_a_manual_guest_leaves_it_shut_off_and_says_so(
+    controller: Controller, conn: Any, prefix: str, tmp_path: Path
+) -> None:
+    name, snap = f"{prefix}-man", f"{prefix}-plugged"
+    disk = tmp_path / "man.qcow2"
+    _write(controller, name, disk, vcpus=1, maxVcpus=2, runStrategy="Manual")
+    controller.start()
+    wait_for(lambda: state_of(conn, name) == "shutoff", 30, "defined, not started")
+    conn.lookupByName(name).create()  # by hand, as runStrategy Manual means
+    _write(controller, name, disk, vcpus=2, maxVcpus=2, runStrategy="Manual")
+    _observed(controller, name, 2)
+    wait_for(lambda: _live_vcpus(conn, name) == 2, 20, "the second vCPU plugged in live")
+    # A Snapshot object of the hot-plugged guest says that it cannot be restored.
+    controller.write(
+        "snap.yaml",
+        "\n".join(
+            [
+                "apiVersion: kvmrec.io/v1alpha1",
+                "kind: Snapshot",
+                "metadata:",
+                f"  name: {snap}",
+                "spec:",
+                f"  domain: {name}",
+                "",
+            ]
+        ),
+    )
+    obj = wait_for(
+        lambda: (o := controller.object(snap, "Snapshot")) and o["ready"] and o, 30, "taken"
+    )
+    assert "hot-plugged" in (obj["details"].get("restoreProblem") or "")
+
+    forced = controller.cli("snapshot", "revert", name, snap, "--force")
+    assert forced.returncode == 1 and "Unknown savevm section" in forced.stderr
+    assert "runStrategy Manual: left as it is" in forced.stderr
+    wait_for(
+        lambda: (o := controller.object(name)) and o["details"].get("state") == "shutoff",
+        30,
+        "the service has seen the guest shut off",
+    )
+    # A change of the manifest: once it is reconciled, so is everything before it.
+    _write(controller, name, disk, vcpus=2, maxVcpus=2, runStrategy="Manual", autostart=True)
+    _observed(controller, name, 3)
+    reasons = _reasons(controller, name)
+    assert "RevertFailed" in reasons
+    assert "Started" not in reasons[reasons.index("RevertFailed") :]
+    assert state_of(conn, name) == "shutoff"

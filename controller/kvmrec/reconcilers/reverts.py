@@ -45,14 +45,14 @@ def what_next(obj: StoredObject | None, live: LiveDomain | None) -> str:
     if live.active:
         return f"the guest is {live.state}"
     if obj is None or obj.deleting:
-        return f"the guest is {live.state} ({live.reason}); no manifest manages it: left so"
+        return f"the guest is {live.state} ({live.reason}); no manifest manages it: left as it is"
     strategy = DomainSpec.from_spec(obj.spec, obj.key.name).run_strategy
     if strategy in (RunStrategy.ALWAYS, RunStrategy.RERUN_ON_FAILURE):
         return (
             f"the guest is {live.state} ({live.reason}); runStrategy {strategy.value}: "
             "kvmrec starts it again from cold, without the snapshot's memory state"
         )
-    return f"the guest is {live.state} ({live.reason}); runStrategy {strategy.value}: left so"
+    return f"the guest is {live.state} ({live.reason}); runStrategy {strategy.value}: left as it is"
 
 
 def record(

@@ -94,8 +94,8 @@ def test_the_reconciler_keeps_the_condition_written_since_it_read_the_status(
     [
         ({}, "runStrategy Always: kvmrec starts it again from cold"),
         ({"runStrategy": "RerunOnFailure"}, "runStrategy RerunOnFailure: kvmrec starts it"),
-        ({"runStrategy": "Manual"}, "runStrategy Manual: left so"),
-        ({"runStrategy": "Halted"}, "runStrategy Halted: left so"),
+        ({"runStrategy": "Manual"}, "runStrategy Manual: left as it is"),
+        ({"runStrategy": "Halted"}, "runStrategy Halted: left as it is"),
     ],
 )
 def test_what_becomes_of_the_guest_follows_its_run_strategy(
