@@ -176,6 +176,34 @@ def test_a_failed_revert_of_a_manual_guest_leaves_it_shut_off_and_says_so(
         lambda: (o := controller.object(snap, "Snapshot")) and o["ready"] and o, 30, "taken"
     )
     assert "hot-plugged" in (obj["details"].get("restoreProblem") or "")
+    # So does a policy's snapshot of it, in its event.
+    policy = f"{prefix}-pol"
+    controller.write(
+        "policy.yaml",
+        "\n".join(
+            [
+                "apiVersion: kvmrec.io/v1alpha1",
+                "kind: SnapshotPolicy",
+                "metadata:",
+                f"  name: {policy}",
+                "spec:",
+                f"  domains: [{name}]",
+                "  every: 1h",
+                "  retention: {keepLast: 1}",
+                "",
+            ]
+        ),
+    )
+
+    def policy_warned() -> bool:
+        done = controller.cli("events", f"SnapshotPolicy/{policy}", "-o", "json")
+        return any(
+            e["reason"] == "SnapshotTaken" and "cannot be reverted to" in e["message"]
+            for e in json.loads(done.stdout or '{"events": []}')["events"]
+        )
+
+    wait_for(policy_warned, 30, "the policy's snapshot event says it cannot be restored")
+    controller.remove("policy.yaml")
 
     forced = controller.cli("snapshot", "revert", name, snap, "--force")
     assert forced.returncode == 1 and "Unknown savevm section" in forced.stderr

@@ -16,6 +16,11 @@ and always written to the persistent definition. Whatever the running guest cann
 raises ``RestartRequired`` naming the fields; with ``restartPolicy: Auto`` kvmrec restarts
 the guest itself.
 
+libvirt's own jobs. While libvirt takes a snapshot of the guest, reverts it, saves, dumps or
+migrates it, the guest is libvirt's: a pause for such a job is not drift and is never
+resumed; the domain is looked at again when the job is over (reconcilers/libvirt_jobs.py).
+How the last revert by hand ended is the ``Reverted`` condition (reconcilers/reverts.py).
+
 Run state follows ``runStrategy`` with KubeVirt's meanings. Restarts of a guest that keeps
 failing soon after it starts back off with the square of the quick failures (1 s, 4 s,
 9 s, ... up to 5 min), and say so in ``Ready`` (CrashLoopBackOff). Stopping a guest (and

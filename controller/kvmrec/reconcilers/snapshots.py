@@ -417,8 +417,14 @@ class SnapshotPolicyReconciler:
             record = SnapshotRecord(domain, name, policy, now, quiesced, live.active)
             self._store.record_snapshot(record)
             records.insert(0, record)
+            problem = self._hv.get_snapshot(domain, name).restore_problem
             events.append(
-                ("Normal", "SnapshotTaken", f"{domain}: {name}{' (quiesced)' if quiesced else ''}")
+                (
+                    "Warning" if problem else "Normal",
+                    "SnapshotTaken",
+                    f"{domain}: {name}{' (quiesced)' if quiesced else ''}"
+                    + (f"; it cannot be reverted to: {problem}" if problem else ""),
+                )
             )
         decision = select(records, lambda r: r.time.astimezone(), retention)
         for record in decision.prune:
