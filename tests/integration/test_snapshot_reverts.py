@@ -84,6 +84,11 @@ def test_snapshots_and_reverts_by_hand_are_not_drift_to_the_running_service(
     [s1] = listed["snapshots"]
     assert (s1["name"], s1["memory"], s1["restorable"]) == ("s1", True, True)
 
+    # A pause by hand is still drift under runStrategy Always, and healed.
+    conn.lookupByName(name).suspend()
+    wait_for(lambda: "Resumed" in _reasons(controller, name), 20, "the hand pause resumed")
+    assert state_of(conn, name) == "running"
+
 
 def _live_vcpus(conn: Any, name: str) -> int:
     return int(conn.lookupByName(name).vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE))

@@ -97,10 +97,9 @@ class LiveDomain:
         return self.state not in ("shutoff", "crashed", "nostate")
 
     @property
-    def in_libvirt_job(self) -> bool:
-        """libvirt is busy with the domain, or paused it for a job of its own: its state
-        is libvirt's to change back, not drift."""
-        return self.busy or (self.state == "paused" and self.reason in libvirt_names.JOB_PAUSES)
+    def paused_for_job(self) -> bool:
+        """libvirt paused the guest for a job of its own, and resumes it when it ends."""
+        return self.state == "paused" and self.reason in libvirt_names.JOB_PAUSES
 
 
 @dataclass(frozen=True)

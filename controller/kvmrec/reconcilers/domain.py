@@ -260,6 +260,7 @@ class DomainReconciler:
         self._disks = None if disk_roots is None else DiskPolicy.of(disk_roots, allow_device_disks)
         self._lock = threading.Lock()
         self._converged: dict[str, Fingerprint] = {}
+        self._jobs = libvirt_jobs.Jobs(clock)
 
     # -- fast resync ---------------------------------------------------------------------
 
@@ -309,8 +310,9 @@ class DomainReconciler:
                 ),
                 blocked_reason="Conflict",
             )
-        if live is not None and live.in_libvirt_job:
-            return libvirt_jobs.plan(live)
+        waiting = self._jobs.plan(name, live) if live is not None else None
+        if waiting is not None:
+            return waiting
         if not self._hv.domain_type_supported(spec.type):
             return Plan(
                 blocked=f"this host cannot run domain type {spec.type!r} (spec.type)",

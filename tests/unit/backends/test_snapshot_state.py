@@ -87,7 +87,7 @@ def test_live_domains_carry_their_state_reason_as_a_word(
     hv.start_domain(name)
     live = hv.get_domain(name)
     assert live is not None and (live.state, live.reason) == ("running", "booted")
-    assert not live.in_libvirt_job
+    assert not live.busy and not live.paused_for_job
     hv.destroy_domain(name)
     live = hv.get_domain(name)
     assert live is not None and (live.state, live.reason) == ("shutoff", "destroyed")

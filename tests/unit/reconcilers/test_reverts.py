@@ -13,6 +13,7 @@ import pytest
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends import domain_xml
 from kvmrec.backends.hypervisor import LiveDomain
+from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers import libvirt_jobs, reverts
 from kvmrec.store.records import Status
 from kvmrec.store.sqlite import SqliteStore
@@ -123,6 +124,7 @@ def test_what_becomes_of_a_guest_without_a_manifest_or_still_running(
         # a revert: QEMU starts paused and loads the snapshot
         pytest.param(_live("paused", "starting-up"), True, id="paused-starting-up"),
         pytest.param(_live("paused", "migration"), True, id="paused-migration"),
+        pytest.param(_live("paused", "user", busy=True), True, id="paused-user-busy"),
         pytest.param(_live("running", "booted", busy=True), True, id="running-busy"),
         # someone paused it: runStrategy Always resumes it
         pytest.param(_live("paused", "user"), False, id="paused-user"),
@@ -131,11 +133,35 @@ def test_what_becomes_of_a_guest_without_a_manifest_or_still_running(
     ],
 )
 def test_libvirts_own_jobs_are_waited_for(live: LiveDomain, job: bool) -> None:
-    assert live.in_libvirt_job is job
-    if job:
-        plan = libvirt_jobs.plan(live)
-        assert plan.wait == libvirt_jobs.RETRY and plan.wait_reason == "LibvirtJob"
-        assert [s.action for s in plan.steps] == ["wait"] and live.reason in plan.steps[0].detail
+    plan = libvirt_jobs.Jobs(FakeClock()).plan(live.config.name, live)
+    if not job:
+        assert plan is None
+        return
+    assert plan is not None
+    assert plan.wait == libvirt_jobs.RETRY and plan.wait_reason == "LibvirtJob"
+    assert [s.action for s in plan.steps] == ["wait"] and live.reason in plan.steps[0].detail
+
+
+def test_a_pause_for_a_job_that_is_gone_is_an_ordinary_pause_after_a_while() -> None:
+    clock = FakeClock()
+    jobs = libvirt_jobs.Jobs(clock)
+    paused = _live("paused", "starting-up")
+    assert jobs.plan("web", paused) is not None
+    clock.advance(libvirt_jobs.STALE - 1)
+    assert jobs.plan("web", paused) is not None
+    clock.advance(1)
+    assert jobs.plan("web", paused) is None, "no job for STALE seconds: kvmrec's to resume"
+    # A job reported again starts the count afresh.
+    assert jobs.plan("web", _live("paused", "starting-up", busy=True)) is not None
+    assert jobs.plan("web", paused) is not None
+
+
+def test_a_failed_post_copy_migration_is_never_resumed() -> None:
+    clock = FakeClock()
+    jobs = libvirt_jobs.Jobs(clock)
+    assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
+    clock.advance(10 * libvirt_jobs.STALE)
+    assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
 
 
 def test_nothing_to_carry_when_no_revert_was_recorded(store: SqliteStore) -> None:
