@@ -25,6 +25,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
+from kvmrec.backends import libvirt_names
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.hypervisor import Hypervisor
 
@@ -35,6 +36,15 @@ _FAMILIES = {
     libvirt.VIR_IP_ADDR_TYPE_IPV4: "ipv4",
     libvirt.VIR_IP_ADDR_TYPE_IPV6: "ipv6",
 }
+
+
+# How libvirt says the agent does not answer (COMMAND_TIMEOUT is libvirt 10's: looked up,
+# not named, see backends/libvirt_names.py).
+_SILENT_AGENT = (
+    "VIR_ERR_AGENT_UNRESPONSIVE",
+    "VIR_ERR_AGENT_COMMAND_TIMEOUT",
+    "VIR_ERR_AGENT_UNSYNCED",
+)
 
 
 class AgentUnavailable(BackendError):
@@ -117,11 +127,7 @@ class GuestAgent:
             try:
                 return call(dom)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (
-                    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
-                    libvirt.VIR_ERR_AGENT_COMMAND_TIMEOUT,
-                    libvirt.VIR_ERR_AGENT_UNSYNCED,
-                ):
+                if exc.get_error_code() in libvirt_names.codes(*_SILENT_AGENT):
                     raise AgentUnavailable(
                         f"{what} ({name}): the guest agent does not answer: "
                         f"{exc.get_error_message()}"

@@ -23,16 +23,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 import libvirt
 
-from kvmrec.backends import domain_xml, network_xml
+from kvmrec.backends import domain_xml, libvirt_names, network_xml, snapshot_state
 from kvmrec.backends.domain_xml import DomainConfig, Owner
 from kvmrec.backends.errors import BackendError, NotFound, Unavailable
 from kvmrec.backends.network_xml import NetworkConfig
+from kvmrec.backends.snapshot_state import SnapshotInfo
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,9 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
-_SHUTOFF_REASONS = {
-    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
-    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
-    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
-    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
-    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
-    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
-}
+# virDomainGetControlInfo: libvirt is running a job on the domain (a snapshot, a revert, a
+# save, a migration), or a command of one in QEMU's monitor.
+_CONTROL_BUSY = libvirt_names.codes("VIR_DOMAIN_CONTROL_JOB", "VIR_DOMAIN_CONTROL_OCCUPIED")
 # Lifecycle (defined, started, stopped, undefined, ...) and devices added or removed by hand.
 _WATCHED_EVENTS = (
     libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
@@ -91,22 +84,22 @@ class LiveDomain:
 
     config: DomainConfig  # the persistent definition
     state: str  # running | paused | shutoff | crashed | ...
-    reason: str  # why it is in that state: for shutoff, "shutdown" means the guest did it
+    # Why it is in that state, as a word (backends/libvirt_names.py): for shutoff,
+    # "shutdown" means the guest did it; for paused, "user" means someone asked.
+    reason: str
     autostart: bool
     fingerprint: Fingerprint  # changes whenever any of the above does
     running: DomainConfig | None = None  # what the running guest was started with / has now
+    busy: bool = False  # libvirt is running a job of its own on it (snapshot, revert, ...)
 
     @property
     def active(self) -> bool:
         return self.state not in ("shutoff", "crashed", "nostate")
 
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    name: str
-    time: datetime
-    description: str
-    state: str  # the domain's state when it was taken: running | shutoff | ...
+    @property
+    def paused_for_job(self) -> bool:
+        """libvirt paused the guest for a job of its own, and resumes it when it ends."""
+        return self.state == "paused" and self.reason in libvirt_names.JOB_PAUSES
 
 
 @dataclass(frozen=True)
@@ -346,16 +339,16 @@ class Hypervisor:
             autostart = bool(dom.autostart())
             active = dom.isActive() == 1
             running_xml = dom.XMLDesc(0) if active else None
-        state = _STATES.get(code, "nostate")
-        why = _SHUTOFF_REASONS.get(reason, str(reason)) if state == "shutoff" else str(reason)
+            busy = active and _busy(dom)
         paused = code == libvirt.VIR_DOMAIN_PAUSED
         return LiveDomain(
             config=domain_xml.parse(xml),
-            state=state,
-            reason=why,
+            state=_STATES.get(code, "nostate"),
+            reason=libvirt_names.reason_word(code, reason),
             autostart=autostart,
             fingerprint=_fingerprint(running_xml or xml, paused, autostart),
             running=domain_xml.parse(running_xml) if running_xml else None,
+            busy=busy,
         )
 
     def domain_xml(self, name: str) -> str:
@@ -392,9 +385,18 @@ class Hypervisor:
         with self._call("define domain") as conn:
             conn.defineXML(xml)
 
-    def start_domain(self, name: str) -> None:
+    def start_domain(self, name: str) -> bool:
+        """Start the domain; False when it was already running by then: seen shut off in
+        the midst of a libvirt job that starts it again (a revert restarts QEMU)."""
         with self._call(f"start domain {name}") as conn:
-            conn.lookupByName(name).create()
+            dom = conn.lookupByName(name)
+            try:
+                dom.create()
+            except libvirt.libvirtError:
+                if dom.isActive() == 1:
+                    return False
+                raise
+        return True
 
     def resume_domain(self, name: str) -> None:
         with self._call(f"resume domain {name}") as conn:
@@ -471,18 +473,14 @@ class Hypervisor:
         """The domain's snapshots, newest first."""
         with self._call(f"list snapshots of {name}") as conn:
             dom = conn.lookupByName(name)
-            found = []
-            for snap in dom.listAllSnapshots(0):
-                root = ET.fromstring(snap.getXMLDesc(0))
-                found.append(
-                    SnapshotInfo(
-                        name=snap.getName(),
-                        time=datetime.fromtimestamp(int(root.findtext("creationTime", "0")), UTC),
-                        description=root.findtext("description", ""),
-                        state=root.findtext("state", ""),
-                    )
-                )
+            found = [snapshot_state.parse(snap.getXMLDesc(0)) for snap in dom.listAllSnapshots(0)]
         return sorted(found, key=lambda s: s.time, reverse=True)
+
+    def get_snapshot(self, name: str, snapshot: str) -> SnapshotInfo:
+        """One snapshot of the domain; ``NotFound`` when there is no such snapshot."""
+        with self._call(f"read snapshot {snapshot} of {name}") as conn:
+            snap = conn.lookupByName(name).snapshotLookupByName(snapshot)
+            return snapshot_state.parse(snap.getXMLDesc(0))
 
     def create_snapshot(self, name: str, snapshot: str, description: str) -> None:
         """An internal snapshot (in the qcow2 images): with the memory state when the guest
@@ -654,6 +652,13 @@ class Hypervisor:
 
 def _escape(text: str) -> str:
     return xml_escape(text, {"'": "&apos;", '"': "&quot;"})
+
+
+def _busy(dom: Any) -> bool:
+    try:
+        return dom.controlInfo()[0] in _CONTROL_BUSY
+    except libvirt.libvirtError:
+        return False  # stopped meanwhile, or a driver without control info
 
 
 def _alive(conn: Any) -> bool:

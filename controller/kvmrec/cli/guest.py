@@ -83,6 +83,13 @@ def _info(args: argparse.Namespace, live: LiveDomain, agent: GuestAgent) -> int:
     if live.state != "running":
         print(f"kvmrec guest info: {args.domain} is {live.state}", file=sys.stderr)
         return 1
+    if not live.config.guest_agent:
+        print(
+            f"kvmrec guest info: {args.domain} has no guest agent channel (its manifest "
+            "does not set spec.guestAgent: true), so the guest cannot be asked",
+            file=sys.stderr,
+        )
+        return 1
     info = agent.info(
         args.domain,
         agent=live.config.guest_agent,

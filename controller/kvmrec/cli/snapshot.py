@@ -4,11 +4,17 @@ policy's schedule and retention over a span of time without touching anything.
 What is done here by hand is recorded as an event of the domain in the state file of the
 running service (found as cli/where.py says, or ``--state``; cli/by_hand.py), so
 ``kvmrec events`` tells the whole story of a guest.
+
+Whether a snapshot can be restored is read from the snapshot itself before anything is
+done (backends/snapshot_state.py): ``list`` says it, ``revert`` refuses one that cannot
+be (``--force`` tries anyway). A revert that fails is a ``RevertFailed`` event and
+condition with QEMU's words and what became of the guest (reconcilers/reverts.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime
 from typing import Any
@@ -17,11 +23,13 @@ from kvmrec import config
 from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec
-from kvmrec.backends.errors import BackendError
+from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.backends.guest_agent import GuestAgent
 from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.snapshot_state import qemu_reason
 from kvmrec.cli import by_hand, where
 from kvmrec.engine.clock import SystemClock
+from kvmrec.reconcilers import reverts
 from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconciler, take
 from kvmrec.snapshots.retention import select
 from kvmrec.snapshots.schedule import Schedule, ScheduleError, local_zone
@@ -47,6 +55,7 @@ def add_parser(commands: Any) -> None:
 
     listing = verbs.add_parser("list", help="a domain's snapshots")
     listing.add_argument("domain")
+    listing.add_argument("-o", "--output", choices=["table", "json"], default="table")
     common(listing)
     create = verbs.add_parser("create", help="take a snapshot now")
     create.add_argument("domain")
@@ -63,6 +72,11 @@ def add_parser(commands: Any) -> None:
         "--stop",
         action="store_true",
         help="leave the guest shut off afterwards (default: a running guest keeps running)",
+    )
+    revert.add_argument(
+        "--force",
+        action="store_true",
+        help="try even a snapshot that `snapshot list` says cannot be restored",
     )
     revert.add_argument(
         "--sync-clock",
@@ -106,8 +120,28 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
     records = {r.name: r for r in store.snapshots(domain=args.domain)} if store else {}
-    rows = [["NAME", "TIME", "STATE", "POLICY", "QUIESCED"]]
-    for snap in hv.list_snapshots(args.domain):
+    snapshots = hv.list_snapshots(args.domain)
+    if args.output == "json":
+        listed = []
+        for snap in snapshots:
+            record = records.get(snap.name)
+            listed.append(
+                {
+                    "name": snap.name,
+                    "time": snap.time.isoformat(),
+                    "state": snap.state,
+                    "memory": snap.memory,
+                    "kvmrec": record is not None,
+                    "policy": record.policy if record else None,
+                    "quiesced": record.quiesced if record else None,
+                    "restorable": snap.restore_problem is None,
+                    "restoreProblem": snap.restore_problem,
+                }
+            )
+        print(json.dumps({"domain": args.domain, "snapshots": listed}, indent=2))
+        return 0
+    rows = [["NAME", "TIME", "STATE", "POLICY", "QUIESCED", "RESTORABLE"]]
+    for snap in snapshots:
         record = records.get(snap.name)
         rows.append(
             [
@@ -116,6 +150,7 @@ def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -
                 snap.state,
                 (record.policy or "-") if record else "(not kvmrec's)",
                 ("yes" if record.quiesced else "no") if record else "-",
+                f"no: {snap.restore_problem}" if snap.restore_problem else "yes",
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -152,18 +187,46 @@ def _create(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
         f"{args.name} by hand{' (quiesced)' if quiesced else ''}",
     )
     print(f"snapshot {args.name} of {args.domain} taken{' (quiesced)' if quiesced else ''}")
+    problem = hv.get_snapshot(args.domain, args.name).restore_problem
+    if problem:
+        print(f"warning: {args.name} cannot be reverted to: {problem}", file=sys.stderr)
     return 0
 
 
 def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
     live = hv.get_domain(args.domain)
+    problem = hv.get_snapshot(args.domain, args.name).restore_problem
+    if problem and not args.force:
+        print(
+            f"kvmrec snapshot revert: {args.domain} cannot be reverted to {args.name}: "
+            f"{problem}. Nothing was done (--force tries anyway).",
+            file=sys.stderr,
+        )
+        return 1
     running: bool | None = None
     if args.stop:
         running = False
     elif live is not None and live.active:
         running = True  # a running guest keeps running
-    hv.revert_snapshot(args.domain, args.name, running=running)
-    by_hand.record(store, args.domain, "Reverted", f"reverted to {args.name} by hand")
+    key = ObjectKey("Domain", args.domain)
+    try:
+        hv.revert_snapshot(args.domain, args.name, running=running)
+    except Unavailable:
+        raise
+    except BackendError as exc:
+        after = hv.get_domain(args.domain)
+        obj = store.get(key) if store is not None else None
+        message = (
+            f"revert to {args.name} failed: {qemu_reason(str(exc))}; "
+            f"{reverts.what_next(obj, after)}"
+        )
+        if store is not None:
+            reverts.record(store, key, failed=True, message=message, now=SystemClock().wall())
+        print(f"kvmrec snapshot revert: {args.domain}: {message}", file=sys.stderr)
+        return 1
+    if store is not None:
+        message = f"reverted to {args.name} by hand"
+        reverts.record(store, key, failed=False, message=message, now=SystemClock().wall())
     print(f"{args.domain} reverted to {args.name}")
     after = hv.get_domain(args.domain)
     runs = after is not None and after.state == "running"

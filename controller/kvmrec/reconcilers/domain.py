@@ -16,6 +16,11 @@ and always written to the persistent definition. Whatever the running guest cann
 raises ``RestartRequired`` naming the fields; with ``restartPolicy: Auto`` kvmrec restarts
 the guest itself.
 
+libvirt's own jobs. While libvirt takes a snapshot of the guest, reverts it, saves, dumps or
+migrates it, the guest is libvirt's: a pause for such a job is not drift and is never
+resumed; the domain is looked at again when the job is over (reconcilers/libvirt_jobs.py).
+How the last revert by hand ended is the ``Reverted`` condition (reconcilers/reverts.py).
+
 Run state follows ``runStrategy`` with KubeVirt's meanings. Restarts of a guest that keeps
 failing soon after it starts back off (at once, then 1 s, 4 s, 9 s, ... up to 5 min;
 reconcilers/crash_loop.py), and say so in ``Ready`` (CrashLoopBackOff). Stopping a guest (and
@@ -76,7 +81,7 @@ from kvmrec.backends.hypervisor import (
 )
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import adoption, crash_loop, recording, stopping
+from kvmrec.reconcilers import adoption, crash_loop, libvirt_jobs, recording, reverts, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.plans import Plan, Step
@@ -190,6 +195,10 @@ def _live_class(spec: DomainSpec, running: DomainConfig) -> tuple[list[Drift], l
     return live, restart
 
 
+def _state_of(live: LiveDomain) -> str:
+    return f"it is {live.state} ({live.reason})"
+
+
 def _drift_key(drift: Iterable[Drift]) -> list[str]:
     return sorted(f"{d.field}={d.actual!r}" for d in drift)
 
@@ -246,6 +255,7 @@ class DomainReconciler:
         self._disks = None if disk_roots is None else DiskPolicy.of(disk_roots, allow_device_disks)
         self._lock = threading.Lock()
         self._converged: dict[str, Fingerprint] = {}
+        self._jobs = libvirt_jobs.Jobs(clock)
 
     # -- fast resync ---------------------------------------------------------------------
 
@@ -295,6 +305,9 @@ class DomainReconciler:
                 ),
                 blocked_reason="Conflict",
             )
+        waiting = self._jobs.plan(name, live) if live is not None else None
+        if waiting is not None:
+            return waiting
         if not self._hv.domain_type_supported(spec.type):
             return Plan(
                 blocked=f"this host cannot run domain type {spec.type!r} (spec.type)",
@@ -527,6 +540,11 @@ class DomainReconciler:
             recording.commit(self._store, key, old, status, now, events)
             raise PermanentError(plan.blocked)
 
+        if plan.wait_reason == libvirt_jobs.WAIT_REASON:
+            # Not drift, and nothing to record: libvirt ends the job, and its event (or
+            # this requeue) brings the domain back here.
+            return Result(requeue_after=plan.wait)
+
         if plan.wait_reason == "WaitingForDependency":
             status = replace(
                 status.with_condition(
@@ -608,6 +626,7 @@ class DomainReconciler:
             message = self._stopper.describe(spec, details["stopping"], now)
             status = status.with_condition("Ready", "False", "Stopping", message, now)
         status = replace(status, details={**details, **status.details})
+        status = reverts.carried(self._store, key, status)
         recording.commit(self._store, key, old, status, now, events)
         # A guest whose addresses are reported is read again on every resync, whatever its
         # fingerprint: a new DHCP address moves nothing libvirt shows.
@@ -676,9 +695,11 @@ class DomainReconciler:
                 return "resumed the paused guest" + self._sync_clock(name, spec)
             case "start":
                 self._note_start(details, now)
-                self._hv.start_domain(name)
+                started = self._hv.start_domain(name)
                 was = live.state if live is not None else "new"
                 reason = f", {live.reason}" if live is not None and live.state == "shutoff" else ""
+                if not started:
+                    return f"the guest was running again before kvmrec started it ({was}{reason})"
                 return f"started the guest (it was {was}{reason})"
             case "stop":
                 assert live is not None
@@ -849,14 +870,14 @@ class DomainReconciler:
             ready, reason, message = False, "CrashLoopBackOff", plan.wait_message
         elif want is True:
             ready = live.state == "running"
-            reason, message = ("Running", "") if ready else ("NotRunning", f"it is {live.state}")
+            reason, message = ("Running", "") if ready else ("NotRunning", _state_of(live))
         elif want is False:
             ready = not live.active
             if spec.run_strategy is RunStrategy.RERUN_ON_FAILURE:
                 reason = "Completed" if ready else "StillRunning"
             else:
                 reason = "Halted" if ready else "StillRunning"
-            message = "" if ready else f"it is {live.state}"
+            message = "" if ready else _state_of(live)
         else:
             ready = True
             reason = "Running" if live.state == "running" else "Defined"

@@ -147,7 +147,8 @@ class SnapshotReconciler:
     ) -> Result:
         key, name = obj.key, obj.key.name
         live = self._hv.get_domain(spec.domain)
-        names = {s.name for s in self._hv.list_snapshots(spec.domain)} if live else set()
+        listed = self._hv.list_snapshots(spec.domain) if live else []
+        names = {s.name for s in listed}
         if obj.deleting:
             if name in names and not spec.keep:
                 self._hv.delete_snapshot(spec.domain, name)
@@ -187,6 +188,9 @@ class SnapshotReconciler:
         record = next(
             (r for r in self._store.snapshots(domain=spec.domain) if r.name == name), None
         )
+        taken = next((s for s in listed if s.name == name), None)
+        if taken is None:
+            taken = self._hv.get_snapshot(spec.domain, name)
         status = replace(
             status.with_condition("Ready", "True", "Taken", "", now).with_condition(
                 "Synced", "True", "Synced", "", now
@@ -200,6 +204,8 @@ class SnapshotReconciler:
                 "state": "taken",
                 "domain": spec.domain,
                 "quiesced": record.quiesced if record else None,
+                # Why a revert to it cannot succeed (backends/snapshot_state.py), or None.
+                "restoreProblem": taken.restore_problem,
             },
         )
         recording.commit(self._store, key, old, status, now, events)
@@ -413,8 +419,14 @@ class SnapshotPolicyReconciler:
             record = SnapshotRecord(domain, name, policy, now, quiesced, live.active)
             self._store.record_snapshot(record)
             records.insert(0, record)
+            problem = self._hv.get_snapshot(domain, name).restore_problem
             events.append(
-                ("Normal", "SnapshotTaken", f"{domain}: {name}{' (quiesced)' if quiesced else ''}")
+                (
+                    "Warning" if problem else "Normal",
+                    "SnapshotTaken",
+                    f"{domain}: {name}{' (quiesced)' if quiesced else ''}"
+                    + (f"; it cannot be reverted to: {problem}" if problem else ""),
+                )
             )
         decision = select(records, lambda r: r.time.astimezone(now.tzinfo), retention)
         for record in decision.prune:

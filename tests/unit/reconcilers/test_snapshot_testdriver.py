@@ -579,7 +579,12 @@ def test_a_snapshot_is_taken_once_and_recorded(world: World) -> None:
     status = world.status(key)
     assert world.condition(key, "Ready") == ("True", "Taken")
     assert status.observed_generation == 1
-    assert status.details == {"state": "taken", "domain": dom, "quiesced": True}
+    assert status.details == {
+        "state": "taken",
+        "domain": dom,
+        "quiesced": True,
+        "restoreProblem": None,
+    }
     events = len(world.store.events(key))
     assert "Created" in world.reasons(key)
 

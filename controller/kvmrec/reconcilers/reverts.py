@@ -1,0 +1,82 @@
+"""The ``Reverted`` condition of a Domain: how its last revert by hand ended.
+
+``kvmrec snapshot revert`` writes it with its event: ``False`` (reason ``RevertFailed``,
+QEMU's words and what became of the guest) when a revert failed, ``True`` when a later one
+succeeded. A guest whose revert failed is left as its ``runStrategy`` says (started again
+from cold under Always), and the condition keeps the failure visible after the restart.
+
+The command writes while the service may be reconciling the same domain from a status read
+before that write; the reconciler therefore takes this condition from the freshest stored
+status just before it writes its own (``carried``), so the command's word is not lost.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from kvmrec.api.kinds import DomainSpec, ObjectKey, RunStrategy
+from kvmrec.backends.hypervisor import LiveDomain
+from kvmrec.store.base import Store
+from kvmrec.store.records import Status, StoredObject
+
+CONDITION = "Reverted"
+
+
+def carried(store: Store, key: ObjectKey, status: Status) -> Status:
+    """``status`` with the ``Reverted`` condition as last stored."""
+    fresh = store.get_status(key)
+    condition = fresh.condition(CONDITION) if fresh is not None else None
+    if condition is None:
+        return status
+    others = status.without_condition(CONDITION)
+    return others.with_condition(
+        CONDITION,
+        condition.status,
+        condition.reason,
+        condition.message,
+        condition.last_transition_time,
+    )
+
+
+def what_next(obj: StoredObject | None, live: LiveDomain | None) -> str:
+    """What becomes of a guest after a failed revert, as its manifest's runStrategy says."""
+    if live is None:
+        return "the domain is gone"
+    if live.active:
+        return f"the guest is {live.state}"
+    if obj is None or obj.deleting:
+        return f"the guest is {live.state} ({live.reason}); no manifest manages it: left as it is"
+    strategy = DomainSpec.from_spec(obj.spec, obj.key.name).run_strategy
+    if strategy in (RunStrategy.ALWAYS, RunStrategy.RERUN_ON_FAILURE):
+        return (
+            f"the guest is {live.state} ({live.reason}); runStrategy {strategy.value}: "
+            "kvmrec starts it again from cold, without the snapshot's memory state"
+        )
+    return f"the guest is {live.state} ({live.reason}); runStrategy {strategy.value}: left as it is"
+
+
+def record(
+    store: Store,
+    key: ObjectKey,
+    *,
+    failed: bool,
+    message: str,
+    now: datetime,
+) -> None:
+    """Store how a revert by hand ended, as the condition and its event, in one write."""
+    old = store.get_status(key)
+    if store.get(key) is None:
+        store.add_event(key, "Warning" if failed else "Normal", _reason(failed), message, now)
+        return
+    status = old or Status()
+    if not failed and status.condition(CONDITION) is None:
+        store.add_event(key, "Normal", _reason(failed), message, now)
+        return  # never failed: nothing to say in the status
+    status = status.with_condition(
+        CONDITION, "False" if failed else "True", _reason(failed), message, now
+    )
+    store.record(key, status, [("Warning" if failed else "Normal", _reason(failed), message)], now)
+
+
+def _reason(failed: bool) -> str:
+    return "RevertFailed" if failed else "Reverted"

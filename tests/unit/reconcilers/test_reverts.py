@@ -1,0 +1,170 @@
+"""How a revert by hand ended, kept as the Domain's ``Reverted`` condition; and domains
+libvirt is busy with, which the Domain reconciler leaves alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.backends import domain_xml
+from kvmrec.backends.hypervisor import LiveDomain
+from kvmrec.engine.clock import FakeClock
+from kvmrec.reconcilers import libvirt_jobs, reverts
+from kvmrec.store.records import Status
+from kvmrec.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+KEY = ObjectKey("Domain", "web")
+XML = "<domain type='kvm'><name>web</name><memory unit='KiB'>65536</memory></domain>"
+
+
+def _live(state: str, reason: str, *, busy: bool = False) -> LiveDomain:
+    return LiveDomain(
+        config=domain_xml.parse(XML),
+        state=state,
+        reason=reason,
+        autostart=False,
+        fingerprint=(XML, state == "paused", False),
+        busy=busy,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "state.db")
+
+
+def _manage(store: SqliteStore, **spec: Any) -> None:
+    manifest = Manifest(
+        "Domain", "web", {"type": "kvm", "vcpus": 1, "memory": "64Mi", **spec}, "web.yaml", 0
+    )
+    store.apply(manifest, T0)
+
+
+def test_a_failed_revert_is_a_warning_event_and_a_false_condition(store: SqliteStore) -> None:
+    _manage(store)
+    reverts.record(store, KEY, failed=True, message="revert to s1 failed: QEMU said no", now=T0)
+    status = store.get_status(KEY)
+    assert status is not None
+    condition = status.condition("Reverted")
+    assert condition is not None
+    assert (condition.status, condition.reason) == ("False", "RevertFailed")
+    assert condition.message == "revert to s1 failed: QEMU said no"
+    [event] = [e for e in store.events(KEY) if e.reason == "RevertFailed"]
+    assert event.type == "Warning" and "QEMU said no" in event.message
+
+    later = T0 + timedelta(minutes=1)
+    reverts.record(store, KEY, failed=False, message="reverted to s2 by hand", now=later)
+    status = store.get_status(KEY)
+    assert status is not None and status.is_true("Reverted")
+
+
+def test_a_revert_that_never_failed_leaves_the_status_alone(store: SqliteStore) -> None:
+    _manage(store)
+    reverts.record(store, KEY, failed=False, message="reverted to s1 by hand", now=T0)
+    assert store.get_status(KEY) is None
+    assert [e.reason for e in store.events(KEY)] == ["Reverted"]
+
+
+def test_a_domain_no_manifest_manages_gets_the_event_only(store: SqliteStore) -> None:
+    reverts.record(store, KEY, failed=True, message="failed", now=T0)
+    assert store.get_status(KEY) is None
+    assert [e.reason for e in store.events(KEY)] == ["RevertFailed"]
+
+
+def test_the_reconciler_keeps_the_condition_written_since_it_read_the_status(
+    store: SqliteStore,
+) -> None:
+    _manage(store)
+    read_before = Status().with_condition("Ready", "True", "Running", "", T0)
+    reverts.record(store, KEY, failed=True, message="failed: QEMU", now=T0)
+    written = reverts.carried(store, KEY, read_before)
+    condition = written.condition("Reverted")
+    assert condition is not None and condition.reason == "RevertFailed"
+    assert condition.last_transition_time == T0
+    assert written.is_true("Ready")
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, "runStrategy Always: kvmrec starts it again from cold"),
+        ({"runStrategy": "RerunOnFailure"}, "runStrategy RerunOnFailure: kvmrec starts it"),
+        ({"runStrategy": "Manual"}, "runStrategy Manual: left as it is"),
+        ({"runStrategy": "Halted"}, "runStrategy Halted: left as it is"),
+    ],
+)
+def test_what_becomes_of_the_guest_follows_its_run_strategy(
+    store: SqliteStore, spec: dict[str, Any], expected: str
+) -> None:
+    _manage(store, **spec)
+    said = reverts.what_next(store.get(KEY), _live("shutoff", "failed"))
+    assert said.startswith("the guest is shutoff (failed); ") and expected in said
+
+
+def test_what_becomes_of_a_guest_without_a_manifest_or_still_running(
+    store: SqliteStore,
+) -> None:
+    assert "no manifest manages it" in reverts.what_next(None, _live("shutoff", "failed"))
+    assert reverts.what_next(None, _live("running", "booted")) == "the guest is running"
+    assert reverts.what_next(None, None) == "the domain is gone"
+
+
+@pytest.mark.parametrize(
+    ("live", "job"),
+    [
+        # libvirt 9.0 pauses a guest with SAVE for an internal snapshot
+        pytest.param(_live("paused", "save"), True, id="paused-save"),
+        pytest.param(_live("paused", "snapshot"), True, id="paused-snapshot"),
+        # a revert: QEMU starts paused and loads the snapshot
+        pytest.param(_live("paused", "starting-up"), True, id="paused-starting-up"),
+        pytest.param(_live("paused", "migration"), True, id="paused-migration"),
+        pytest.param(_live("paused", "user", busy=True), True, id="paused-user-busy"),
+        pytest.param(_live("running", "booted", busy=True), True, id="running-busy"),
+        # someone paused it: runStrategy Always resumes it
+        pytest.param(_live("paused", "user"), False, id="paused-user"),
+        pytest.param(_live("paused", "ioerror"), False, id="paused-ioerror"),
+        pytest.param(_live("running", "booted"), False, id="running"),
+    ],
+)
+def test_libvirts_own_jobs_are_waited_for(live: LiveDomain, job: bool) -> None:
+    plan = libvirt_jobs.Jobs(FakeClock()).plan(live.config.name, live)
+    if not job:
+        assert plan is None
+        return
+    assert plan is not None
+    assert plan.wait == libvirt_jobs.RETRY and plan.wait_reason == "LibvirtJob"
+    assert [s.action for s in plan.steps] == ["wait"] and live.reason in plan.steps[0].detail
+
+
+def test_a_pause_for_a_job_that_is_gone_is_an_ordinary_pause_after_a_while() -> None:
+    clock = FakeClock()
+    jobs = libvirt_jobs.Jobs(clock)
+    paused = _live("paused", "starting-up")
+    assert jobs.plan("web", paused) is not None
+    clock.advance(libvirt_jobs.STALE - 1)
+    assert jobs.plan("web", paused) is not None
+    clock.advance(1)
+    assert jobs.plan("web", paused) is None, "no job for STALE seconds: kvmrec's to resume"
+    # A job reported again starts the count afresh.
+    assert jobs.plan("web", _live("paused", "starting-up", busy=True)) is not None
+    assert jobs.plan("web", paused) is not None
+
+
+def test_a_failed_post_copy_migration_is_never_resumed() -> None:
+    clock = FakeClock()
+    jobs = libvirt_jobs.Jobs(clock)
+    assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
+    clock.advance(10 * libvirt_jobs.STALE)
+    assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
+
+
+def test_nothing_to_carry_when_no_revert_was_recorded(store: SqliteStore) -> None:
+    _manage(store)
+    status = replace(Status(), details={"state": "paused"})
+    assert reverts.carried(store, KEY, status) == status
