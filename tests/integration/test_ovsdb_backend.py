@@ -39,6 +39,7 @@ from kvmrec.backends.ovs.model import (
     BridgeChange,
     minimal_change,
 )
+from support import contracts
 
 pytestmark = pytest.mark.integration
 
@@ -330,6 +331,11 @@ def test_ports_of_others_are_derived(
     assert port.external_ids["vm-id"] == "6b3c0a5e-0000-4000-8000-000000000001"
     assert port.external_ids["attached-mac"] == "52:54:00:00:00:01"
     assert bridge.ports[name].derived
+
+
+def test_ovsdb_does_what_its_fake_does(ovsdb: Ovsdb, bridges: Callable[[str], str]) -> None:
+    """The checks FakeOvsBridges passes (tests/support/contracts.py), on the real server."""
+    contracts.check_bridges(ovsdb, bridges("ct"), DATAPATH)
 
 
 def test_a_port_on_another_bridge_is_an_error(ovsdb: Ovsdb, bridges: Callable[[str], str]) -> None:

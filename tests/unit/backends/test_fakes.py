@@ -1,0 +1,98 @@
+"""The in-memory fakes (tests/support/fakes.py) do what the real backends do where the
+reconcilers rely on it, and fail on demand as the real ones fail in an outage.
+
+Each fake is held to the checks of tests/support/contracts.py that the real backend passes
+on the real stack: libvirt's networks in tests/integration/test_networks.py (the test driver
+reads no inactive network XML), ovsdb-server in tests/integration/test_ovsdb_backend.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kvmrec.backends.errors import BackendError, NotFound, Unavailable
+from kvmrec.backends.ovs.model import BridgeChange
+from support import contracts, fakes
+
+
+def test_networks_behave_like_libvirts() -> None:
+    contracts.check_networks(fakes.FakeNetworks(), "kf-net", "kf-br", "10.9.0")
+
+
+def test_bridges_behave_like_ovsdbs() -> None:
+    contracts.check_bridges(fakes.FakeOvsBridges(), "ktfake", "netdev")
+
+
+def test_an_outage_makes_every_network_call_unavailable_until_it_ends() -> None:
+    nets = fakes.FakeNetworks()
+    nets.define_network("<network><name>n1</name></network>")
+    nets.unavailable = True
+    for call in (
+        lambda: nets.get_network("n1"),
+        lambda: nets.network_active("n1"),
+        lambda: nets.network_xml("n1"),
+        lambda: nets.define_network("<network><name>n2</name></network>"),
+        lambda: nets.start_network("n1"),
+        lambda: nets.stop_network("n1"),
+        lambda: nets.set_network_autostart("n1", True),
+        lambda: nets.undefine_network("n1"),
+    ):
+        with pytest.raises(Unavailable):
+            call()
+    nets.unavailable = False
+    assert nets.network_active("n1") is False
+    assert nets.calls == [("define_network", "n1")]  # nothing was done meanwhile
+
+
+def test_an_outage_of_ovsdb_leaves_the_kernels_side_answering() -> None:
+    ovs = fakes.FakeOvsBridges(kernel=True)
+    ovs.apply(BridgeChange("br0", create=True, datapath_type="netdev"))
+    ovs.unavailable = True
+    for call in (
+        lambda: ovs.get_bridge("br0"),
+        lambda: ovs.apply(BridgeChange("br0", fail_mode="secure")),
+        lambda: ovs.delete_bridge("br0"),
+    ):
+        with pytest.raises(Unavailable):
+            call()
+    # The promiscuous flag and the datapath are the kernel's: as on a real host, they do
+    # not go through ovsdb-server.
+    assert ovs.kernel_datapath() is True
+    assert ovs.promiscuous("br0") is True
+    ovs.set_promiscuous("br0", False)
+    assert ovs.promiscuous("br0") is False
+    ovs.unavailable = False
+    assert ovs.get_bridge("br0") is not None
+
+
+def test_one_operation_fails_once_on_demand() -> None:
+    nets = fakes.FakeNetworks()
+    nets.define_network("<network><name>n1</name></network>")
+    nets.fail("start_network", BackendError("start network n1: internal error"))
+    with pytest.raises(BackendError, match="internal error"):
+        nets.start_network("n1")
+    nets.start_network("n1")
+    assert nets.network_active("n1") is True
+
+
+def test_a_system_port_without_its_device_has_ovs_error() -> None:
+    ovs = fakes.FakeOvsBridges(devices=("eth1",))
+    ovs.apply(BridgeChange("br0", create=True, add_ports=(("eth1", "system"), ("eth9", ""))))
+    bridge = ovs.get_bridge("br0")
+    assert bridge is not None
+    assert bridge.ports["eth1"].error is None and (bridge.ports["eth1"].ofport or 0) > 0
+    assert bridge.ports["eth9"].ofport == -1
+    assert "No such device" in (bridge.ports["eth9"].error or "")
+
+
+def test_guest_ports_are_derived_and_cannot_be_added_elsewhere() -> None:
+    ovs = fakes.FakeOvsBridges()
+    ovs.apply(BridgeChange("br0", create=True))
+    ovs.apply(BridgeChange("br1", create=True))
+    ovs.plug_guest_port("br0", "vnet0", "guest-uuid")
+    bridge = ovs.get_bridge("br0")
+    assert bridge is not None and bridge.ports["vnet0"].derived
+    with pytest.raises(BackendError, match="already on bridge br0"):
+        ovs.apply(BridgeChange("br1", add_ports=(("vnet0", "system"),)))
+    with pytest.raises(NotFound):
+        ovs.apply(BridgeChange("br2", fail_mode="secure"))
