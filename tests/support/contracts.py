@@ -1,9 +1,10 @@
 """What a backend must do where the reconcilers rely on it, checked alike on the real one
 and on its fake (tests/support/fakes.py), so a fake cannot drift from what it stands for.
 
-``check_networks`` runs on qemu:///system (tests/integration/test_networks.py) and on
-``FakeNetworks`` (tests/unit/backends/test_fakes.py); ``check_bridges`` on the real ovsdb-server
-(tests/integration/test_ovsdb_backend.py) and on ``FakeOvsBridges``.
+Each runs on its fake in tests/unit/backends/test_fakes.py, and on the real backend:
+``check_snapshots`` on libvirt's test:///default there too, ``check_networks`` on
+qemu:///system (tests/integration/test_networks.py), ``check_bridges`` on the real
+ovsdb-server (tests/integration/test_ovsdb_backend.py).
 """
 
 from __future__ import annotations
@@ -104,6 +105,52 @@ def check_networks(nets: protocols.Networks, name: str, bridge: str, subnet: str
     nets.undefine_network(name)
     assert nets.get_network(name) is None
     assert nets.network_active(name) is None
+
+
+def check_snapshots(host: protocols.SnapshotHost, name: str) -> None:
+    """The snapshots of ``name``, a domain that is shut off: taken, read, refused where
+    libvirt refuses, reverted to, deleted."""
+    assert host.get_domain(f"{name}-none") is None
+    with pytest.raises(NotFound):
+        host.list_snapshots(f"{name}-none")
+    with pytest.raises(NotFound):
+        host.create_snapshot(f"{name}-none", "s1", "")
+    live = host.get_domain(name)
+    assert live is not None and not live.active
+    assert host.list_snapshots(name) == []
+    with pytest.raises(NotFound):
+        host.get_snapshot(name, "s1")
+
+    host.create_snapshot(name, "s1", "the first")
+    taken = host.get_snapshot(name, "s1")
+    assert (taken.name, taken.description, taken.state, taken.memory) == (
+        "s1",
+        "the first",
+        "shutoff",
+        False,
+    )
+    with pytest.raises(BackendError) as refused:
+        host.create_snapshot(name, "s1", "again")
+    assert not isinstance(refused.value, NotFound)
+    host.create_snapshot(name, "s2", "the second")
+    assert {s.name for s in host.list_snapshots(name)} == {"s1", "s2"}
+
+    with pytest.raises(BackendError) as refused:
+        host.freeze(name)  # nothing runs to freeze
+    assert not isinstance(refused.value, NotFound)
+
+    host.revert_snapshot(name, "s1", running=None)
+    live = host.get_domain(name)
+    assert live is not None and not live.active
+    with pytest.raises(NotFound):
+        host.revert_snapshot(name, "s9", running=None)
+
+    host.delete_snapshot(name, "s1")
+    with pytest.raises(NotFound):
+        host.get_snapshot(name, "s1")
+    with pytest.raises(NotFound):
+        host.delete_snapshot(name, "s1")
+    assert [s.name for s in host.list_snapshots(name)] == ["s2"]
 
 
 def check_bridges(ovs: protocols.OvsBridges, name: str, datapath: str) -> None:

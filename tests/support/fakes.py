@@ -1,7 +1,8 @@
 """In-memory fakes of the backends' Protocols (kvmrec/backends/protocols.py), for fast tests.
 
-``FakeNetworks`` is a libvirt host's networks and ``FakeOvsBridges`` an Open vSwitch; both
-behave like the real backend where the reconcilers rely on it (tests/support/contracts.py
+``FakeNetworks`` is a libvirt host's networks, ``FakeSnapshots`` its domains' snapshots and
+``FakeOvsBridges`` an Open vSwitch; each behaves like the real backend where the reconcilers
+rely on it (tests/support/contracts.py
 holds both to the same checks): the definition or the row kept as written, so the
 ownership stamp reads back; ``NotFound`` for what is not there; ``BackendError`` where
 libvirt or OVSDB refuses. Beyond the real ones, a test can make every call raise
@@ -14,12 +15,15 @@ from __future__ import annotations
 import itertools
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
-from kvmrec.backends import network_xml
+from kvmrec.backends import domain_xml, network_xml
 from kvmrec.backends.errors import BackendError, NotFound, Unavailable
-from kvmrec.backends.libvirt.live import LiveNetwork
+from kvmrec.backends.libvirt.live import LiveDomain, LiveNetwork
 from kvmrec.backends.ovs.model import UNCHANGED, Bridge, BridgeChange, Port, minimal_change
+from kvmrec.backends.snapshot_state import SnapshotInfo
 
 
 class _Fake:
@@ -197,6 +201,102 @@ def _updated_hosts(name: str, xml: str, host: ET.Element, add: bool) -> str:
             )
         dhcp.remove(exact[0])
     return ET.tostring(root, encoding="unicode")
+
+
+# -- libvirt snapshots -----------------------------------------------------------------------
+
+
+@dataclass
+class _Domain:
+    running: bool = False
+    agent: bool = False  # qemu-ga answers in the guest
+    frozen: bool = False
+    snapshots: dict[str, SnapshotInfo] = field(default_factory=dict)
+
+
+class FakeSnapshots(_Fake):
+    """Domains with their internal snapshots (``protocols.SnapshotHost``).
+
+    ``add_domain`` makes a domain (running or not, with an agent that answers or not);
+    ``now`` stamps each new snapshot (libvirt's creation time, in whole seconds).
+    """
+
+    what = "libvirt"
+
+    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        super().__init__()
+        self.domains: dict[str, _Domain] = {}
+        self._now = now
+
+    def add_domain(self, name: str, *, running: bool = False, agent: bool = False) -> None:
+        self.domains[name] = _Domain(running=running, agent=agent)
+
+    def _domain(self, name: str, operation: str) -> _Domain:
+        self._enter(operation)
+        domain = self.domains.get(name)
+        if domain is None:
+            raise NotFound(f"{operation}: Domain not found: no domain with matching name '{name}'")
+        return domain
+
+    def get_domain(self, name: str) -> LiveDomain | None:
+        self._enter("get_domain")
+        domain = self.domains.get(name)
+        if domain is None:
+            return None
+        xml = f"<domain type='kvm'><name>{name}</name><memory unit='KiB'>65536</memory></domain>"
+        state = "running" if domain.running else "shutoff"
+        reason = "booted" if domain.running else "destroyed"
+        return LiveDomain(domain_xml.parse(xml), state, reason, False, (xml, False, False))
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        snapshots = self._domain(name, "list_snapshots").snapshots.values()
+        return sorted(snapshots, key=lambda s: s.time, reverse=True)
+
+    def get_snapshot(self, name: str, snapshot: str) -> SnapshotInfo:
+        found = self._domain(name, "get_snapshot").snapshots.get(snapshot)
+        if found is None:
+            raise NotFound(f"get_snapshot: Domain snapshot not found: no snapshot '{snapshot}'")
+        return found
+
+    def create_snapshot(self, name: str, snapshot: str, description: str) -> None:
+        domain = self._domain(name, "create_snapshot")
+        if snapshot in domain.snapshots:
+            raise BackendError(f"snapshot {name}: domain snapshot '{snapshot}' already exists")
+        state = "running" if domain.running else "shutoff"
+        when = self._now().replace(microsecond=0)
+        domain.snapshots[snapshot] = SnapshotInfo(
+            snapshot, when, description, state, memory=domain.running
+        )
+        self._changed("create_snapshot", name, snapshot)
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self.get_snapshot(name, snapshot)
+        del self.domains[name].snapshots[snapshot]
+        self._changed("delete_snapshot", name, snapshot)
+
+    def revert_snapshot(self, name: str, snapshot: str, *, running: bool | None) -> None:
+        taken = self.get_snapshot(name, snapshot)
+        domain = self.domains[name]
+        domain.running = taken.state == "running" if running is None else running
+        domain.frozen = False
+        self._changed("revert_snapshot", name, snapshot)
+
+    def freeze(self, name: str) -> int:
+        domain = self._domain(name, "freeze")
+        if not domain.running:
+            raise BackendError(f"freeze file systems of {name}: domain is not running")
+        if not domain.agent:
+            raise BackendError(f"freeze file systems of {name}: Guest agent is not responding")
+        domain.frozen = True
+        self._changed("freeze", name)
+        return 1
+
+    def thaw(self, name: str) -> None:
+        domain = self._domain(name, "thaw")
+        if not domain.running:
+            raise BackendError(f"thaw file systems of {name}: domain is not running")
+        domain.frozen = False
+        self._changed("thaw", name)
 
 
 # -- Open vSwitch ----------------------------------------------------------------------------

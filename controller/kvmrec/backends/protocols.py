@@ -1,4 +1,4 @@
-"""What the reconcilers, the service and the CLI need of each backend, one Protocol a concern.
+"""What the reconcilers, planning and the CLI need of each backend, one Protocol a concern.
 
 The implementations are libvirt/ (``Hypervisor`` is all of the libvirt ones on one
 connection; ``GuestAgent`` the guest agent) and ovs/ (``Ovsdb``); the tests have in-memory
@@ -6,7 +6,7 @@ fakes of some (tests/support/fakes.py). Every implementation raises the errors o
 backends/errors.py: ``NotFound`` for an object that is not there where one must be,
 ``Unavailable`` while the daemon cannot be reached, ``BackendError`` for any other failure.
 
-Nothing here loads libvirt or OVSDB code: importing a Protocol is free.
+Nothing here loads libvirt or OVSDB code (an import-linter contract in pyproject.toml holds it).
 """
 
 from __future__ import annotations
@@ -21,21 +21,6 @@ from kvmrec.backends.ovs.model import Bridge, BridgeChange
 from kvmrec.backends.snapshot_state import SnapshotInfo
 
 # -- libvirt -------------------------------------------------------------------------------
-
-
-class LibvirtConnection(Protocol):
-    """The connection to libvirtd, as the service and the commands open and close it."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def open(self) -> None:
-        """Connect now; ``Unavailable`` if libvirtd does not answer."""
-
-    def close(self) -> None: ...
-
-    def start_reconnecting(self) -> None:
-        """Keep trying to connect in the background."""
 
 
 class DomainCalls(Protocol):
@@ -177,20 +162,6 @@ class LibvirtHost(DomainHost, SnapshotHost, Networks, Protocol):
 
 
 # -- Open vSwitch --------------------------------------------------------------------------
-
-
-class OvsdbConnection(Protocol):
-    """The connection to ovsdb-server, as the service and the commands open and close it."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def open(self) -> None:
-        """Connect and load the replica; ``Unavailable`` if ovsdb-server does not answer."""
-
-    def close(self) -> None: ...
-
-    def start_reconnecting(self) -> None: ...
 
 
 class OvsBridges(Protocol):

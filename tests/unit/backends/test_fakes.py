@@ -1,18 +1,70 @@
 """The in-memory fakes (tests/support/fakes.py) do what the real backends do where the
 reconcilers rely on it, and fail on demand as the real ones fail in an outage.
 
-Each fake is held to the checks of tests/support/contracts.py that the real backend passes
-on the real stack: libvirt's networks in tests/integration/test_networks.py (the test driver
-reads no inactive network XML), ovsdb-server in tests/integration/test_ovsdb_backend.py.
+Each fake is held to the checks of tests/support/contracts.py that the real backend passes:
+snapshots here, side by side with libvirt's test:///default; networks on qemu:///system in
+tests/integration/test_networks.py (the test driver reads no inactive network XML); bridges
+on the real ovsdb-server in tests/integration/test_ovsdb_backend.py.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
+import libvirt
 import pytest
 
+from kvmrec.backends import protocols
 from kvmrec.backends.errors import BackendError, NotFound, Unavailable
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.backends.ovs.model import BridgeChange
 from support import contracts, fakes
+
+
+@pytest.fixture(params=["fake", "test:///default"])
+def snapshots(request: pytest.FixtureRequest) -> Iterator[tuple[protocols.SnapshotHost, str]]:
+    name = f"kf-{uuid.uuid4().hex[:6]}"
+    if request.param == "fake":
+        fake = fakes.FakeSnapshots()
+        fake.add_domain(name)
+        yield fake, name
+        return
+    conn = libvirt.open(request.param)
+    conn.defineXML(
+        f"<domain type='test'><name>{name}</name><memory>65536</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    hv = Hypervisor(request.param)
+    hv.open()
+    try:
+        yield hv, name
+    finally:
+        hv.close()
+        conn.lookupByName(name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        conn.close()
+
+
+def test_snapshots_behave_like_libvirts(snapshots: tuple[protocols.SnapshotHost, str]) -> None:
+    contracts.check_snapshots(*snapshots)
+
+
+def test_a_quiesced_snapshot_needs_a_running_guest_with_an_agent() -> None:
+    fake = fakes.FakeSnapshots()
+    fake.add_domain("quiet", running=True)
+    fake.add_domain("talks", running=True, agent=True)
+    with pytest.raises(BackendError, match="not responding"):
+        fake.freeze("quiet")
+    assert fake.freeze("talks") == 1
+    fake.create_snapshot("talks", "s1", "")
+    fake.thaw("talks")
+    taken = fake.get_snapshot("talks", "s1")
+    assert taken.memory and taken.state == "running"
+    assert fake.calls == [
+        ("freeze", "talks"),
+        ("create_snapshot", "talks", "s1"),
+        ("thaw", "talks"),
+    ]
 
 
 def test_networks_behave_like_libvirts() -> None:

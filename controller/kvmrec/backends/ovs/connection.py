@@ -219,7 +219,7 @@ class Connection:
         with self._cond:
             if event != "delete":
                 self._cur_cfg = int(row.cur_cfg)
-                self._cond.notify_all()  # apply() may be waiting for ovs-vswitchd
+                self._cond.notify_all()  # wait_for_vswitchd may be waiting for it
             if replica.state != replica.IDL_S_MONITORING:
                 return  # the reconnect itself re-checks the marker
             seen = None if event == "delete" else row.external_ids.get(MARKER_KEY)
