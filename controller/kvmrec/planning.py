@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.api.selectors import Selector
-from kvmrec.backends import host
+from kvmrec.backends import host, protocols
 from kvmrec.backends.errors import Unavailable
-from kvmrec.backends.hypervisor import Hypervisor
-from kvmrec.backends.ovsdb import Ovsdb
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
+from kvmrec.backends.ovs.client import Ovsdb
 from kvmrec.engine.clock import SystemClock
 from kvmrec.reconcilers.dependencies import Dependencies
 from kvmrec.reconcilers.domain import DomainReconciler
@@ -111,8 +111,8 @@ def plan(
 def _plan(
     settings: Settings,
     store: Store,
-    hypervisor: Hypervisor,
-    ovsdb: Ovsdb,
+    hypervisor: protocols.LibvirtHost,
+    ovsdb: protocols.OvsBridges,
     only: ObjectKey | None,
     progress: Callable[[int, int], None] | None,
     candidate: candidates.Candidate | None,

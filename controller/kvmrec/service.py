@@ -26,9 +26,10 @@ from datetime import timedelta
 from kvmrec import logs
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
-from kvmrec.backends.guest_agent import GuestAgent
-from kvmrec.backends.hypervisor import Hypervisor, Unavailable
-from kvmrec.backends.ovsdb import Ovsdb
+from kvmrec.backends.errors import Unavailable
+from kvmrec.backends.libvirt.guest_agent import GuestAgent
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
+from kvmrec.backends.ovs.client import Ovsdb
 from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues

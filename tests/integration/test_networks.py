@@ -3,6 +3,7 @@ between domains and networks in both directions, and an Open vSwitch-backed netw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import xml.etree.ElementTree as ET
@@ -12,6 +13,9 @@ from typing import Any
 import libvirt
 import pytest
 from realstack import Controller, ovs_ports, state_of, wait_for
+
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
+from support import contracts
 
 pytestmark = pytest.mark.integration
 
@@ -283,3 +287,20 @@ def test_an_ovs_backed_network_puts_the_guest_port_on_the_bridge(
         .strip('"')
     )
     assert vm_id == conn.lookupByName(dom).UUIDString()
+
+
+def test_libvirt_networks_do_what_their_fake_does(prefix: str, stack: dict[str, str]) -> None:
+    """The checks FakeNetworks passes (tests/support/contracts.py), on the real libvirt."""
+    name = f"{prefix}-ct"
+    hv = Hypervisor(stack["LIBVIRT_DEFAULT_URI"])
+    hv.open()
+    try:
+        contracts.check_networks(hv, name, f"{prefix}-cb", f"10.253.{int(prefix[-2:], 16)}")
+    finally:
+        hv.close()
+        cleanup = libvirt.open(stack["LIBVIRT_DEFAULT_URI"])
+        with contextlib.suppress(libvirt.libvirtError):
+            cleanup.networkLookupByName(name).destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            cleanup.networkLookupByName(name).undefine()
+        cleanup.close()

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from kvmrec import config
+from kvmrec.backends import protocols
 from kvmrec.backends.errors import BackendError
-from kvmrec.backends.guest_agent import GuestAgent
-from kvmrec.backends.hypervisor import Hypervisor, LiveDomain
+from kvmrec.backends.libvirt.guest_agent import GuestAgent
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.cli import by_hand, where
 
 
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         hv.close()
 
 
-def _info(args: argparse.Namespace, live: LiveDomain, agent: GuestAgent) -> int:
+def _info(args: argparse.Namespace, live: LiveDomain, agent: protocols.GuestAgent) -> int:
     if live.state != "running":
         print(f"kvmrec guest info: {args.domain} is {live.state}", file=sys.stderr)
         return 1
@@ -126,7 +128,7 @@ def _read_password(path: Path | None) -> str:
     return password
 
 
-def _set_password(args: argparse.Namespace, agent: GuestAgent, state: Path) -> int:
+def _set_password(args: argparse.Namespace, agent: protocols.GuestAgent, state: Path) -> int:
     password = _read_password(args.password_file)
     agent.set_password(args.domain, args.user, password)
     store = by_hand.open_store(state)

@@ -20,7 +20,8 @@ import yaml
 from kvmrec import config
 from kvmrec.api import schema
 from kvmrec.backends import domain_xml
-from kvmrec.backends.hypervisor import BackendError, Hypervisor
+from kvmrec.backends.errors import BackendError
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.cli import where
 from kvmrec.reconcilers.adoption import manifest_for
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from kvmrec import config, logs
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.backends.hypervisor import Unavailable
+from kvmrec.backends.errors import Unavailable
 from kvmrec.cli import safety, selecting, where
 from kvmrec.cli.progress import Progress
 from kvmrec.planning import PlanReport, plan

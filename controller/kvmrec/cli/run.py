@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from kvmrec import config, logs
-from kvmrec.backends.hypervisor import Unavailable
+from kvmrec.backends.errors import Unavailable
 from kvmrec.cli import report, safety, where
 from kvmrec.cli.progress import Progress
 from kvmrec.daemon import Daemon

@@ -23,9 +23,10 @@ from kvmrec import config
 from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec
+from kvmrec.backends import protocols
 from kvmrec.backends.errors import BackendError, Unavailable
-from kvmrec.backends.guest_agent import GuestAgent
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.guest_agent import GuestAgent
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.backends.snapshot_state import qemu_reason
 from kvmrec.cli import by_hand, where
 from kvmrec.engine.clock import SystemClock
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             store.close()
 
 
-def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _list(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
     records = {r.name: r for r in store.snapshots(domain=args.domain)} if store else {}
     snapshots = hv.list_snapshots(args.domain)
     if args.output == "json":
@@ -159,7 +160,7 @@ def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -
     return 0
 
 
-def _create(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _create(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
     live = hv.get_domain(args.domain)
     quiesced = take(
         hv,
@@ -193,7 +194,7 @@ def _create(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
     return 0
 
 
-def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _revert(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
     live = hv.get_domain(args.domain)
     problem = hv.get_snapshot(args.domain, args.name).restore_problem
     if problem and not args.force:
@@ -253,7 +254,7 @@ def _manifest_syncs_clock(store: SqliteStore | None, domain: str) -> bool:
     return bool(obj is not None and obj.spec.get("syncClock"))
 
 
-def _delete(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _delete(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
     hv.delete_snapshot(args.domain, args.name)
     if store is not None:
         store.forget_snapshot(args.domain, args.name)

@@ -20,7 +20,7 @@ from typing import Any
 from kvmrec.api import quantities
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy
 from kvmrec.backends.domain_xml import Owner
-from kvmrec.backends.hypervisor import LiveDomain
+from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.reconcilers.plans import Step
 
 

@@ -69,16 +69,11 @@ from kvmrec.api.kinds import (
     RestartPolicy,
     RunStrategy,
 )
-from kvmrec.backends import domain_xml, images
+from kvmrec.backends import domain_xml, images, protocols
 from kvmrec.backends.domain_xml import DomainConfig, Owner
-from kvmrec.backends.guest_agent import GuestAgent
-from kvmrec.backends.hypervisor import (
-    BackendError,
-    Fingerprint,
-    Hypervisor,
-    LiveDomain,
-    Unavailable,
-)
+from kvmrec.backends.errors import BackendError, Unavailable
+from kvmrec.backends.libvirt.guest_agent import GuestAgent
+from kvmrec.backends.libvirt.live import Fingerprint, LiveDomain
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import adoption, crash_loop, libvirt_jobs, recording, reverts, stopping
@@ -233,13 +228,13 @@ class DomainReconciler:
     def __init__(
         self,
         store: Store,
-        hypervisor: Hypervisor,
+        hypervisor: protocols.DomainHost,
         clock: Clock,
         dependencies: Dependencies | None = None,
         *,
         disk_roots: Iterable[str | Path] | None = None,
         allow_device_disks: bool = False,
-        guest: GuestAgent | None = None,
+        guest: protocols.GuestAgent | None = None,
         stop_grace: float = 60.0,
     ) -> None:
         """``disk_roots``: where disk images may be (see reconcilers/disk_paths.py); None

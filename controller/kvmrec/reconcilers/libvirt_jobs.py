@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 
-from kvmrec.backends.hypervisor import LiveDomain
+from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.engine.clock import Clock
 from kvmrec.reconcilers.plans import Plan, Step
 

@@ -22,9 +22,9 @@ from dataclasses import replace
 from typing import Any
 
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy, NetworkSpec, ObjectKey
-from kvmrec.backends import domain_xml, network_xml
+from kvmrec.backends import domain_xml, network_xml, protocols
 from kvmrec.backends.errors import BackendError
-from kvmrec.backends.hypervisor import Hypervisor, LiveNetwork
+from kvmrec.backends.libvirt.live import LiveNetwork
 from kvmrec.backends.network_xml import NetworkConfig
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
@@ -81,7 +81,7 @@ class NetworkReconciler:
     kind = KIND
 
     def __init__(
-        self, store: Store, hypervisor: Hypervisor, clock: Clock, dependencies: Dependencies
+        self, store: Store, hypervisor: protocols.Networks, clock: Clock, dependencies: Dependencies
     ) -> None:
         self._store = store
         self._hv = hypervisor

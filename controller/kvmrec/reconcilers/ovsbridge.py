@@ -23,15 +23,15 @@ from dataclasses import replace
 from typing import Any
 
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy, ObjectKey, OvsBridgeSpec
+from kvmrec.backends import protocols
 from kvmrec.backends.errors import BackendError
-from kvmrec.backends.ovsdb import (
+from kvmrec.backends.ovs.model import (
     DIGEST_KEY,
     GENERATION_KEY,
     OWNER_KEY,
     UNCHANGED,
     Bridge,
     BridgeChange,
-    Ovsdb,
 )
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import PermanentError, Result
@@ -66,7 +66,7 @@ class OvsBridgeReconciler:
     kind = KIND
 
     def __init__(
-        self, store: Store, ovsdb: Ovsdb, clock: Clock, dependencies: Dependencies
+        self, store: Store, ovsdb: protocols.OvsBridges, clock: Clock, dependencies: Dependencies
     ) -> None:
         self._store = store
         self._ovs = ovsdb

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from kvmrec.api.kinds import DomainSpec, ObjectKey, RunStrategy
-from kvmrec.backends.hypervisor import LiveDomain
+from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status, StoredObject
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec, SnapshotSpec
+from kvmrec.backends import protocols
 from kvmrec.backends.errors import BackendError, Unavailable
-from kvmrec.backends.hypervisor import Hypervisor
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.workers import Result
 from kvmrec.reconcilers import recording
@@ -58,7 +58,13 @@ def is_policy_snapshot(policy: str, name: str) -> bool:
 
 
 def take(
-    hv: Hypervisor, domain: str, name: str, description: str, *, quiesce: str, memory: bool
+    hv: protocols.SnapshotHost,
+    domain: str,
+    name: str,
+    description: str,
+    *,
+    quiesce: str,
+    memory: bool,
 ) -> bool:
     """Take one snapshot; returns whether the guest's file systems were frozen for it."""
     live = hv.get_domain(domain)
@@ -98,7 +104,7 @@ def take(
 class SnapshotReconciler:
     kind = "Snapshot"
 
-    def __init__(self, store: Store, hypervisor: Hypervisor, clock: Clock) -> None:
+    def __init__(self, store: Store, hypervisor: protocols.SnapshotHost, clock: Clock) -> None:
         self._store = store
         self._hv = hypervisor
         self._clock = clock
@@ -233,7 +239,7 @@ def _since(status: Status | None, domain: str, now: datetime) -> datetime:
 class SnapshotPolicyReconciler:
     kind = "SnapshotPolicy"
 
-    def __init__(self, store: Store, hypervisor: Hypervisor, clock: Clock) -> None:
+    def __init__(self, store: Store, hypervisor: protocols.SnapshotHost, clock: Clock) -> None:
         self._store = store
         self._hv = hypervisor
         self._clock = clock

@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from kvmrec.api.kinds import DomainSpec
+from kvmrec.backends import protocols
 from kvmrec.backends.errors import BackendError, Unavailable
-from kvmrec.backends.guest_agent import GuestAgent
-from kvmrec.backends.hypervisor import Hypervisor, LiveDomain
+from kvmrec.backends.libvirt.live import LiveDomain
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,9 @@ METHODS = {
 class Stopper:
     """Moves the stops of running guests on."""
 
-    def __init__(self, hypervisor: Hypervisor, guest: GuestAgent, default_grace: float) -> None:
+    def __init__(
+        self, hypervisor: protocols.Domains, guest: protocols.GuestAgent, default_grace: float
+    ) -> None:
         self._hv = hypervisor
         self._guest = guest
         self._default_grace = default_grace

@@ -13,9 +13,10 @@ from typing import Any, cast
 import libvirt
 import pytest
 
-from kvmrec.backends import libvirt_names
-from kvmrec.backends.guest_agent import AgentUnavailable, GuestAgent
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends import protocols
+from kvmrec.backends.libvirt import live
+from kvmrec.backends.libvirt import names as libvirt_names
+from kvmrec.backends.libvirt.guest_agent import AgentUnavailable, GuestAgent
 
 # Newer than libvirt 9.0, or as if they were: an older binding may lack any of them.
 AGENT_CONSTANTS = (
@@ -52,7 +53,7 @@ class _Hypervisor:
 
 def _agent(code: int) -> GuestAgent:
     fake = _Hypervisor(_error(code, "Guest agent is not responding: not connected"))
-    return GuestAgent(cast(Hypervisor, fake))
+    return GuestAgent(cast(protocols.DomainCalls, fake))
 
 
 UNRESPONSIVE = 86  # VIR_ERR_AGENT_UNRESPONSIVE in every libvirt since 0.10
@@ -125,5 +126,5 @@ def test_one_code_means_different_reasons_in_different_states() -> None:
 
 
 def test_libvirts_own_pauses_are_not_a_users() -> None:
-    assert {"snapshot", "save", "dump", "migration", "starting-up"} <= libvirt_names.JOB_PAUSES
-    assert not {"user", "ioerror", "watchdog", "from-snapshot"} & libvirt_names.JOB_PAUSES
+    assert {"snapshot", "save", "dump", "migration", "starting-up"} <= live.JOB_PAUSES
+    assert not {"user", "ioerror", "watchdog", "from-snapshot"} & live.JOB_PAUSES

@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 
 from kvmrec.backends.errors import BackendError, NotFound
-from kvmrec.backends.ovsdb import (
+from kvmrec.backends.ovs.client import Ovsdb
+from kvmrec.backends.ovs.model import (
     DIGEST_KEY,
     OWNER_KEY,
     UNCHANGED,
     Bridge,
     BridgeChange,
-    Ovsdb,
     Port,
     bridge_from_row,
     minimal_change,
-    parse_link_messages,
 )
+from kvmrec.backends.ovs.netlink import parse_link_messages
 
 
 def port(name: str, kind: str = "", **ids: str) -> Port:

@@ -10,7 +10,7 @@ import libvirt
 import pytest
 
 from kvmrec.backends import snapshot_state
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 
 
 def _snapshot_xml(vcpus: str, memory: str = "internal", state: str = "running") -> str:

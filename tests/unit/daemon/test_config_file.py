@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kvmrec import config
-from kvmrec.backends.hypervisor import Unavailable
+from kvmrec.backends.errors import Unavailable
 from kvmrec.cli import plan as plan_command
 from kvmrec.cli import run as run_command
 from kvmrec.cli.main import build_parser, main

@@ -16,7 +16,7 @@ import yaml
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.api.manifests import parse_file
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError
 from kvmrec.reconcilers.disk_paths import DiskPolicy

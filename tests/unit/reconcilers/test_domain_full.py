@@ -44,7 +44,7 @@ from kvmrec.api.kinds import ADOPT_ANNOTATION, DomainSpec, ObjectKey, derived_ma
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml, images
 from kvmrec.backends.domain_xml import DomainConfig, Owner
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers.domain import DomainReconciler, diff_config

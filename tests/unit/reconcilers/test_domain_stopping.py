@@ -17,8 +17,8 @@ import pytest
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends.errors import BackendError
-from kvmrec.backends.guest_agent import GuestInfo
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.live import GuestInfo
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.store.sqlite import SqliteStore

@@ -24,7 +24,7 @@ from kvmrec.api import quantities
 from kvmrec.api.kinds import ADOPT_ANNOTATION, Disk, DomainSpec, Manifest, ObjectKey
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import DomainConfig, Owner
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers.domain import DomainReconciler, diff_config

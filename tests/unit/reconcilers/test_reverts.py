@@ -12,7 +12,7 @@ import pytest
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends import domain_xml
-from kvmrec.backends.hypervisor import LiveDomain
+from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers import libvirt_jobs, reverts
 from kvmrec.store.records import Status

@@ -30,7 +30,7 @@ import yaml
 from kvmrec.api import manifests
 from kvmrec.api.kinds import Manifest, ObjectKey, SnapshotPolicySpec
 from kvmrec.backends.errors import BackendError
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import Result
 from kvmrec.reconcilers.snapshots import (

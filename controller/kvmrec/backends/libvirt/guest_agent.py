@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
 import libvirt_qemu
 
-from kvmrec.backends import libvirt_names
 from kvmrec.backends.errors import BackendError
-from kvmrec.backends.hypervisor import Hypervisor
+from kvmrec.backends.libvirt import names
+from kvmrec.backends.libvirt.live import GuestAddress, GuestInfo
+from kvmrec.backends.protocols import DomainCalls
 
 # A guest agent command that takes longer than this has hung the guest's side.
 COMMAND_TIMEOUT = 10
@@ -39,7 +39,7 @@ _FAMILIES = {
 
 
 # How libvirt says the agent does not answer (COMMAND_TIMEOUT is libvirt 10's: looked up,
-# not named, see backends/libvirt_names.py).
+# not named, see libvirt/names.py).
 _SILENT_AGENT = (
     "VIR_ERR_AGENT_UNRESPONSIVE",
     "VIR_ERR_AGENT_COMMAND_TIMEOUT",
@@ -49,48 +49,6 @@ _SILENT_AGENT = (
 
 class AgentUnavailable(BackendError):
     """The guest agent is not connected or does not answer."""
-
-
-@dataclass(frozen=True)
-class GuestAddress:
-    interface: str
-    mac: str
-    address: str
-    prefix: int
-    family: str  # ipv4 | ipv6
-    source: str  # agent | lease
-
-
-@dataclass(frozen=True)
-class GuestInfo:
-    """What the guest says about itself (or, without an agent, what the host knows)."""
-
-    agent: bool  # the agent answered
-    hostname: str | None = None
-    os: str | None = None  # the OS's pretty name
-    os_id: str | None = None
-    kernel: str | None = None
-    addresses: tuple[GuestAddress, ...] = field(default_factory=tuple)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "hostname": self.hostname,
-            "os": self.os,
-            "osId": self.os_id,
-            "kernel": self.kernel,
-            "addresses": [
-                {
-                    "interface": a.interface,
-                    "mac": a.mac,
-                    "address": a.address,
-                    "prefix": a.prefix,
-                    "family": a.family,
-                    "source": a.source,
-                }
-                for a in self.addresses
-            ],
-        }
 
 
 def _addresses(found: dict[str, Any], source: str) -> list[GuestAddress]:
@@ -116,9 +74,9 @@ def _set_time_now(dom: Any) -> None:
 
 
 class GuestAgent:
-    """Guest-side operations on the domains of one ``Hypervisor``."""
+    """Guest-side operations on the domains of one libvirt connection."""
 
-    def __init__(self, hypervisor: Hypervisor) -> None:
+    def __init__(self, hypervisor: DomainCalls) -> None:
         self._hv = hypervisor
 
     def _agent(self, name: str, what: str, call: Callable[[Any], Any]) -> Any:
@@ -127,7 +85,7 @@ class GuestAgent:
             try:
                 return call(dom)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in libvirt_names.codes(*_SILENT_AGENT):
+                if exc.get_error_code() in names.codes(*_SILENT_AGENT):
                     raise AgentUnavailable(
                         f"{what} ({name}): the guest agent does not answer: "
                         f"{exc.get_error_message()}"

@@ -100,22 +100,3 @@ def reason_word(state: int, reason: int) -> str:
     """The word for ``reason`` of a domain in ``state`` (``booted``, ``destroyed``, ...);
     for a code this binding does not name, ``reason N``."""
     return _WORDS.get((state, reason), f"reason {reason}")
-
-
-# Pauses libvirt makes for a job of its own and ends itself: taking a snapshot (libvirt 9.0
-# pauses an internal snapshot's guest with SAVE), saving, dumping, migrating, starting a
-# guest (a revert starts QEMU paused and loads the snapshot), shutting down. A post-copy
-# migration that failed leaves the guest paused for the operator to recover; resuming it
-# there could run it twice.
-JOB_PAUSES = frozenset(
-    {
-        "migration",
-        "save",
-        "dump",
-        "snapshot",
-        "starting-up",
-        "shutting-down",
-        "postcopy",
-        "postcopy-failed",
-    }
-)
