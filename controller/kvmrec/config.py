@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import functools
 import math
 import os
@@ -50,11 +49,12 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
-
-import yaml
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kvmrec.settings import Settings
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "CONFIG_VARIABLE",
@@ -232,6 +232,8 @@ def _check_range(key: str, value: Any) -> None:
 
 
 def _unknown(key: str) -> str:
+    import difflib  # only for a misspelt key
+
     known = sorted(known_keys())
     guess = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.8)
     hint = f"did you mean {guess[0]!r}?" if guess else "known keys: " + ", ".join(known)
@@ -276,6 +278,8 @@ def load(path: Path | None = None, *, default: Path | None = None) -> FileConfig
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"{target}: cannot read the configuration file: {why}") from None
+    import yaml  # only when there is a file: most commands by hand run without one
+
     loader = yaml.SafeLoader(text)
     try:
         try:
