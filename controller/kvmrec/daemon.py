@@ -19,7 +19,9 @@ SIGHUP (``reload``)    ``RELOADING=1``; the configuration file is read again: th
                        while :meth:`Service.problems` finds none: every worker thread alive and
                        no reconcile stuck. A controller that cannot make progress goes quiet
                        and systemd restarts it; one that is merely busy keeps petting.
-SIGTERM, SIGINT        ``STOPPING=1``, in-flight reconciles drain (8 s budget), exit 0.
+SIGTERM, SIGINT        ``STOPPING=1``, in-flight reconciles drain (8 s budget), exit 0. From
+                       the first line of ``run`` on (kvmrec/early_stop.py): one that comes
+                       during start-up ends it cleanly, exit 0.
 =====================  ==========================================================================
 
 Signals are read from a socket by the main loop rather than handled in their handlers: a
@@ -46,7 +48,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from kvmrec import systemd
+from kvmrec import early_stop, systemd
 from kvmrec.config import Config, ConfigError
 from kvmrec.service import Service
 
@@ -76,6 +78,11 @@ class Daemon:
         interval = systemd.watchdog_interval()
         watchdog = _Watchdog(interval, self.service.problems) if interval else None
         with _Signals() as signals:
+            stop = early_stop.requested()  # noted before these handlers were in place
+            if stop is not None:
+                early_stop.log_stop(stop)
+                self.service.stop()
+                return 0
             if watchdog is not None:
                 watchdog.start()  # before start(), which may take longer than the interval
             try:

@@ -13,7 +13,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from kvmrec import __version__, config, logs
+# Nothing heavier than argparse before main() has guarded `run` against an early SIGTERM
+# (kvmrec/early_stop.py): the configuration and logging modules are imported in main().
+from kvmrec import __version__, early_stop
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -63,6 +65,8 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of ``command`` alone when it is one."""
+    from kvmrec import config
+
     parser = argparse.ArgumentParser(
         prog="kvmrec",
         description="Declarative, self-healing reconciling controller for KVM hosts.",
@@ -101,7 +105,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(_command_in(argv))
+    command = _command_in(argv)
+    if command in _SERVICES:
+        early_stop.guard()  # until the daemon's own signal handling (kvmrec/daemon.py)
+    try:
+        return _dispatch(command, argv)
+    finally:
+        early_stop.release()
+
+
+def _dispatch(command: str | None, argv: Sequence[str]) -> int:
+    from kvmrec import config, logs
+
+    parser = build_parser(command)
     # What the imports built lives as long as the process: the collections a command that
     # reads thousands of records triggers need not walk it again (a tenth of `status`).
     gc.freeze()
