@@ -38,6 +38,7 @@ _COMMANDS = {
     "history": "history",
     "guest": "guest",
     "prune": "prune",
+    "reload": "reload",
 }
 
 # Global options that take a value: what follows them is not the command.
