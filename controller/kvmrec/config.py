@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from kvmrec import ownership
 from kvmrec.settings import Settings
 
 if TYPE_CHECKING:
@@ -243,18 +244,13 @@ def _unknown(key: str) -> str:
 def _untrusted(st: os.stat_result) -> str | None:
     """Why a configuration file with this owner and mode cannot be trusted, or None.
 
-    The file sets where disk images may be and which manifests are trusted; like the
-    manifests themselves (sources/trust.py), it must be root's or kvmrec's own user's and
-    writable by nobody else. Judged on the descriptor it is read through."""
+    The file sets where disk images may be and which manifests are trusted, so it is held
+    to the manifests' own rule (kvmrec/ownership.py). Judged on the descriptor it is read
+    through."""
     if not stat.S_ISREG(st.st_mode):
         # `--config /dev/null`: no configuration at all, as with other tools.
         return None if os.path.samestat(st, os.stat(os.devnull)) else "not a regular file"
-    if st.st_uid not in (0, os.geteuid()):
-        return f"owned by uid {st.st_uid}, not by root; fix with chown root"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        mode = stat.S_IMODE(st.st_mode)
-        return f"writable by group or others (mode {mode:04o}); fix with chmod go-w"
-    return None
+    return ownership.verdict(st.st_uid, st.st_mode)
 
 
 def load(path: Path | None = None, *, default: Path | None = None) -> FileConfig:
