@@ -11,7 +11,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import Controller, ovs_ports, state_of, wait_for
+from realstack import Controller, condition, ovs_ports, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +53,6 @@ def net_state(conn: Any, name: str) -> tuple[bool, bool] | None:
 def dnsmasq_pid(name: str) -> int | None:
     pid_file = Path(f"/run/libvirt/network/{name}.pid")
     return int(pid_file.read_text()) if pid_file.exists() else None
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 @pytest.fixture

@@ -14,17 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realstack import Controller, domain_manifest, state_of, wait_for
+from realstack import Controller, condition, domain_manifest, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
 HINT = "writable by others (mode 0666); fix with chmod go-w, or run with --insecure-manifests"
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 def errors(controller: Controller) -> dict[str, str]:

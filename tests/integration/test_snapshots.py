@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realstack import Controller, state_of, wait_for
+from realstack import Controller, condition, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +45,6 @@ def snapshot_names(conn: Any, name: str) -> list[str]:
     if state_of(conn, name) is None:
         return []
     return sorted(s.getName() for s in conn.lookupByName(name).listAllSnapshots(0))
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 def qemu_io(*args: str) -> subprocess.CompletedProcess[str]:
