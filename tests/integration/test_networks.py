@@ -11,7 +11,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import Controller, condition, ovs_ports, state_of, wait_for
+from realstack import Controller, condition, ovs_ports, plan_text, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -124,21 +124,7 @@ def test_a_change_that_needs_a_restart_is_planned_and_applied(
     spec = nat_spec(prefix, 13)
     spec["ip"]["dhcp"]["end"] = "10.253.13.50"
     write(controller, "n.yaml", "Network", name, spec)
-    done = subprocess.run(
-        controller.command(
-            "plan",
-            "-o",
-            "json",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        check=False,
-    )
+    done = plan_text(controller, "-o", "json")
     assert done.returncode == 2
     actions = {c["action"] for c in json.loads(done.stdout)["changes"]}
     assert actions == {"update", "restart"}
