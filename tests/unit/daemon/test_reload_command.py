@@ -96,3 +96,48 @@ def test_no_service_on_the_state_is_an_error(tmp_path: Path) -> None:
     done = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "no kvmrec service is running on" in done.stderr
+
+
+# A stand-in service: holds the state lock, has a reload under way when it starts, and on
+# SIGHUP first finishes that one (successfully), then runs the one the signal asked for,
+# which fails. Each record stays for a while, so a poll cannot miss it.
+IN_PROGRESS = """
+import os, signal, sys, time
+from pathlib import Path
+from kvmrec import reloads
+from kvmrec.store.lock import StateLock
+state = Path(sys.argv[1])
+lock = StateLock.acquire(state)
+hup = []
+signal.signal(signal.SIGHUP, lambda *_: hup.append(1))
+pid = os.getpid()
+reloads.write(state, reloads.Reloads(pid, started=1, finished=0))
+print("ready", flush=True)
+while not hup:
+    time.sleep(0.01)
+reloads.write(state, reloads.Reloads(pid, started=1, finished=1))
+time.sleep(0.5)
+reloads.write(state, reloads.Reloads(pid, started=2, finished=1))
+time.sleep(0.2)
+reloads.write(state, reloads.Reloads(pid, started=2, finished=2, error="the second one"))
+sys.stdin.read()
+"""
+
+
+def test_a_reload_under_way_when_the_signal_is_sent_does_not_count(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    fake = subprocess.Popen(
+        [sys.executable, "-c", IN_PROGRESS, str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == "ready\n"
+        argv = [sys.executable, "-m", "kvmrec", "reload", "--state", str(state)]
+        done = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stdout
+        assert "the second one" in done.stderr
+    finally:
+        fake.kill()
+        fake.communicate()
