@@ -120,6 +120,8 @@ class Daemon:
         self._overridden(self.config)
         self._record(self._reloads)
         systemd.notify(f"READY=1\nSTATUS={self._refresh_status()}")
+        if early_stop.reload_requested():  # a SIGHUP that came while starting
+            self.reload()
         # Without a supervisor to read it, the status is not worth computing.
         every = STATUS_EVERY if "NOTIFY_SOCKET" in os.environ else None
         while True:

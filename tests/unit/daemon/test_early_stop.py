@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from kvmrec import reloads
 from kvmrec.store.sqlite import SqliteStore
 
 MANIFEST = (
@@ -50,31 +51,63 @@ def wait_until_sigterm_is_handled(proc: subprocess.Popen[str], timeout: float = 
     raise AssertionError(f"SIGTERM not handled within {timeout}s")
 
 
-@pytest.mark.parametrize("after_ms", [0, 50, 150, 300])
-def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path, after_ms: int) -> None:
+def start(tmp_path: Path) -> subprocess.Popen[str]:
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "early-1.yaml").write_text(MANIFEST)
-    state = tmp_path / "state.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KVMREC_", "NOTIFY_"))}
     argv = [sys.executable, "-m", "kvmrec", "run", "--connect", "test:///default"]
-    argv += ["--manifests", str(manifests), "--state", str(state)]
-    started = time.monotonic()
-    proc = subprocess.Popen(
+    argv += ["--manifests", str(manifests), "--state", str(tmp_path / "state.db")]
+    return subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def ended(proc: subprocess.Popen[str]) -> str:
+    """Its stderr, once it has exited (killed if it does not within a minute)."""
     try:
-        wait_until_sigterm_is_handled(proc)
-        if after_ms:
-            time.sleep(max(0.0, started + after_ms / 1000 - time.monotonic()))
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
+        return proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@pytest.mark.parametrize("after_ms", [0, 50, 150, 300])
+def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path, after_ms: int) -> None:
+    state = tmp_path / "state.db"
+    started = time.monotonic()
+    proc = start(tmp_path)
+    try:
+        wait_until_sigterm_is_handled(proc)
+        time.sleep(max(0.0, started + after_ms / 1000 - time.monotonic()))
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        err = ended(proc)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "SIGTERM" in err  # "SIGTERM during start-up: ..." or the daemon's "SIGTERM: stopping"
     if state.exists():  # whatever start-up got to write is a state file that opens
         SqliteStore(state, create=False).close()
+
+
+@pytest.mark.parametrize("after_ms", [0, 50, 150, 300])
+def test_sighup_during_start_up_does_not_end_it(tmp_path: Path, after_ms: int) -> None:
+    # `kvmrec prune` sends SIGHUP to the state's holder, which may still be starting.
+    started = time.monotonic()
+    proc = start(tmp_path)
+    try:
+        wait_until_sigterm_is_handled(proc)
+        time.sleep(max(0.0, started + after_ms / 1000 - time.monotonic()))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while (record := reloads.read(tmp_path / "state.db")) is None or record.finished < 1:
+            assert proc.poll() is None, "SIGHUP ended the service"
+            assert time.monotonic() < deadline, "the SIGHUP was never served"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        err = ended(proc)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "SIGHUP: reloading" in err
