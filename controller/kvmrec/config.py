@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import functools
 import math
 import os
@@ -50,11 +49,13 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-import yaml
-
+from kvmrec import ownership
 from kvmrec.settings import Settings
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "CONFIG_VARIABLE",
@@ -232,6 +233,8 @@ def _check_range(key: str, value: Any) -> None:
 
 
 def _unknown(key: str) -> str:
+    import difflib  # only for a misspelt key
+
     known = sorted(known_keys())
     guess = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.8)
     hint = f"did you mean {guess[0]!r}?" if guess else "known keys: " + ", ".join(known)
@@ -241,18 +244,13 @@ def _unknown(key: str) -> str:
 def _untrusted(st: os.stat_result) -> str | None:
     """Why a configuration file with this owner and mode cannot be trusted, or None.
 
-    The file sets where disk images may be and which manifests are trusted; like the
-    manifests themselves (sources/trust.py), it must be root's or kvmrec's own user's and
-    writable by nobody else. Judged on the descriptor it is read through."""
+    The file sets where disk images may be and which manifests are trusted, so it is held
+    to the manifests' own rule (kvmrec/ownership.py). Judged on the descriptor it is read
+    through."""
     if not stat.S_ISREG(st.st_mode):
         # `--config /dev/null`: no configuration at all, as with other tools.
         return None if os.path.samestat(st, os.stat(os.devnull)) else "not a regular file"
-    if st.st_uid not in (0, os.geteuid()):
-        return f"owned by uid {st.st_uid}, not by root; fix with chown root"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        mode = stat.S_IMODE(st.st_mode)
-        return f"writable by group or others (mode {mode:04o}); fix with chmod go-w"
-    return None
+    return ownership.verdict(st.st_uid, st.st_mode)
 
 
 def load(path: Path | None = None, *, default: Path | None = None) -> FileConfig:
@@ -276,6 +274,8 @@ def load(path: Path | None = None, *, default: Path | None = None) -> FileConfig
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"{target}: cannot read the configuration file: {why}") from None
+    import yaml  # only when there is a file: most commands by hand run without one
+
     loader = yaml.SafeLoader(text)
     try:
         try:

@@ -14,12 +14,17 @@ SIGHUP (``reload``)    ``RELOADING=1``; the configuration file is read again: th
                        and the log level change at once, every other change is logged as
                        needing a restart; the manifest directory is rescanned; ``READY=1``. A
                        file that no longer parses is reported and the running configuration
-                       kept.
+                       kept. Each reload's start and end are counted in ``<state>.reload``
+                       (kvmrec/reloads.py), which ``kvmrec reload`` (the unit's
+                       ``ExecReload=``) waits on, so ``systemctl reload`` returns once the
+                       new settings are in force, or fails with the reason.
 ``WatchdogSec=``       ``WATCHDOG=1`` every half interval from a thread of its own, but only
                        while :meth:`Service.problems` finds none: every worker thread alive and
                        no reconcile stuck. A controller that cannot make progress goes quiet
                        and systemd restarts it; one that is merely busy keeps petting.
-SIGTERM, SIGINT        ``STOPPING=1``, in-flight reconciles drain (8 s budget), exit 0.
+SIGTERM, SIGINT        ``STOPPING=1``, in-flight reconciles drain (8 s budget), exit 0. From
+                       the first line of ``run`` on (kvmrec/early_stop.py): one that comes
+                       during start-up ends it cleanly, exit 0.
 =====================  ==========================================================================
 
 Signals are read from a socket by the main loop rather than handled in their handlers: a
@@ -46,7 +51,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from kvmrec import systemd
+from kvmrec import early_stop, reloads, systemd
 from kvmrec.config import Config, ConfigError
 from kvmrec.service import Service
 
@@ -70,12 +75,18 @@ class Daemon:
         self.config = config
         self._load = load
         self._status = ""
+        self._reloads = reloads.Reloads(os.getpid())
 
     def run(self) -> int:
         """Start the service, serve until asked to stop, stop it. Main thread only."""
         interval = systemd.watchdog_interval()
         watchdog = _Watchdog(interval, self.service.problems) if interval else None
         with _Signals() as signals:
+            stop = early_stop.requested()  # noted before these handlers were in place
+            if stop is not None:
+                early_stop.log_stop(stop)
+                self.service.stop()
+                return 0
             if watchdog is not None:
                 watchdog.start()  # before start(), which may take longer than the interval
             try:
@@ -107,7 +118,10 @@ class Daemon:
             self.config.file.path or "(none)",
         )
         self._overridden(self.config)
+        self._record(self._reloads)
         systemd.notify(f"READY=1\nSTATUS={self._refresh_status()}")
+        if early_stop.reload_requested():  # a SIGHUP that came while starting
+            self.reload()
         # Without a supervisor to read it, the status is not worth computing.
         every = STATUS_EVERY if "NOTIFY_SOCKET" in os.environ else None
         while True:
@@ -122,17 +136,33 @@ class Daemon:
                 systemd.notify(f"STATUS={self._status}")
 
     def reload(self) -> None:
-        """SIGHUP: read the configuration again, apply what can change live, rescan."""
+        """SIGHUP: read the configuration again, apply what can change live, rescan; then
+        say it is done, to systemd and in the record ``kvmrec reload`` waits on."""
         systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={systemd.monotonic_usec()}")
         log.info("SIGHUP: reloading the configuration and rescanning the manifests")
+        begun = dataclasses.replace(self._reloads, started=self._reloads.started + 1)
+        self._record(begun)
+        error = self._reload()
+        self._record(dataclasses.replace(begun, finished=begun.finished + 1, error=error))
+        status = "reload failed, see the log; " if error else ""
+        systemd.notify(f"READY=1\nSTATUS={status}{self._refresh_status()}")
+
+    def _record(self, record: reloads.Reloads) -> None:
+        self._reloads = record
+        try:
+            reloads.write(self.service.settings.state, record)
+        except OSError as exc:  # `kvmrec reload` then times out and says so; we go on
+            log.error("reload: cannot record it for kvmrec reload: %s", exc)
+
+    def _reload(self) -> str | None:
+        """The reload itself; why it failed, or None."""
         old = self.config
         try:
             wanted = self._load()
         except ConfigError as exc:
             log.error("reload: %s; keeping the running configuration", exc)
             self.service.reload(old.settings)  # still rescan: that needs no configuration
-            systemd.notify(f"READY=1\nSTATUS=reload failed, see the log; {self._refresh_status()}")
-            return
+            return str(exc)
         in_force = self.service.reload(wanted.settings)
         if wanted.log_level != old.log_level:
             logging.getLogger().setLevel(wanted.log_level)
@@ -154,7 +184,7 @@ class Daemon:
         # What is in force, not what was asked for: a change that needs a restart is
         # reported again at the next reload, until the restart.
         self.config = dataclasses.replace(wanted, settings=in_force, log_format=old.log_format)
-        systemd.notify(f"READY=1\nSTATUS={self._refresh_status()}")
+        return None
 
     @staticmethod
     def _overridden(config: Config) -> None:

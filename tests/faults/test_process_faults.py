@@ -24,7 +24,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import REPO, Controller, ovs_ports, state_of, wait_for
+from realstack import REPO, Controller, condition, ovs_ports, state_of, wait_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -139,12 +139,6 @@ def converged(ctl: Controller, conn: Any, prefix: str, expected: set[str]) -> bo
     ):
         return False
     return store_ok(ctl.state)
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 def wait_timed(predicate: Callable[[], Any], timeout: float, what: str) -> float:

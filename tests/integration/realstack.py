@@ -131,6 +131,14 @@ def state_of(conn: Any, name: str) -> str | None:
     }.get(dom.state()[0], "other")
 
 
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    """The condition ``type_`` of one object of ``kvmrec status -o json``; None when the
+    object (not there yet) or the condition is missing."""
+    if obj is None:
+        return None
+    return next((c for c in obj["conditions"] if c["type"] == type_), None)
+
+
 class Controller:
     """``kvmrec run`` on a temporary manifest directory and state file."""
 

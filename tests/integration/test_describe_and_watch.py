@@ -20,6 +20,7 @@ from realstack import (
     agent_answers,
     domain_manifest,
     guest_spec,
+    plan_text,
     state_of,
     wait_for,
 )
@@ -281,25 +282,7 @@ def test_plan_with_a_selector_plans_only_the_matching_manifests(
     controller.write("db.yaml", labelled(domain_manifest(db, kind), tier="db"))
 
     def plan(*args: str) -> set[str]:
-        done = subprocess.run(
-            controller.command(
-                "plan",
-                "--manifests",
-                str(controller.manifests),
-                "--state",
-                str(controller.state),
-                "--connect",
-                stack["LIBVIRT_DEFAULT_URI"],
-                "-o",
-                "json",
-                *args,
-            ),
-            capture_output=True,
-            text=True,
-            env=controller.env(),
-            timeout=60,
-            check=False,
-        )
+        done = plan_text(controller, "--connect", stack["LIBVIRT_DEFAULT_URI"], "-o", "json", *args)
         assert done.returncode == 2, done.stderr
         return {c["name"] for c in json.loads(done.stdout)["changes"]}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import Controller, domain_manifest, state_of, wait_for
+from realstack import Controller, domain_manifest, run_once, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -271,45 +271,13 @@ def test_run_once_converges_and_exits_with_the_status_code(
     names = [f"{prefix}-once{i}" for i in range(3)]
     for name in names:
         controller.write(f"{name}.yaml", manifest(stack, name))
-    done = subprocess.run(
-        controller.command(
-            "run",
-            "--once",
-            "--timeout",
-            "60",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        timeout=90,
-        check=False,
-    )
+    done = run_once(controller)
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(state_of(conn, n) == "running" for n in names)
     assert all(n in done.stdout for n in names)
 
     controller.write("bad.yaml", "not: [valid")
-    done = subprocess.run(
-        controller.command(
-            "run",
-            "--once",
-            "--timeout",
-            "30",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        timeout=60,
-        check=False,
-    )
+    done = run_once(controller, timeout=30)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "bad.yaml" in done.stdout
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from realstack import (
     REPO,
     Controller,
+    condition,
     ovs_ports,
     plan,
     qemu_img_info,
@@ -59,10 +60,6 @@ def qemu_io(*args: str) -> subprocess.CompletedProcess[str]:
 def sha(path: Path) -> str:
     done = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
     return done.stdout.split()[0]
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 def test_guest_with_a_created_disk_a_cdrom_a_network_and_an_ovs_bridge(

@@ -10,7 +10,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from realstack import Controller, domain_manifest, state_of, wait_for
+from realstack import Controller, domain_manifest, plan_text, state_of, wait_for
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.store.sqlite import SqliteStore
@@ -124,22 +124,7 @@ def test_read_only_commands_print_nothing_on_stderr(
     done = controller.cli("status")
     assert (done.returncode, done.stderr) == (0, "")
     assert name in done.stdout
-    done = subprocess.run(
-        controller.command(
-            "plan",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-            "--connect",
-            stack["LIBVIRT_DEFAULT_URI"],
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        timeout=60,
-        check=False,
-    )
+    done = plan_text(controller, "--connect", stack["LIBVIRT_DEFAULT_URI"])
     assert (done.returncode, done.stderr) == (0, ""), done.stdout
     done = controller.cli("history", f"Domain/{name}")
     assert (done.returncode, done.stderr) == (0, "")

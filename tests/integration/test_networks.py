@@ -12,7 +12,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import Controller, ovs_ports, state_of, wait_for
+from realstack import Controller, condition, ovs_ports, plan_text, state_of, wait_for
 
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from support import contracts
@@ -57,12 +57,6 @@ def net_state(conn: Any, name: str) -> tuple[bool, bool] | None:
 def dnsmasq_pid(name: str) -> int | None:
     pid_file = Path(f"/run/libvirt/network/{name}.pid")
     return int(pid_file.read_text()) if pid_file.exists() else None
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 @pytest.fixture
@@ -134,21 +128,7 @@ def test_a_change_that_needs_a_restart_is_planned_and_applied(
     spec = nat_spec(prefix, 13)
     spec["ip"]["dhcp"]["end"] = "10.253.13.50"
     write(controller, "n.yaml", "Network", name, spec)
-    done = subprocess.run(
-        controller.command(
-            "plan",
-            "-o",
-            "json",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        check=False,
-    )
+    done = plan_text(controller, "-o", "json")
     assert done.returncode == 2
     actions = {c["action"] for c in json.loads(done.stdout)["changes"]}
     assert actions == {"update", "restart"}

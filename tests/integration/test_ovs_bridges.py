@@ -12,7 +12,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import REPO, Controller, ovs_ports, state_of, wait_for
+from realstack import REPO, Controller, condition, ovs_ports, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +48,6 @@ def bridge_exists(name: str) -> bool:
         subprocess.run(["ovs-vsctl", "--timeout=10", "br-exists", name], check=False).returncode
         == 0
     )
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 @pytest.fixture

@@ -14,17 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realstack import Controller, domain_manifest, state_of, wait_for
+from realstack import Controller, condition, domain_manifest, plan_text, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
 HINT = "writable by others (mode 0666); fix with chmod go-w, or run with --insecure-manifests"
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 def errors(controller: Controller) -> dict[str, str]:
@@ -61,8 +55,7 @@ def test_a_world_writable_manifest_is_refused_while_its_neighbour_runs(
     assert state_of(conn, bad) is None and controller.object(bad) is None
 
     # The dry run and the offline check judge it exactly as the service does.
-    planned = cli(controller, "plan", "-o", "json", "--manifests", str(controller.manifests),
-                  "--state", str(controller.state))  # fmt: skip
+    planned = plan_text(controller, "-o", "json")
     assert planned.returncode == 2
     assert {"source": "bad.yaml", "message": HINT} in json.loads(planned.stdout)["errors"]
     validated = cli(controller, "validate", str(controller.manifests))

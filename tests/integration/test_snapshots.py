@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realstack import Controller, state_of, wait_for
+from realstack import Controller, condition, plan_text, run_once, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +45,6 @@ def snapshot_names(conn: Any, name: str) -> list[str]:
     if state_of(conn, name) is None:
         return []
     return sorted(s.getName() for s in conn.lookupByName(name).listAllSnapshots(0))
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    if obj is None:
-        return None
-    return next((c for c in obj["conditions"] if c["type"] == type_), None)
 
 
 def qemu_io(*args: str) -> subprocess.CompletedProcess[str]:
@@ -109,23 +103,7 @@ def test_revert_brings_back_the_disk_as_it_was(
 ) -> None:
     name, disk = f"{prefix}-rev", tmp_path / "rev.qcow2"
     write(controller, "dom.yaml", domain(controller, name, disk, runStrategy="Halted"))
-    done = subprocess.run(
-        controller.command(
-            "run",
-            "--once",
-            "--timeout",
-            "60",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        timeout=90,
-        check=False,
-    )
+    done = run_once(controller)
     assert done.returncode == 0, done.stdout + done.stderr
 
     assert qemu_io("-f", "qcow2", "-c", "write -P 0xaa 0 64k", str(disk)).returncode == 0
@@ -247,23 +225,7 @@ def test_plan_shows_a_due_snapshot(
 ) -> None:
     name, policy = f"{prefix}-pl", f"{prefix}-pp"
     write(controller, "dom.yaml", domain(controller, name, tmp_path / "pl.qcow2"))
-    done = subprocess.run(
-        controller.command(
-            "run",
-            "--once",
-            "--timeout",
-            "60",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        timeout=90,
-        check=False,
-    )
+    done = run_once(controller)
     assert done.returncode == 0, done.stdout + done.stderr
     write(
         controller,
@@ -274,22 +236,7 @@ def test_plan_shows_a_due_snapshot(
             {"domains": [name], "every": "1h", "retention": {"keepLast": 1}},
         ),
     )
-    planned = subprocess.run(
-        controller.command(
-            "plan",
-            "-o",
-            "json",
-            "--manifests",
-            str(controller.manifests),
-            "--state",
-            str(controller.state),
-        ),
-        capture_output=True,
-        text=True,
-        env=controller.env(),
-        timeout=60,
-        check=False,
-    )
+    planned = plan_text(controller, "-o", "json")
     assert planned.returncode == 2
     changes = json.loads(planned.stdout)["changes"]
     assert [(c["kind"], c["action"]) for c in changes] == [("SnapshotPolicy", "snapshot")]

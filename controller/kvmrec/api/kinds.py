@@ -9,64 +9,17 @@ in); reconcilers turn them into these frozen dataclasses. Sizes are canonical in
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any
 
-from kvmrec.api import quantities, schema
+from kvmrec.api import quantities
+from kvmrec.api.objects import Manifest as Manifest
+from kvmrec.api.objects import ObjectKey as ObjectKey
+from kvmrec.api.objects import spec_digest as spec_digest
 
 ADOPT_ANNOTATION = "kvmrec.io/adopt"
-
-
-class ObjectKey(NamedTuple):
-    """What the work queue carries: a kind and a name, never the object itself."""
-
-    kind: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}/{self.name}"
-
-    @classmethod
-    def parse(cls, text: str) -> ObjectKey:
-        """``KIND/NAME`` as an operator types it: the kind in any case, singular or plural
-        (``domain/web-1``, ``DOMAINS/web-1``); a kind that does not exist is a ValueError
-        naming the ones that do."""
-        kind, sep, name = text.partition("/")
-        if not sep or not kind or not name:
-            raise ValueError(f"{text!r} is not KIND/NAME")
-        return cls(schema.canonical_kind(kind), name)
-
-
-def spec_digest(spec: Mapping[str, Any]) -> str:
-    """A stable digest of a spec: the generation advances when this changes."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """One accepted document of a manifest file."""
-
-    kind: str
-    name: str
-    spec: Mapping[str, Any]  # as written, with the schema's defaults filled in
-    source: str
-    document: int
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    # Of the spec as written: a default that a newer kvmrec adds is not a new generation.
-    digest: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.digest:
-            object.__setattr__(self, "digest", spec_digest(self.spec))
-
-    @property
-    def key(self) -> ObjectKey:
-        return ObjectKey(self.kind, self.name)
 
 
 class RunStrategy(StrEnum):

@@ -6,6 +6,10 @@ and ``kvmrec explain``. Validation is JSON Schema (draft 7) with every object cl
 (``additionalProperties: false``), so a misspelt field is an error instead of being dropped.
 Errors are turned into ``ManifestProblem``s whose field is a dotted path
 (``spec.disks[0].path``) and whose reason an operator can act on.
+
+The kinds' names are read without the validator: ``KIND/NAME`` on the command line of a
+read-only command (``kvmrec status domain/web-1``) needs the names alone, and jsonschema
+is the largest import of the package, so a kind's validator is built when first used.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import copy
 import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import yaml
+if TYPE_CHECKING:
+    import jsonschema
 
 GROUP = "kvmrec.io"
 VERSION = "v1alpha1"
@@ -34,7 +38,18 @@ class KindSchema:
     plural: str
     source: Path
     schema: Mapping[str, Any]
-    validator: jsonschema.protocols.Validator
+    _built: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def validator(self) -> jsonschema.protocols.Validator:
+        """The schema's validator, built (and the schema checked) on first use."""
+        if "validator" not in self._built:
+            import jsonschema  # the slowest import of all: only where validating
+
+            jsonschema.Draft7Validator.check_schema(self.schema)
+            self._built["validator"] = jsonschema.Draft7Validator(self.schema)
+        validator: jsonschema.protocols.Validator = self._built["validator"]
+        return validator
 
 
 @dataclass(frozen=True)
@@ -57,24 +72,24 @@ def crds_dir() -> Path:
 @functools.cache
 def registry() -> Mapping[str, KindSchema]:
     """Every known kind by name, loaded once from ``crds_dir()``."""
+    import yaml  # not for a command that names no kind
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     kinds: dict[str, KindSchema] = {}
     directory = crds_dir()
     files = sorted(directory.glob("*.yaml"))
     if not files:
         raise FileNotFoundError(f"no CRD files in {directory}")
     for path in files:
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), Loader=loader)
         spec = crd["spec"]
         version = next(v for v in spec["versions"] if v["name"] == VERSION)
-        schema = version["schema"]["openAPIV3Schema"]
-        jsonschema.Draft7Validator.check_schema(schema)
         kind = spec["names"]["kind"]
         kinds[kind] = KindSchema(
             kind=kind,
             plural=spec["names"]["plural"],
             source=path,
-            schema=schema,
-            validator=jsonschema.Draft7Validator(schema),
+            schema=version["schema"]["openAPIV3Schema"],
         )
     return kinds
 

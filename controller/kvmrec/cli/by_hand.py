@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvmrec.api.kinds import ObjectKey
+from kvmrec.api.objects import ObjectKey
 from kvmrec.engine.clock import SystemClock
 from kvmrec.store.base import StoreError
 from kvmrec.store.sqlite import SqliteStore

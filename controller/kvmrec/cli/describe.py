@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from kvmrec import config
-from kvmrec.api.kinds import ObjectKey
+from kvmrec.api.objects import ObjectKey
 from kvmrec.cli import report, where
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.sqlite import SqliteStore

@@ -19,7 +19,7 @@ from datetime import UTC
 from typing import Any
 
 from kvmrec import config
-from kvmrec.api.kinds import ObjectKey
+from kvmrec.api.objects import ObjectKey
 from kvmrec.api.selectors import Selector
 from kvmrec.cli import report, revision_diff, selecting, watching, where
 from kvmrec.store.base import StoreError

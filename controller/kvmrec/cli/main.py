@@ -7,20 +7,24 @@ pending or an invalid manifest, 1 kvmrec itself failed (no state file, cannot co
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import signal
 import sys
 from collections.abc import Sequence
 
-from kvmrec import __version__, config, logs
+# Nothing heavier than argparse before main() has guarded `run` against an early SIGTERM
+# (kvmrec/early_stop.py): the configuration and logging modules are imported in main().
+from kvmrec import __version__, early_stop
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CHANGES = 2
 
 # Each command and the module (in kvmrec.cli) that parses and runs it. Only the module of
-# the command given is imported (all of them for `kvmrec --help`): `status` and
-# `describe` then start without loading libvirt, OVSDB and the schemas.
+# the command given is imported (all of them for `kvmrec --help`): `status`, `events` and
+# `describe` then start without loading libvirt, OVSDB, the schemas' validator or metrics
+# (tests/unit/cli/test_read_only_imports.py holds them to it).
 _COMMANDS = {
     "run": "run",
     "status": "status",
@@ -34,6 +38,7 @@ _COMMANDS = {
     "history": "history",
     "guest": "guest",
     "prune": "prune",
+    "reload": "reload",
 }
 
 # Global options that take a value: what follows them is not the command.
@@ -61,6 +66,8 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of ``command`` alone when it is one."""
+    from kvmrec import config
+
     parser = argparse.ArgumentParser(
         prog="kvmrec",
         description="Declarative, self-healing reconciling controller for KVM hosts.",
@@ -99,7 +106,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv is None:
         argv = sys.argv[1:]
-    args = build_parser(_command_in(argv)).parse_args(argv)
+    command = _command_in(argv)
+    if command in _SERVICES:
+        early_stop.guard()  # until the daemon's own signal handling (kvmrec/daemon.py)
+    try:
+        return _dispatch(command, argv)
+    finally:
+        early_stop.release()
+
+
+def _dispatch(command: str | None, argv: Sequence[str]) -> int:
+    from kvmrec import config, logs
+
+    parser = build_parser(command)
+    # What the imports built lives as long as the process: the collections a command that
+    # reads thousands of records triggers need not walk it again (a tenth of `status`).
+    gc.freeze()
+    args = parser.parse_args(argv)
     logs.quiet(args.command not in _SERVICES and "log_level" not in config.given(args))
     logs.setup(args.log_level, args.log_format)
     code: int = args.handler(args)

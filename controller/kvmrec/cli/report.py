@@ -17,8 +17,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
 from kvmrec.api.selectors import Selector
 from kvmrec.store.base import Store
 from kvmrec.store.records import SourceError, Status
@@ -107,6 +105,8 @@ def render(report: dict[str, Any], output: str) -> str:
     if output == "json":
         return json.dumps(report, indent=2, default=str)
     if output == "yaml":
+        import yaml  # only for -o yaml
+
         return yaml.safe_dump(report, sort_keys=False, default_flow_style=False)
     return table(report, wide=output == "wide")
 

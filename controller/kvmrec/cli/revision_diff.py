@@ -12,8 +12,6 @@ import difflib
 from collections.abc import Sequence
 from datetime import UTC
 
-import yaml
-
 from kvmrec.store.records import Revision
 
 
@@ -54,6 +52,8 @@ def render(old: Revision, new: Revision) -> str:
     """The unified diff of the two specs, in YAML; empty when they are the same."""
 
     def lines(revision: Revision) -> list[str]:
+        import yaml  # `kvmrec events` shares the module and prints no YAML
+
         text = yaml.safe_dump({"spec": dict(revision.spec)}, sort_keys=True)
         return text.splitlines()
 

@@ -4,7 +4,8 @@ Settings come from the flags over the environment over the configuration file
 (kvmrec/config.py), as every other command finds them (cli/where.py). Before the
 store is opened, the state file's lock is taken (store/lock.py): a second ``run`` on the
 same state exits 1 at once. The service itself runs under kvmrec/daemon.py (signals,
-systemd notifications, watchdog, reload on SIGHUP).
+systemd notifications, watchdog, reload on SIGHUP); a SIGTERM before the daemon listens
+ends start-up cleanly between its steps (kvmrec/early_stop.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from kvmrec import config, logs
+from kvmrec import config, early_stop, logs
 from kvmrec.backends.errors import Unavailable
 from kvmrec.cli import report, safety, where
 from kvmrec.cli.progress import Progress
@@ -85,6 +86,10 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.once:
+        early_stop.release()  # a command: SIGTERM and Ctrl-C end it as they end any other
+    if _stop_requested():
+        return 0
     flags = where.flags_of(args)
     try:
         resolved = config.resolve(args, flags)
@@ -100,12 +105,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     logs.setup(resolved.log_level, resolved.log_format)
+    if _stop_requested():
+        return 0
     try:
         lock = StateLock.acquire(settings.state)
     except StoreError as exc:
         print(f"kvmrec run: {exc}", file=sys.stderr)
         return 1
     with lock:
+        if _stop_requested():
+            return 0
         try:
             service = Service(settings)
         except StoreError as exc:
@@ -114,6 +123,15 @@ def run(args: argparse.Namespace) -> int:
         if args.once:
             return _once(service, args.timeout)
         return Daemon(service, resolved, lambda: config.resolve(args, flags)).run()
+
+
+def _stop_requested() -> bool:
+    """Whether SIGTERM or SIGINT came before the daemon listens (kvmrec/early_stop.py):
+    then start-up ends here, having written nothing."""
+    signum = early_stop.requested()
+    if signum is not None:
+        early_stop.log_stop(signum)
+    return signum is not None
 
 
 def _once(service: Service, timeout: float) -> int:

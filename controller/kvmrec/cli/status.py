@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from kvmrec import config
-from kvmrec.api.kinds import ObjectKey
+from kvmrec.api.objects import ObjectKey
 from kvmrec.api.selectors import Selector
 from kvmrec.cli import report, selecting, watching, where
 from kvmrec.store.base import StoreError

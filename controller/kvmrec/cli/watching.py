@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import yaml
-
 from kvmrec.cli import report
 from kvmrec.store.sqlite import SqliteStore
 
@@ -112,6 +110,8 @@ class StatusPrinter:
         if self.output == "json":
             emit(json.dumps(body, default=str, separators=(",", ":")))
         else:
+            import yaml  # only for -o yaml
+
             emit("---\n" + yaml.safe_dump(body, sort_keys=False).rstrip())
 
     def _errors(self, errors: list[dict[str, Any]]) -> None:

@@ -4,8 +4,8 @@ kvmrec runs as root and does what its manifests say: it defines guests, opens an
 disk images, plugs interfaces into bridges. Whoever can write a manifest, or swap one for
 another, can therefore act as root on the host. So, as sshd's StrictModes does for
 ``authorized_keys``, a manifest is loaded only if no one but root or the user kvmrec runs as
-could have put it there. Owned by one of those and writable by neither group nor others must
-be:
+could have put it there. Owned by one of those and writable by neither group nor others
+(the rule kvmrec/ownership.py also holds the configuration file to) must be:
 
 - the manifest directory itself (symlinks followed);
 - every manifest file, judged by the owner and mode of the very descriptor its bytes were
@@ -38,12 +38,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import pwd
 import stat
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from types import MappingProxyType
 
+from kvmrec import ownership
+from kvmrec.ownership import trusted_owners
 from kvmrec.sources.directory import FileContent, Snapshot
 
 __all__ = ["INSECURE_FLAG", "enforce", "trusted_owners", "verdict"]
@@ -56,34 +57,10 @@ _MAX_SYMLINKS = 40
 _EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 
 
-def trusted_owners() -> frozenset[int]:
-    """Root, and the user this process runs as."""
-    return frozenset({0, os.geteuid()})
-
-
-def _user(uid: int) -> str:
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def verdict(uid: int, mode: int, owners: Collection[int]) -> str | None:
-    """Why a file or directory with this owner and mode cannot be trusted, fix included;
-    None when it can."""
-    if uid not in owners:
-        trusted = " or ".join("root" if o == 0 else _user(o) for o in sorted(owners))
-        return (
-            f"owned by {_user(uid)}, not by {trusted}; fix with chown, or run with {INSECURE_FLAG}"
-        )
-    # Others is the worse news (anyone at all); the mode shows the whole story.
-    writer = "others" if mode & stat.S_IWOTH else "group" if mode & stat.S_IWGRP else None
-    if writer is not None:
-        return (
-            f"writable by {writer} (mode {stat.S_IMODE(mode):04o}); "
-            f"fix with chmod go-w, or run with {INSECURE_FLAG}"
-        )
-    return None
+def verdict(uid: int, mode: int, owners: Collection[int] | None = None) -> str | None:
+    """Why a manifest, or a directory on its way, with this owner and mode cannot be
+    trusted: the one rule of kvmrec/ownership.py, whose fix may be INSECURE_FLAG."""
+    return ownership.verdict(uid, mode, owners, override=INSECURE_FLAG)
 
 
 class _Judge:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.api.objects import Manifest, ObjectKey
 from kvmrec.store.records import (
     ApplyResult,
     DeletionApproval,

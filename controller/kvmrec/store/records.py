@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from kvmrec.api.kinds import ObjectKey
+from kvmrec.api.objects import ObjectKey
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import peewee
 
 from kvmrec import logs
-from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.api.objects import Manifest, ObjectKey
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import (
     ApplyResult,
@@ -402,22 +402,6 @@ class SqliteStore:
             if self._keys is not None:
                 self._keys.discard(key)
 
-    def _object(self, row: Any) -> StoredObject:
-        return _stored_object(
-            (
-                row.kind,
-                row.name,
-                row.uid,
-                row.generation,
-                row.digest,
-                row.spec,
-                row.source,
-                row.labels,
-                row.annotations,
-                row.deleting,
-            )
-        )
-
     def get(self, key: ObjectKey) -> StoredObject | None:
         # Plain SQL on the paths every reconcile takes: peewee's query builder costs more
         # than sqlite's execution here.
@@ -426,11 +410,13 @@ class SqliteStore:
         return _stored_object(row) if row else None
 
     def list(self, kind: str | None = None) -> Sequence[StoredObject]:
-        t = self._tables
-        query = t.objects.select().order_by(t.objects.kind, t.objects.name)
-        if kind is not None:
-            query = query.where(t.objects.kind == kind)
-        return [self._object(row) for row in query]
+        # Plain SQL as in get: `kvmrec status` reads every object, and building a peewee
+        # model per row costs more than the rest of the command.
+        if kind is None:
+            rows = self._sql(_LIST_OBJECTS + " ORDER BY kind, name").fetchall()
+        else:
+            rows = self._sql(_LIST_OBJECTS + " WHERE kind = ? ORDER BY name", (kind,)).fetchall()
+        return [_stored_object(row) for row in rows]
 
     def keys(self) -> Sequence[ObjectKey]:
         with self._write:
@@ -466,11 +452,8 @@ class SqliteStore:
         return _status_from(json.loads(row[0])) if row else None
 
     def statuses(self) -> Mapping[ObjectKey, Status]:
-        t = self._tables
-        return {
-            ObjectKey(row.kind, row.name): _status_from(json.loads(row.body))
-            for row in t.statuses.select()
-        }
+        rows = self._sql("SELECT kind, name, body FROM statuses").fetchall()
+        return {ObjectKey(kind, name): _status_from(json.loads(body)) for kind, name, body in rows}
 
     def put_status(self, key: ObjectKey, status: Status) -> None:
         self.record(key, status, (), datetime.now(UTC))
@@ -673,10 +656,11 @@ class SqliteStore:
 
 
 _APPROVAL = "deletion_approval"
-_GET_OBJECT = (
+_LIST_OBJECTS = (
     "SELECT kind, name, uid, generation, digest, spec, source, labels, annotations, deleting"
-    " FROM objects WHERE kind = ? AND name = ?"
+    " FROM objects"
 )
+_GET_OBJECT = _LIST_OBJECTS + " WHERE kind = ? AND name = ?"
 _GET_STATUS = "SELECT body FROM statuses WHERE kind = ? AND name = ?"
 _PUT_STATUS = "INSERT OR REPLACE INTO statuses (kind, name, body) VALUES (?, ?, ?)"
 _ADD_EVENT = (

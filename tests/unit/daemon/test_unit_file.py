@@ -58,7 +58,11 @@ def test_the_service_protocol(unit: dict[str, dict[str, list[str]]]) -> None:
     service = {key: values[-1] for key, values in unit["Service"].items()}
     assert service["Type"] == "notify"
     assert service["ExecStart"] == "/usr/local/bin/kvmrec run --config /etc/kvmrec/config.yaml"
-    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # Synchronous: `kvmrec reload` returns once the reload is in force (cli/reload.py),
+    # reading the configuration file the service reads to find its state.
+    assert service["ExecReload"] == (
+        "/usr/local/bin/kvmrec reload --pid $MAINPID --config /etc/kvmrec/config.yaml"
+    )
     assert service["Restart"] == "on-failure"
     assert service["WatchdogSec"] == "30"
     assert service["TimeoutStopSec"] == "15"

@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import libvirt
 import pytest
+import testdriver
 import yaml
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.api.manifests import parse_file
-from kvmrec.backends.libvirt.hypervisor import Hypervisor
-from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.domain import DomainReconciler
-from kvmrec.store.sqlite import SqliteStore
-
-URI = "test:///default"
 
 
 @pytest.fixture
@@ -121,14 +116,9 @@ def test_a_block_device_needs_allow_device_disks() -> None:
 # -- the Domain reconciler --------------------------------------------------------------------
 
 
-class World:
-    def __init__(self, tmp_path: Path, roots: list[Path] | None) -> None:
-        self.prefix = f"ut-{uuid.uuid4().hex[:8]}-"
-        self.store = SqliteStore(tmp_path / "state.db")
-        self.hv = Hypervisor(URI)
-        self.hv.open()
-        self.clock = FakeClock()
-        self.reconciler = DomainReconciler(self.store, self.hv, self.clock, disk_roots=roots)
+@dataclass
+class World(testdriver.World):
+    reconciler: DomainReconciler
 
     def apply(self, suffix: str, **spec: Any) -> ObjectKey:
         name = self.prefix + suffix
@@ -145,23 +135,20 @@ class World:
     def defined(self, key: ObjectKey) -> bool:
         return self.hv.get_domain(key.name) is not None
 
-    def close(self) -> None:
-        conn = libvirt.open(URI)
-        for dom in conn.listAllDomains(0):
-            if dom.name().startswith(self.prefix):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        conn.close()
-        self.hv.close()
-        self.store.close()
+
+@pytest.fixture
+def world(tmp_path: Path, conn: Any, roots: tuple[Path, Path]) -> Iterator[World]:
+    with testdriver.opened(tmp_path, conn) as w:
+        reconciler = DomainReconciler(w.store, w.hv, w.clock, disk_roots=list(roots))
+        yield World(w.prefix, conn, w.store, w.hv, w.clock, reconciler)
 
 
 @pytest.fixture
-def world(tmp_path: Path, roots: tuple[Path, Path]) -> Iterator[World]:
-    w = World(tmp_path, list(roots))
-    yield w
-    w.close()
+def free(tmp_path: Path, conn: Any) -> Iterator[World]:
+    """The reconciler without disk roots: no restriction."""
+    with testdriver.opened(tmp_path, conn) as w:
+        reconciler = DomainReconciler(w.store, w.hv, w.clock, disk_roots=None)
+        yield World(w.prefix, conn, w.store, w.hv, w.clock, reconciler)
 
 
 def outside(tmp_path: Path, name: str) -> Path:
@@ -254,38 +241,30 @@ def test_a_disk_under_a_root_is_made_and_defined(world: World, roots: tuple[Path
     assert (images / "in.qcow2").exists()
 
 
-def test_without_roots_the_reconciler_places_no_restriction(tmp_path: Path) -> None:
-    w = World(tmp_path, None)
-    try:
-        key = w.apply("free", disks=[{"path": str(outside(tmp_path, "free.qcow2")), "size": "1Mi"}])
-        plan = w.reconciler.plan(w.store.get(key))  # type: ignore[arg-type]
-        assert plan.blocked is None
-    finally:
-        w.close()
+def test_without_roots_the_reconciler_places_no_restriction(free: World, tmp_path: Path) -> None:
+    key = free.apply("free", disks=[{"path": str(outside(tmp_path, "free.qcow2")), "size": "1Mi"}])
+    plan = free.reconciler.plan(free.store.get(key))  # type: ignore[arg-type]
+    assert plan.blocked is None
 
 
 def test_an_image_outside_the_roots_is_never_deleted(
-    tmp_path: Path, roots: tuple[Path, Path]
+    free: World, tmp_path: Path, roots: tuple[Path, Path]
 ) -> None:
     """Made while it was allowed (no roots, or other roots then), deleted under stricter ones:
     the domain goes, the file stays."""
-    free = World(tmp_path, None)
     strict = DomainReconciler(free.store, free.hv, free.clock, disk_roots=list(roots))
-    try:
-        image = outside(tmp_path, "keep.qcow2")
-        key = free.apply(
-            "keep",
-            runStrategy="Halted",
-            disks=[{"path": str(image), "size": "1Mi", "deletionPolicy": "Delete"}],
-        )
-        free.reconciler.reconcile(key)
-        assert image.exists()
-        free.store.mark_deleting(key, free.clock.wall())
-        obj = free.store.get(key)
-        assert obj is not None
-        assert strict.plan(obj).steps[0].detail == "destroy and undefine"
-        strict.reconcile(key)
-        assert not free.defined(key)
-        assert image.exists()
-    finally:
-        free.close()
+    image = outside(tmp_path, "keep.qcow2")
+    key = free.apply(
+        "keep",
+        runStrategy="Halted",
+        disks=[{"path": str(image), "size": "1Mi", "deletionPolicy": "Delete"}],
+    )
+    free.reconciler.reconcile(key)
+    assert image.exists()
+    free.store.mark_deleting(key, free.clock.wall())
+    obj = free.store.get(key)
+    assert obj is not None
+    assert strict.plan(obj).steps[0].detail == "destroy and undefine"
+    strict.reconcile(key)
+    assert not free.defined(key)
+    assert image.exists()

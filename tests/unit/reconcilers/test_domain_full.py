@@ -28,7 +28,6 @@ import itertools
 import json
 import re
 import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,42 +35,23 @@ from typing import Any
 
 import libvirt
 import pytest
+import testdriver
 import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from testdriver import INACTIVE, URI, new_prefix, remove_domains
 
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DomainSpec, ObjectKey, derived_mac
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml, images
 from kvmrec.backends.domain_xml import DomainConfig, Owner
-from kvmrec.backends.libvirt.hypervisor import Hypervisor
-from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers.domain import DomainReconciler, diff_config
 from kvmrec.reconcilers.plans import Plan, plan_fields
-from kvmrec.store.records import Condition, Drift, Status, StoredObject
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.records import Condition, Drift, StoredObject
 
-URI = "test:///default"
-INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 POOL = "default-pool"  # the test driver's one storage pool
 MiB = 1024**2
-
-
-def _prefix() -> str:
-    return f"ut-{uuid.uuid4().hex[:8]}-"
-
-
-def _cleanup(conn: Any, prefix: str) -> None:
-    for dom in conn.listAllDomains(0):
-        if dom.name().startswith(prefix):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-    pool = conn.storagePoolLookupByName(POOL)
-    for vol in pool.listAllVolumes(0):
-        if vol.name().startswith(prefix):
-            vol.delete(0)
 
 
 def _document(name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None) -> bytes:
@@ -111,17 +91,9 @@ def sha256(path: str) -> str:
 
 
 @dataclass
-class World:
-    prefix: str
-    conn: Any
-    store: SqliteStore
-    hv: Hypervisor
-    clock: FakeClock
+class World(testdriver.World):
     reconciler: DomainReconciler
     images: Path
-
-    def name(self, suffix: str) -> str:
-        return self.prefix + suffix
 
     def path(self, file: str) -> str:
         return str(self.images / file)
@@ -161,64 +133,28 @@ class World:
     def plan(self, key: ObjectKey) -> Plan:
         return self.reconciler.plan(self.obj(key), self.store.get_status(key))
 
-    def status(self, key: ObjectKey) -> Status:
-        status = self.store.get_status(key)
-        assert status is not None
-        return status
-
     def condition(self, key: ObjectKey, type_: str) -> Condition:
         cond = self.status(key).condition(type_)
         assert cond is not None, f"no {type_} condition"
         return cond
-
-    def dom(self, name: str) -> Any:
-        return self.conn.lookupByName(name)
-
-    def config(self, name: str, flags: int = INACTIVE) -> DomainConfig:
-        return domain_xml.parse(self.dom(name).XMLDesc(flags))
-
-    def running(self, name: str) -> bool:
-        return bool(self.dom(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING)
-
-    def exists(self, name: str) -> bool:
-        return name in {d.name() for d in self.conn.listAllDomains(0)}
-
-    def reasons(self, key: ObjectKey) -> list[str]:
-        return [e.reason for e in self.store.events(key)]
 
     def messages(self, key: ObjectKey, reason: str) -> list[str]:
         return [e.message for e in self.store.events(key) if e.reason == reason]
 
 
 @pytest.fixture
-def conn() -> Iterator[Any]:
-    c = libvirt.open(URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
-    prefix = _prefix()
-    store = SqliteStore(tmp_path / "state.db")
-    hv = Hypervisor(URI)
-    hv.open()
-    clock = FakeClock()
     (tmp_path / "images").mkdir()
-    try:
+    with testdriver.opened(tmp_path, conn) as w:
         yield World(
-            prefix,
+            w.prefix,
             conn,
-            store,
-            hv,
-            clock,
-            DomainReconciler(store, hv, clock, stop_grace=0),
+            w.store,
+            w.hv,
+            w.clock,
+            DomainReconciler(w.store, w.hv, w.clock, stop_grace=0),
             tmp_path / "images",
         )
-    finally:
-        _cleanup(conn, prefix)
-        hv.close()
-        store.close()
 
 
 # -- the test driver itself --------------------------------------------------------------------
@@ -390,11 +326,11 @@ def test_parse_of_build_is_the_spec(name: str, raw: dict[str, Any], owner: Owner
 @pytest.fixture(scope="module")
 def module_conn() -> Iterator[tuple[Any, str]]:
     c = libvirt.open(URI)
-    prefix = _prefix()
+    prefix = new_prefix()
     try:
         yield c, prefix
     finally:
-        _cleanup(c, prefix)
+        remove_domains(c, prefix)
         c.close()
 
 

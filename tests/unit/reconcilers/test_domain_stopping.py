@@ -7,13 +7,13 @@ the agent path runs against a real guest in tests/integration/test_guest_agent.p
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
+from testdriver import URI, new_prefix, remove_domains
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends.errors import BackendError
@@ -22,8 +22,6 @@ from kvmrec.backends.libvirt.live import GuestInfo
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.store.sqlite import SqliteStore
-
-URI = "test:///default"
 
 
 class Guest:
@@ -47,7 +45,7 @@ class Guest:
 
 class Harness:
     def __init__(self, tmp_path: Path, obeys: set[str], grace: float = 30.0) -> None:
-        self.prefix = f"ut-{uuid.uuid4().hex[:8]}-"
+        self.prefix = new_prefix()
         self.conn = libvirt.open(URI)
         self.store = SqliteStore(tmp_path / "state.db")
         self.hv = Hypervisor(URI)
@@ -83,11 +81,7 @@ class Harness:
         return [e.message for e in self.store.events(key)]
 
     def close(self) -> None:
-        for dom in self.conn.listAllDomains(0):
-            if dom.name().startswith(self.prefix):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
+        remove_domains(self.conn, self.prefix)
         self.hv.close()
         self.store.close()
         self.conn.close()

@@ -1,14 +1,14 @@
 """The Domain reconciler against libvirt's in-process ``test:///default`` driver.
 
 That driver's state is shared by every connection in the process, so every domain made here
-is named ``ut-<random>-...`` and removed again by the fixtures, whatever the test did.
+is named ``ut-<random>-...`` and removed again by the fixtures, whatever the test did
+(testdriver.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import subprocess
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,22 +17,18 @@ from typing import Any
 
 import libvirt
 import pytest
+import testdriver
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testdriver import INACTIVE, URI, new_prefix, remove_domains
 
 from kvmrec.api import quantities
 from kvmrec.api.kinds import ADOPT_ANNOTATION, Disk, DomainSpec, Manifest, ObjectKey
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import DomainConfig, Owner
-from kvmrec.backends.libvirt.hypervisor import Hypervisor
-from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers.domain import DomainReconciler, diff_config
-from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
-URI = "test:///default"
-INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 BASE_SPEC: dict[str, Any] = {
     "type": "kvm",
     "vcpus": 1,
@@ -45,39 +41,10 @@ BASE_SPEC: dict[str, Any] = {
 }
 
 
-def _prefix() -> str:
-    return f"ut-{uuid.uuid4().hex[:8]}-"
-
-
-def _cleanup(conn: Any, prefix: str) -> None:
-    for dom in conn.listAllDomains(0):
-        if not dom.name().startswith(prefix):
-            continue
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
-
-
-@pytest.fixture
-def conn() -> Iterator[Any]:
-    """A plain libvirt connection, for doing things "by hand" and looking at the result."""
-    c = libvirt.open(URI)
-    yield c
-    c.close()
-
-
 @dataclass
-class World:
-    prefix: str
-    conn: Any
-    store: SqliteStore
-    hv: Hypervisor
-    clock: FakeClock
+class World(testdriver.World):
     reconciler: DomainReconciler
     images: Path
-
-    def name(self, suffix: str) -> str:
-        return self.prefix + suffix
 
     def image(self, name: str) -> str:
         """A real 16 MiB qcow2 image: a disk must exist, or be creatable, to be defined."""
@@ -98,48 +65,19 @@ class World:
         self.clock.advance(1)
         return self.reconciler.reconcile(key)
 
-    def status(self, key: ObjectKey) -> Status:
-        status = self.store.get_status(key)
-        assert status is not None
-        return status
-
-    def dom(self, name: str) -> Any:
-        return self.conn.lookupByName(name)
-
-    def config(self, name: str, flags: int = INACTIVE) -> DomainConfig:
-        return domain_xml.parse(self.dom(name).XMLDesc(flags))
-
-    def running(self, name: str) -> bool:
-        return bool(self.dom(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING)
-
-    def reasons(self, key: ObjectKey) -> list[str]:
-        return [e.reason for e in self.store.events(key)]
-
-    def exists(self, name: str) -> bool:
-        return name in {d.name() for d in self.conn.listAllDomains(0)}
-
 
 @pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
-    prefix = _prefix()
-    store = SqliteStore(tmp_path / "state.db")
-    hv = Hypervisor(URI)
-    hv.open()
-    clock = FakeClock()
-    try:
+    with testdriver.opened(tmp_path, conn) as w:
         yield World(
-            prefix,
+            w.prefix,
             conn,
-            store,
-            hv,
-            clock,
-            DomainReconciler(store, hv, clock, stop_grace=0),
+            w.store,
+            w.hv,
+            w.clock,
+            DomainReconciler(w.store, w.hv, w.clock, stop_grace=0),
             tmp_path,
         )
-    finally:
-        _cleanup(conn, prefix)
-        hv.close()
-        store.close()
 
 
 # -- create and keep running -----------------------------------------------------------------
@@ -644,11 +582,11 @@ def test_parse_of_build_round_trips(spec: DomainSpec, owner: Owner | None) -> No
 @pytest.fixture(scope="module")
 def module_conn() -> Iterator[tuple[Any, str]]:
     c = libvirt.open(URI)
-    prefix = _prefix()
+    prefix = new_prefix()
     try:
         yield c, prefix
     finally:
-        _cleanup(c, prefix)
+        remove_domains(c, prefix)
         c.close()
 
 

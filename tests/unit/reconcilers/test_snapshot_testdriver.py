@@ -6,7 +6,8 @@ replacing ``Hypervisor.freeze`` with what the real one raises then; everything e
 real ``Hypervisor`` on the real driver.
 
 The driver's state is shared by every connection in the process, so every domain made here is
-named ``ut-<random>-...`` and removed again, with its snapshots, by the fixture.
+named ``ut-<random>-...`` and removed again, with its snapshots, by the fixture
+(testdriver.py).
 
 Time is a ``FakeClock``; the policy reconciler reads it in the host's local time
 (``.astimezone()``), so expected names and retention periods are computed the same way.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,13 +25,12 @@ from typing import Any
 
 import libvirt
 import pytest
+import testdriver
 import yaml
 
 from kvmrec.api import manifests
 from kvmrec.api.kinds import Manifest, ObjectKey, SnapshotPolicySpec
 from kvmrec.backends.errors import BackendError
-from kvmrec.backends.libvirt.hypervisor import Hypervisor
-from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import Result
 from kvmrec.reconcilers.snapshots import (
     WAIT_RETRY,
@@ -40,35 +39,16 @@ from kvmrec.reconcilers.snapshots import (
     policy_snapshot_name,
 )
 from kvmrec.snapshots.retention import Retention, select
-from kvmrec.store.records import SnapshotRecord, Status
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.records import SnapshotRecord
 
-URI = "test:///default"
 T0 = datetime(2024, 3, 4, 5, 0, tzinfo=UTC)  # a Monday, far from any midnight in most zones
 NO_AGENT = "QEMU guest agent is not connected"
 
 
-def _cleanup(conn: Any, prefix: str) -> None:
-    for dom in conn.listAllDomains(0):
-        if not dom.name().startswith(prefix):
-            continue
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-
-
 @dataclass
-class World:
-    prefix: str
-    conn: Any
-    store: SqliteStore
-    hv: Hypervisor
-    clock: FakeClock
+class World(testdriver.World):
     policies: SnapshotPolicyReconciler
     snapshots: SnapshotReconciler
-
-    def name(self, suffix: str) -> str:
-        return self.prefix + suffix
 
     # -- libvirt, by hand ------------------------------------------------------------------
 
@@ -125,18 +105,10 @@ class World:
         (record,) = [r for r in self.store.snapshots(domain=domain) if r.name == name]
         return record
 
-    def status(self, key: ObjectKey) -> Status:
-        status = self.store.get_status(key)
-        assert status is not None
-        return status
-
     def condition(self, key: ObjectKey, type_: str) -> tuple[str, str]:
         cond = self.status(key).condition(type_)
         assert cond is not None, type_
         return cond.status, cond.reason
-
-    def reasons(self, key: ObjectKey) -> list[str]:
-        return [e.reason for e in self.store.events(key, limit=1000)]
 
     def local(self) -> datetime:
         """Now, as the policy reconciler reads it."""
@@ -144,33 +116,17 @@ class World:
 
 
 @pytest.fixture
-def conn() -> Iterator[Any]:
-    c = libvirt.open(URI)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
-    prefix = f"ut-{uuid.uuid4().hex[:8]}-"
-    store = SqliteStore(tmp_path / "state.db")
-    hv = Hypervisor(URI)
-    hv.open()
-    clock = FakeClock(wall=T0)
-    try:
+    with testdriver.opened(tmp_path, conn, wall=T0) as w:
         yield World(
-            prefix,
+            w.prefix,
             conn,
-            store,
-            hv,
-            clock,
-            SnapshotPolicyReconciler(store, hv, clock),
-            SnapshotReconciler(store, hv, clock),
+            w.store,
+            w.hv,
+            w.clock,
+            SnapshotPolicyReconciler(w.store, w.hv, w.clock),
+            SnapshotReconciler(w.store, w.hv, w.clock),
         )
-    finally:
-        _cleanup(conn, prefix)
-        hv.close()
-        store.close()
 
 
 def _agent_does_not_answer(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
