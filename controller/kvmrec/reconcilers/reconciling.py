@@ -1,0 +1,360 @@
+"""The reconcile every kind shares; a kind supplies only what is its own.
+
+    key --> fetch (gone: done) --> parse, observe --> ownership --> decide (the Plan)
+        --> blocked: a condition, PermanentError     waiting: a condition, a requeue
+        --> act, step by step, an event each --> observe again --> report
+        --> Ready / Synced / drift / observedGeneration, with the events, in one write
+
+Deletion (``deletionPolicy``): nothing there, done; not kvmrec's, forget it; still used
+by a managed object (its holders), wait; else orphan (unstamp) or delete; then the
+object leaves the store. A failure on the way is recorded in status before the engine
+retries (recording.py). ``plan`` runs the same fetch, observe and decide and stops: the
+dry run and the reconcile cannot disagree. Only this module writes status and events.
+
+A kind (:class:`Kind`) says how to parse its spec, observe the live object, decide the
+steps, act one step and report what it found, and whether the live object is its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy, ObjectKey
+from kvmrec.backends.errors import BackendError
+from kvmrec.engine.clock import Clock
+from kvmrec.engine.contract import PermanentError, Result
+from kvmrec.reconcilers import adoption, recording
+from kvmrec.reconcilers.dependencies import IN_USE_RETRY, Dependencies
+from kvmrec.reconcilers.plans import Plan, Step
+from kvmrec.store.base import Store
+from kvmrec.store.records import Drift, Status, StoredObject
+
+S = TypeVar("S")  # the parsed spec
+L = TypeVar("L")  # what observe found
+
+Event = tuple[str, str, str]  # type, reason, message
+
+
+class StepFailed(Exception):
+    """A step that cannot be done now for a reason the operator must see; the object's
+    ``Ready`` says so (``reason``) and it is tried again after ``retry`` seconds."""
+
+    def __init__(self, reason: str, message: str, retry: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry = retry
+
+
+@dataclass
+class Turn(Generic[S, L]):
+    """One reconcile (or plan) of one object: what it read, and what it has done so far."""
+
+    obj: StoredObject
+    spec: S
+    live: L | None
+    status: Status  # as stored before this turn (empty for a new object)
+    now: datetime
+    events: list[Event] = field(default_factory=list)
+    # What acting learnt that the report needs (a kind's own, e.g. a step that failed).
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.obj.key.name
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a kind found after acting: the generic layer turns it into status."""
+
+    ready: bool
+    reason: str
+    message: str = ""
+    drift: tuple[Drift, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    requeue_after: float | None = None
+    conditions: tuple[tuple[str, str, str, str], ...] = ()  # type, status, reason, message
+    error: str | None = None  # what still went wrong, for ``lastError``
+
+
+class Kind(Generic[S, L]):
+    """What a kind supplies to the generic reconcile. The defaults fit a kind whose live
+    object carries kvmrec's stamp (Domain, Network, OvsBridge)."""
+
+    kind: ClassVar[str]
+    noun: ClassVar[str] = ""  # "network": how messages name the live object
+    removal: ClassVar[str] = "delete"  # what deletionPolicy Delete does to it
+    unavailable: ClassVar[str] = "LibvirtUnavailable"  # Ready's reason when its daemon is away
+    errors: ClassVar[tuple[type[Exception], ...]] = (BackendError,)
+    reasons: ClassVar[Mapping[str, str]] = {}  # step action -> event reason
+
+    def parse(self, obj: StoredObject) -> S:
+        raise NotImplementedError
+
+    def observe(self, obj: StoredObject, spec: S) -> L | None:
+        raise NotImplementedError
+
+    def now(self, wall: datetime) -> datetime:
+        """The time of a turn (a schedule reads the host's wall clock)."""
+        return wall
+
+    def decide(self, turn: Turn[S, L]) -> Plan:
+        """The steps that bring the live object to the spec; ownership is checked."""
+        raise NotImplementedError
+
+    def act(self, turn: Turn[S, L], step: Step) -> str:
+        """Carry out one step; returns the event message ("" for none)."""
+        raise NotImplementedError
+
+    def report(self, turn: Turn[S, L]) -> Report:
+        """What the live object (observed again after acting) is, against the spec."""
+        raise NotImplementedError
+
+    # -- ownership -----------------------------------------------------------------------
+
+    def stamped(self, turn: Turn[S, L]) -> bool:
+        """The live object carries the stamp of this manifest."""
+        return True
+
+    def adopted(self, turn: Turn[S, L]) -> bool:
+        """Its stamp says kvmrec adopted it rather than created it."""
+        return False
+
+    def owned(self) -> bool:
+        """Whether the kind's live objects carry kvmrec's stamp at all."""
+        return True
+
+    # -- deletion ------------------------------------------------------------------------
+
+    def holders(self, key: ObjectKey) -> list[ObjectKey]:
+        """Managed objects that still use this one; its deletion waits for them."""
+        return []
+
+    def deletion(self, turn: Turn[S, L]) -> Plan | None:
+        """A kind's own deletion plan; None: by ``deletionPolicy`` and the stamp."""
+        return None
+
+    def delete_detail(self, turn: Turn[S, L], detail: str) -> str:
+        """What the plan says deletion does, from what deletionPolicy Delete does."""
+        return detail
+
+    def forget(self, turn: Turn[S, L]) -> None:
+        """Forget what kvmrec recorded of the object, once it is deleted."""
+
+    def deletion_policy(self, spec: S) -> DeletionPolicy:
+        return DeletionPolicy.DELETE
+
+    def held(self, turn: Turn[S, L], plan: Plan) -> tuple[Status, float] | None:
+        """A deletion step that must wait (a guest still powering off): the status to
+        record and when to look again; None: go on."""
+        return None
+
+
+def conflict(noun: str, name: str) -> Plan:
+    """The plan for a live object of the manifest's name that is not kvmrec's."""
+    message = (
+        f"a {noun} named {name} exists and is not managed by kvmrec; it is left "
+        f'alone (annotate the manifest with {ADOPT_ANNOTATION}: "true" to adopt it)'
+    )
+    return Plan(
+        steps=(Step("conflict", detail=message),), blocked=message, blocked_reason="Conflict"
+    )
+
+
+class Reconciler(Generic[S, L]):
+    """Reconciles and plans the objects of one kind."""
+
+    def __init__(
+        self,
+        kind: Kind[S, L],
+        store: Store,
+        clock: Clock,
+        *,
+        on_step: Callable[[ObjectKey, Step], None] | None = None,
+    ) -> None:
+        """``on_step``: told of every step the act phase carries out (the dry run's tests)."""
+        self.of = kind
+        self.kind = kind.kind
+        self._store = store
+        self._clock = clock
+        self._on_step = on_step
+
+    def _turn(self, obj: StoredObject, status: Status | None) -> Turn[S, L]:
+        spec = self.of.parse(obj)
+        live = self.of.observe(obj, spec)
+        return Turn(obj, spec, live, status or Status(), self.of.now(self._clock.wall()))
+
+    # -- decide --------------------------------------------------------------------------
+
+    def plan(self, obj: StoredObject, status: Status | None = None) -> Plan:
+        """What a reconcile of ``obj`` would do now, without doing any of it."""
+        turn = self._turn(obj, status)
+        return self._deletion_plan(turn) if obj.deleting else self._decide(turn)
+
+    def _decide(self, turn: Turn[S, L]) -> Plan:
+        if turn.live is not None and self.of.owned() and not self._may_change(turn):
+            return conflict(self.of.noun, turn.name)
+        return self.of.decide(turn)
+
+    def _may_change(self, turn: Turn[S, L]) -> bool:
+        """kvmrec may change the live object: its stamp, or the manifest asks to adopt it."""
+        return self.of.stamped(turn) or turn.obj.annotations.get(ADOPT_ANNOTATION) == "true"
+
+    def _deletion_plan(self, turn: Turn[S, L]) -> Plan:
+        own = self.of.deletion(turn)
+        if own is not None:
+            return own
+        name = turn.name
+        if turn.live is None:
+            return Plan()
+        # Only the stamp makes an object kvmrec's to delete (reconcilers/adoption.py).
+        if not self.of.stamped(turn):
+            return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
+        users = ", ".join(str(k) for k in self.of.holders(turn.obj.key))
+        if users:
+            return Plan(blocked=f"still used by {users}", blocked_reason="InUse")
+        if self.of.deletion_policy(turn.spec) is DeletionPolicy.ORPHAN:
+            return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
+        detail = self.of.removal
+        if self.of.adopted(turn):
+            detail = adoption.deletion(self.of.noun, name, self.of.removal)
+        return Plan(steps=(Step("delete", detail=self.of.delete_detail(turn, detail)),))
+
+    # -- act -----------------------------------------------------------------------------
+
+    def reconcile(self, key: ObjectKey) -> Result:
+        # One read of the object and one of its status (the store may combine them).
+        obj = self._store.get(key)
+        if obj is None:
+            return Result()
+        old = self._store.get_status(key)
+        with recording.failures_recorded(
+            self._store,
+            key,
+            old,
+            self._clock.wall(),
+            unavailable=self.of.unavailable,
+            errors=self.of.errors,
+        ):
+            turn = self._turn(obj, old)
+            try:
+                return self._delete(turn, old) if obj.deleting else self._converge(turn, old)
+            except StepFailed as exc:
+                now = turn.now
+                status = recording.failed(
+                    turn.status.with_condition("Ready", "False", exc.reason, str(exc), now),
+                    exc,
+                    now,
+                )
+                recording.commit(self._store, key, old, status, now)
+                return Result(requeue_after=exc.retry)
+
+    def _step(self, turn: Turn[S, L], step: Step, *, act: bool = True) -> str:
+        if self._on_step is not None:
+            self._on_step(turn.obj.key, step)
+        return self.of.act(turn, step) if act else ""
+
+    def _converge(self, turn: Turn[S, L], old: Status | None) -> Result:
+        key, now = turn.obj.key, turn.now
+        plan = self._decide(turn)
+        if plan.blocked is not None:
+            status = recording.blocked(turn.status, plan.blocked_reason, plan.blocked, now)
+            recording.commit(self._store, key, old, status, now, turn.events)
+            raise PermanentError(plan.blocked)
+        if plan.wait is not None and not any(s.action != "wait" for s in plan.steps):
+            # Waiting is not an error: it says what for, and looks again later.
+            reason, message = plan.wait_reason, plan.wait_message
+            status = replace(
+                turn.status.with_condition("Ready", "False", reason, message, now).with_condition(
+                    "Synced", "False", reason, message, now
+                ),
+                observed_generation=turn.obj.generation,
+                last_reconcile_time=now,
+                last_error=None,
+                retries=0,
+                drift=(),
+            )
+            recording.commit(self._store, key, old, status, now, turn.events)
+            return Result(requeue_after=plan.wait)
+
+        for step in plan.steps:
+            message = self._step(turn, step)
+            if message:
+                turn.events.append(("Normal", self.of.reasons[step.action], message))
+        if plan.steps:
+            turn.live = self.of.observe(turn.obj, turn.spec)
+            if turn.live is None:
+                raise BackendError(
+                    f"{self.of.noun} {turn.name} vanished while it was being converged"
+                )
+        report = self.of.report(turn)
+        status = self._status(turn, report)
+        recording.commit(self._store, key, old, status, now, turn.events)
+        return Result(requeue_after=report.requeue_after)
+
+    def _status(self, turn: Turn[S, L], report: Report) -> Status:
+        now = turn.now
+        ready = "True" if report.ready else "False"
+        status = turn.status.with_condition("Ready", ready, report.reason, report.message, now)
+        for type_, value, reason, message in report.conditions:
+            status = status.with_condition(type_, value, reason, message, now)
+        fields = ", ".join(d.field for d in report.drift)
+        status = (
+            status.with_condition("Synced", "False", "Drifted", fields, now)
+            if report.drift
+            else status.with_condition("Synced", "True", "Synced", "", now)
+        )
+        return replace(
+            status,
+            observed_generation=turn.obj.generation,
+            drift=report.drift,
+            last_reconcile_time=now,
+            last_error=report.error,
+            retries=0,
+            details=report.details,
+        )
+
+    # -- deletion ------------------------------------------------------------------------
+
+    def _delete(self, turn: Turn[S, L], old: Status | None) -> Result:
+        key, name, now = turn.obj.key, turn.name, turn.now
+        plan = self._deletion_plan(turn)
+        if plan.blocked is not None:
+            status = recording.deletion_held(turn.status, plan.blocked_reason, plan.blocked, now)
+            recording.commit(self._store, key, old, status, now)
+            return Result(requeue_after=IN_USE_RETRY)
+        held = self.of.held(turn, plan)
+        if held is not None:
+            status, wait = held
+            recording.commit(self._store, key, old, status, now, turn.events)
+            return Result(requeue_after=wait)
+        events = list(turn.events)
+        for step in plan.steps:
+            if step.action == "forget":
+                self._step(turn, step, act=False)
+                message = f"{self.of.noun} {name} is not managed by kvmrec; left alone"
+                events.append(("Warning", "NotOwned", message))
+                continue
+            message = self._step(turn, step)
+            reason = {"orphan": "Orphaned", "delete": "Deleted"}.get(step.action)
+            if message:
+                events.append(("Normal", reason or self.of.reasons[step.action], message))
+        self.of.forget(turn)
+        for type_, reason, message in events:
+            self._store.add_event(key, type_, reason, message, now)
+        self._store.remove(key)
+        return Result()
+
+
+class StampedKind(Kind[S, L]):
+    """A kind whose deletion acts on the live object (orphan, delete) and whose deletion
+    waits for the managed objects that use it."""
+
+    def __init__(self, dependencies: Dependencies | None) -> None:
+        self._deps = dependencies
+
+    def holders(self, key: ObjectKey) -> list[ObjectKey]:
+        return self._deps.holders(key) if self._deps is not None else []
