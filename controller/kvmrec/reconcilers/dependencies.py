@@ -111,4 +111,3 @@ class Dependencies:
             wanted.add(Ref(BRIDGE, key.name))
         users = [*self._store.list("Domain"), *self._store.list(NETWORK)]
         return [obj.key for obj in users if wanted & set(refs_of(obj))]
-
