@@ -30,7 +30,8 @@ from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Plan, plan_fields
-from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
+from kvmrec.reconcilers.snapshot_policy import SnapshotPolicyReconciler
+from kvmrec.reconcilers.snapshots import SnapshotReconciler
 from kvmrec.settings import Settings
 from kvmrec.sources import candidates, trust
 from kvmrec.sources.directory import scan

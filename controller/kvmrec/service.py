@@ -38,7 +38,8 @@ from kvmrec.reconcilers.dependencies import Dependencies, refs_of
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
-from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
+from kvmrec.reconcilers.snapshot_policy import SnapshotPolicyReconciler
+from kvmrec.reconcilers.snapshots import SnapshotReconciler
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan

@@ -52,15 +52,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kvmrec.api import quantities
 from kvmrec.api.kinds import (
-    ADOPT_ANNOTATION,
     DeletionPolicy,
     Disk,
     DomainSpec,
@@ -80,11 +79,11 @@ from kvmrec.backends.hypervisor import (
     Unavailable,
 )
 from kvmrec.engine.clock import Clock
-from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers import adoption, crash_loop, libvirt_jobs, recording, reverts, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.plans import Plan, Step
+from kvmrec.reconcilers.reconciling import Reconciler, Report, StampedKind, Turn
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
 
@@ -199,6 +198,10 @@ def _state_of(live: LiveDomain) -> str:
     return f"it is {live.state} ({live.reason})"
 
 
+def _state_details(live: LiveDomain) -> dict[str, Any]:
+    return {"state": live.state, "reason": live.reason, "uuid": live.config.uuid}
+
+
 def _drift_key(drift: Iterable[Drift]) -> list[str]:
     return sorted(f"{d.field}={d.actual!r}" for d in drift)
 
@@ -225,10 +228,43 @@ def _wants_running(
 # -- the reconciler ---------------------------------------------------------------------------
 
 
-class DomainReconciler:
-    """Converges one Domain key at a time."""
+# What deletionPolicy Delete does to a domain.
+_REMOVAL = "destroy and undefine"
+
+
+def _owner(obj: StoredObject, live: LiveDomain | None) -> Owner:
+    """The stamp the domain of ``obj`` gets; an adoption is kept in it."""
+    taken = live is not None and adoption.adopted(live.config.owner, KIND, obj.key.name)
+    return Owner(KIND, obj.key.name, obj.uid, obj.generation, obj.digest, adopted=taken)
+
+
+_EVENT_REASONS = {
+    "create-image": "ImageCreated",
+    "grow-image": "ImageGrown",
+    "create": "Created",
+    "update": "Redefined",
+    "adopt": "Adopted",
+    "stamp": "Stamped",
+    "update-live": "UpdatedLive",
+    "update-at-restart": "RestartRequired",
+    "restart": "Restarted",
+    "autostart": "Autostart",
+    "resume": "Resumed",
+    "start": "Started",
+    "stop": "Stopped",
+    "gone": "Deleted",
+}
+
+
+class Domain(StampedKind[DomainSpec, LiveDomain]):
+    """The Domain kind: its own parse, observe, decide, act and report."""
 
     kind = KIND
+    noun = "domain"
+    removal = _REMOVAL
+    errors: ClassVar[tuple[type[Exception], ...]] = (BackendError, images.ImageError)
+    reasons: ClassVar[Mapping[str, str]] = _EVENT_REASONS
+    quiet_waits: ClassVar[frozenset[str]] = frozenset({libvirt_jobs.WAIT_REASON})
 
     def __init__(
         self,
@@ -246,12 +282,11 @@ class DomainReconciler:
         places no restriction, for tests that make images anywhere. The service always
         passes its settings' roots. ``stop_grace``: seconds a guest asked to power off gets
         before it is destroyed, unless its spec says otherwise."""
-        self._store = store
+        super().__init__(dependencies)
+        self._store = store  # read only: the Reverted condition (reconcilers/reverts.py)
         self._hv = hypervisor
         self._guest = guest or GuestAgent(hypervisor)
         self._stopper = stopping.Stopper(hypervisor, self._guest, stop_grace)
-        self._clock = clock
-        self._deps = dependencies
         self._disks = None if disk_roots is None else DiskPolicy.of(disk_roots, allow_device_disks)
         self._lock = threading.Lock()
         self._converged: dict[str, Fingerprint] = {}
@@ -277,15 +312,42 @@ class DomainReconciler:
             else:
                 self._converged[name] = fingerprint
 
-    # -- observe and decide ----------------------------------------------------------------
+    # -- observe -------------------------------------------------------------------------
 
-    def plan(self, obj: StoredObject, status: Status | None = None) -> Plan:
-        """What a reconcile of ``obj`` would do now, without doing any of it."""
-        if obj.deleting:
-            return self._deletion_plan(obj, self._hv.get_domain(obj.key.name))
-        spec = DomainSpec.from_spec(obj.spec, obj.key.name)
-        live = self._hv.get_domain(obj.key.name)
-        return self._decide(obj, spec, live, status or Status(), self._clock.wall())
+    def parse(self, obj: StoredObject) -> DomainSpec:
+        return DomainSpec.from_spec(obj.spec, obj.key.name)
+
+    def observe(self, obj: StoredObject, spec: DomainSpec) -> LiveDomain | None:
+        return self._hv.get_domain(obj.key.name)
+
+    def stamped(self, turn: Turn[DomainSpec, LiveDomain]) -> bool:
+        live = turn.live
+        return live is not None and adoption.stamped_for(live.config.owner, KIND, turn.name)
+
+    def adopted(self, turn: Turn[DomainSpec, LiveDomain]) -> bool:
+        owner = turn.live.config.owner if turn.live is not None else None
+        return owner is not None and owner.adopted
+
+    def deletion_policy(self, spec: DomainSpec) -> DeletionPolicy:
+        return spec.deletion_policy
+
+    def holders(self, key: ObjectKey) -> list[ObjectKey]:
+        return []  # nothing waits for a domain to stay
+
+    def prepare(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
+        self._remember(turn.name, None)
+        live = turn.live
+        details = dict(turn.status.details)
+        turn.notes["details"] = details
+        if live is not None and not live.active and "stopping" in details:
+            stopped = stopping.finished(live, details, turn.now)
+            turn.events.append(("Normal", "Stopped", stopped))
+            turn.status = replace(turn.status, details=details)
+
+    # -- decide --------------------------------------------------------------------------
+
+    def decide(self, turn: Turn[DomainSpec, LiveDomain]) -> Plan:
+        return self._decide(turn.obj, turn.spec, turn.live, turn.status, turn.now)
 
     def _decide(
         self,
@@ -296,15 +358,6 @@ class DomainReconciler:
         now: datetime,
     ) -> Plan:
         name = obj.key.name
-        if live is not None and not self._owns(live, obj):
-            return Plan(
-                steps=(Step("conflict", detail=f"domain {name} exists and is not kvmrec's"),),
-                blocked=(
-                    f"a domain named {name} exists and is not managed by kvmrec; it is left "
-                    f'alone (annotate the manifest with {ADOPT_ANNOTATION}: "true" to adopt it)'
-                ),
-                blocked_reason="Conflict",
-            )
         waiting = self._jobs.plan(name, live) if live is not None else None
         if waiting is not None:
             return waiting
@@ -494,165 +547,13 @@ class DomainReconciler:
             return source.path
         return self._hv.volume_path(source.pool or "", source.volume or "")
 
-    @staticmethod
-    def _owns(live: LiveDomain, obj: StoredObject) -> bool:
-        """kvmrec may change the domain: its stamp, or the manifest asks to adopt it."""
-        if adoption.stamped_for(live.config.owner, KIND, obj.key.name):
-            return True
-        return obj.annotations.get(ADOPT_ANNOTATION) == "true"
-
     # -- act -----------------------------------------------------------------------------
 
-    def reconcile(self, key: ObjectKey) -> Result:
-        self._remember(key.name, None)
-        obj = self._store.get(key)
-        if obj is None:
-            return Result()
-        old = self._store.get_status(key)
-        status = old or Status()
-        with recording.failures_recorded(
-            self._store,
-            key,
-            old,
-            self._clock.wall(),
-            unavailable="LibvirtUnavailable",
-            errors=(BackendError, images.ImageError),
-        ):
-            if obj.deleting:
-                return self._delete(obj, old, status)
-            return self._converge(obj, old, status)
-
-    def _converge(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
-        key, name = obj.key, obj.key.name
-        spec = DomainSpec.from_spec(obj.spec, name)
-        live = self._hv.get_domain(name)
-        now = self._clock.wall()
-        details = dict(status.details)
-        events: list[tuple[str, str, str]] = []
-        if live is not None and not live.active and "stopping" in details:
-            stopped = stopping.finished(live, details, now)
-            events.append(("Normal", "Stopped", stopped))
-            status = replace(status, details=details)
-        plan = self._decide(obj, spec, live, status, now)
-
-        if plan.blocked is not None:
-            status = recording.blocked(status, plan.blocked_reason, plan.blocked, now)
-            recording.commit(self._store, key, old, status, now, events)
-            raise PermanentError(plan.blocked)
-
-        if plan.wait_reason == libvirt_jobs.WAIT_REASON:
-            # Not drift, and nothing to record: libvirt ends the job, and its event (or
-            # this requeue) brings the domain back here.
-            return Result(requeue_after=plan.wait)
-
-        if plan.wait_reason == "WaitingForDependency":
-            status = replace(
-                status.with_condition(
-                    "Ready", "False", plan.wait_reason, plan.wait_message, now
-                ).with_condition("Synced", "False", plan.wait_reason, plan.wait_message, now),
-                observed_generation=obj.generation,
-                last_reconcile_time=now,
-                last_error=None,
-                retries=0,
-                drift=(),
-            )
-            recording.commit(self._store, key, old, status, now, events)
-            return Result(requeue_after=plan.wait)
-
-        owner = _owner(obj, live)
-        for step in plan.steps:
-            message = self._act(name, spec, owner, live, step, details, now)
-            if message:
-                events.append(("Normal", _EVENT_REASONS[step.action], message))
-        if not any(step.action in ("stop", "restart") for step in plan.steps):
-            details.pop("stopping", None)  # called off: the manifest wants it running again
-
-        if plan.steps:
-            live = self._hv.get_domain(name)
-            if live is None:
-                raise BackendError(f"domain {name} vanished while it was being converged")
-        assert live is not None
-        if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
-            details["onceGeneration"] = obj.generation
-        if live.state == "running" and "stopping" not in details:
-            details.pop("restarting", None)
-        # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
-        # clock as far behind as one of its own.
-        resumed = status.details.get("state") == "paused" and live.state == "running"
-        if spec.sync_clock and resumed and "resume" not in {s.action for s in plan.steps}:
-            synced = self._sync_clock(name, spec)
-            events.append(("Normal", "ClockSynced", f"resumed by hand{synced}"))
-
-        restart = self._still_different(spec, live)
-        seen = _drift_key(restart)
-        auto = spec.restart_policy is RestartPolicy.AUTO and live.running is not None
-        # What the running guest refused to take live needs a restart too; but a difference
-        # that a restart already failed to fix (a balloon the guest ignores) is not a reason
-        # to restart it again and again.
-        if restart and auto and "stopping" not in details:
-            if details.get("restartFor") == seen:
-                details["restartDidNotFix"] = seen
-            elif details.get("restartDidNotFix") != seen:
-                fields = ", ".join(d.field for d in restart)
-                message = self._restart(name, spec, live, details, now)
-                events.append(("Normal", "Restarted", f"{message} to apply {fields}"))
-                live = self._hv.get_domain(name)
-                if live is None:
-                    raise BackendError(f"domain {name} vanished while it was being restarted")
-                restart = self._still_different(spec, live)
-        if not restart:
-            details.pop("restartDidNotFix", None)
-            details.pop("restartFor", None)
-        drift = diff_config(spec, live.config)
-        drift += [d for d in restart if d.field not in {x.field for x in drift}]
-        if live.autostart != spec.autostart:
-            drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
-        want = _wants_running(spec, live, Status(details=details), obj.generation)
-        off_course = (want is True and live.state != "running") or (want is False and live.active)
-        if off_course and plan.wait is None:
-            drift.append(Drift("spec.runStrategy", spec.run_strategy.value, live.state))
-
-        wait = plan.wait
-        if plan.wait_reason == "CrashLoopBackOff":
-            crash_loop.note_failure(details, now)  # the wait counts from the first sight
-        if "stopping" in details:
-            wait = self._stopper.next_step_in(spec, details["stopping"], now)
-        guest_wait = self._read_guest(name, spec, live, details)
-        if guest_wait is not None:
-            wait = guest_wait if wait is None else min(wait, guest_wait)
-
-        status = self._status(spec, live, status, drift, restart, plan, obj.generation, now)
-        if "stopping" in details:
-            message = self._stopper.describe(spec, details["stopping"], now)
-            status = status.with_condition("Ready", "False", "Stopping", message, now)
-        status = replace(status, details={**details, **status.details})
-        status = reverts.carried(self._store, key, status)
-        recording.commit(self._store, key, old, status, now, events)
-        # A guest whose addresses are reported is read again on every resync, whatever its
-        # fingerprint: a new DHCP address moves nothing libvirt shows.
-        if not plan.steps and not drift and wait is None and "guest" not in details:
-            self._remember(name, live.fingerprint)
-        return Result(requeue_after=wait)
-
-    @staticmethod
-    def _still_different(spec: DomainSpec, live: LiveDomain) -> list[Drift]:
-        """What the running guest has that differs from the spec, after acting."""
-        if live.running is None:
-            return []
-        hot, restart = _live_class(spec, live.running)
-        return restart + hot
-
-    def _act(
-        self,
-        name: str,
-        spec: DomainSpec,
-        owner: Owner,
-        live: LiveDomain | None,
-        step: Step,
-        details: dict[str, Any],
-        now: datetime,
-    ) -> str:
+    def act(self, turn: Turn[DomainSpec, LiveDomain], step: Step) -> str:
         """Carry out one step; returns the event message."""
+        name, spec, live, now = turn.name, turn.spec, turn.live, turn.now
+        details: dict[str, Any] = turn.notes.setdefault("details", dict(turn.status.details))
+        owner = _owner(turn.obj, live)
         fields = ", ".join(d.field for d in step.fields)
         match step.action:
             case "create-image":
@@ -704,6 +605,13 @@ class DomainReconciler:
             case "stop":
                 assert live is not None
                 return self._stopper.step(name, spec, live, details, now, "halt")
+            case "gone":
+                return f"domain {name} is gone"
+            case "orphan":
+                self._hv.set_owner(name, None)
+                return f"removed kvmrec's stamp from {name}; left as it is"
+            case "delete":
+                return self._undefine(turn)
         raise AssertionError(f"unknown step {step.action}")
 
     # -- stopping and restarting ---------------------------------------------------------
@@ -852,20 +760,121 @@ class DomainReconciler:
         if held:
             raise BackendError(f"the guest did not release {', '.join(held)}")
 
+    @staticmethod
+    def _still_different(spec: DomainSpec, live: LiveDomain) -> list[Drift]:
+        """What the running guest has that differs from the spec, after acting."""
+        if live.running is None:
+            return []
+        hot, restart = _live_class(spec, live.running)
+        return restart + hot
+
+    # -- report --------------------------------------------------------------------------
+
+    def report(self, turn: Turn[DomainSpec, LiveDomain]) -> Report:
+        """What the guest is after acting; restarts it when the running guest refused what
+        it could not take live and ``restartPolicy: Auto`` asks for one."""
+        obj, spec, name, now, plan = turn.obj, turn.spec, turn.name, turn.now, turn.plan
+        status, events = turn.status, turn.events
+        details: dict[str, Any] = turn.notes["details"]
+        live = turn.live
+        assert live is not None
+        if not any(step.action in ("stop", "restart") for step in plan.steps):
+            details.pop("stopping", None)  # called off: the manifest wants it running again
+        if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
+            details["onceGeneration"] = obj.generation
+        if live.state == "running" and "stopping" not in details:
+            details.pop("restarting", None)
+        # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
+        # clock as far behind as one of its own.
+        resumed = status.details.get("state") == "paused" and live.state == "running"
+        if spec.sync_clock and resumed and "resume" not in {s.action for s in plan.steps}:
+            synced = self._sync_clock(name, spec)
+            events.append(("Normal", "ClockSynced", f"resumed by hand{synced}"))
+
+        restart = self._still_different(spec, live)
+        seen = _drift_key(restart)
+        auto = spec.restart_policy is RestartPolicy.AUTO and live.running is not None
+        # What the running guest refused to take live needs a restart too; but a difference
+        # that a restart already failed to fix (a balloon the guest ignores) is not a reason
+        # to restart it again and again.
+        if restart and auto and "stopping" not in details:
+            if details.get("restartFor") == seen:
+                details["restartDidNotFix"] = seen
+            elif details.get("restartDidNotFix") != seen:
+                fields = ", ".join(d.field for d in restart)
+                message = self._restart(name, spec, live, details, now)
+                events.append(("Normal", "Restarted", f"{message} to apply {fields}"))
+                again = self._hv.get_domain(name)
+                if again is None:
+                    raise BackendError(f"domain {name} vanished while it was being restarted")
+                live = turn.live = again
+                restart = self._still_different(spec, live)
+        if not restart:
+            details.pop("restartDidNotFix", None)
+            details.pop("restartFor", None)
+        drift = diff_config(spec, live.config)
+        drift += [d for d in restart if d.field not in {x.field for x in drift}]
+        if live.autostart != spec.autostart:
+            drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
+        want = _wants_running(spec, live, Status(details=details), obj.generation)
+        off_course = (want is True and live.state != "running") or (want is False and live.active)
+        if off_course and plan.wait is None:
+            drift.append(Drift("spec.runStrategy", spec.run_strategy.value, live.state))
+
+        wait = plan.wait
+        if plan.wait_reason == "CrashLoopBackOff":
+            crash_loop.note_failure(details, now)  # the wait counts from the first sight
+        if "stopping" in details:
+            wait = self._stopper.next_step_in(spec, details["stopping"], now)
+        guest_wait = self._read_guest(name, spec, live, details)
+        if guest_wait is not None:
+            wait = guest_wait if wait is None else min(wait, guest_wait)
+
+        ready, reason, message, conditions = self._ready(spec, live, status, restart, plan, obj)
+        if "stopping" in details:
+            message = self._stopper.describe(spec, details["stopping"], now)
+            ready, reason = False, "Stopping"
+        # A guest whose addresses are reported is read again on every resync, whatever its
+        # fingerprint: a new DHCP address moves nothing libvirt shows.
+        quiet = not plan.steps and not drift and wait is None and "guest" not in details
+        turn.notes["fingerprint"] = live.fingerprint if quiet else None
+        return Report(
+            ready,
+            reason,
+            message,
+            drift=tuple(drift),
+            details={
+                **details,
+                "state": live.state,
+                "reason": live.reason,
+                "uuid": live.config.uuid,
+            },
+            requeue_after=wait,
+            conditions=conditions,
+        )
+
+    def finish(self, turn: Turn[DomainSpec, LiveDomain], status: Status) -> Status:
+        # ``kvmrec snapshot revert`` writes the Reverted condition while the service runs.
+        return reverts.carried(self._store, turn.obj.key, status)
+
+    def done(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
+        fingerprint = turn.notes.get("fingerprint")
+        if fingerprint is not None:
+            self._remember(turn.name, fingerprint)
+
     # -- status --------------------------------------------------------------------------
 
-    def _status(
-        self,
+    @staticmethod
+    def _ready(
         spec: DomainSpec,
         live: LiveDomain,
         status: Status,
-        drift: list[Drift],
         restart: list[Drift],
         plan: Plan,
-        generation: int,
-        now: datetime,
-    ) -> Status:
-        want = _wants_running(spec, live, status, generation)
+        obj: StoredObject,
+    ) -> tuple[bool, str, str, tuple[tuple[str, str, str, str], ...]]:
+        """``Ready`` (whether, why, what it says) and ``RestartRequired``."""
+        want = _wants_running(spec, live, status, obj.generation)
         if plan.wait is not None:
             ready, reason, message = False, "CrashLoopBackOff", plan.wait_message
         elif want is True:
@@ -882,116 +891,74 @@ class DomainReconciler:
             ready = True
             reason = "Running" if live.state == "running" else "Defined"
             message = ""
-        status = status.with_condition("Ready", "True" if ready else "False", reason, message, now)
-        if drift:
-            fields = ", ".join(d.field for d in drift)
-            status = status.with_condition("Synced", "False", "Drifted", fields, now)
-        else:
-            status = status.with_condition("Synced", "True", "Synced", "", now)
+        conditions: tuple[tuple[str, str, str, str], ...] = ()
         if restart:
             fields = ", ".join(d.field for d in restart)
-            status = status.with_condition(
-                "RestartRequired",
-                "True",
-                "DefinitionChanged",
-                f"the running guest picks up {fields} at its next restart",
-                now,
-            )
+            picks_up = f"the running guest picks up {fields} at its next restart"
+            conditions = (("RestartRequired", "True", "DefinitionChanged", picks_up),)
         elif status.condition("RestartRequired") is not None:
-            status = status.with_condition("RestartRequired", "False", "UpToDate", "", now)
-        return replace(
-            status,
-            observed_generation=generation,
-            drift=tuple(drift),
-            last_reconcile_time=now,
-            last_error=None,
-            retries=0,
-            details={"state": live.state, "reason": live.reason, "uuid": live.config.uuid},
-        )
+            conditions = (("RestartRequired", "False", "UpToDate", ""),)
+        return ready, reason, message, conditions
 
     # -- deletion ------------------------------------------------------------------------
 
-    def _deletion_plan(self, obj: StoredObject, live: LiveDomain | None) -> Plan:
-        name = obj.key.name
-        if live is None:
-            return Plan()
-        # Only the stamp makes a domain kvmrec's to delete: an adoption that never
-        # happened (the manifest removed before it was applied) gives it nothing.
-        if not adoption.stamped_for(live.config.owner, KIND, name):
-            return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
-        spec = DomainSpec.from_spec(obj.spec, name)
-        if spec.deletion_policy is DeletionPolicy.ORPHAN:
-            return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
-        doomed = [d.source for d in spec.disks if self._deletable(d)]
-        detail = _REMOVAL
-        if live.config.owner is not None and live.config.owner.adopted:
-            detail = adoption.deletion("domain", name, _REMOVAL)
-        detail += f"; delete {', '.join(doomed)}" if doomed else ""
-        return Plan(steps=(Step("delete", detail=detail),))
+    def deletion(self, turn: Turn[DomainSpec, LiveDomain]) -> Plan | None:
+        if turn.live is None:
+            return Plan(steps=(Step("gone", visible=False),))
+        return None  # by its stamp and deletionPolicy
 
-    def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
-        key, name = obj.key, obj.key.name
-        live = self._hv.get_domain(name)
-        now = self._clock.wall()
-        plan = self._deletion_plan(obj, live)
-        spec = DomainSpec.from_spec(obj.spec, name)
-        stopped = ""
-        if live is not None and plan.steps and plan.steps[0].action == "delete":
-            details = dict(status.details)
-            if live.active:
-                message = self._stopper.step(name, spec, live, details, now, "delete")
-                if "stopping" in details:
-                    # Not off yet: the guest's STOPPED event or the next step brings us back.
-                    events = [("Normal", "Stopping", message)] if message else []
-                    status = recording.deletion_held(
-                        replace(status, details=details),
-                        "Stopping",
-                        "powering the guest off before deleting it",
-                        now,
-                    )
-                    recording.commit(self._store, key, old, status, now, events)
-                    wait = self._stopper.next_step_in(spec, details["stopping"], now)
-                    return Result(requeue_after=wait)
-                stopped = f"; {message}"
-            elif "stopping" in details:
-                stopped = f"; {stopping.finished(live, details, now)}"
-        if live is None:
-            self._store.add_event(key, "Normal", "Deleted", f"domain {name} is gone", now)
-        elif plan.steps[0].action == "forget":
-            self._store.add_event(
-                key,
-                "Warning",
-                "NotOwned",
-                f"domain {name} is not managed by kvmrec; left alone",
-                now,
-            )
-        elif plan.steps[0].action == "orphan":
-            self._hv.set_owner(name, None)
-            self._store.add_event(
-                key, "Normal", "Orphaned", f"removed kvmrec's stamp from {name}; left as it is", now
-            )
-        else:
-            self._hv.undefine_domain(name)
-            removed = []
-            for disk in spec.disks:
-                if not self._deletable(disk):
-                    if disk.delete_image and disk.path and self._disks is not None:
-                        log.warning("%s: image kept: %s", key, self._disks.problem(disk.path))
-                    continue
-                if disk.path:
-                    images.delete(disk.path)
-                else:
-                    self._hv.delete_volume(disk.pool or "", disk.volume or "")
-                removed.append(disk.source)
-            kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
-            owner = live.config.owner
-            what = f"domain {name}"
-            if owner is not None and owner.adopted:
-                what += ", which kvmrec adopted and did not create"
-            self._store.add_event(key, "Normal", "Deleted", f"undefined {what}{stopped}{kept}", now)
-        self._store.remove(key)
-        self._remember(name, None)
-        return Result()
+    def delete_detail(self, turn: Turn[DomainSpec, LiveDomain], detail: str) -> str:
+        doomed = [d.source for d in turn.spec.disks if self._deletable(d)]
+        return detail + (f"; delete {', '.join(doomed)}" if doomed else "")
+
+    def held(self, turn: Turn[DomainSpec, LiveDomain], plan: Plan) -> tuple[Status, float] | None:
+        """A guest to delete is powered off first, cleanly (reconcilers/stopping.py)."""
+        live, spec, name, now = turn.live, turn.spec, turn.name, turn.now
+        turn.notes["stopped"] = ""
+        if live is None or not plan.steps or plan.steps[0].action != "delete":
+            return None
+        details = dict(turn.status.details)
+        if live.active:
+            message = self._stopper.step(name, spec, live, details, now, "delete")
+            if "stopping" in details:
+                # Not off yet: the guest's STOPPED event or the next step brings us back.
+                if message:
+                    turn.events.append(("Normal", "Stopping", message))
+                status = recording.deletion_held(
+                    replace(turn.status, details=details),
+                    "Stopping",
+                    "powering the guest off before deleting it",
+                    now,
+                )
+                return status, self._stopper.next_step_in(spec, details["stopping"], now)
+            turn.notes["stopped"] = f"; {message}"
+        elif "stopping" in details:
+            turn.notes["stopped"] = f"; {stopping.finished(live, details, now)}"
+        return None
+
+    def _undefine(self, turn: Turn[DomainSpec, LiveDomain]) -> str:
+        key, name, spec, live = turn.obj.key, turn.name, turn.spec, turn.live
+        assert live is not None
+        self._hv.undefine_domain(name)
+        removed = []
+        for disk in spec.disks:
+            if not self._deletable(disk):
+                if disk.delete_image and disk.path and self._disks is not None:
+                    log.warning("%s: image kept: %s", key, self._disks.problem(disk.path))
+                continue
+            if disk.path:
+                images.delete(disk.path)
+            else:
+                self._hv.delete_volume(disk.pool or "", disk.volume or "")
+            removed.append(disk.source)
+        kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
+        what = f"domain {name}"
+        if self.adopted(turn):
+            what += ", which kvmrec adopted and did not create"
+        return f"undefined {what}{turn.notes.get('stopped', '')}{kept}"
+
+    def forget(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
+        self._remember(turn.name, None)
 
     def _deletable(self, disk: Disk) -> bool:
         """The disk's image goes with the domain: asked for, and (for a file) under the
@@ -1003,28 +970,32 @@ class DomainReconciler:
         return self._disks.problem(disk.path) is None
 
 
-# What deletionPolicy Delete does to a domain.
-_REMOVAL = "destroy and undefine"
+class DomainReconciler(Reconciler[DomainSpec, LiveDomain]):
+    def __init__(
+        self,
+        store: Store,
+        hypervisor: Hypervisor,
+        clock: Clock,
+        dependencies: Dependencies | None = None,
+        *,
+        disk_roots: Iterable[str | Path] | None = None,
+        allow_device_disks: bool = False,
+        guest: GuestAgent | None = None,
+        stop_grace: float = 60.0,
+        on_step: Callable[[ObjectKey, Step], None] | None = None,
+    ) -> None:
+        self.domains = Domain(
+            store,
+            hypervisor,
+            clock,
+            dependencies,
+            disk_roots=disk_roots,
+            allow_device_disks=allow_device_disks,
+            guest=guest,
+            stop_grace=stop_grace,
+        )
+        super().__init__(self.domains, store, clock, on_step=on_step)
 
-
-def _owner(obj: StoredObject, live: LiveDomain | None) -> Owner:
-    """The stamp the domain of ``obj`` gets; an adoption is kept in it."""
-    taken = live is not None and adoption.adopted(live.config.owner, KIND, obj.key.name)
-    return Owner(KIND, obj.key.name, obj.uid, obj.generation, obj.digest, adopted=taken)
-
-
-_EVENT_REASONS = {
-    "create-image": "ImageCreated",
-    "grow-image": "ImageGrown",
-    "create": "Created",
-    "update": "Redefined",
-    "adopt": "Adopted",
-    "stamp": "Stamped",
-    "update-live": "UpdatedLive",
-    "update-at-restart": "RestartRequired",
-    "restart": "Restarted",
-    "autostart": "Autostart",
-    "resume": "Resumed",
-    "start": "Started",
-    "stop": "Stopped",
-}
+    def stale(self, keys: Iterable[ObjectKey]) -> list[ObjectKey]:
+        """The keys whose domains changed since they were last found converged."""
+        return self.domains.stale(keys)

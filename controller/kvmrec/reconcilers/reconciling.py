@@ -58,6 +58,7 @@ class Turn(Generic[S, L]):
     status: Status  # as stored before this turn (empty for a new object)
     now: datetime
     events: list[Event] = field(default_factory=list)
+    plan: Plan = field(default_factory=Plan)  # what decide said, once it has
     # What acting learnt that the report needs (a kind's own, e.g. a step that failed).
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +91,10 @@ class Kind(Generic[S, L]):
     unavailable: ClassVar[str] = "LibvirtUnavailable"  # Ready's reason when its daemon is away
     errors: ClassVar[tuple[type[Exception], ...]] = (BackendError,)
     reasons: ClassVar[Mapping[str, str]] = {}  # step action -> event reason
+    # Reasons of a wait that is recorded in status (Ready and Synced False) and requeued
+    # instead of acting; and of one that is only requeued (nothing changed, nothing to say).
+    waits: ClassVar[frozenset[str]] = frozenset({"WaitingForDependency"})
+    quiet_waits: ClassVar[frozenset[str]] = frozenset()
 
     def parse(self, obj: StoredObject) -> S:
         raise NotImplementedError
@@ -101,17 +106,29 @@ class Kind(Generic[S, L]):
         """The time of a turn (a schedule reads the host's wall clock)."""
         return wall
 
+    def prepare(self, turn: Turn[S, L]) -> None:
+        """Before deciding: bring what the kind remembers in ``turn.status`` up to date
+        with what it observed (in memory; a reconcile stores it, a plan drops it)."""
+
     def decide(self, turn: Turn[S, L]) -> Plan:
         """The steps that bring the live object to the spec; ownership is checked."""
         raise NotImplementedError
 
-    def act(self, turn: Turn[S, L], step: Step) -> str:
-        """Carry out one step; returns the event message ("" for none)."""
+    def act(self, turn: Turn[S, L], step: Step) -> str | Event:
+        """Carry out one step; returns the event's message ("" for none), or the whole
+        event when it is not the step's ``Normal`` one."""
         raise NotImplementedError
 
     def report(self, turn: Turn[S, L]) -> Report:
         """What the live object (observed again after acting) is, against the spec."""
         raise NotImplementedError
+
+    def finish(self, turn: Turn[S, L], status: Status) -> Status:
+        """The status about to be written, last touches (what others wrote meanwhile)."""
+        return status
+
+    def done(self, turn: Turn[S, L]) -> None:
+        """The turn's status is written."""
 
     # -- ownership -----------------------------------------------------------------------
 
@@ -185,7 +202,10 @@ class Reconciler(Generic[S, L]):
     def _turn(self, obj: StoredObject, status: Status | None) -> Turn[S, L]:
         spec = self.of.parse(obj)
         live = self.of.observe(obj, spec)
-        return Turn(obj, spec, live, status or Status(), self.of.now(self._clock.wall()))
+        turn = Turn(obj, spec, live, status or Status(), self.of.now(self._clock.wall()))
+        if not obj.deleting:
+            self.of.prepare(turn)
+        return turn
 
     # -- decide --------------------------------------------------------------------------
 
@@ -196,8 +216,10 @@ class Reconciler(Generic[S, L]):
 
     def _decide(self, turn: Turn[S, L]) -> Plan:
         if turn.live is not None and self.of.owned() and not self._may_change(turn):
-            return conflict(self.of.noun, turn.name)
-        return self.of.decide(turn)
+            turn.plan = conflict(self.of.noun, turn.name)
+        else:
+            turn.plan = self.of.decide(turn)
+        return turn.plan
 
     def _may_change(self, turn: Turn[S, L]) -> bool:
         """kvmrec may change the live object: its stamp, or the manifest asks to adopt it."""
@@ -252,10 +274,14 @@ class Reconciler(Generic[S, L]):
                 recording.commit(self._store, key, old, status, now)
                 return Result(requeue_after=exc.retry)
 
-    def _step(self, turn: Turn[S, L], step: Step, *, act: bool = True) -> str:
+    def _step(self, turn: Turn[S, L], step: Step, reason: str) -> Event | None:
+        """Carry out ``step``; the event that tells of it, if any."""
         if self._on_step is not None:
             self._on_step(turn.obj.key, step)
-        return self.of.act(turn, step) if act else ""
+        said = self.of.act(turn, step)
+        if isinstance(said, tuple):
+            return said
+        return ("Normal", reason, said) if said else None
 
     def _converge(self, turn: Turn[S, L], old: Status | None) -> Result:
         key, now = turn.obj.key, turn.now
@@ -264,7 +290,9 @@ class Reconciler(Generic[S, L]):
             status = recording.blocked(turn.status, plan.blocked_reason, plan.blocked, now)
             recording.commit(self._store, key, old, status, now, turn.events)
             raise PermanentError(plan.blocked)
-        if plan.wait is not None and not any(s.action != "wait" for s in plan.steps):
+        if plan.wait is not None and plan.wait_reason in self.of.quiet_waits:
+            return Result(requeue_after=plan.wait)
+        if plan.wait is not None and plan.wait_reason in self.of.waits:
             # Waiting is not an error: it says what for, and looks again later.
             reason, message = plan.wait_reason, plan.wait_message
             status = replace(
@@ -281,9 +309,9 @@ class Reconciler(Generic[S, L]):
             return Result(requeue_after=plan.wait)
 
         for step in plan.steps:
-            message = self._step(turn, step)
-            if message:
-                turn.events.append(("Normal", self.of.reasons[step.action], message))
+            event = self._step(turn, step, self.of.reasons.get(step.action, ""))
+            if event is not None:
+                turn.events.append(event)
         if plan.steps:
             turn.live = self.of.observe(turn.obj, turn.spec)
             if turn.live is None:
@@ -291,8 +319,9 @@ class Reconciler(Generic[S, L]):
                     f"{self.of.noun} {turn.name} vanished while it was being converged"
                 )
         report = self.of.report(turn)
-        status = self._status(turn, report)
+        status = self.of.finish(turn, self._status(turn, report))
         recording.commit(self._store, key, old, status, now, turn.events)
+        self.of.done(turn)
         return Result(requeue_after=report.requeue_after)
 
     def _status(self, turn: Turn[S, L], report: Report) -> Status:
@@ -333,15 +362,16 @@ class Reconciler(Generic[S, L]):
             return Result(requeue_after=wait)
         events = list(turn.events)
         for step in plan.steps:
-            if step.action == "forget":
-                self._step(turn, step, act=False)
+            if step.action == "forget":  # not kvmrec's: nothing is done to it
+                if self._on_step is not None:
+                    self._on_step(key, step)
                 message = f"{self.of.noun} {name} is not managed by kvmrec; left alone"
                 events.append(("Warning", "NotOwned", message))
                 continue
-            message = self._step(turn, step)
-            reason = {"orphan": "Orphaned", "delete": "Deleted"}.get(step.action)
-            if message:
-                events.append(("Normal", reason or self.of.reasons[step.action], message))
+            reason = {"orphan": "Orphaned", "delete": "Deleted"}.get(step.action, "")
+            event = self._step(turn, step, reason or self.of.reasons.get(step.action, ""))
+            if event is not None:
+                events.append(event)
         self.of.forget(turn)
         for type_, reason, message in events:
             self._store.add_event(key, type_, reason, message, now)

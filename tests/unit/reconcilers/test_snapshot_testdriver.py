@@ -33,12 +33,8 @@ from kvmrec.backends.errors import BackendError
 from kvmrec.backends.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import Result
-from kvmrec.reconcilers.snapshots import (
-    WAIT_RETRY,
-    SnapshotPolicyReconciler,
-    SnapshotReconciler,
-    policy_snapshot_name,
-)
+from kvmrec.reconcilers.snapshot_policy import SnapshotPolicyReconciler
+from kvmrec.reconcilers.snapshots import WAIT_RETRY, SnapshotReconciler, policy_snapshot_name
 from kvmrec.snapshots.retention import Retention, select
 from kvmrec.store.records import SnapshotRecord, Status
 from kvmrec.store.sqlite import SqliteStore
