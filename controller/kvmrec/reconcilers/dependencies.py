@@ -38,6 +38,11 @@ class Ref:
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}"
 
+    @property
+    def managed(self) -> ObjectKey:
+        """The key of the object that would manage it (a plain bridge: an OvsBridge)."""
+        return ObjectKey(OVS_BRIDGE if self.kind == BRIDGE else self.kind, self.name)
+
 
 def domain_refs(spec: DomainSpec) -> list[Ref]:
     refs: list[Ref] = []
@@ -85,8 +90,7 @@ class Dependencies:
         """What is missing, one message per dependency; empty when all are there."""
         missing: list[str] = []
         for ref in refs:
-            managed_kind = OVS_BRIDGE if ref.kind == BRIDGE else ref.kind
-            obj = self._store.get(ObjectKey(managed_kind, ref.name))
+            obj = self._store.get(ref.managed)
             if obj is not None and not obj.deleting:
                 status = self._store.get_status(obj.key)
                 if status is None or not status.is_true("Ready"):

@@ -265,6 +265,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain]):
     errors: ClassVar[tuple[type[Exception], ...]] = (BackendError, images.ImageError)
     reasons: ClassVar[Mapping[str, str]] = _EVENT_REASONS
     quiet_waits: ClassVar[frozenset[str]] = frozenset({libvirt_jobs.WAIT_REASON})
+    events = "domain"
 
     def __init__(
         self,
@@ -294,7 +295,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain]):
 
     # -- fast resync ---------------------------------------------------------------------
 
-    def stale(self, keys: Iterable[ObjectKey]) -> list[ObjectKey]:
+    def stale(self, keys: list[ObjectKey]) -> list[ObjectKey]:
         """The keys whose domains changed since they were last found converged."""
         fingerprints = self._hv.fingerprints()
         with self._lock:
@@ -333,6 +334,10 @@ class Domain(StampedKind[DomainSpec, LiveDomain]):
 
     def holders(self, key: ObjectKey) -> list[ObjectKey]:
         return []  # nothing waits for a domain to stay
+
+    def woken_by_deletion(self, obj: StoredObject) -> list[ObjectKey]:
+        # A deletion of a network or bridge it used, held while it was there, may go on.
+        return [ref.managed for ref in domain_refs(self.parse(obj))]
 
     def prepare(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         self._remember(turn.name, None)
@@ -998,4 +1003,4 @@ class DomainReconciler(Reconciler[DomainSpec, LiveDomain]):
 
     def stale(self, keys: Iterable[ObjectKey]) -> list[ObjectKey]:
         """The keys whose domains changed since they were last found converged."""
-        return self.domains.stale(keys)
+        return self.domains.stale(list(keys))

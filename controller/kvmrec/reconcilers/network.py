@@ -89,6 +89,9 @@ class Network(StampedKind[NetworkSpec, LiveNetwork]):
 
     kind = KIND
     noun = "network"
+    dependency = True
+    events = "network"
+    events_of_unmanaged = True
     removal = "stop and undefine"
     reasons: ClassVar[Mapping[str, str]] = {
         "create": "Created",

@@ -78,6 +78,10 @@ class OvsBridge(StampedKind[OvsBridgeSpec, Bridge]):
     noun = "bridge"
     removal = REMOVAL
     unavailable = "OvsdbUnavailable"
+    dependency = True
+    events = "bridge"
+    events_of_unmanaged = True
+    relisted_by = "ovsdb"
     reasons: ClassVar[Mapping[str, str]] = {
         "create": "Created",
         "add-ports": "PortsAdded",

@@ -96,6 +96,26 @@ class Kind(Generic[S, L]):
     waits: ClassVar[frozenset[str]] = frozenset({"WaitingForDependency"})
     quiet_waits: ClassVar[frozenset[str]] = frozenset()
 
+    # -- wiring (reconcilers/registry.py) ------------------------------------------------
+    # A Domain can wait for objects of this kind: its turning Ready wakes those waiting,
+    # and an event about one kvmrec does not manage wakes the domains that name it.
+    dependency: ClassVar[bool] = False
+    # Which backend's events name objects of this kind ("domain", "network", "bridge"),
+    # and whether an event about an object without a manifest is still queued.
+    events: ClassVar[str | None] = None
+    events_of_unmanaged: ClassVar[bool] = False
+    # The backend whose reconnect makes every object of this kind worth a look.
+    relisted_by: ClassVar[str] = "libvirt"
+
+    def woken_by_deletion(self, obj: StoredObject) -> list[ObjectKey]:
+        """Keys to queue once ``obj`` is deleted (a deletion that waited for it)."""
+        return []
+
+    def stale(self, keys: list[ObjectKey]) -> list[ObjectKey]:
+        """Of ``keys``, those a periodic resync must reconcile; a kind with a cheap
+        fingerprint of its live objects leaves out those that did not move."""
+        return keys
+
     def parse(self, obj: StoredObject) -> S:
         raise NotImplementedError
 
