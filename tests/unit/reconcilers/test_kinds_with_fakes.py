@@ -10,6 +10,7 @@ what it would delete.
 
 from __future__ import annotations
 
+import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kvmrec.api import manifests
 from kvmrec.api.kinds import ObjectKey
@@ -31,6 +34,7 @@ from kvmrec.engine.contract import PermanentError, Result
 from kvmrec.reconcilers.dependencies import IN_USE_RETRY, Dependencies
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import STAMP_KEYS, OvsBridgeReconciler
+from kvmrec.reconcilers.plans import Step
 from kvmrec.store.records import Status
 from kvmrec.store.sqlite import SqliteStore
 
@@ -167,7 +171,7 @@ class World:
     ovs: FakeOvs
     networks: NetworkReconciler
     bridges: OvsBridgeReconciler
-    steps: list[tuple[ObjectKey, str]]
+    steps: list[tuple[ObjectKey, Step]]  # every step acted on
 
     def apply(self, kind: str, name: str, spec: dict[str, Any], **meta: Any) -> ObjectKey:
         document = {
@@ -199,14 +203,20 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
+    with _world(tmp_path) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def _world(tmp_path: Path) -> Iterator[World]:
     store = SqliteStore(tmp_path / "state.db")
     clock = FakeClock(wall=T0)
     nets, ovs = FakeNetworks(), FakeOvs()
     deps = Dependencies(store, nets.network_active, lambda name: name in ovs.bridges)
-    steps: list[tuple[ObjectKey, str]] = []
+    steps: list[tuple[ObjectKey, Step]] = []
 
-    def on_step(key: ObjectKey, step: Any) -> None:
-        steps.append((key, step.action))
+    def on_step(key: ObjectKey, step: Step) -> None:
+        steps.append((key, step))
 
     try:
         yield World(
@@ -344,7 +354,7 @@ def test_bridge_is_created_in_one_transaction_and_reported(world: World) -> None
     assert world.ovs.transactions == 1
     assert world.condition(key, "Ready") == ("True", "Ready")
     assert world.condition(key, "Synced") == ("True", "Synced")
-    assert [a for k, a in world.steps if k == key] == ["create", "add-ports"]
+    assert [s.action for k, s in world.steps if k == key] == ["create", "add-ports"]
     obj = world.store.get(key)
     assert obj is not None and world.bridges.plan(obj).steps == ()
 
@@ -398,3 +408,125 @@ def test_bridge_with_deletion_policy_orphan_loses_only_the_stamp(world: World) -
     assert bridge.external_ids["team"] == "a" and "up0" in bridge.ports
     assert world.store.get(key) is None
     assert world.reasons(key)[-1] == "Orphaned"
+
+
+# -- plan == reconcile ------------------------------------------------------------------------
+# As test_plan_is_reconcile.py does for the kinds on test:///default: for generated desired
+# and live state, the plan lists exactly the steps the next reconcile acts on.
+
+EXAMPLES = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def _check(world: World, reconciler: Any, key: ObjectKey) -> None:
+    obj = world.store.get(key)
+    assert obj is not None
+    plan = reconciler.plan(obj, world.store.get_status(key))
+    world.steps.clear()
+    with contextlib.suppress(PermanentError):
+        reconciler.reconcile(key)
+    done = [s for k, s in world.steps if k == key and s.visible]
+    kind = reconciler.of
+    if plan.blocked is not None or plan.wait_reason in kind.waits | kind.quiet_waits:
+        assert done == [], (plan, done)
+    else:
+        assert done == plan.visible, (plan.visible, done)
+
+
+net_specs = st.fixed_dictionaries({"active": st.booleans(), "autostart": st.booleans()})
+
+
+@EXAMPLES
+@given(
+    before=st.one_of(st.none(), st.just("by-hand"), net_specs),
+    hand=st.sampled_from(["nothing", "stop", "start", "autostart"]),
+    adopt=st.booleans(),
+    desired=net_specs,
+    orphan=st.booleans(),
+    used=st.booleans(),
+    deleting=st.booleans(),
+)
+def test_network_plan_is_what_the_reconcile_does(
+    tmp_path_factory: pytest.TempPathFactory,
+    before: dict[str, Any] | str | None,
+    hand: str,
+    adopt: bool,
+    desired: dict[str, Any],
+    orphan: bool,
+    used: bool,
+    deleting: bool,
+) -> None:
+    with _world(tmp_path_factory.mktemp("net")) as world:
+        policy = {"deletionPolicy": "Orphan" if orphan else "Delete"}
+        if before == "by-hand":
+            world.nets.nets["lab"] = _Net(UNOWNED.format(name="lab"), active=True)
+        elif isinstance(before, dict):
+            world.networks.reconcile(world.apply("Network", "lab", NAT | before | policy))
+        net = world.nets.nets.get("lab")
+        if net is not None and hand in ("stop", "start"):
+            net.active = hand == "start"
+        elif net is not None and hand == "autostart":
+            net.autostart = not net.autostart
+        if used:
+            iface = {"name": "eth0", "network": "lab"}
+            world.apply("Domain", "web", {"vcpus": 1, "memory": "64Mi", "interfaces": [iface]})
+        meta = {"annotations": {"kvmrec.io/adopt": "true"}} if adopt else {}
+        world.clock.advance(1)
+        key = world.apply("Network", "lab", NAT | desired | policy, **meta)
+        if deleting:
+            world.delete(key)
+        _check(world, world.networks, key)
+
+
+bridge_specs = st.fixed_dictionaries(
+    {
+        "ports": st.lists(st.sampled_from(["up0", "up1"]), unique=True).map(
+            lambda names: [{"name": n, "type": "internal"} for n in names]
+        ),
+        "failMode": st.sampled_from(["standalone", "secure"]),
+        "externalIds": st.dictionaries(st.sampled_from(["team", "site"]), st.sampled_from("ab")),
+    }
+)
+
+
+@EXAMPLES
+@given(
+    before=st.one_of(st.none(), st.just("by-hand"), bridge_specs),
+    hand=st.sampled_from(["nothing", "stray-port", "fail-mode", "drop-ports"]),
+    adopt=st.booleans(),
+    desired=bridge_specs,
+    orphan=st.booleans(),
+    deleting=st.booleans(),
+)
+def test_bridge_plan_is_what_the_reconcile_does(
+    tmp_path_factory: pytest.TempPathFactory,
+    before: dict[str, Any] | str | None,
+    hand: str,
+    adopt: bool,
+    desired: dict[str, Any],
+    orphan: bool,
+    deleting: bool,
+) -> None:
+    with _world(tmp_path_factory.mktemp("br")) as world:
+        policy = {"deletionPolicy": "Orphan" if orphan else "Delete"}
+        if before == "by-hand":
+            world.ovs.bridges["br-lab"] = Bridge("br-lab", "", None, {}, {})
+        elif isinstance(before, dict):
+            world.bridges.reconcile(world.apply("OvsBridge", "br-lab", before | policy))
+        bridge = world.ovs.bridges.get("br-lab")
+        if bridge is not None and hand == "stray-port":
+            stray = Port("eth9", "", {}, False, 9, None)
+            world.ovs.bridges["br-lab"] = replace(bridge, ports={**bridge.ports, "eth9": stray})
+        elif bridge is not None and hand == "fail-mode":
+            world.ovs.bridges["br-lab"] = replace(bridge, fail_mode="secure")
+        elif bridge is not None and hand == "drop-ports":
+            world.ovs.bridges["br-lab"] = replace(bridge, ports={})
+        meta = {"annotations": {"kvmrec.io/adopt": "true"}} if adopt else {}
+        world.clock.advance(1)
+        key = world.apply("OvsBridge", "br-lab", desired | policy, **meta)
+        if deleting:
+            world.delete(key)
+        _check(world, world.bridges, key)
