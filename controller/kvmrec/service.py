@@ -40,7 +40,7 @@ from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import ReconcileRecord, StoredObject
+from kvmrec.store.records import ReconcileRecord, Status, StoredObject
 from kvmrec.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class Service:
             allow_device_disks=settings.allow_device_disks,
             guest=self.guest,
             stop_grace=settings.stop_grace_period,
+            on_done=self._after,
         )
         self.dependencies = self.kinds.dependencies
         self.workers = engine.Workers(
@@ -141,28 +142,24 @@ class Service:
 
     def _reconcile_key(self, key: ObjectKey) -> engine.Result:
         reconciler = self.kinds.get(key.kind)
-        before = self.store.get(key)
-        if before is None and self.kinds.is_dependency(key.kind):
-            self._wake_dependents(key)  # an event about a network kvmrec does not manage
-            return engine.Result()
         if reconciler is None:
             raise engine.PermanentError(f"no reconciler for kind {key.kind}")
-        was_ready = self._ready(key)
-        try:
-            return reconciler.reconcile(key)
-        finally:
-            self._after(key, before, was_ready)
+        return reconciler.reconcile(key)  # then _after, from what the reconcile read
 
-    def _ready(self, key: ObjectKey) -> bool:
-        status = self.store.get_status(key) if self.kinds.is_dependency(key.kind) else None
-        return status is not None and status.is_true("Ready")
-
-    def _after(self, key: ObjectKey, before: StoredObject | None, was_ready: bool) -> None:
+    def _after(
+        self, key: ObjectKey, obj: StoredObject | None, old: Status | None, new: Status | None
+    ) -> None:
         """Queue what depends on what just happened to ``key``."""
-        if self.kinds.is_dependency(key.kind) and not was_ready and self._ready(key):
+        dependency = self.kinds.is_dependency(key.kind)
+        if obj is None:
+            if dependency:
+                self._wake_dependents(key)  # an event about a network kvmrec does not manage
+            return
+        was_ready = old is not None and old.is_true("Ready")
+        if dependency and not was_ready and new is not None and new.is_true("Ready"):
             self._wake_dependents(key)
-        elif before is not None and before.deleting:
-            for woken in self.kinds.woken_by_deletion(before):
+        elif obj.deleting:
+            for woken in self.kinds.woken_by_deletion(obj):
                 self.queue.add(woken)
 
     def _wake_dependents(self, key: ObjectKey) -> None:

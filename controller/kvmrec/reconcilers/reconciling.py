@@ -61,6 +61,7 @@ class Turn(Generic[S, L]):
     plan: Plan = field(default_factory=Plan)  # what decide said, once it has
     # What acting learnt that the report needs (a kind's own, e.g. a step that failed).
     notes: dict[str, Any] = field(default_factory=dict)
+    written: list[Status] = field(default_factory=list)  # the statuses this turn stored
 
     @property
     def name(self) -> str:
@@ -201,6 +202,11 @@ def conflict(noun: str, name: str) -> Plan:
     )
 
 
+# Told after every reconcile: the key, the object as it was read (None: not in the store),
+# its status then, and the status the reconcile stored (None: none, or the object is gone).
+Done = Callable[[ObjectKey, StoredObject | None, Status | None, Status | None], None]
+
+
 class Reconciler(Generic[S, L]):
     """Reconciles and plans the objects of one kind."""
 
@@ -211,13 +217,17 @@ class Reconciler(Generic[S, L]):
         clock: Clock,
         *,
         on_step: Callable[[ObjectKey, Step], None] | None = None,
+        on_done: Done | None = None,
     ) -> None:
-        """``on_step``: told of every step the act phase carries out (the dry run's tests)."""
+        """``on_step``: told of every step the act phase carries out (the dry run's tests).
+        ``on_done``: told how each reconcile ended, from what it read and wrote, so that
+        what depends on the object is woken without reading it again."""
         self.of = kind
         self.kind = kind.kind
         self._store = store
         self._clock = clock
         self._on_step = on_step
+        self.on_done = on_done
 
     def _turn(self, obj: StoredObject, status: Status | None) -> Turn[S, L]:
         spec = self.of.parse(obj)
@@ -270,9 +280,19 @@ class Reconciler(Generic[S, L]):
     def reconcile(self, key: ObjectKey) -> Result:
         # One read of the object and one of its status (the store may combine them).
         obj = self._store.get(key)
-        if obj is None:
-            return Result()
-        old = self._store.get_status(key)
+        old = self._store.get_status(key) if obj is not None else None
+        written: list[Status] = []
+        try:
+            if obj is None:
+                return Result()
+            return self._reconcile(obj, old, written)
+        finally:
+            if self.on_done is not None:
+                new = written[-1] if written and written[-1] is not _REMOVED else None
+                self.on_done(key, obj, old, new)
+
+    def _reconcile(self, obj: StoredObject, old: Status | None, written: list[Status]) -> Result:
+        key = obj.key
         with recording.failures_recorded(
             self._store,
             key,
@@ -280,8 +300,10 @@ class Reconciler(Generic[S, L]):
             self._clock.wall(),
             unavailable=self.of.unavailable,
             errors=self.of.errors,
+            written=written,
         ):
             turn = self._turn(obj, old)
+            turn.written = written
             try:
                 return self._delete(turn, old) if obj.deleting else self._converge(turn, old)
             except StepFailed as exc:
@@ -291,8 +313,14 @@ class Reconciler(Generic[S, L]):
                     exc,
                     now,
                 )
-                recording.commit(self._store, key, old, status, now)
+                self._commit(turn, old, status, [])
                 return Result(requeue_after=exc.retry)
+
+    def _commit(
+        self, turn: Turn[S, L], old: Status | None, status: Status, events: list[Event]
+    ) -> None:
+        recording.commit(self._store, turn.obj.key, old, status, turn.now, events)
+        turn.written.append(status)
 
     def _step(self, turn: Turn[S, L], step: Step, reason: str) -> Event | None:
         """Carry out ``step``; the event that tells of it, if any."""
@@ -304,11 +332,11 @@ class Reconciler(Generic[S, L]):
         return ("Normal", reason, said) if said else None
 
     def _converge(self, turn: Turn[S, L], old: Status | None) -> Result:
-        key, now = turn.obj.key, turn.now
+        now = turn.now
         plan = self._decide(turn)
         if plan.blocked is not None:
             status = recording.blocked(turn.status, plan.blocked_reason, plan.blocked, now)
-            recording.commit(self._store, key, old, status, now, turn.events)
+            self._commit(turn, old, status, turn.events)
             raise PermanentError(plan.blocked)
         if plan.wait is not None and plan.wait_reason in self.of.quiet_waits:
             return Result(requeue_after=plan.wait)
@@ -325,7 +353,7 @@ class Reconciler(Generic[S, L]):
                 retries=0,
                 drift=(),
             )
-            recording.commit(self._store, key, old, status, now, turn.events)
+            self._commit(turn, old, status, turn.events)
             return Result(requeue_after=plan.wait)
 
         for step in plan.steps:
@@ -340,7 +368,7 @@ class Reconciler(Generic[S, L]):
                 )
         report = self.of.report(turn)
         status = self.of.finish(turn, self._status(turn, report))
-        recording.commit(self._store, key, old, status, now, turn.events)
+        self._commit(turn, old, status, turn.events)
         self.of.done(turn)
         return Result(requeue_after=report.requeue_after)
 
@@ -373,12 +401,12 @@ class Reconciler(Generic[S, L]):
         plan = self._deletion_plan(turn)
         if plan.blocked is not None:
             status = recording.deletion_held(turn.status, plan.blocked_reason, plan.blocked, now)
-            recording.commit(self._store, key, old, status, now)
+            self._commit(turn, old, status, [])
             return Result(requeue_after=IN_USE_RETRY)
         held = self.of.held(turn, plan)
         if held is not None:
             status, wait = held
-            recording.commit(self._store, key, old, status, now, turn.events)
+            self._commit(turn, old, status, turn.events)
             return Result(requeue_after=wait)
         events = list(turn.events)
         for step in plan.steps:
@@ -396,7 +424,11 @@ class Reconciler(Generic[S, L]):
         for type_, reason, message in events:
             self._store.add_event(key, type_, reason, message, now)
         self._store.remove(key)
+        turn.written.append(_REMOVED)
         return Result()
+
+
+_REMOVED = Status()  # what a turn "wrote" that removed its object
 
 
 class StampedKind(Kind[S, L]):

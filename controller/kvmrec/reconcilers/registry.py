@@ -24,7 +24,7 @@ from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Step
-from kvmrec.reconcilers.reconciling import Reconciler
+from kvmrec.reconcilers.reconciling import Done, Reconciler
 from kvmrec.reconcilers.snapshot_policy import SnapshotPolicyReconciler
 from kvmrec.reconcilers.snapshots import SnapshotReconciler
 from kvmrec.store.base import Store
@@ -91,8 +91,10 @@ def build(
     guest: GuestAgent | None = None,
     stop_grace: float = 60.0,
     on_step: Callable[[ObjectKey, Step], None] | None = None,
+    on_done: Done | None = None,
 ) -> Kinds:
-    """Every kind's reconciler. ``on_step``: told of every step acted on (tests)."""
+    """Every kind's reconciler. ``on_step``: told of every step acted on (tests);
+    ``on_done``: of how every reconcile ended (reconcilers/reconciling.py)."""
     dependencies = Dependencies(store, hypervisor.network_active, host.net_device_exists)
     reconcilers: list[AnyReconciler] = [
         DomainReconciler(
@@ -111,4 +113,6 @@ def build(
         SnapshotReconciler(store, hypervisor, clock, on_step=on_step),
         SnapshotPolicyReconciler(store, hypervisor, clock, on_step=on_step),
     ]
+    for reconciler in reconcilers:
+        reconciler.on_done = on_done
     return Kinds(reconcilers, dependencies)

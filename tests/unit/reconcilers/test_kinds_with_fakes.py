@@ -530,3 +530,28 @@ def test_bridge_plan_is_what_the_reconcile_does(
         if deleting:
             world.delete(key)
         _check(world, world.bridges, key)
+
+
+def test_on_done_is_told_what_the_reconcile_read_and_wrote(world: World) -> None:
+    told: list[tuple[ObjectKey, bool, Status | None, Status | None]] = []
+    world.networks.on_done = lambda key, obj, old, new: told.append(
+        (key, obj is not None, old, new)
+    )
+    key = world.apply("Network", "lab", NAT)
+    world.networks.reconcile(key)
+    ((_, found, old, new),) = told
+    assert found and old is None
+    assert new is not None and new.is_true("Ready") and new == world.status(key)
+
+    world.nets.down = True
+    with pytest.raises(Unavailable):
+        world.networks.reconcile(key)
+    assert told[-1][2] == new, "the status as it was read"
+    assert told[-1][3] == world.status(key), "the failure it recorded"
+
+    world.nets.down = False
+    world.delete(key)
+    world.networks.reconcile(key)
+    assert told[-1][1] and told[-1][3] is None, "removed: no status"
+    world.networks.reconcile(key)
+    assert told[-1] == (key, False, None, None), "not in the store"
