@@ -63,8 +63,9 @@ from kvmrec.reconcilers.domain_diff import (
 )
 from kvmrec.reconcilers.domain_guest import GuestSide
 from kvmrec.reconcilers.domain_images import DiskImages
+from kvmrec.reconcilers.kind import Report, StampedKind, Turn
 from kvmrec.reconcilers.plans import Plan, Step
-from kvmrec.reconcilers.reconciling import Reconciler, Report, StampedKind, Turn
+from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
 

@@ -29,8 +29,9 @@ from kvmrec.backends.network_xml import NetworkConfig
 from kvmrec.engine.clock import Clock
 from kvmrec.reconcilers import adoption
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, network_refs
+from kvmrec.reconcilers.kind import Report, StampedKind, Turn
 from kvmrec.reconcilers.plans import Plan, Step
-from kvmrec.reconcilers.reconciling import Reconciler, Report, StampedKind, Turn
+from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, StoredObject
 

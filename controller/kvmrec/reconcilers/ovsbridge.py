@@ -34,8 +34,9 @@ from kvmrec.backends.ovsdb import (
 from kvmrec.engine.clock import Clock
 from kvmrec.reconcilers import adoption
 from kvmrec.reconcilers.dependencies import Dependencies
+from kvmrec.reconcilers.kind import Report, StampedKind, Turn
 from kvmrec.reconcilers.plans import Plan, Step
-from kvmrec.reconcilers.reconciling import Reconciler, Report, StampedKind, Turn
+from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, StoredObject
 

@@ -26,8 +26,9 @@ from typing import ClassVar
 from kvmrec.api.kinds import ObjectKey, SnapshotPolicySpec
 from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.engine.clock import Clock
+from kvmrec.reconcilers.kind import Event, Kind, Report, Turn
 from kvmrec.reconcilers.plans import Plan, Step
-from kvmrec.reconcilers.reconciling import Event, Kind, Reconciler, Report, Turn
+from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.reconcilers.snapshots import (
     WAIT_RETRY,
     SnapshotBackend,

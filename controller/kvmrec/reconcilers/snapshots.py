@@ -21,8 +21,9 @@ from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.backends.hypervisor import LiveDomain
 from kvmrec.backends.snapshot_state import SnapshotInfo
 from kvmrec.engine.clock import Clock
+from kvmrec.reconcilers.kind import Kind, Report, StepFailed, Turn
 from kvmrec.reconcilers.plans import Plan, Step
-from kvmrec.reconcilers.reconciling import Kind, Reconciler, Report, StepFailed, Turn
+from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, SnapshotRecord, StoredObject
 
