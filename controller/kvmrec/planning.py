@@ -16,21 +16,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.api.selectors import Selector
-from kvmrec.backends import host, protocols
+from kvmrec.backends import protocols
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.backends.ovs.client import Ovsdb
 from kvmrec.engine.clock import SystemClock
-from kvmrec.reconcilers.dependencies import Dependencies
-from kvmrec.reconcilers.domain import DomainReconciler
-from kvmrec.reconcilers.network import NetworkReconciler
-from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
+from kvmrec.reconcilers import registry
 from kvmrec.reconcilers.plans import Plan, plan_fields
-from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
 from kvmrec.settings import Settings
 from kvmrec.sources import candidates, trust
 from kvmrec.sources.directory import scan
@@ -38,10 +34,6 @@ from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status, StoredObject
 from kvmrec.store.sqlite import SqliteStore
-
-
-class Planner(Protocol):
-    def plan(self, obj: StoredObject, status: Status | None = None) -> Plan: ...
 
 
 @dataclass
@@ -129,21 +121,14 @@ def _plan(
     if candidate is not None:
         snapshot = candidates.overlay(snapshot, candidate)
     desired = sync.compute(snapshot, stored.values())
-    dependencies = Dependencies(store, hypervisor.network_active, host.net_device_exists)
-    planners: dict[str, Planner] = {
-        "Domain": DomainReconciler(
-            store,
-            hypervisor,
-            clock,
-            dependencies,
-            disk_roots=settings.disk_roots,
-            allow_device_disks=settings.allow_device_disks,
-        ),
-        "Network": NetworkReconciler(store, hypervisor, clock, dependencies),
-        "OvsBridge": OvsBridgeReconciler(store, ovsdb, clock, dependencies),
-        "Snapshot": SnapshotReconciler(store, hypervisor, clock),
-        "SnapshotPolicy": SnapshotPolicyReconciler(store, hypervisor, clock),
-    }
+    kinds = registry.build(
+        store,
+        clock,
+        hypervisor,
+        ovsdb,
+        disk_roots=settings.disk_roots,
+        allow_device_disks=settings.allow_device_disks,
+    )
 
     objects: list[StoredObject] = [
         _candidate(m, stored.get(key)) for key, m in desired.manifests.items()
@@ -165,7 +150,7 @@ def _plan(
             continue
         if selector is not None and not selector.matches(obj.labels):
             continue
-        planner = planners.get(obj.key.kind)
+        planner = kinds.get(obj.key.kind)
         if planner is None:
             continue
         try:

@@ -6,7 +6,8 @@
     periodic resync (only keys whose domain moved) -----+--> WorkQueue --> Workers
     libvirt reconnect (relist everything) --------------+        |
                                                                  v
-                                                  reconcilers (Domain) --> libvirt
+                                   reconcilers, one per kind --> libvirt, OVSDB
+                                   (reconcilers/registry.py: who wakes whom)
 
 ``Service.start`` brings everything up and queues every stored key once (the desired state
 survives restarts in the store, so a service killed mid-converge finishes the work);
@@ -25,7 +26,6 @@ from datetime import timedelta
 
 from kvmrec import logs
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.backends import host
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
@@ -35,23 +35,16 @@ from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
 from kvmrec.engine import workers as engine
 from kvmrec.metrics import Endpoint, Metrics
-from kvmrec.reconcilers.dependencies import Dependencies, refs_of
-from kvmrec.reconcilers.domain import DomainReconciler
-from kvmrec.reconcilers.network import NetworkReconciler
-from kvmrec.reconcilers.ovsbridge import OvsBridgeReconciler
-from kvmrec.reconcilers.snapshots import SnapshotPolicyReconciler, SnapshotReconciler
+from kvmrec.reconcilers import registry
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import ReconcileRecord, StoredObject
+from kvmrec.store.records import ReconcileRecord, Status, StoredObject
 from kvmrec.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
-
-# Kinds a Domain can wait for.
-_DEPENDENCY_KINDS = ("Network", "OvsBridge")
 
 
 class _Observer:
@@ -106,23 +99,7 @@ class Service:
             # Each reconcile then finds libvirt unavailable and says so in Ready=Unknown.
             on_disconnect=lambda _why: self._relist(),
         )
-        self.dependencies = Dependencies(
-            self.store, self.hypervisor.network_active, host.net_device_exists
-        )
         self.guest = GuestAgent(self.hypervisor)
-        self.domains = DomainReconciler(
-            self.store,
-            self.hypervisor,
-            self.clock,
-            self.dependencies,
-            disk_roots=settings.disk_roots,
-            allow_device_disks=settings.allow_device_disks,
-            guest=self.guest,
-            stop_grace=settings.stop_grace_period,
-        )
-        self.networks = NetworkReconciler(
-            self.store, self.hypervisor, self.clock, self.dependencies
-        )
         self.ovsdb = Ovsdb(
             settings.ovsdb,
             on_bridge_event=self._bridge_event,
@@ -130,16 +107,18 @@ class Service:
             # Each reconcile then finds OVSDB unavailable and says so in Ready=Unknown.
             on_disconnect=lambda _why: self._relist_bridges(),
         )
-        self.bridges = OvsBridgeReconciler(self.store, self.ovsdb, self.clock, self.dependencies)
-        self.snapshots = SnapshotReconciler(self.store, self.hypervisor, self.clock)
-        self.policies = SnapshotPolicyReconciler(self.store, self.hypervisor, self.clock)
-        self._reconcilers: dict[str, Callable[[ObjectKey], engine.Result]] = {
-            self.domains.kind: self.domains.reconcile,
-            self.networks.kind: self.networks.reconcile,
-            self.bridges.kind: self.bridges.reconcile,
-            self.snapshots.kind: self.snapshots.reconcile,
-            self.policies.kind: self.policies.reconcile,
-        }
+        self.kinds = registry.build(
+            self.store,
+            self.clock,
+            self.hypervisor,
+            self.ovsdb,
+            disk_roots=settings.disk_roots,
+            allow_device_disks=settings.allow_device_disks,
+            guest=self.guest,
+            stop_grace=settings.stop_grace_period,
+            on_done=self._after,
+        )
+        self.dependencies = self.kinds.dependencies
         self.workers = engine.Workers(
             self.queue,
             self._reconcile,
@@ -163,32 +142,26 @@ class Service:
             return self._reconcile_key(key)
 
     def _reconcile_key(self, key: ObjectKey) -> engine.Result:
-        reconcile = self._reconcilers.get(key.kind)
-        before = self.store.get(key)
-        if before is None and key.kind in _DEPENDENCY_KINDS:
-            self._wake_dependents(key)  # an event about a network kvmrec does not manage
-            return engine.Result()
-        if reconcile is None:
+        reconciler = self.kinds.get(key.kind)
+        if reconciler is None:
             raise engine.PermanentError(f"no reconciler for kind {key.kind}")
-        was_ready = self._ready(key)
-        try:
-            return reconcile(key)
-        finally:
-            self._after(key, before, was_ready)
+        return reconciler.reconcile(key)  # then _after, from what the reconcile read
 
-    def _ready(self, key: ObjectKey) -> bool:
-        status = self.store.get_status(key) if key.kind in _DEPENDENCY_KINDS else None
-        return status is not None and status.is_true("Ready")
-
-    def _after(self, key: ObjectKey, before: StoredObject | None, was_ready: bool) -> None:
+    def _after(
+        self, key: ObjectKey, obj: StoredObject | None, old: Status | None, new: Status | None
+    ) -> None:
         """Queue what depends on what just happened to ``key``."""
-        if key.kind in _DEPENDENCY_KINDS and not was_ready and self._ready(key):
+        dependency = self.kinds.is_dependency(key.kind)
+        if obj is None:
+            if dependency:
+                self._wake_dependents(key)  # an event about a network kvmrec does not manage
+            return
+        was_ready = old is not None and old.is_true("Ready")
+        if dependency and not was_ready and new is not None and new.is_true("Ready"):
             self._wake_dependents(key)
-        elif key.kind == "Domain" and before is not None and before.deleting:
-            # A deletion waiting for this domain to go may proceed now.
-            for ref in refs_of(before):
-                kind = "OvsBridge" if ref.kind == "Bridge" else ref.kind
-                self.queue.add(ObjectKey(kind, ref.name))
+        elif obj.deleting:
+            for woken in self.kinds.woken_by_deletion(obj):
+                self.queue.add(woken)
 
     def _wake_dependents(self, key: ObjectKey) -> None:
         statuses = self.store.statuses()
@@ -198,27 +171,33 @@ class Service:
             if waiting is None or waiting.reason == "WaitingForDependency":
                 self.queue.add(holder)
 
+    def _event(self, source: str, name: str) -> None:
+        # Called on a backend's event thread: enqueue and return, nothing else.
+        routed = self.kinds.event_key(source, name)
+        if routed is None:
+            return
+        key, unmanaged_too = routed
+        if not unmanaged_too:
+            with self._keys_lock:
+                if key not in self._keys:
+                    return
+        self.queue.add(key)
+
     def _domain_event(self, name: str) -> None:
-        # Called on libvirt's event thread: enqueue and return, nothing else.
-        key = ObjectKey("Domain", name)
-        with self._keys_lock:
-            known = key in self._keys
-        if known:
-            self.queue.add(key)
-
-    def _bridge_event(self, name: str) -> None:
-        # Called on the OVSDB IDL thread: enqueue and return, nothing else.
-        self.queue.add(ObjectKey("OvsBridge", name))
-
-    def _relist_bridges(self) -> None:
-        """OVS restarted or its database was recreated: look at every bridge again."""
-        for key in self._all_keys():
-            if key.kind == "OvsBridge":
-                self.queue.add(key)
+        self._event("domain", name)
 
     def _network_event(self, name: str) -> None:
-        # Called on libvirt's event thread: enqueue and return, nothing else.
-        self.queue.add(ObjectKey("Network", name))
+        self._event("network", name)
+
+    def _bridge_event(self, name: str) -> None:
+        self._event("bridge", name)
+
+    def _relist_bridges(self) -> None:
+        """OVS restarted or its database was recreated: look at its objects again."""
+        kinds = self.kinds.relisted_by("ovsdb")
+        for key in self._all_keys():
+            if key.kind in kinds:
+                self.queue.add(key)
 
     def _relist(self) -> None:
         """After a reconnect: events were lost while libvirt was away, so look at everything."""
@@ -245,10 +224,8 @@ class Service:
         self._resyncs += 1
         if self._resyncs % self.settings.full_resync_every == 0:
             return keys  # a full pass: what no fingerprint or event shows is caught here
-        domains = [k for k in keys if k.kind == self.domains.kind]
-        others = [k for k in keys if k.kind != self.domains.kind]
         try:
-            return others + self.domains.stale(domains)
+            return self.kinds.stale(keys)
         except Unavailable:
             return keys  # the reconciles report the outage in each object's status
 

@@ -30,8 +30,8 @@ from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.backends.snapshot_state import qemu_reason
 from kvmrec.cli import by_hand, where
 from kvmrec.engine.clock import SystemClock
-from kvmrec.reconcilers import reverts
-from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconciler, take
+from kvmrec.reconcilers import reverts, snapshot_policy
+from kvmrec.reconcilers.snapshots import SnapshotFailed, take
 from kvmrec.snapshots.retention import select
 from kvmrec.snapshots.schedule import Schedule, ScheduleError, local_zone
 from kvmrec.sources.directory import scan
@@ -294,7 +294,7 @@ def _simulate(args: argparse.Namespace) -> int:
     except ScheduleError as exc:
         print(f"kvmrec snapshot simulate: {exc}", file=sys.stderr)
         return 1
-    retention = SnapshotPolicyReconciler.retention(spec)
+    retention = snapshot_policy.retention(spec)
     kept: list[datetime] = []
     pruned: list[tuple[datetime, datetime]] = []  # (snapshot, when it was pruned)
     now = start

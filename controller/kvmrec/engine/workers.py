@@ -1,4 +1,4 @@
-"""The reconcile contract, and the threads that honour it.
+"""The threads that honour the reconcile contract (engine/contract.py).
 
 A reconciler is a function from a key to a :class:`Result`. It gets only the key, never the
 event that caused it, reads desired and live state afresh, and acts; so it must be idempotent,
@@ -42,10 +42,10 @@ import random
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from kvmrec.engine import queue as queues
+from kvmrec.engine.contract import PermanentError, Reconcile, Result
 
 __all__ = [
     "NullObserver",
@@ -61,33 +61,6 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
-
-
-@dataclass(frozen=True)
-class Result:
-    """A successful reconcile. ``requeue_after``: seconds until it should run again anyway."""
-
-    requeue_after: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.requeue_after is not None and self.requeue_after < 0:
-            raise ValueError(f"requeue_after must not be negative, got {self.requeue_after!r}")
-
-
-class PermanentError(Exception):
-    """A reconcile that cannot succeed until its input changes; it is not retried.
-
-    Examples: a spec that validates against the schema but is impossible on this host, a
-    conflict with an object kvmrec does not own, a dependency the user has to create. Retrying
-    would only repeat the failure; the reconciler should record why in a condition, and the
-    key comes back through the queue when the manifest (or the resync) adds it again.
-    """
-
-
-class Reconcile(Protocol[K_contra]):
-    """Reconcile one key; see the module docstring for what returning and raising mean."""
-
-    def __call__(self, key: K_contra, /) -> Result: ...
 
 
 class Observer(Protocol[K_contra]):

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kvmrec.api.kinds import DomainSpec, NetworkSpec, ObjectKey
-from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import StoredObject
 
@@ -38,6 +37,11 @@ class Ref:
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    @property
+    def managed(self) -> ObjectKey:
+        """The key of the object that would manage it (a plain bridge: an OvsBridge)."""
+        return ObjectKey(OVS_BRIDGE if self.kind == BRIDGE else self.kind, self.name)
 
 
 def domain_refs(spec: DomainSpec) -> list[Ref]:
@@ -86,8 +90,7 @@ class Dependencies:
         """What is missing, one message per dependency; empty when all are there."""
         missing: list[str] = []
         for ref in refs:
-            managed_kind = OVS_BRIDGE if ref.kind == BRIDGE else ref.kind
-            obj = self._store.get(ObjectKey(managed_kind, ref.name))
+            obj = self._store.get(ref.managed)
             if obj is not None and not obj.deleting:
                 status = self._store.get_status(obj.key)
                 if status is None or not status.is_true("Ready"):
@@ -112,28 +115,3 @@ class Dependencies:
             wanted.add(Ref(BRIDGE, key.name))
         users = [*self._store.list("Domain"), *self._store.list(NETWORK)]
         return [obj.key for obj in users if wanted & set(refs_of(obj))]
-
-
-def deletion_plan(
-    obj: StoredObject,
-    *,
-    exists: bool,
-    owned: bool,
-    holders: Iterable[ObjectKey],
-    orphan: bool,
-    delete: str,
-) -> Plan:
-    """What removing the manifest of a Network or OvsBridge does: nothing if it is gone,
-    forget it if it is not kvmrec's, wait while managed objects use it, else orphan or
-    delete it (``delete`` says how)."""
-    name = obj.key.name
-    if not exists:
-        return Plan()
-    if not owned:
-        return Plan(steps=(Step("forget", detail=f"{name} is not kvmrec's; left as it is"),))
-    users = ", ".join(str(k) for k in holders)
-    if users:
-        return Plan(blocked=f"still used by {users}", blocked_reason="InUse")
-    if orphan:
-        return Plan(steps=(Step("orphan", detail=f"unstamp {name} and leave it"),))
-    return Plan(steps=(Step("delete", detail=delete),))

@@ -18,27 +18,22 @@ reason ``InUse``, naming the domains), and is retried when they are gone.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
-from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy, NetworkSpec, ObjectKey
+from kvmrec.api.kinds import DeletionPolicy, NetworkSpec, ObjectKey
 from kvmrec.backends import domain_xml, network_xml, protocols
-from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.live import LiveNetwork
 from kvmrec.backends.network_xml import NetworkConfig
 from kvmrec.engine.clock import Clock
-from kvmrec.engine.workers import PermanentError, Result
-from kvmrec.reconcilers import adoption, recording
-from kvmrec.reconcilers.dependencies import (
-    DEPENDENCY_RETRY,
-    IN_USE_RETRY,
-    Dependencies,
-    deletion_plan,
-    network_refs,
-)
+from kvmrec.reconcilers import adoption
+from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, network_refs
+from kvmrec.reconcilers.kind import Report, StampedKind, Turn
 from kvmrec.reconcilers.plans import Plan, Step
+from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.store.base import Store
-from kvmrec.store.records import Drift, Status, StoredObject
+from kvmrec.store.records import Drift, StoredObject
 
 KIND = "Network"
 
@@ -77,43 +72,53 @@ def diff_hosts(spec: NetworkSpec, config: NetworkConfig) -> Drift | None:
     return Drift("spec.ip.dhcp.hosts", _hosts(spec.dhcp_hosts), _hosts(config.dhcp_hosts))
 
 
-class NetworkReconciler:
-    kind = KIND
+class Network(StampedKind[NetworkSpec, LiveNetwork]):
+    """The Network kind: its own parse, observe, decide, act and report."""
 
-    def __init__(
-        self, store: Store, hypervisor: protocols.Networks, clock: Clock, dependencies: Dependencies
-    ) -> None:
-        self._store = store
+    kind = KIND
+    noun = "network"
+    dependency = True
+    events = "network"
+    events_of_unmanaged = True
+    removal = "stop and undefine"
+    reasons: ClassVar[Mapping[str, str]] = {
+        "create": "Created",
+        "update": "Redefined",
+        "restart": "Restarted",
+        "update-live": "UpdatedLive",
+        "adopt": "Adopted",
+        "stamp": "Stamped",
+        "autostart": "Autostart",
+        "start": "Started",
+        "stop": "Stopped",
+    }
+
+    def __init__(self, hypervisor: protocols.Networks, dependencies: Dependencies | None) -> None:
+        super().__init__(dependencies)
         self._hv = hypervisor
-        self._clock = clock
-        self._deps = dependencies
+
+    def parse(self, obj: StoredObject) -> NetworkSpec:
+        return NetworkSpec.from_spec(obj.spec)
+
+    def observe(self, obj: StoredObject, spec: NetworkSpec) -> LiveNetwork | None:
+        return self._hv.get_network(obj.key.name)
+
+    def stamped(self, turn: Turn[NetworkSpec, LiveNetwork]) -> bool:
+        live = turn.live
+        return live is not None and adoption.stamped_for(live.config.owner, KIND, turn.name)
+
+    def adopted(self, turn: Turn[NetworkSpec, LiveNetwork]) -> bool:
+        owner = turn.live.config.owner if turn.live is not None else None
+        return owner is not None and owner.adopted
+
+    def deletion_policy(self, spec: NetworkSpec) -> DeletionPolicy:
+        return spec.deletion_policy
 
     # -- decide --------------------------------------------------------------------------
 
-    def plan(self, obj: StoredObject, status: Status | None = None) -> Plan:
-        live = self._hv.get_network(obj.key.name)
-        if obj.deleting:
-            return self._deletion_plan(obj, live)
-        return self._decide(obj, NetworkSpec.from_spec(obj.spec), live)
-
-    def _owns(self, live: LiveNetwork, obj: StoredObject) -> bool:
-        if adoption.stamped_for(live.config.owner, KIND, obj.key.name):
-            return True
-        return obj.annotations.get(ADOPT_ANNOTATION) == "true"
-
-    def _decide(self, obj: StoredObject, spec: NetworkSpec, live: LiveNetwork | None) -> Plan:
-        name = obj.key.name
+    def decide(self, turn: Turn[NetworkSpec, LiveNetwork]) -> Plan:
+        obj, spec, live, name = turn.obj, turn.spec, turn.live, turn.name
         owner = _owner(obj, live)
-        if live is not None and not self._owns(live, obj):
-            message = (
-                f"a network named {name} exists and is not managed by kvmrec; it is left "
-                f'alone (annotate the manifest with {ADOPT_ANNOTATION}: "true" to adopt it)'
-            )
-            return Plan(
-                steps=(Step("conflict", detail=message),),
-                blocked=message,
-                blocked_reason="Conflict",
-            )
         steps: list[Step] = []
         if live is None:
             if spec.forward is None:
@@ -126,9 +131,9 @@ class NetworkReconciler:
             active, autostart = False, False
         else:
             active, autostart = live.active, live.autostart
-            adopting = not adoption.stamped_for(live.config.owner, KIND, name)
+            adopting = not self.stamped(turn)
             if adopting:
-                steps.append(adoption.step("network", name, _REMOVAL, spec.deletion_policy))
+                steps.append(adoption.step("network", name, self.removal, spec.deletion_policy))
             drift = diff_config(spec, live.config)
             if drift:
                 steps.append(Step("update", tuple(drift), "write the definition"))
@@ -158,90 +163,12 @@ class NetworkReconciler:
 
     # -- act -----------------------------------------------------------------------------
 
-    def reconcile(self, key: ObjectKey) -> Result:
-        obj = self._store.get(key)
-        if obj is None:
-            return Result()
-        old = self._store.get_status(key)
-        status = old or Status()
-        with recording.failures_recorded(
-            self._store, key, old, self._clock.wall(), unavailable="LibvirtUnavailable"
-        ):
-            if obj.deleting:
-                return self._delete(obj, old, status)
-            return self._converge(obj, old, status)
-
-    def _converge(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
-        key, name = obj.key, obj.key.name
-        spec = NetworkSpec.from_spec(obj.spec)
-        live = self._hv.get_network(name)
-        plan = self._decide(obj, spec, live)
-        now = self._clock.wall()
-        if plan.blocked is not None:
-            status = recording.blocked(status, plan.blocked_reason, plan.blocked, now)
-            recording.commit(self._store, key, old, status, now)
-            raise PermanentError(plan.blocked)
-
-        owner = _owner(obj, live)
-        events: list[tuple[str, str, str]] = []
-        for step in plan.steps:
-            message = self._act(name, spec, owner, live, step)
-            if message:
-                events.append(("Normal", _EVENT_REASONS[step.action], message))
-        if plan.steps:
-            live = self._hv.get_network(name)
-            if live is None:
-                raise BackendError(f"network {name} vanished while it was being converged")
-        assert live is not None
-
-        drift = diff_config(spec, live.config)
-        hosts = diff_hosts(spec, live.config)
-        if hosts is not None:
-            drift.append(hosts)
-        if live.autostart != spec.autostart:
-            drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
-        if live.active != spec.active:
-            drift.append(Drift("spec.active", spec.active, live.active))
-        ready = live.active == spec.active
-        reason = ("Active" if live.active else "Inactive") if ready else "NotConverged"
-        message = ""
-        # A network that forwards to a bridge is of no use to guests until the bridge is there.
-        unmet = self._deps.unmet(network_refs(spec)) if spec.active else []
-        if unmet:
-            ready, reason, message = False, "WaitingForDependency", "; ".join(unmet)
-        status = status.with_condition("Ready", "True" if ready else "False", reason, message, now)
-        fields = ", ".join(d.field for d in drift)
-        status = (
-            status.with_condition("Synced", "False", "Drifted", fields, now)
-            if drift
-            else status.with_condition("Synced", "True", "Synced", "", now)
-        )
-        status = replace(
-            status,
-            observed_generation=obj.generation,
-            drift=tuple(drift),
-            last_reconcile_time=now,
-            last_error=None,
-            retries=0,
-            details={
-                "state": "active" if live.active else "inactive",
-                "bridge": live.running.bridge if live.running else live.config.bridge,
-            },
-        )
-        recording.commit(self._store, key, old, status, now, events)
-        return Result(requeue_after=DEPENDENCY_RETRY if unmet else None)
-
-    def _act(
-        self,
-        name: str,
-        spec: NetworkSpec,
-        owner: domain_xml.Owner,
-        live: LiveNetwork | None,
-        step: Step,
-    ) -> str:
+    def act(self, turn: Turn[NetworkSpec, LiveNetwork], step: Step) -> str:
+        spec, live, name = turn.spec, turn.live, turn.name
         match step.action:
             case "create" | "update":
                 uuid = live.config.uuid if live is not None else None  # an adopted one's own
+                owner = _owner(turn.obj, live)
                 xml = network_xml.build(name, _complete(spec, live), owner, uuid=uuid)
                 self._hv.define_network(xml)
                 if step.action == "create":
@@ -258,6 +185,7 @@ class NetworkReconciler:
                 return "DHCP hosts updated live"
             case "adopt" | "stamp":
                 assert live is not None
+                owner = _owner(turn.obj, live)
                 self._hv.define_network(_stamped(self._hv.network_xml(name), owner))
                 if step.action == "stamp":
                     return ""
@@ -271,6 +199,16 @@ class NetworkReconciler:
             case "stop":
                 self._hv.stop_network(name)
                 return f"stopped network {name}"
+            case "orphan":
+                self._hv.define_network(_stamped(self._hv.network_xml(name), None))
+                return f"unstamped network {name}"
+            case "delete":
+                self._hv.stop_network(name)
+                self._hv.undefine_network(name)
+                message = f"stopped and undefined {name}"
+                if self.adopted(turn):
+                    message += ", which kvmrec adopted and did not create"
+                return message
         raise AssertionError(f"unknown step {step.action}")
 
     def _update_hosts(self, name: str, spec: NetworkSpec, live: LiveNetwork) -> None:
@@ -281,51 +219,50 @@ class NetworkReconciler:
         for host in sorted(wanted - have, key=str):
             self._hv.update_dhcp_host(name, network_xml.host_xml(host), add=True, live=live.active)
 
-    # -- deletion ------------------------------------------------------------------------
+    # -- report --------------------------------------------------------------------------
 
-    def _deletion_plan(self, obj: StoredObject, live: LiveNetwork | None) -> Plan:
-        owner = live.config.owner if live is not None else None
-        delete = _REMOVAL
-        if owner is not None and owner.adopted:
-            delete = adoption.deletion("network", obj.key.name, _REMOVAL)
-        return deletion_plan(
-            obj,
-            exists=live is not None,
-            # Only the stamp makes a network kvmrec's to delete (reconcilers/adoption.py).
-            owned=adoption.stamped_for(owner, KIND, obj.key.name),
-            holders=self._deps.holders(obj.key),
-            orphan=NetworkSpec.from_spec(obj.spec).deletion_policy is DeletionPolicy.ORPHAN,
-            delete=delete,
+    def report(self, turn: Turn[NetworkSpec, LiveNetwork]) -> Report:
+        spec, live = turn.spec, turn.live
+        assert live is not None
+        drift = diff_config(spec, live.config)
+        hosts = diff_hosts(spec, live.config)
+        if hosts is not None:
+            drift.append(hosts)
+        if live.autostart != spec.autostart:
+            drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
+        if live.active != spec.active:
+            drift.append(Drift("spec.active", spec.active, live.active))
+        ready = live.active == spec.active
+        reason = ("Active" if live.active else "Inactive") if ready else "NotConverged"
+        message = ""
+        # A network that forwards to a bridge is of no use to guests until the bridge is there.
+        unmet = self._deps.unmet(network_refs(spec)) if spec.active and self._deps else []
+        if unmet:
+            ready, reason, message = False, "WaitingForDependency", "; ".join(unmet)
+        return Report(
+            ready,
+            reason,
+            message,
+            drift=tuple(drift),
+            details={
+                "state": "active" if live.active else "inactive",
+                "bridge": live.running.bridge if live.running else live.config.bridge,
+            },
+            requeue_after=DEPENDENCY_RETRY if unmet else None,
         )
 
-    def _delete(self, obj: StoredObject, old: Status | None, status: Status) -> Result:
-        key, name = obj.key, obj.key.name
-        live = self._hv.get_network(name)
-        plan = self._deletion_plan(obj, live)
-        now = self._clock.wall()
-        if plan.blocked is not None:
-            status = recording.deletion_held(status, plan.blocked_reason, plan.blocked, now)
-            recording.commit(self._store, key, old, status, now)
-            return Result(requeue_after=IN_USE_RETRY)
-        action = plan.steps[0].action if plan.steps else "gone"
-        if action == "orphan":
-            self._hv.define_network(_stamped(self._hv.network_xml(name), None))
-            self._store.add_event(key, "Normal", "Orphaned", f"unstamped network {name}", now)
-        elif action == "delete":
-            self._hv.stop_network(name)
-            self._hv.undefine_network(name)
-            message = f"stopped and undefined {name}"
-            if live is not None and live.config.owner is not None and live.config.owner.adopted:
-                message += ", which kvmrec adopted and did not create"
-            self._store.add_event(key, "Normal", "Deleted", message, now)
-        elif action == "forget":
-            self._store.add_event(key, "Warning", "NotOwned", f"network {name} left alone", now)
-        self._store.remove(key)
-        return Result()
 
-
-# What deletionPolicy Delete does to a network.
-_REMOVAL = "stop and undefine"
+class NetworkReconciler(Reconciler[NetworkSpec, LiveNetwork]):
+    def __init__(
+        self,
+        store: Store,
+        hypervisor: protocols.Networks,
+        clock: Clock,
+        dependencies: Dependencies | None,
+        *,
+        on_step: Callable[[ObjectKey, Step], None] | None = None,
+    ) -> None:
+        super().__init__(Network(hypervisor, dependencies), store, clock, on_step=on_step)
 
 
 def _owner(obj: StoredObject, live: LiveNetwork | None) -> domain_xml.Owner:
@@ -366,16 +303,3 @@ def _stamped(xml: str, owner: domain_xml.Owner | None) -> str:
     elif not len(metadata):
         root.remove(metadata)
     return ET.tostring(root, encoding="unicode")
-
-
-_EVENT_REASONS = {
-    "create": "Created",
-    "update": "Redefined",
-    "restart": "Restarted",
-    "update-live": "UpdatedLive",
-    "adopt": "Adopted",
-    "stamp": "Stamped",
-    "autostart": "Autostart",
-    "start": "Started",
-    "stop": "Stopped",
-}

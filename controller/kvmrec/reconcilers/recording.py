@@ -72,9 +72,10 @@ def failures_recorded(
     *,
     unavailable: str,
     errors: tuple[type[Exception], ...] = (BackendError,),
+    written: list[Status] | None = None,
 ) -> Iterator[None]:
     """Record a failed reconcile in the object's status, then let the exception go on to
-    the engine (which retries with backoff).
+    the engine (which retries with backoff); ``written`` is told the status recorded.
 
     A daemon that cannot be reached makes ``Ready`` Unknown (reason ``unavailable``): kvmrec
     does not know how the object is. Any other failure makes ``Synced`` False."""
@@ -83,14 +84,27 @@ def failures_recorded(
         yield
     except Unavailable as exc:
         status = status.with_condition("Ready", "Unknown", unavailable, str(exc), now)
-        if store.get(key) is not None:
-            commit(store, key, old, failed(status, exc, now), now)
+        _commit_failure(store, key, old, failed(status, exc, now), now, written)
         raise
     except errors as exc:
         status = status.with_condition("Synced", "False", "ReconcileFailed", str(exc), now)
-        if store.get(key) is not None:
-            commit(store, key, old, failed(status, exc, now), now)
+        _commit_failure(store, key, old, failed(status, exc, now), now, written)
         raise
+
+
+def _commit_failure(
+    store: Store,
+    key: ObjectKey,
+    old: Status | None,
+    status: Status,
+    now: datetime,
+    written: list[Status] | None,
+) -> None:
+    if store.get(key) is None:
+        return  # deleted meanwhile: nothing to say it of
+    commit(store, key, old, status, now)
+    if written is not None:
+        written.append(status)
 
 
 def deletion_held(status: Status, reason: str, message: str, now: datetime) -> Status:

@@ -30,14 +30,10 @@ import yaml
 
 from kvmrec.api import manifests
 from kvmrec.api.kinds import Manifest, ObjectKey, SnapshotPolicySpec
-from kvmrec.backends.errors import BackendError
+from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.engine.workers import Result
-from kvmrec.reconcilers.snapshots import (
-    WAIT_RETRY,
-    SnapshotPolicyReconciler,
-    SnapshotReconciler,
-    policy_snapshot_name,
-)
+from kvmrec.reconcilers.snapshot_policy import SnapshotPolicyReconciler
+from kvmrec.reconcilers.snapshots import WAIT_RETRY, SnapshotReconciler, policy_snapshot_name
 from kvmrec.snapshots.retention import Retention, select
 from kvmrec.store.records import SnapshotRecord
 
@@ -693,3 +689,47 @@ def test_snapshot_plan(world: World) -> None:
     obj = world.store.get(waiting)
     assert obj is not None
     assert [s.action for s in world.snapshots.plan(obj).steps] == ["wait"]
+
+
+# -- libvirt away ------------------------------------------------------------------------------
+
+
+def _libvirt_away(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call into libvirt fails as it does while libvirtd is down."""
+
+    def away(*_args: Any, **_kwargs: Any) -> Any:
+        raise Unavailable("cannot reach libvirt: Failed to connect socket")
+
+    for call in ("get_domain", "list_snapshots", "get_snapshot", "create_snapshot"):
+        monkeypatch.setattr(world.hv, call, away)
+
+
+def test_a_policy_reconcile_with_libvirt_away_records_it_in_status(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dom = world.domain("web")
+    key = world.policy("often", domains=[dom], every="2s", retention={"keepLast": 2})
+    _libvirt_away(world, monkeypatch)
+    with pytest.raises(Unavailable):
+        world.policies.reconcile(key)
+    assert world.condition(key, "Ready") == ("Unknown", "LibvirtUnavailable")
+    status = world.status(key)
+    assert status.retries == 1 and "Failed to connect socket" in (status.last_error or "")
+
+    monkeypatch.undo()
+    world.policies.reconcile(key)
+    assert world.condition(key, "Ready") == ("True", "Scheduled")
+    assert world.status(key).retries == 0
+
+
+def test_a_snapshot_reconcile_with_libvirt_away_records_it_in_status(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dom = world.domain("db")
+    key = world.apply("Snapshot", "pinned", {"domain": dom})
+    _libvirt_away(world, monkeypatch)
+    with pytest.raises(Unavailable):
+        world.snapshots.reconcile(key)
+    assert world.condition(key, "Ready") == ("Unknown", "LibvirtUnavailable")
+    assert world.status(key).retries == 1
+    assert world.libvirt_snapshots(dom) == set()

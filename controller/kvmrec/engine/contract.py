@@ -1,0 +1,44 @@
+"""The reconcile contract: what a reconcile returns, and what its raising means.
+
+A reconcile is a function from a key to a :class:`Result`; raising :class:`PermanentError`
+means "do not retry until the input changes", raising anything else "retry with backoff"
+(engine/workers.py honours it). It lives apart from the thread pool so that the kinds can
+speak the contract without importing the threads that run them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+__all__ = ["PermanentError", "Reconcile", "Result"]
+
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A successful reconcile. ``requeue_after``: seconds until it should run again anyway."""
+
+    requeue_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.requeue_after is not None and self.requeue_after < 0:
+            raise ValueError(f"requeue_after must not be negative, got {self.requeue_after!r}")
+
+
+class PermanentError(Exception):
+    """A reconcile that cannot succeed until its input changes; it is not retried.
+
+    Examples: a spec that validates against the schema but is impossible on this host, a
+    conflict with an object kvmrec does not own, a dependency the user has to create. Retrying
+    would only repeat the failure; the reconciler should record why in a condition, and the
+    key comes back through the queue when the manifest (or the resync) adds it again.
+    """
+
+
+class Reconcile(Protocol[K_contra]):
+    """Reconcile one key; see the module docstring for what returning and raising mean."""
+
+    def __call__(self, key: K_contra, /) -> Result: ...

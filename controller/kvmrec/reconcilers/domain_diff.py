@@ -1,0 +1,140 @@
+"""Comparing a Domain's manifest with its libvirt definition, field by field.
+
+Both sides are parsed into the same model (intent only): controllers, PCI addresses,
+aliases and the MACs of interfaces kvmrec did not add never count as drift. A running
+guest's differences split into what it takes live and what needs a restart; the run state
+a manifest asks for follows ``runStrategy`` (KubeVirt's meanings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kvmrec.api import quantities
+from kvmrec.api.kinds import Disk, DomainSpec, Interface, RunStrategy
+from kvmrec.backends.domain_xml import DomainConfig
+from kvmrec.backends.libvirt.live import LiveDomain
+from kvmrec.store.records import Drift, Status
+
+
+def mem(nbytes: int) -> str:
+    return quantities.format_bytes(nbytes)
+
+
+def by_bus(disks: Iterable[Disk]) -> tuple[Disk, ...]:
+    # libvirt keeps a domain's disks grouped by bus; only the order within a bus matters.
+    return tuple(sorted(disks, key=lambda d: d.bus))
+
+
+def disk_view(disks: Iterable[Disk]) -> list[dict[str, Any]]:
+    view = []
+    for d in disks:
+        item: dict[str, Any] = {"path": d.path} if d.path else {"pool": d.pool, "volume": d.volume}
+        item.update(format=d.format, bus=d.bus, device=d.device, readOnly=d.read_only)
+        view.append(item)
+    return view
+
+
+def iface_key(i: Interface) -> tuple[str, str | None, str | None, str | None, str]:
+    return (i.mac, i.network, i.bridge, i.virtualport, i.model)
+
+
+def iface_view(ifaces: Iterable[Interface]) -> list[dict[str, Any]]:
+    view = []
+    for i in ifaces:
+        item: dict[str, Any] = {"mac": i.mac}
+        if i.name:
+            item["name"] = i.name
+        item.update({"network": i.network} if i.network else {"bridge": i.bridge})
+        if i.virtualport:
+            item["virtualport"] = i.virtualport
+        item["model"] = i.model
+        view.append(item)
+    return view
+
+
+def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
+    """Fields of a definition that differ from the spec, named as in the manifest."""
+    drift: list[Drift] = []
+
+    def check(field: str, desired: Any, actual: Any) -> None:
+        if desired != actual:
+            drift.append(Drift(field, desired, actual))
+
+    check("spec.type", spec.type, config.type)
+    check("spec.vcpus", spec.vcpus, config.vcpus)
+    check("spec.maxVcpus", spec.vcpus_max, config.vcpus_max)
+    if quantities.to_kib(spec.memory) * 1024 != config.memory:
+        drift.append(Drift("spec.memory", mem(spec.memory), mem(config.memory)))
+    if quantities.to_kib(spec.memory_max) * 1024 != config.memory_max:
+        drift.append(Drift("spec.maxMemory", mem(spec.memory_max), mem(config.memory_max)))
+    check("spec.console", spec.console, config.console)
+    if spec.graphics != config.graphics:
+        desired = {"type": spec.graphics.type}
+        actual = {"type": config.graphics.type}
+        if spec.graphics.type == "vnc":
+            desired["listen"] = spec.graphics.listen
+        if config.graphics.type == "vnc":
+            actual["listen"] = config.graphics.listen
+        check("spec.graphics", desired, actual)
+    check("spec.guestAgent", spec.guest_agent, config.guest_agent)
+    check("spec.os.firmware", spec.firmware, config.firmware)
+    check("spec.os.boot", list(spec.boot), list(config.boot))
+    check("spec.os.kernel", spec.kernel, config.kernel)
+    check("spec.os.initrd", spec.initrd, config.initrd)
+    check("spec.os.cmdline", spec.cmdline, config.cmdline)
+    wanted = by_bus(d.attachment() for d in spec.disks)
+    if wanted != by_bus(config.disks):
+        drift.append(Drift("spec.disks", disk_view(wanted), disk_view(by_bus(config.disks))))
+    if [iface_key(i) for i in spec.interfaces] != [iface_key(i) for i in config.interfaces]:
+        drift.append(
+            Drift("spec.interfaces", iface_view(spec.interfaces), iface_view(config.interfaces))
+        )
+    return drift
+
+
+def live_class(spec: DomainSpec, running: DomainConfig) -> tuple[list[Drift], list[Drift]]:
+    """Split the differences of a running guest into (applied live, needs a restart)."""
+    hot = {
+        "spec.vcpus": spec.vcpus <= running.vcpus_max,
+        "spec.memory": running.balloon and spec.memory <= running.memory_max,
+        # Hot-plug; an unplug that the guest refuses shows up again and needs a restart.
+        "spec.interfaces": True,
+    }
+    live: list[Drift] = []
+    restart: list[Drift] = []
+    for d in diff_config(spec, running):
+        (live if hot.get(d.field, False) else restart).append(d)
+    return live, restart
+
+
+def state_of(live: LiveDomain) -> str:
+    return f"it is {live.state} ({live.reason})"
+
+
+def state_details(live: LiveDomain) -> dict[str, Any]:
+    return {"state": live.state, "reason": live.reason, "uuid": live.config.uuid}
+
+
+def drift_key(drift: Iterable[Drift]) -> list[str]:
+    return sorted(f"{d.field}={d.actual!r}" for d in drift)
+
+
+def wants_running(
+    spec: DomainSpec, live: LiveDomain | None, status: Status, generation: int
+) -> bool | None:
+    """True: keep it running; False: keep it off; None: leave the run state alone."""
+    if status.details.get("restarting"):
+        return True  # powered off by kvmrec to apply a change: it comes back whatever the strategy
+    strategy = spec.run_strategy
+    if strategy is RunStrategy.ALWAYS:
+        return True
+    if strategy is RunStrategy.HALTED:
+        return False
+    if strategy is RunStrategy.RERUN_ON_FAILURE:
+        # A guest that shut itself down has finished; anything else stopping it is a failure.
+        return not (live is not None and live.state == "shutoff" and live.reason == "shutdown")
+    if strategy is RunStrategy.ONCE:
+        return None if status.details.get("onceGeneration") == generation else True
+    return None
