@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from kvmrec import logs
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
 from kvmrec.backends.guest_agent import GuestAgent
@@ -43,9 +44,8 @@ from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
-from kvmrec.store.base import StoreError
+from kvmrec.store.base import History, StoreError
 from kvmrec.store.records import ReconcileRecord, StoredObject
-from kvmrec.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class _Observer:
     """Records every reconcile (when, how long, how it ended) for ``kvmrec history`` and
     the metrics; the workers log the failures."""
 
-    def __init__(self, store: SqliteStore, clock: clocks.Clock, metrics: Metrics) -> None:
+    def __init__(self, store: History, clock: clocks.Clock, metrics: Metrics) -> None:
         self._store = store
         self._clock = clock
         self._metrics = metrics
@@ -90,7 +90,7 @@ class Service:
     def __init__(self, settings: Settings, *, clock: clocks.Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or clocks.SystemClock()
-        self.store = SqliteStore(settings.state)
+        self.store = stores.open(settings.state)
         self.metrics = Metrics()
         self.endpoint: Endpoint | None = None
         self._loaded = threading.Event()  # the manifests were read once: ready to serve

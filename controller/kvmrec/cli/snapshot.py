@@ -26,8 +26,8 @@ from kvmrec.reconcilers.snapshots import SnapshotFailed, SnapshotPolicyReconcile
 from kvmrec.snapshots.retention import select
 from kvmrec.snapshots.schedule import Schedule, ScheduleError, local_zone
 from kvmrec.sources.directory import scan
+from kvmrec.store.base import Store
 from kvmrec.store.records import SnapshotRecord
-from kvmrec.store.sqlite import SqliteStore
 
 SIMULATION_LIMIT = 100_000  # snapshots; a span and schedule beyond it is refused
 # Seconds for the agent of a reverted guest to answer again.
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             store.close()
 
 
-def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _list(args: argparse.Namespace, hv: Hypervisor, store: Store | None) -> int:
     records = {r.name: r for r in store.snapshots(domain=args.domain)} if store else {}
     rows = [["NAME", "TIME", "STATE", "POLICY", "QUIESCED"]]
     for snap in hv.list_snapshots(args.domain):
@@ -124,7 +124,7 @@ def _list(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -
     return 0
 
 
-def _create(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _create(args: argparse.Namespace, hv: Hypervisor, store: Store | None) -> int:
     live = hv.get_domain(args.domain)
     quiesced = take(
         hv,
@@ -155,7 +155,7 @@ def _create(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
     return 0
 
 
-def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _revert(args: argparse.Namespace, hv: Hypervisor, store: Store | None) -> int:
     live = hv.get_domain(args.domain)
     running: bool | None = None
     if args.stop:
@@ -185,12 +185,12 @@ def _revert(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None)
     return 0
 
 
-def _manifest_syncs_clock(store: SqliteStore | None, domain: str) -> bool:
+def _manifest_syncs_clock(store: Store | None, domain: str) -> bool:
     obj = store.get(ObjectKey("Domain", domain)) if store is not None else None
     return bool(obj is not None and obj.spec.get("syncClock"))
 
 
-def _delete(args: argparse.Namespace, hv: Hypervisor, store: SqliteStore | None) -> int:
+def _delete(args: argparse.Namespace, hv: Hypervisor, store: Store | None) -> int:
     hv.delete_snapshot(args.domain, args.name)
     if store is not None:
         store.forget_snapshot(args.domain, args.name)

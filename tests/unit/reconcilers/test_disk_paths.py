@@ -14,6 +14,7 @@ import libvirt
 import pytest
 import yaml
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends.hypervisor import Hypervisor
@@ -21,7 +22,6 @@ from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.domain import DomainReconciler
-from kvmrec.store.sqlite import SqliteStore
 
 URI = "test:///default"
 
@@ -124,7 +124,7 @@ def test_a_block_device_needs_allow_device_disks() -> None:
 class World:
     def __init__(self, tmp_path: Path, roots: list[Path] | None) -> None:
         self.prefix = f"ut-{uuid.uuid4().hex[:8]}-"
-        self.store = SqliteStore(tmp_path / "state.db")
+        self.store = stores.open(tmp_path / "state.db")
         self.hv = Hypervisor(URI)
         self.hv.open()
         self.clock = FakeClock()

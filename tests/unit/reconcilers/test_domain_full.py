@@ -40,6 +40,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DomainSpec, ObjectKey, derived_mac
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml, images
@@ -49,8 +50,8 @@ from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers.domain import DomainReconciler, diff_config
 from kvmrec.reconcilers.plans import Plan, plan_fields
+from kvmrec.store.base import Store
 from kvmrec.store.records import Condition, Drift, Status, StoredObject
-from kvmrec.store.sqlite import SqliteStore
 
 URI = "test:///default"
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
@@ -114,7 +115,7 @@ def sha256(path: str) -> str:
 class World:
     prefix: str
     conn: Any
-    store: SqliteStore
+    store: Store
     hv: Hypervisor
     clock: FakeClock
     reconciler: DomainReconciler
@@ -200,7 +201,7 @@ def conn() -> Iterator[Any]:
 @pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
     prefix = _prefix()
-    store = SqliteStore(tmp_path / "state.db")
+    store = stores.open(tmp_path / "state.db")
     hv = Hypervisor(URI)
     hv.open()
     clock = FakeClock()

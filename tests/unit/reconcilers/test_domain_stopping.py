@@ -15,13 +15,13 @@ from typing import Any
 import libvirt
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.guest_agent import GuestInfo
 from kvmrec.backends.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers.domain import DomainReconciler
-from kvmrec.store.sqlite import SqliteStore
 
 URI = "test:///default"
 
@@ -49,7 +49,7 @@ class Harness:
     def __init__(self, tmp_path: Path, obeys: set[str], grace: float = 30.0) -> None:
         self.prefix = f"ut-{uuid.uuid4().hex[:8]}-"
         self.conn = libvirt.open(URI)
-        self.store = SqliteStore(tmp_path / "state.db")
+        self.store = stores.open(tmp_path / "state.db")
         self.hv = Hypervisor(URI)
         self.hv.open()
         self.clock = FakeClock()

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kvmrec import store as stores
 from kvmrec.api import quantities
 from kvmrec.api.kinds import ADOPT_ANNOTATION, Disk, DomainSpec, Manifest, ObjectKey
 from kvmrec.backends import domain_xml
@@ -28,8 +29,8 @@ from kvmrec.backends.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError, Result
 from kvmrec.reconcilers.domain import DomainReconciler, diff_config
+from kvmrec.store.base import Store
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 URI = "test:///default"
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
@@ -70,7 +71,7 @@ def conn() -> Iterator[Any]:
 class World:
     prefix: str
     conn: Any
-    store: SqliteStore
+    store: Store
     hv: Hypervisor
     clock: FakeClock
     reconciler: DomainReconciler
@@ -122,7 +123,7 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
     prefix = _prefix()
-    store = SqliteStore(tmp_path / "state.db")
+    store = stores.open(tmp_path / "state.db")
     hv = Hypervisor(URI)
     hv.open()
     clock = FakeClock()

@@ -27,6 +27,7 @@ import libvirt
 import pytest
 import yaml
 
+from kvmrec import store as stores
 from kvmrec.api import manifests
 from kvmrec.api.kinds import Manifest, ObjectKey, SnapshotPolicySpec
 from kvmrec.backends.errors import BackendError
@@ -40,8 +41,8 @@ from kvmrec.reconcilers.snapshots import (
     policy_snapshot_name,
 )
 from kvmrec.snapshots.retention import Retention, select
+from kvmrec.store.base import Store
 from kvmrec.store.records import SnapshotRecord, Status
-from kvmrec.store.sqlite import SqliteStore
 
 URI = "test:///default"
 T0 = datetime(2024, 3, 4, 5, 0, tzinfo=UTC)  # a Monday, far from any midnight in most zones
@@ -61,7 +62,7 @@ def _cleanup(conn: Any, prefix: str) -> None:
 class World:
     prefix: str
     conn: Any
-    store: SqliteStore
+    store: Store
     hv: Hypervisor
     clock: FakeClock
     policies: SnapshotPolicyReconciler
@@ -153,7 +154,7 @@ def conn() -> Iterator[Any]:
 @pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
     prefix = f"ut-{uuid.uuid4().hex[:8]}-"
-    store = SqliteStore(tmp_path / "state.db")
+    store = stores.open(tmp_path / "state.db")
     hv = Hypervisor(URI)
     hv.open()
     clock = FakeClock(wall=T0)

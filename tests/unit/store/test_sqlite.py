@@ -13,10 +13,11 @@ import pytest
 from freezegun import freeze_time
 
 from kvmrec.api.kinds import Manifest, ObjectKey
-from kvmrec.store import sqlite as sqlite_store
+from kvmrec.store.sqlite import schema as sqlite_schema
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import Condition, Drift, SnapshotRecord, Status
-from kvmrec.store.sqlite import MIGRATIONS, SqliteStore
+from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.sqlite.schema import MIGRATIONS
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 KEY = ObjectKey("Domain", "web")
@@ -369,7 +370,7 @@ def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) ->
 def test_a_version_1_file_is_upgraded_in_place(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A state file written by a kvmrec that knew only the first migration (rows written
     # with plain SQL, as that kvmrec's own models would have)...
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:1])
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", MIGRATIONS[:1])
     old = SqliteStore(path)
     assert old.schema_version() == 1
     old.close()
