@@ -35,6 +35,7 @@ from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
 from kvmrec.engine import workers as engine
 from kvmrec.metrics import Endpoint, Metrics
+from kvmrec.reconcilers import recording
 from kvmrec.reconcilers.dependencies import Dependencies, refs_of
 from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.reconcilers.network import NetworkReconciler
@@ -44,8 +45,8 @@ from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
-from kvmrec.store.base import History, StoreError
-from kvmrec.store.records import ReconcileRecord, StoredObject
+from kvmrec.store.base import StoreError
+from kvmrec.store.records import StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -54,34 +55,20 @@ _DEPENDENCY_KINDS = ("Network", "OvsBridge")
 
 
 class _Observer:
-    """Records every reconcile (when, how long, how it ended) for ``kvmrec history`` and
-    the metrics; the workers log the failures."""
+    """Tells the metrics about every reconcile; the workers log the failures, and
+    ``recording.one_write`` records each reconcile for ``kvmrec history``."""
 
-    def __init__(self, store: History, clock: clocks.Clock, metrics: Metrics) -> None:
-        self._store = store
-        self._clock = clock
+    def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-
-    def _record(self, key: ObjectKey, duration: float, result: str, message: str | None) -> None:
-        try:
-            self._store.record_reconcile(
-                ReconcileRecord(key, self._clock.wall(), duration, result, message)
-            )
-        except StoreError as exc:
-            log.error("%s: history not recorded: %s", key, exc)
 
     def on_success(self, key: ObjectKey, result: engine.Result, duration: float) -> None:
         log.debug("%s: reconciled in %.3fs", key, duration)
         self._metrics.observe(key.kind, "ok", duration)
-        self._record(key, duration, "ok", None)
 
     def on_error(
         self, key: ObjectKey, exc: Exception, retries: int, permanent: bool, delay: float | None
     ) -> None:
-        result = "permanent" if permanent else "error"
-        self._metrics.observe(key.kind, result, None)
-        # The engine does not time failures; their duration is not what history is for.
-        self._record(key, 0.0, result, str(exc))
+        self._metrics.observe(key.kind, "permanent" if permanent else "error", None)
 
 
 class Service:
@@ -143,7 +130,7 @@ class Service:
             self.queue,
             self._reconcile,
             count=settings.workers,
-            observer=_Observer(self.store, self.clock, self.metrics),
+            observer=_Observer(self.metrics),
         )
         self.sync = ManifestSync(
             self.store, self.clock, allow_mass_delete=settings.allow_mass_delete
@@ -171,7 +158,9 @@ class Service:
             raise engine.PermanentError(f"no reconciler for kind {key.kind}")
         was_ready = self._ready(key)
         try:
-            return reconcile(key)
+            # The reconcile's last status write goes with its history record, in one write.
+            with recording.one_write(self.store, key, self.clock):
+                return reconcile(key)
         finally:
             self._after(key, before, was_ready)
 
