@@ -151,15 +151,16 @@ class Service:
     def _reconcile_key(self, key: ObjectKey) -> engine.Result:
         reconcile = self._reconcilers.get(key.kind)
         before = self.store.get(key)
-        if before is None and key.kind in _DEPENDENCY_KINDS:
-            self._wake_dependents(key)  # an event about a network kvmrec does not manage
-            return engine.Result()
-        if reconcile is None:
-            raise engine.PermanentError(f"no reconciler for kind {key.kind}")
         was_ready = self._ready(key)
         try:
-            # The reconcile's last status write goes with its history record, in one write.
+            # The reconcile's last status write goes with its history record, in one write,
+            # stored before _after looks at it.
             with recording.one_write(self.store, key, self.clock):
+                if before is None and key.kind in _DEPENDENCY_KINDS:
+                    self._wake_dependents(key)  # an event about a network kvmrec does not manage
+                    return engine.Result()
+                if reconcile is None:
+                    raise engine.PermanentError(f"no reconciler for kind {key.kind}")
                 return reconcile(key)
         finally:
             self._after(key, before, was_ready)
