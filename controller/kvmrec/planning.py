@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.api.selectors import Selector
 from kvmrec.backends import protocols
@@ -33,7 +34,6 @@ from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status, StoredObject
-from kvmrec.store.sqlite import SqliteStore
 
 
 @dataclass
@@ -82,11 +82,11 @@ def plan(
     objects whose manifests' labels (the stored ones, for a deletion) match."""
     store: Store
     try:
-        store = SqliteStore(settings.state, create=False)
+        store = stores.open(settings.state, read_only=True)
     except StoreError:
         # Nothing applied yet: everything is new. An empty store in memory, so that no
         # state file appears as a side effect of a dry run.
-        store = SqliteStore(":memory:")
+        store = stores.open(":memory:")
     hypervisor = Hypervisor(settings.connect)
     ovsdb = Ovsdb(settings.ovsdb)
     try:

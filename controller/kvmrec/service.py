@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from kvmrec import logs
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
@@ -35,47 +36,32 @@ from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
 from kvmrec.engine import workers as engine
 from kvmrec.metrics import Endpoint, Metrics
-from kvmrec.reconcilers import registry
+from kvmrec.reconcilers import recording, registry
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import ManifestSync
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import ReconcileRecord, Status, StoredObject
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.records import Status, StoredObject
 
 log = logging.getLogger(__name__)
 
 
 class _Observer:
-    """Records every reconcile (when, how long, how it ended) for ``kvmrec history`` and
-    the metrics; the workers log the failures."""
+    """Tells the metrics about every reconcile; the workers log the failures, and
+    ``recording.one_write`` records each reconcile for ``kvmrec history``."""
 
-    def __init__(self, store: SqliteStore, clock: clocks.Clock, metrics: Metrics) -> None:
-        self._store = store
-        self._clock = clock
+    def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-
-    def _record(self, key: ObjectKey, duration: float, result: str, message: str | None) -> None:
-        try:
-            self._store.record_reconcile(
-                ReconcileRecord(key, self._clock.wall(), duration, result, message)
-            )
-        except StoreError as exc:
-            log.error("%s: history not recorded: %s", key, exc)
 
     def on_success(self, key: ObjectKey, result: engine.Result, duration: float) -> None:
         log.debug("%s: reconciled in %.3fs", key, duration)
         self._metrics.observe(key.kind, "ok", duration)
-        self._record(key, duration, "ok", None)
 
     def on_error(
         self, key: ObjectKey, exc: Exception, retries: int, permanent: bool, delay: float | None
     ) -> None:
-        result = "permanent" if permanent else "error"
-        self._metrics.observe(key.kind, result, None)
-        # The engine does not time failures; their duration is not what history is for.
-        self._record(key, 0.0, result, str(exc))
+        self._metrics.observe(key.kind, "permanent" if permanent else "error", None)
 
 
 class Service:
@@ -84,7 +70,7 @@ class Service:
     def __init__(self, settings: Settings, *, clock: clocks.Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or clocks.SystemClock()
-        self.store = SqliteStore(settings.state)
+        self.store = stores.open(settings.state)
         self.metrics = Metrics()
         self.endpoint: Endpoint | None = None
         self._loaded = threading.Event()  # the manifests were read once: ready to serve
@@ -116,18 +102,19 @@ class Service:
             allow_device_disks=settings.allow_device_disks,
             guest=self.guest,
             stop_grace=settings.stop_grace_period,
-            on_done=self._after,
+            on_done=self._note,
         )
         self.dependencies = self.kinds.dependencies
         self.workers = engine.Workers(
             self.queue,
             self._reconcile,
             count=settings.workers,
-            observer=_Observer(self.store, self.clock, self.metrics),
+            observer=_Observer(self.metrics),
         )
         self.sync = ManifestSync(
             self.store, self.clock, allow_mass_delete=settings.allow_mass_delete
         )
+        self._done = threading.local()  # per worker: what _after has to look at
         self._keys_lock = threading.Lock()
         self._keys: set[ObjectKey] = set()
         self._sync_lock = threading.Lock()
@@ -145,7 +132,28 @@ class Service:
         reconciler = self.kinds.get(key.kind)
         if reconciler is None:
             raise engine.PermanentError(f"no reconciler for kind {key.kind}")
-        return reconciler.reconcile(key)  # then _after, from what the reconcile read
+        done: list[tuple[ObjectKey, StoredObject | None, Status | None, Status | None]] = []
+        self._done.after = done
+        try:
+            # The reconcile's last status write goes with its history record, in one write,
+            # stored before _after wakes what depends on it.
+            with recording.one_write(self.store, key, self.clock):
+                return reconciler.reconcile(key)
+        finally:
+            self._done.after = None
+            for read_and_written in done:
+                self._after(*read_and_written)
+
+    def _note(
+        self, key: ObjectKey, obj: StoredObject | None, old: Status | None, new: Status | None
+    ) -> None:
+        """A reconcile ended: _after looks at it once its outcome is stored."""
+        after: list[tuple[ObjectKey, StoredObject | None, Status | None, Status | None]] | None
+        after = getattr(self._done, "after", None)
+        if after is None:
+            self._after(key, obj, old, new)
+        else:
+            after.append((key, obj, old, new))
 
     def _after(
         self, key: ObjectKey, obj: StoredObject | None, old: Status | None, new: Status | None

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from realstack import Controller, domain_manifest, state_of, wait_for
 
+from kvmrec import store as stores
 from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import Manifest
 from kvmrec.api.manifests import parse_file
-from kvmrec.store.sqlite import SqliteStore
 
 # -- 1. inotify storm -------------------------------------------------------------------
 
@@ -61,7 +61,7 @@ def _expected(manifests: Path) -> tuple[dict[str, tuple[str, int]], set[str]]:
 
 
 def _stored(state: Path) -> dict[str, tuple[str, int, bool]]:
-    store = SqliteStore(state, create=False)
+    store = stores.open(state, create=False)
     try:
         return {
             o.key.name: (Path(o.source).name, int(o.spec["vcpus"]), o.deleting)

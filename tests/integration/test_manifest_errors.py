@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from realstack import Controller, domain_manifest, plan_text, state_of, wait_for
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def converged(controller: Controller, name: str) -> bool:
 
 
 def manifest_events(controller: Controller, name: str) -> list[tuple[str, str]]:
-    store = SqliteStore(controller.state, create=False)
+    store = stores.open(controller.state, create=False)
     try:
         found = store.events(ObjectKey("Domain", name))
     finally:

@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 
 from kvmrec import config
+from kvmrec import store as stores
 from kvmrec.api.objects import ObjectKey
 from kvmrec.cli import report, where
 from kvmrec.store.base import Store, StoreError
-from kvmrec.store.sqlite import SqliteStore
 
 EVENTS = 10  # the last events shown, as many as kubectl describe shows at a glance
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvmrec describe: {exc}", file=sys.stderr)
         return 1
     try:
-        store = SqliteStore(where.cli_settings(args).state, create=False)
+        store = stores.open(where.cli_settings(args).state, read_only=True)
     except StoreError as exc:
         print(f"kvmrec describe: {exc}", file=sys.stderr)
         return 1

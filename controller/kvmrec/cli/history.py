@@ -19,12 +19,12 @@ from datetime import UTC
 from typing import Any
 
 from kvmrec import config
+from kvmrec import store as stores
 from kvmrec.api.objects import ObjectKey
 from kvmrec.api.selectors import Selector
 from kvmrec.cli import report, revision_diff, selecting, watching, where
-from kvmrec.store.base import StoreError
+from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Event, Revision
-from kvmrec.store.sqlite import SqliteStore
 
 
 def add_parser(commands: Any) -> None:
@@ -61,7 +61,7 @@ def add_parser(commands: Any) -> None:
     history.set_defaults(handler=run_history)
 
 
-def _open(args: argparse.Namespace, command: str) -> tuple[SqliteStore, ObjectKey | None] | None:
+def _open(args: argparse.Namespace, command: str) -> tuple[Store, ObjectKey | None] | None:
     key = None
     if args.object:
         try:
@@ -70,7 +70,7 @@ def _open(args: argparse.Namespace, command: str) -> tuple[SqliteStore, ObjectKe
             print(f"kvmrec {command}: {exc}", file=sys.stderr)
             return None
     try:
-        return SqliteStore(where.cli_settings(args).state, create=False), key
+        return stores.open(where.cli_settings(args).state, read_only=True), key
     except StoreError as exc:
         print(f"kvmrec {command}: {exc}", file=sys.stderr)
         return None
@@ -118,13 +118,11 @@ def _event_row(event: Event) -> dict[str, str]:
     }
 
 
-def _matching(store: SqliteStore, selector: Selector) -> set[ObjectKey]:
+def _matching(store: Store, selector: Selector) -> set[ObjectKey]:
     return {obj.key for obj in store.list() if selector.matches(obj.labels)}
 
 
-def _selected(
-    store: SqliteStore, key: ObjectKey | None, selector: Selector, limit: int
-) -> list[Event]:
+def _selected(store: Store, key: ObjectKey | None, selector: Selector, limit: int) -> list[Event]:
     """The last ``limit`` events of ``key`` (or all objects) whose objects ``selector``
     matches (events of objects no longer stored have no labels left to match)."""
     if not selector:
@@ -137,7 +135,7 @@ def _selected(
 
 
 def _follow(
-    store: SqliteStore,
+    store: Store,
     since: int,
     key: ObjectKey | None,
     selector: Selector,

@@ -21,16 +21,16 @@ from datetime import UTC, timedelta
 from typing import Any, TextIO
 
 from kvmrec import config
+from kvmrec import store as stores
 from kvmrec.cli import safety, where
 from kvmrec.engine.clock import SystemClock
 from kvmrec.settings import Settings
 from kvmrec.sources import trust
 from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import Desired, ManifestSync
-from kvmrec.store.base import StoreError
+from kvmrec.store.base import Store, StoreError
 from kvmrec.store.lock import holder
 from kvmrec.store.records import DeletionApproval, StoredObject
-from kvmrec.store.sqlite import SqliteStore
 
 APPROVAL_LIFETIME = timedelta(minutes=10)
 """Long enough for a service that is restarting or busy to get to it; short enough that a
@@ -71,7 +71,7 @@ def confirm(question: str, *, yes: bool, stdin: TextIO, stderr: TextIO) -> bool:
     return False
 
 
-def held_back(settings: Settings, store: SqliteStore) -> Desired:
+def held_back(settings: Settings, store: Store) -> Desired:
     """What the service's next pass would make of the manifests: judged as it judges them
     (trust, then ManifestSync with the same guard)."""
     stored = store.list()
@@ -97,7 +97,7 @@ def _table(objects: list[StoredObject]) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = where.cli_settings(args)
     try:
-        store = SqliteStore(settings.state, create=False)
+        store = stores.open(settings.state, create=False)
     except StoreError as exc:
         print(f"kvmrec prune: {exc}", file=sys.stderr)
         return 1
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _prune(args: argparse.Namespace, settings: Settings, store: SqliteStore) -> int:
+def _prune(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     desired = held_back(settings, store)
     if desired.approved is not None:
         print(f"{len(desired.doomed)} deletions are approved already; the service makes them")

@@ -35,8 +35,8 @@ from kvmrec.reconcilers.snapshots import SnapshotFailed, take
 from kvmrec.snapshots.retention import select
 from kvmrec.snapshots.schedule import Schedule, ScheduleError, local_zone
 from kvmrec.sources.directory import scan
+from kvmrec.store.base import Store
 from kvmrec.store.records import SnapshotRecord
-from kvmrec.store.sqlite import SqliteStore
 
 SIMULATION_LIMIT = 100_000  # snapshots; a span and schedule beyond it is refused
 # Seconds for the agent of a reverted guest to answer again.
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             store.close()
 
 
-def _list(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
+def _list(args: argparse.Namespace, hv: protocols.LibvirtHost, store: Store | None) -> int:
     records = {r.name: r for r in store.snapshots(domain=args.domain)} if store else {}
     snapshots = hv.list_snapshots(args.domain)
     if args.output == "json":
@@ -160,7 +160,7 @@ def _list(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStor
     return 0
 
 
-def _create(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
+def _create(args: argparse.Namespace, hv: protocols.LibvirtHost, store: Store | None) -> int:
     live = hv.get_domain(args.domain)
     quiesced = take(
         hv,
@@ -194,7 +194,7 @@ def _create(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteSt
     return 0
 
 
-def _revert(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
+def _revert(args: argparse.Namespace, hv: protocols.LibvirtHost, store: Store | None) -> int:
     live = hv.get_domain(args.domain)
     problem = hv.get_snapshot(args.domain, args.name).restore_problem
     if problem and not args.force:
@@ -249,12 +249,12 @@ def _revert(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteSt
     return 0
 
 
-def _manifest_syncs_clock(store: SqliteStore | None, domain: str) -> bool:
+def _manifest_syncs_clock(store: Store | None, domain: str) -> bool:
     obj = store.get(ObjectKey("Domain", domain)) if store is not None else None
     return bool(obj is not None and obj.spec.get("syncClock"))
 
 
-def _delete(args: argparse.Namespace, hv: protocols.LibvirtHost, store: SqliteStore | None) -> int:
+def _delete(args: argparse.Namespace, hv: protocols.LibvirtHost, store: Store | None) -> int:
     hv.delete_snapshot(args.domain, args.name)
     if store is not None:
         store.forget_snapshot(args.domain, args.name)

@@ -11,11 +11,11 @@ import sys
 from typing import Any
 
 from kvmrec import config
+from kvmrec import store as stores
 from kvmrec.api.objects import ObjectKey
 from kvmrec.api.selectors import Selector
 from kvmrec.cli import report, selecting, watching, where
-from kvmrec.store.base import StoreError
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.base import Store, StoreError
 
 
 def add_parser(commands: Any) -> None:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     settings = where.cli_settings(args)
     try:
-        store = SqliteStore(settings.state, create=False)
+        store = stores.open(settings.state, read_only=True)
     except StoreError as exc:
         print(f"kvmrec status: {exc}", file=sys.stderr)
         return 1
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _watch(
-    store: SqliteStore,
+    store: Store,
     since: int,
     result: dict[str, Any],
     output: str,

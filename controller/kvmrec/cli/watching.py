@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kvmrec.cli import report
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.base import Changes
 
 # How often the change counter is read: well under the time a heal takes, and still
 # nothing a host would notice.
@@ -29,7 +29,7 @@ POLL_SECONDS = 0.5
 Key = tuple[str, str]
 
 
-def changes(store: SqliteStore, since: int, interval: float = POLL_SECONDS) -> Iterator[None]:
+def changes(store: Changes, since: int, interval: float = POLL_SECONDS) -> Iterator[None]:
     """Yields whenever another process committed to the state file after ``since`` (a
     ``change_counter()`` read before the caller's first look, so nothing falls between)."""
     marker = since

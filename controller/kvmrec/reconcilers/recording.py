@@ -3,26 +3,99 @@
 Every reconciler ends by handing the new status here; comparing it with the previous one
 gives the condition transitions, each recorded as an event so ``kvmrec events`` tells the
 story of an object without anyone having to diff statuses by hand (the store logs each).
+
+Inside :func:`one_write` (the service wraps every reconcile in it) the status a reconcile
+ends with, its events and the reconcile's history record go to the store as one
+transaction when the reconcile returns, before anything else may act on that outcome: the
+worker releases the key, and the service wakes what depends on it, only after. A
+reconciler writes its status as its last step; a second status write in one reconcile
+first sends the earlier one on its own.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import BackendError, Unavailable
-from kvmrec.store.base import Store
-from kvmrec.store.records import Status
+from kvmrec.engine.clock import Clock
+from kvmrec.engine.contract import PermanentError
+from kvmrec.store.base import History, Statuses, Store
+from kvmrec.store.records import ReconcileRecord, Status
+
+log = logging.getLogger(__name__)
+
+
+class _Recorder(Statuses, History, Protocol):
+    pass
+
+
+@dataclass
+class _Reconcile:
+    """The reconcile of ``key`` under way on this thread, and the status write it holds."""
+
+    key: ObjectKey
+    held: tuple[Status, list[tuple[str, str, str]], datetime] | None = None
+
+
+_current: ContextVar[_Reconcile | None] = ContextVar("reconcile", default=None)
+
+
+@contextmanager
+def one_write(store: _Recorder, key: ObjectKey, clock: Clock) -> Iterator[None]:
+    """Run one reconcile of ``key``; its last status write, that write's events and the
+    history record of the reconcile (ok, error or permanent) are stored together as it ends.
+
+    Failures keep a duration of 0 in history, as the engine does not time them."""
+    started = time.perf_counter()
+    current = _Reconcile(key)
+    token = _current.set(current)
+    try:
+        yield
+    except PermanentError as exc:
+        _flush(store, current, ReconcileRecord(key, clock.wall(), 0.0, "permanent", str(exc)))
+        raise
+    except Exception as exc:
+        _flush(store, current, ReconcileRecord(key, clock.wall(), 0.0, "error", str(exc)))
+        raise
+    else:
+        duration = time.perf_counter() - started
+        _flush(store, current, ReconcileRecord(key, clock.wall(), duration, "ok"), failed=False)
+    finally:
+        _current.reset(token)
+
+
+def _flush(
+    store: _Recorder, current: _Reconcile, record: ReconcileRecord, *, failed: bool = True
+) -> None:
+    """Store what ``current`` holds with ``record``. A status that cannot be stored fails a
+    reconcile that succeeded (it is retried); a history record alone, or anything after a
+    failure (whose own error must not be hidden), is logged instead."""
+    try:
+        if current.held is None:
+            store.record_reconcile(record)
+        else:
+            status, events, now = current.held
+            store.record(current.key, status, events, now, reconcile=record)
+    except Exception as exc:
+        if not failed and current.held is not None:
+            raise
+        log.error("%s: reconcile not recorded: %s", current.key, exc)
+
 
 # Conditions whose True state is bad news.
 _ABNORMAL_WHEN_TRUE = {"RestartRequired", "Degraded"}
 
 
 def commit(
-    store: Store,
+    store: Statuses,
     key: ObjectKey,
     old: Status | None,
     new: Status,
@@ -43,7 +116,14 @@ def commit(
         if cond.message:
             message += f": {cond.message}"
         transitions.append(("Warning" if bad else "Normal", cond.reason, message))
-    store.record(key, new, [*events, *transitions], now)
+    current = _current.get()
+    if current is None or current.key != key:
+        store.record(key, new, [*events, *transitions], now)
+        return
+    if current.held is not None:
+        held, held_events, held_now = current.held
+        store.record(key, held, held_events, held_now)
+    current.held = (new, [*events, *transitions], now)
 
 
 def failed(status: Status, exc: Exception, now: datetime) -> Status:

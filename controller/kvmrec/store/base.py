@@ -1,6 +1,16 @@
-"""The interface of a store: what the service, reconcilers and CLI may ask of one.
+"""The interface of a store, split by concern: what the service, reconcilers and CLI may ask.
 
-Implementations must be safe to call from several worker threads at once.
+    Objects        desired state as accepted from manifests, with generations and revisions
+    Statuses       what the last reconcile found, and the events that tell how it got there
+    History        one record per reconcile, and the pruning of old history
+    SnapshotLedger the snapshots kvmrec took (a policy prunes only its own)
+    SourceErrors   the manifest files that could not be applied
+    Approvals      the one pending approval of a mass deletion (``kvmrec prune``)
+    Changes        a cheap counter a watching command polls
+
+``Store`` is all of them; a caller that needs less depends on the narrower Protocol.
+Implementations must be safe to call from several worker threads at once, and every
+method that writes is atomic: it is on disk (or in etcd) when it returns.
 """
 
 from __future__ import annotations
@@ -27,12 +37,9 @@ class StoreError(Exception):
     """The store cannot be read or written (missing, locked, read-only, full)."""
 
 
-class Store(Protocol):
+class Objects(Protocol):
     def apply(self, manifest: Manifest, now: datetime) -> ApplyResult:
         """Store a manifest's desired state; a new spec digest is a new generation and revision."""
-
-    def mark_deleting(self, key: ObjectKey, now: datetime) -> bool:
-        """Record that an object's manifest is gone; False if it was unknown or already so."""
 
     def apply_many(
         self,
@@ -44,23 +51,35 @@ class Store(Protocol):
         ``commits`` (of the manifest directory's git work tree, if it is one): one for all,
         or one by source file, a file without one having none."""
 
+    def mark_deleting(self, key: ObjectKey, now: datetime) -> bool:
+        """Record that an object's manifest is gone; False if it was unknown or already so."""
+
     def remove(self, key: ObjectKey) -> None:
-        """Forget an object (after its live counterpart was deleted or orphaned)."""
+        """Forget an object and its status (after its live counterpart was deleted or
+        orphaned); its events and history stay."""
 
     def get(self, key: ObjectKey) -> StoredObject | None: ...
 
-    def list(self, kind: str | None = None) -> Sequence[StoredObject]: ...
+    def list(self, kind: str | None = None) -> Sequence[StoredObject]:
+        """Sorted by kind, then name."""
 
     def keys(self) -> Sequence[ObjectKey]:
-        """Every object's key, cheaply (no specs decoded)."""
+        """Every object's key, sorted, cheaply (no specs decoded)."""
 
-    def revisions(self, key: ObjectKey) -> Sequence[Revision]: ...
+    def revisions(self, key: ObjectKey) -> Sequence[Revision]:
+        """Oldest first."""
 
+
+class Statuses(Protocol):
     def get_status(self, key: ObjectKey) -> Status | None: ...
+
+    def get_with_status(self, key: ObjectKey) -> tuple[StoredObject | None, Status | None]:
+        """An object and its status in one read (what a reconcile starts from)."""
 
     def statuses(self) -> Mapping[ObjectKey, Status]: ...
 
-    def put_status(self, key: ObjectKey, status: Status) -> None: ...
+    def put_status(self, key: ObjectKey, status: Status) -> None:
+        """Store a status; it does not need its object (a reconcile may race a remove)."""
 
     def record(
         self,
@@ -68,8 +87,11 @@ class Store(Protocol):
         status: Status,
         events: Sequence[tuple[str, str, str]],
         now: datetime,
+        *,
+        reconcile: ReconcileRecord | None = None,
     ) -> None:
-        """Store a status and its events (type, reason, message) together, atomically."""
+        """Store a status, its events (type, reason, message) and, when given, the record of
+        the reconcile that produced them: together, atomically (one transaction)."""
 
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
@@ -81,19 +103,21 @@ class Store(Protocol):
         """Oldest first: the last ``limit``, or with ``after`` the first ``limit`` whose
         ``seq`` is greater (to follow the events as they are recorded)."""
 
-    def set_source_errors(self, errors: Mapping[str, str], now: datetime) -> None:
-        """Replace the list of manifest files in error (an empty mapping clears it)."""
 
-    def source_errors(self) -> Sequence[SourceError]: ...
-
+class History(Protocol):
     def record_reconcile(self, record: ReconcileRecord) -> None: ...
 
     def reconciles(self, key: ObjectKey, limit: int = 50) -> Sequence[ReconcileRecord]:
         """Oldest first, the last ``limit``."""
 
-    def prune_history(self, before: datetime) -> int: ...
+    def prune_history(self, before: datetime) -> int:
+        """Forget events, reconciles and revisions older than ``before`` (the newest revision
+        of each object always stays); returns how many went."""
 
-    def record_snapshot(self, snapshot: SnapshotRecord) -> None: ...
+
+class SnapshotLedger(Protocol):
+    def record_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Add a snapshot, or replace the one of the same domain and name."""
 
     def forget_snapshot(self, domain: str, name: str) -> None: ...
 
@@ -102,14 +126,45 @@ class Store(Protocol):
     ) -> Sequence[SnapshotRecord]:
         """Newest first."""
 
+
+class SourceErrors(Protocol):
+    def set_source_errors(self, errors: Mapping[str, str], now: datetime) -> None:
+        """Replace the list of manifest files in error (an empty mapping clears it); an
+        unchanged error keeps the time it was first seen."""
+
+    def source_errors(self) -> Sequence[SourceError]:
+        """Sorted by source."""
+
+
+class Approvals(Protocol):
     def approve_deletions(self, approval: DeletionApproval) -> None:
         """Record the one pending mass-deletion approval (replacing any other)."""
-        ...
 
     def deletion_approval(self) -> DeletionApproval | None: ...
 
     def consume_deletion_approval(self, digest: str) -> bool:
         """Drop the approval if it is the one of ``digest``; whether it was."""
-        ...
 
+
+class Changes(Protocol):
+    def change_counter(self) -> int:
+        """A number that moves whenever another process (or connection) commits a write.
+        Cheap: a watching command polls it to know when to read again."""
+
+
+class Closing(Protocol):
     def close(self) -> None: ...
+
+
+class Store(
+    Objects,
+    Statuses,
+    History,
+    SnapshotLedger,
+    SourceErrors,
+    Approvals,
+    Changes,
+    Closing,
+    Protocol,
+):
+    """Everything a store keeps."""

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli import describe
 from kvmrec.cli.main import main
 from kvmrec.store.lock import StateLock
 from kvmrec.store.records import Drift, Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 KEY = ObjectKey("Domain", "web-1")
@@ -61,7 +61,7 @@ def running(now: datetime) -> Status:
 
 
 def make(path: Path, status: Status | None, *, events: int = 0, error: str | None = None) -> None:
-    store = SqliteStore(path)
+    store = stores.open(path)
     try:
         store.apply(Manifest("Domain", "web-1", SPEC, "web.yaml", 1, labels={"tier": "web"}), T0)
         store.apply(Manifest("Domain", "other", SPEC, "other.yaml", 1), T0)

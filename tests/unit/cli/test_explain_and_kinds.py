@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli.main import main
-from kvmrec.store.sqlite import SqliteStore
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -95,7 +95,7 @@ def test_commands_taking_kind_name_take_it_in_any_case(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, shows: str
 ) -> None:
     state = tmp_path / "state.db"
-    store = SqliteStore(state)
+    store = stores.open(state)
     now = datetime.now(UTC)
     try:
         store.apply(Manifest("Domain", "web-1", {"memory": "64Mi"}, "web.yaml", 1), now)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -51,7 +51,7 @@ PROBE = (
 @pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("state") / "state.db"
-    store = SqliteStore(path)
+    store = stores.open(path)
     spec = {"memory": "64Mi", "vcpus": 1, "runStrategy": "Always", "autostart": False}
     for name in ("web-1", "web-2"):
         store.apply(Manifest("Domain", name, spec, f"{name}.yaml", 0), T0)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli import report
 from kvmrec.cli.main import main
 from kvmrec.store.records import Drift, Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 SPEC = {"memory": "64Mi", "vcpus": 1, "runStrategy": "Always", "autostart": False}
@@ -58,7 +58,7 @@ def healthy(generation: int = 1, drift: tuple[Drift, ...] = ()) -> Status:
 
 
 def make_store(path: Path, *objects: tuple[str, Status | None]) -> None:
-    store = SqliteStore(path)
+    store = stores.open(path)
     try:
         for name, status in objects:
             store.apply(Manifest("Domain", name, dict(SPEC), f"{name}.yaml", 1), T0)
@@ -264,7 +264,7 @@ def test_status_of_a_deleting_object_is_2(
 ) -> None:
     state = tmp_path / "state.db"
     make_store(state, ("web-1", healthy()))
-    store = SqliteStore(state)
+    store = stores.open(state)
     store.mark_deleting(ObjectKey("Domain", "web-1"), T0)
     store.close()
     code, out, _ = run(capsys, "status", "--state", str(state), "-o", "json")
@@ -278,7 +278,7 @@ def test_status_with_a_source_error_is_2_and_lists_it(
 ) -> None:
     state = tmp_path / "state.db"
     make_store(state, ("web-1", healthy()))
-    store = SqliteStore(state)
+    store = stores.open(state)
     store.set_source_errors({"broken.yaml": "line 3: spec.memory: '64X' is not a quantity"}, T0)
     store.close()
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli.main import main
 from kvmrec.store.lock import StateLock
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 SPEC = {"memory": "64Mi", "vcpus": 1, "runStrategy": "Always", "autostart": False}
@@ -44,7 +44,7 @@ def healthy() -> Status:
 def state(tmp_path: Path) -> Path:
     """web-1 (web-1.yaml, now broken) and web-2 (web-2.yaml), both synced and ready."""
     path = tmp_path / "state.db"
-    store = SqliteStore(path)
+    store = stores.open(path)
     for name in ("web-1", "web-2"):
         store.apply(Manifest("Domain", name, dict(SPEC), f"{name}.yaml", 1), T0)
         store.put_status(ObjectKey("Domain", name), healthy())
@@ -105,7 +105,7 @@ def test_status_of_one_object_exits_by_that_object_alone(
 def test_when_the_file_is_fixed_synced_is_the_reconciles_again(
     state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = SqliteStore(state)
+    store = stores.open(state)
     store.set_source_errors({}, T0 + timedelta(minutes=2))
     store.close()
     code, out, _ = status(capsys, state, "-o", "json")

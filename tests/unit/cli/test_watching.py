@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.cli import report
 from kvmrec.cli.main import main
 from kvmrec.cli.watching import StatusPrinter
+from kvmrec.store.base import Store
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 SPEC = {"memory": "64Mi"}
@@ -40,7 +41,7 @@ def status(ready: bool, state: str, at: datetime = T0) -> Status:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Any:
-    s = SqliteStore(tmp_path / "s.db")
+    s = stores.open(tmp_path / "s.db")
     s.apply(Manifest("Domain", "web", SPEC, "web.yaml", 1, labels={"tier": "web"}), T0)
     s.apply(Manifest("Domain", "db", SPEC, "db.yaml", 1, labels={"tier": "db"}), T0)
     s.put_status(ObjectKey("Domain", "web"), status(True, "running"))
@@ -50,7 +51,7 @@ def store(tmp_path: Path) -> Any:
 
 
 def test_after_the_table_only_changed_rows_are_printed(
-    store: SqliteStore, capsys: pytest.CaptureFixture[str]
+    store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     printer = StatusPrinter("table")
     printer.first(report.build(store))
@@ -85,9 +86,7 @@ def test_after_the_table_only_changed_rows_are_printed(
     assert capsys.readouterr().out == "error resolved: bad.yaml\n"
 
 
-def test_json_watch_is_one_object_a_line(
-    store: SqliteStore, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_json_watch_is_one_object_a_line(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     printer = StatusPrinter("json")
     printer.first(report.build(store))
     first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -106,7 +105,7 @@ def test_json_watch_is_one_object_a_line(
 
 
 def test_status_and_events_keep_the_objects_whose_labels_match(
-    tmp_path: Path, store: SqliteStore, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store.add_event(ObjectKey("Domain", "web"), "Normal", "Started", "web", T0)
     store.add_event(ObjectKey("Domain", "db"), "Normal", "Started", "db", T0)
@@ -130,7 +129,7 @@ def test_status_and_events_keep_the_objects_whose_labels_match(
 
 @pytest.mark.parametrize("command", ["status", "events"])
 def test_a_bad_selector_is_1_and_says_why(
-    tmp_path: Path, store: SqliteStore, capsys: pytest.CaptureFixture[str], command: str
+    tmp_path: Path, store: Store, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     assert main([command, "--state", str(tmp_path / "s.db"), "-l", "tier=a b"]) == 1
     out, err = capsys.readouterr()
@@ -139,7 +138,7 @@ def test_a_bad_selector_is_1_and_says_why(
 
 
 def test_yaml_watch_is_one_document_an_object_and_errors_are_documents_too(
-    store: SqliteStore, capsys: pytest.CaptureFixture[str]
+    store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     printer = StatusPrinter("yaml")
     printer.first(report.build(store))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kvmrec import reloads
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec import store as stores
 
 MANIFEST = (
     "apiVersion: kvmrec.io/v1alpha1\nkind: Domain\nmetadata:\n  name: early-1\n"
@@ -88,7 +88,7 @@ def test_sigterm_during_start_up_exits_cleanly(tmp_path: Path, after_ms: int) ->
     assert "Traceback" not in err
     assert "SIGTERM" in err  # "SIGTERM during start-up: ..." or the daemon's "SIGTERM: stopping"
     if state.exists():  # whatever start-up got to write is a state file that opens
-        SqliteStore(state, create=False).close()
+        stores.open(state, create=False).close()
 
 
 @pytest.mark.parametrize("after_ms", [0, 50, 150, 300])

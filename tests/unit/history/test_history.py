@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api import manifests
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.cli.main import main
 from kvmrec.sources import git
 from kvmrec.store.records import ReconcileRecord
-from kvmrec.store.sqlite import SqliteStore
 
 KEY = ObjectKey("Domain", "web")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,7 +31,7 @@ def manifest(vcpus: int, extra: str = "") -> manifests.Manifest:
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     path = tmp_path / "state.db"
-    store = SqliteStore(path)
+    store = stores.open(path)
     store.apply_many([manifest(1)], T0, "a" * 40)
     store.apply_many([manifest(2)], T0 + timedelta(days=10), "b" * 40 + "+dirty")
     store.record_reconcile(ReconcileRecord(KEY, T0, 0.25, "ok"))
@@ -76,7 +76,7 @@ def test_events_filter_by_object(state: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_pruning_keeps_the_newest_revision_of_each_object(state: Path) -> None:
-    store = SqliteStore(state)
+    store = stores.open(state)
     try:
         removed = store.prune_history(T0 + timedelta(days=20))
         assert removed == 1 + 2 + 1  # one event, two reconciles, the older revision
@@ -118,7 +118,7 @@ def test_history_shows_a_commit_only_where_the_file_had_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "state.db"
-    store = SqliteStore(path)
+    store = stores.open(path)
     store.apply_many([manifest(1)], T0, {"web.yaml": "a" * 40})
     store.apply_many([manifest(2)], T0 + timedelta(days=1), {"other.yaml": "b" * 40})
     store.apply_many([manifest(3)], T0 + timedelta(days=2), "c" * 40 + "+dirty")  # older kvmrec
@@ -134,7 +134,7 @@ def test_history_shows_a_commit_only_where_the_file_had_one(
 def test_history_diff_between_revisions(
     state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = SqliteStore(state)
+    store = stores.open(state)
     store.apply_many([manifest(2, "autostart: true")], T0 + timedelta(days=11), "d" * 40)
     store.close()
     assert main(["history", "domain/web", "--state", str(state), "--diff"]) == 0

@@ -15,13 +15,13 @@ import libvirt
 import pytest
 from testdriver import URI, new_prefix, remove_domains
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.backends.libvirt.live import GuestInfo
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers.domain import DomainReconciler
-from kvmrec.store.sqlite import SqliteStore
 
 
 class Guest:
@@ -47,7 +47,7 @@ class Harness:
     def __init__(self, tmp_path: Path, obeys: set[str], grace: float = 30.0) -> None:
         self.prefix = new_prefix()
         self.conn = libvirt.open(URI)
-        self.store = SqliteStore(tmp_path / "state.db")
+        self.store = stores.open(tmp_path / "state.db")
         self.hv = Hypervisor(URI)
         self.hv.open()
         self.clock = FakeClock()

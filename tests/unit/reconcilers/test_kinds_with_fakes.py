@@ -23,6 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvmrec import store as stores
 from kvmrec.api import manifests
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import network_xml
@@ -35,8 +36,8 @@ from kvmrec.reconcilers.dependencies import IN_USE_RETRY, Dependencies
 from kvmrec.reconcilers.network import NetworkReconciler
 from kvmrec.reconcilers.ovsbridge import STAMP_KEYS, OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Step
+from kvmrec.store.base import Store
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 4, 5, 0, tzinfo=UTC)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -165,7 +166,7 @@ class FakeOvs(_Daemon):
 
 @dataclass
 class World:
-    store: SqliteStore
+    store: Store
     clock: FakeClock
     nets: FakeNetworks
     ovs: FakeOvs
@@ -209,7 +210,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 @contextlib.contextmanager
 def _world(tmp_path: Path) -> Iterator[World]:
-    store = SqliteStore(tmp_path / "state.db")
+    store = stores.open(tmp_path / "state.db")
     clock = FakeClock(wall=T0)
     nets, ovs = FakeNetworks(), FakeOvs()
     deps = Dependencies(store, nets.network_active, lambda name: name in ovs.bridges)

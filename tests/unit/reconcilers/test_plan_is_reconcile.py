@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
@@ -34,7 +35,7 @@ from kvmrec.reconcilers.plans import Step
 from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.reconcilers.snapshot_policy import SnapshotPolicyReconciler
 from kvmrec.reconcilers.snapshots import SnapshotReconciler
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.base import Store
 
 URI = "test:///default"
 T0 = datetime(2024, 3, 4, 5, 0, tzinfo=UTC)
@@ -55,9 +56,7 @@ class Acted:
         self.steps.append(step)
 
 
-def check(
-    reconciler: Reconciler[Any, Any], acted: Acted, store: SqliteStore, key: ObjectKey
-) -> None:
+def check(reconciler: Reconciler[Any, Any], acted: Acted, store: Store, key: ObjectKey) -> None:
     """Plan ``key``, reconcile it, and hold the plan to what the reconcile did."""
     obj = store.get(key)
     assert obj is not None
@@ -101,7 +100,7 @@ def _cleanup(conn: Any, prefix: str) -> None:
 
 
 def _apply(
-    store: SqliteStore, clock: FakeClock, kind: str, name: str, spec: dict[str, Any], **meta: Any
+    store: Store, clock: FakeClock, kind: str, name: str, spec: dict[str, Any], **meta: Any
 ) -> ObjectKey:
     manifest = Manifest(kind, name, spec, f"{name}.yaml", 1, **meta)
     store.apply(manifest, clock.wall())
@@ -140,7 +139,7 @@ def test_domain_plan_is_what_the_reconcile_does(
 ) -> None:
     prefix = _prefix()
     name = prefix + "d"
-    store, clock, acted = SqliteStore(":memory:"), FakeClock(wall=T0), Acted()
+    store, clock, acted = stores.open(":memory:"), FakeClock(wall=T0), Acted()
     reconciler = DomainReconciler(store, hv, clock, stop_grace=0, on_step=acted)
     try:
         if before == "by-hand":
@@ -193,7 +192,7 @@ def test_snapshot_plan_is_what_the_reconcile_does(
 ) -> None:
     prefix = _prefix()
     dom = prefix + "d"
-    store, clock, acted = SqliteStore(":memory:"), FakeClock(wall=T0), Acted()
+    store, clock, acted = stores.open(":memory:"), FakeClock(wall=T0), Acted()
     reconciler = SnapshotReconciler(store, hv, clock, on_step=acted)
     spec = {"domain": dom, "deletionPolicy": "Retain" if keep else "Delete", "memory": True}
     try:
@@ -233,7 +232,7 @@ def test_snapshot_policy_plan_is_what_the_reconcile_does(
 ) -> None:
     prefix = _prefix()
     names = [f"{prefix}d{i}" for i in range(len(domains))]
-    store, clock, acted = SqliteStore(":memory:"), FakeClock(wall=T0), Acted()
+    store, clock, acted = stores.open(":memory:"), FakeClock(wall=T0), Acted()
     reconciler = SnapshotPolicyReconciler(store, hv, clock, on_step=acted)
     try:
         for name, state in zip(names, domains, strict=True):

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends import domain_xml
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers import libvirt_jobs, reverts
+from kvmrec.store.base import Store
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 KEY = ObjectKey("Domain", "web")
@@ -35,18 +36,18 @@ def _live(state: str, reason: str, *, busy: bool = False) -> LiveDomain:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore(tmp_path / "state.db")
+def store(tmp_path: Path) -> Store:
+    return stores.open(tmp_path / "state.db")
 
 
-def _manage(store: SqliteStore, **spec: Any) -> None:
+def _manage(store: Store, **spec: Any) -> None:
     manifest = Manifest(
         "Domain", "web", {"type": "kvm", "vcpus": 1, "memory": "64Mi", **spec}, "web.yaml", 0
     )
     store.apply(manifest, T0)
 
 
-def test_a_failed_revert_is_a_warning_event_and_a_false_condition(store: SqliteStore) -> None:
+def test_a_failed_revert_is_a_warning_event_and_a_false_condition(store: Store) -> None:
     _manage(store)
     reverts.record(store, KEY, failed=True, message="revert to s1 failed: QEMU said no", now=T0)
     status = store.get_status(KEY)
@@ -64,21 +65,21 @@ def test_a_failed_revert_is_a_warning_event_and_a_false_condition(store: SqliteS
     assert status is not None and status.is_true("Reverted")
 
 
-def test_a_revert_that_never_failed_leaves_the_status_alone(store: SqliteStore) -> None:
+def test_a_revert_that_never_failed_leaves_the_status_alone(store: Store) -> None:
     _manage(store)
     reverts.record(store, KEY, failed=False, message="reverted to s1 by hand", now=T0)
     assert store.get_status(KEY) is None
     assert [e.reason for e in store.events(KEY)] == ["Reverted"]
 
 
-def test_a_domain_no_manifest_manages_gets_the_event_only(store: SqliteStore) -> None:
+def test_a_domain_no_manifest_manages_gets_the_event_only(store: Store) -> None:
     reverts.record(store, KEY, failed=True, message="failed", now=T0)
     assert store.get_status(KEY) is None
     assert [e.reason for e in store.events(KEY)] == ["RevertFailed"]
 
 
 def test_the_reconciler_keeps_the_condition_written_since_it_read_the_status(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     _manage(store)
     read_before = Status().with_condition("Ready", "True", "Running", "", T0)
@@ -100,7 +101,7 @@ def test_the_reconciler_keeps_the_condition_written_since_it_read_the_status(
     ],
 )
 def test_what_becomes_of_the_guest_follows_its_run_strategy(
-    store: SqliteStore, spec: dict[str, Any], expected: str
+    store: Store, spec: dict[str, Any], expected: str
 ) -> None:
     _manage(store, **spec)
     said = reverts.what_next(store.get(KEY), _live("shutoff", "failed"))
@@ -108,7 +109,7 @@ def test_what_becomes_of_the_guest_follows_its_run_strategy(
 
 
 def test_what_becomes_of_a_guest_without_a_manifest_or_still_running(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     assert "no manifest manages it" in reverts.what_next(None, _live("shutoff", "failed"))
     assert reverts.what_next(None, _live("running", "booted")) == "the guest is running"
@@ -164,7 +165,7 @@ def test_a_failed_post_copy_migration_is_never_resumed() -> None:
     assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
 
 
-def test_nothing_to_carry_when_no_revert_was_recorded(store: SqliteStore) -> None:
+def test_nothing_to_carry_when_no_revert_was_recorded(store: Store) -> None:
     _manage(store)
     status = replace(Status(), details={"state": "paused"})
     assert reverts.carried(store, KEY, status) == status

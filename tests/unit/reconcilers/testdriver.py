@@ -20,13 +20,14 @@ from typing import Any
 
 import libvirt
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import DomainConfig
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
+from kvmrec.store.base import Store
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 URI = "test:///default"
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
@@ -49,7 +50,7 @@ def remove_domains(conn: Any, prefix: str) -> None:
 @dataclass(frozen=True)
 class Parts:
     prefix: str
-    store: SqliteStore
+    store: Store
     hv: Hypervisor
     clock: FakeClock
 
@@ -59,7 +60,7 @@ def opened(tmp_path: Path, conn: Any, *, wall: datetime | None = None) -> Iterat
     """A fresh prefix, a store in ``tmp_path``, an open Hypervisor and a FakeClock; on exit
     the prefix's domains are removed and the rest closed."""
     prefix = new_prefix()
-    store = SqliteStore(tmp_path / "state.db")
+    store = stores.open(tmp_path / "state.db")
     hv = Hypervisor(URI)
     hv.open()
     clock = FakeClock() if wall is None else FakeClock(wall=wall)
@@ -75,7 +76,7 @@ def opened(tmp_path: Path, conn: Any, *, wall: datetime | None = None) -> Iterat
 class World:
     prefix: str
     conn: Any
-    store: SqliteStore
+    store: Store
     hv: Hypervisor
     clock: FakeClock
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.engine.clock import FakeClock
 from kvmrec.sources import trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
 from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
-from kvmrec.store.sqlite import SqliteStore
+from kvmrec.store.base import Store
 
 NOBODY = 65534
 HINT = "fix with chmod go-w, or run with --insecure-manifests"
@@ -270,15 +271,13 @@ def test_a_whole_subdirectory_removed_is_a_real_removal(root: Path) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state.db")
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = stores.open(tmp_path / "state.db")
     yield s
     s.close()
 
 
-def test_a_refused_file_keeps_its_last_good_state_and_is_reported(
-    root: Path, store: SqliteStore
-) -> None:
+def test_a_refused_file_keeps_its_last_good_state_and_is_reported(root: Path, store: Store) -> None:
     sync = ManifestSync(store, FakeClock())
     write(root / "web.yaml", doc("web"))
     write(root / "team" / "db.yaml", doc("db"))

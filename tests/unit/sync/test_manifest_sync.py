@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.engine.clock import FakeClock
 from kvmrec.sources.directory import FileContent, Snapshot
 from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.store.base import Store
 from kvmrec.store.records import DeletionApproval
-from kvmrec.store.sqlite import SqliteStore
 
 
 def doc(name: str, memory: str = "64Mi", extra: str = "") -> str:
@@ -54,31 +55,29 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state.db")
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = stores.open(tmp_path / "state.db")
     yield s
     s.close()
 
 
 @pytest.fixture
-def sync(store: SqliteStore, clock: FakeClock) -> ManifestSync:
+def sync(store: Store, clock: FakeClock) -> ManifestSync:
     return ManifestSync(store, clock)
 
 
-def names(store: SqliteStore, *, deleting: bool | None = None) -> list[str]:
+def names(store: Store, *, deleting: bool | None = None) -> list[str]:
     return [o.key.name for o in store.list() if deleting is None or o.deleting == deleting]
 
 
-def errors(store: SqliteStore) -> dict[str, str]:
+def errors(store: Store) -> dict[str, str]:
     return {e.source: e.message for e in store.source_errors()}
 
 
 # -- the ordinary flow -----------------------------------------------------------------------
 
 
-def test_new_files_are_applied_and_reported_as_changed(
-    sync: ManifestSync, store: SqliteStore
-) -> None:
+def test_new_files_are_applied_and_reported_as_changed(sync: ManifestSync, store: Store) -> None:
     result = sync.apply(snapshot({"web.yaml": docs("web-1", "web-2"), "db.yml": doc("db")}))
     assert sorted(result.changed) == [key("db"), key("web-1"), key("web-2")]
     assert (result.deleting, dict(result.errors), result.refused) == ([], {}, 0)
@@ -88,7 +87,7 @@ def test_new_files_are_applied_and_reported_as_changed(
     assert errors(store) == {}
 
 
-def test_an_unchanged_snapshot_changes_nothing(sync: ManifestSync, store: SqliteStore) -> None:
+def test_an_unchanged_snapshot_changes_nothing(sync: ManifestSync, store: Store) -> None:
     snap = snapshot({"web.yaml": docs("web-1", "web-2")})
     sync.apply(snap)
     again = sync.apply(snap)
@@ -99,9 +98,7 @@ def test_an_unchanged_snapshot_changes_nothing(sync: ManifestSync, store: Sqlite
     assert [r.generation for r in store.revisions(key("web-1"))] == [1]
 
 
-def test_an_edited_file_changes_only_the_edited_object(
-    sync: ManifestSync, store: SqliteStore
-) -> None:
+def test_an_edited_file_changes_only_the_edited_object(sync: ManifestSync, store: Store) -> None:
     sync.apply(snapshot({"web.yaml": docs("a", "b")}))
     result = sync.apply(snapshot({"web.yaml": doc("a") + "---\n" + doc("b", "128Mi")}))
     assert result.changed == [key("b")]
@@ -110,7 +107,7 @@ def test_an_edited_file_changes_only_the_edited_object(
 
 
 def test_a_document_removed_from_a_file_is_marked_deleting(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"web.yaml": docs("a", "b", "c")}))
     result = sync.apply(snapshot({"web.yaml": docs("a", "c")}))
@@ -122,7 +119,7 @@ def test_a_document_removed_from_a_file_is_marked_deleting(
 
 
 def test_a_file_that_becomes_invalid_keeps_its_objects_while_others_apply(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b1")}))
     broken = doc("a1") + "---\n" + doc("a2", extra="  runStrategy: Sometimes\n")
@@ -141,7 +138,7 @@ def test_a_file_that_becomes_invalid_keeps_its_objects_while_others_apply(
 
 
 def test_a_file_that_becomes_invalid_does_not_apply_its_valid_edits(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"a.yaml": docs("a1", "a2")}))
     sync.apply(snapshot({"a.yaml": doc("a1", "1Gi") + "---\n" + doc("a2", "1X")}))
@@ -150,7 +147,7 @@ def test_a_file_that_becomes_invalid_does_not_apply_its_valid_edits(
 
 
 def test_fixing_the_file_clears_the_error(
-    sync: ManifestSync, store: SqliteStore, clock: FakeClock
+    sync: ManifestSync, store: Store, clock: FakeClock
 ) -> None:
     sync.apply(snapshot({"a.yaml": doc("a")}))
     sync.apply(snapshot({"a.yaml": doc("a", "64X")}))
@@ -169,7 +166,7 @@ def test_fixing_the_file_clears_the_error(
     assert store.get(key("a")).spec["memory"] == "128Mi"  # type: ignore[union-attr]
 
 
-def manifest_events(store: SqliteStore) -> list[tuple[str | None, str, str, str]]:
+def manifest_events(store: Store) -> list[tuple[str | None, str, str, str]]:
     return [
         (str(e.key) if e.key else None, e.type, e.reason, e.message)
         for e in store.events()
@@ -178,7 +175,7 @@ def manifest_events(store: SqliteStore) -> list[tuple[str | None, str, str, str]
 
 
 def test_a_file_going_invalid_and_valid_again_is_an_event_on_each_of_its_objects(
-    sync: ManifestSync, store: SqliteStore, clock: FakeClock
+    sync: ManifestSync, store: Store, clock: FakeClock
 ) -> None:
     sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b")}))
     assert manifest_events(store) == []
@@ -203,7 +200,7 @@ def test_a_file_going_invalid_and_valid_again_is_an_event_on_each_of_its_objects
     ]
 
 
-def test_a_file_in_another_error_is_an_event_again(sync: ManifestSync, store: SqliteStore) -> None:
+def test_a_file_in_another_error_is_an_event_again(sync: ManifestSync, store: Store) -> None:
     sync.apply(snapshot({"a.yaml": doc("a")}))
     sync.apply(snapshot({"a.yaml": doc("a", "64X")}))
     sync.apply(snapshot({"a.yaml": doc("a", "64Y")}))
@@ -213,7 +210,7 @@ def test_a_file_in_another_error_is_an_event_again(sync: ManifestSync, store: Sq
 
 
 def test_a_file_without_objects_going_invalid_is_an_event_of_no_object(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"new.yaml": doc("n", "64X")}))
     sync.apply(snapshot({"new.yaml": doc("n")}))
@@ -225,9 +222,7 @@ def test_a_file_without_objects_going_invalid_is_an_event_of_no_object(
     assert found[0][3].startswith("new.yaml: line 6: ")
 
 
-def test_a_broken_file_that_is_removed_is_not_valid_again(
-    sync: ManifestSync, store: SqliteStore
-) -> None:
+def test_a_broken_file_that_is_removed_is_not_valid_again(sync: ManifestSync, store: Store) -> None:
     sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
     sync.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
     sync.apply(snapshot({"b.yaml": doc("b"), "c.yaml": doc("c")}))
@@ -236,7 +231,7 @@ def test_a_broken_file_that_is_removed_is_not_valid_again(
 
 
 def test_an_incomplete_snapshot_keeps_what_was_known_of_the_files(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b")}))
     sync.apply(snapshot({"a.yaml": doc("a", "64X"), "b.yaml": doc("b")}))
@@ -249,7 +244,7 @@ def test_an_incomplete_snapshot_keeps_what_was_known_of_the_files(
 
 
 def test_a_file_still_broken_when_the_service_starts_is_logged_once_without_a_new_event(
-    store: SqliteStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     ManifestSync(store, clock).apply(snapshot({"a.yaml": doc("a")}))
     ManifestSync(store, clock).apply(snapshot({"a.yaml": doc("a", "64X")}))
@@ -263,9 +258,7 @@ def test_a_file_still_broken_when_the_service_starts_is_logged_once_without_a_ne
     assert [r for _, _, r, _ in manifest_events(store)] == ["ManifestInvalid"]
 
 
-def test_invalid_yaml_error_is_recorded_with_its_line(
-    sync: ManifestSync, store: SqliteStore
-) -> None:
+def test_invalid_yaml_error_is_recorded_with_its_line(sync: ManifestSync, store: Store) -> None:
     sync.apply(snapshot({"a.yaml": doc("a")}))
     sync.apply(snapshot({"a.yaml": doc("a") + "  vcpus: [1\n"}))
     assert errors(store)["a.yaml"].startswith("line 7: invalid YAML")  # where the `[` is
@@ -273,7 +266,7 @@ def test_invalid_yaml_error_is_recorded_with_its_line(
 
 
 def test_a_file_that_was_never_valid_is_reported_and_applies_nothing(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     result = sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": b"\xff\xfe"}))
     assert result.changed == [key("a")]
@@ -281,7 +274,7 @@ def test_a_file_that_was_never_valid_is_reported_and_applies_nothing(
 
 
 def test_unreadable_or_too_large_file_keeps_the_last_good_state(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b")}))
     reason = "larger than 1048576 bytes"
@@ -300,7 +293,7 @@ def test_unreadable_or_too_large_file_keeps_the_last_good_state(
 
 
 def test_an_object_moved_between_files_in_one_pass_is_not_deleted(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"a.yaml": docs("x", "y"), "b.yaml": doc("z")}))
     result = sync.apply(snapshot({"a.yaml": doc("y"), "b.yaml": docs("z", "x")}))
@@ -313,7 +306,7 @@ def test_an_object_moved_between_files_in_one_pass_is_not_deleted(
 
 
 def test_an_object_moved_to_a_new_file_while_the_old_file_is_removed(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"old.yaml": doc("x")}))
     result = sync.apply(snapshot({"new.yaml": doc("x")}))
@@ -321,9 +314,7 @@ def test_an_object_moved_to_a_new_file_while_the_old_file_is_removed(
     assert store.get(key("x")).source == "new.yaml"  # type: ignore[union-attr]
 
 
-def test_the_same_object_in_two_files_the_first_wins(
-    sync: ManifestSync, store: SqliteStore
-) -> None:
+def test_the_same_object_in_two_files_the_first_wins(sync: ManifestSync, store: Store) -> None:
     result = sync.apply(
         snapshot({"a.yaml": doc("x"), "b.yaml": doc("y") + "---\n" + doc("x", "1Gi")})
     )
@@ -337,7 +328,7 @@ def test_the_same_object_in_two_files_the_first_wins(
 
 
 def test_a_copy_of_an_object_in_a_new_file_does_not_take_it_over(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"b.yaml": doc("x")}))
     # a-copy.yaml sorts first, but b.yaml already had the object: b.yaml keeps it.
@@ -351,7 +342,7 @@ def test_a_copy_of_an_object_in_a_new_file_does_not_take_it_over(
 # -- deletion, and the guards around it ------------------------------------------------------
 
 
-def test_removing_a_file_marks_its_objects_deleting(sync: ManifestSync, store: SqliteStore) -> None:
+def test_removing_a_file_marks_its_objects_deleting(sync: ManifestSync, store: Store) -> None:
     sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
     result = sync.apply(snapshot({"a.yaml": doc("a"), "c.yaml": doc("c")}))
     assert result.deleting == [key("b")]
@@ -365,7 +356,7 @@ def test_removing_a_file_marks_its_objects_deleting(sync: ManifestSync, store: S
 
 
 def test_a_file_restored_before_deletion_finished_undoes_it(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"a.yaml": doc("a"), "b.yaml": doc("b"), "c.yaml": doc("c")}))
     sync.apply(snapshot({"a.yaml": doc("a"), "c.yaml": doc("c")}))
@@ -375,7 +366,7 @@ def test_a_file_restored_before_deletion_finished_undoes_it(
 
 
 def test_an_incomplete_snapshot_deletes_nothing_and_reports(
-    sync: ManifestSync, store: SqliteStore
+    sync: ManifestSync, store: Store
 ) -> None:
     sync.apply(snapshot({"a.yaml": docs("a1", "a2"), "b.yaml": doc("b")}))
     result = sync.apply(snapshot({}, complete=False, error="No such file or directory"))
@@ -398,9 +389,7 @@ def four(sync: ManifestSync) -> dict[str, str]:
     return files
 
 
-def test_mass_deletion_is_refused(
-    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
-) -> None:
+def test_mass_deletion_is_refused(sync: ManifestSync, store: Store, four: dict[str, str]) -> None:
     result = sync.apply(snapshot({"a.yaml": four["a.yaml"]}))
     assert result.deleting == []
     assert result.refused == 3
@@ -413,7 +402,7 @@ def test_mass_deletion_is_refused(
 
 
 def test_mass_deletion_guard_still_applies_other_changes(
-    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+    sync: ManifestSync, store: Store, four: dict[str, str]
 ) -> None:
     result = sync.apply(snapshot({"a.yaml": doc("a", "1Gi")}))
     assert result.changed == [key("a")]
@@ -422,16 +411,14 @@ def test_mass_deletion_guard_still_applies_other_changes(
 
 
 def test_an_emptied_directory_is_refused(
-    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+    sync: ManifestSync, store: Store, four: dict[str, str]
 ) -> None:
     result = sync.apply(snapshot({}))
     assert (result.deleting, result.refused) == ([], 4)
     assert "refusing to delete 4 of 4" in errors(store)[GUARD_SOURCE]
 
 
-def test_removing_one_of_four_works(
-    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
-) -> None:
+def test_removing_one_of_four_works(sync: ManifestSync, store: Store, four: dict[str, str]) -> None:
     result = sync.apply(snapshot({k: v for k, v in four.items() if k != "d.yaml"}))
     assert result.deleting == [key("d")]
     assert result.refused == 0
@@ -439,7 +426,7 @@ def test_removing_one_of_four_works(
 
 
 def test_removing_two_of_four_is_not_most_of_them(
-    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+    sync: ManifestSync, store: Store, four: dict[str, str]
 ) -> None:
     result = sync.apply(snapshot({"a.yaml": four["a.yaml"], "b.yaml": four["b.yaml"]}))
     assert result.deleting == [key("c"), key("d")]
@@ -447,7 +434,7 @@ def test_removing_two_of_four_is_not_most_of_them(
 
 
 def test_deleting_in_small_steps_gets_past_the_guard(
-    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+    sync: ManifestSync, store: Store, four: dict[str, str]
 ) -> None:
     sync.apply(snapshot({"a.yaml": four["a.yaml"]}))  # refused
     sync.apply(snapshot({"a.yaml": four["a.yaml"], "b.yaml": four["b.yaml"]}))
@@ -455,7 +442,7 @@ def test_deleting_in_small_steps_gets_past_the_guard(
     assert GUARD_SOURCE not in errors(store)
 
 
-def test_removing_the_only_object_works(sync: ManifestSync, store: SqliteStore) -> None:
+def test_removing_the_only_object_works(sync: ManifestSync, store: Store) -> None:
     sync.apply(snapshot({"a.yaml": doc("a")}))
     result = sync.apply(snapshot({}))
     assert (result.deleting, result.refused) == ([key("a")], 0)
@@ -463,7 +450,7 @@ def test_removing_the_only_object_works(sync: ManifestSync, store: SqliteStore) 
 
 
 def test_allow_mass_delete_lets_it_through(
-    store: SqliteStore, clock: FakeClock, four: dict[str, str]
+    store: Store, clock: FakeClock, four: dict[str, str]
 ) -> None:
     permissive = ManifestSync(store, clock, allow_mass_delete=True)
     result = permissive.apply(snapshot({}))
@@ -473,7 +460,7 @@ def test_allow_mass_delete_lets_it_through(
 
 
 def test_objects_of_files_in_error_do_not_count_as_deletions(
-    sync: ManifestSync, store: SqliteStore, four: dict[str, str]
+    sync: ManifestSync, store: Store, four: dict[str, str]
 ) -> None:
     # Three files broken at once is not three deletions: nothing trips the guard.
     broken = {k: v + "  bogus: 1\n" for k, v in four.items() if k != "a.yaml"}
@@ -485,13 +472,13 @@ def test_objects_of_files_in_error_do_not_count_as_deletions(
 # -- an operator's approval of one mass deletion (kvmrec prune) ------------------------------
 
 
-def approve(store: SqliteStore, clock: FakeClock, *names: str, minutes: float = 10) -> None:
+def approve(store: Store, clock: FakeClock, *names: str, minutes: float = 10) -> None:
     expires = clock.wall() + timedelta(minutes=minutes)
     store.approve_deletions(DeletionApproval(tuple(key(n) for n in names), expires))
 
 
 def test_an_approved_mass_deletion_goes_through_once(
-    sync: ManifestSync, store: SqliteStore, clock: FakeClock, four: dict[str, str]
+    sync: ManifestSync, store: Store, clock: FakeClock, four: dict[str, str]
 ) -> None:
     refused = sync.compute(snapshot({"a.yaml": four["a.yaml"]}), store.list())
     assert refused.held_back == [key("b"), key("c"), key("d")]
@@ -504,7 +491,7 @@ def test_an_approved_mass_deletion_goes_through_once(
 
 
 def test_an_approval_covers_only_its_own_set(
-    sync: ManifestSync, store: SqliteStore, clock: FakeClock, four: dict[str, str]
+    sync: ManifestSync, store: Store, clock: FakeClock, four: dict[str, str]
 ) -> None:
     approve(store, clock, "b", "c")
     result = sync.apply(snapshot({"a.yaml": four["a.yaml"]}))  # b, c and d
@@ -514,7 +501,7 @@ def test_an_approval_covers_only_its_own_set(
 
 
 def test_an_expired_approval_covers_nothing(
-    sync: ManifestSync, store: SqliteStore, clock: FakeClock, four: dict[str, str]
+    sync: ManifestSync, store: Store, clock: FakeClock, four: dict[str, str]
 ) -> None:
     approve(store, clock, "b", "c", "d", minutes=1)
     clock.advance(61)

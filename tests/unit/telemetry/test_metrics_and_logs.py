@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from kvmrec import logs
+from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.metrics import Endpoint, Metrics, http_get
 from kvmrec.reconcilers import recording
 from kvmrec.store.records import Status
-from kvmrec.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -104,7 +104,7 @@ def test_every_event_is_logged_once_as_kind_slash_name(
 ) -> None:
     """Condition transitions, deletions and manifest events alike: once each, as
     ``kvmrec events`` tells them, never a Python repr of the key."""
-    store = SqliteStore(tmp_path / "state.db")
+    store = stores.open(tmp_path / "state.db")
     key = ObjectKey("Domain", "web-1")
     old = Status().with_condition("Ready", "False", "Stopped", "", T0)
     new = old.with_condition("Ready", "True", "Running", "", T0)

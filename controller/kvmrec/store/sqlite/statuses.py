@@ -1,0 +1,115 @@
+"""Statuses and events in the state file.
+
+``record`` is the write every reconcile ends with: the status, its events and the record of
+the reconcile in one transaction. Every event is logged once it is stored (``logs.event``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kvmrec import logs
+from kvmrec.api.objects import ObjectKey
+from kvmrec.store.records import Event, ReconcileRecord, Status, StoredObject
+from kvmrec.store.sqlite import codec, history
+from kvmrec.store.sqlite.connection import Database
+
+_PUT_STATUS = "INSERT OR REPLACE INTO statuses (kind, name, body) VALUES (?, ?, ?)"
+_ADD_EVENT = (
+    "INSERT INTO events (kind, name, type, reason, message, time) VALUES (?, ?, ?, ?, ?, ?)"
+)
+# An object and its status in one statement (a LEFT JOIN: a status may exist alone, and an
+# object without a status yet is the common case of a first reconcile).
+_OBJECT_WITH_STATUS = (
+    f"SELECT {', '.join('o.' + c.strip() for c in codec.OBJECT_COLUMNS.split(','))}, s.body "
+    "FROM objects o LEFT JOIN statuses s ON s.kind = o.kind AND s.name = o.name "
+    "WHERE o.kind = ? AND o.name = ?"
+)
+_EVENT_COLUMNS = "id, kind, name, type, reason, message, time"
+
+
+class StatusRows:
+    """The ``Statuses`` part of the sqlite store."""
+
+    _db: Database
+
+    def get_status(self, key: ObjectKey) -> Status | None:
+        row = self._db.one(
+            "SELECT body FROM statuses WHERE kind = ? AND name = ?", (key.kind, key.name)
+        )
+        return codec.status(row[0]) if row else None
+
+    def get_with_status(self, key: ObjectKey) -> tuple[StoredObject | None, Status | None]:
+        row = self._db.one(_OBJECT_WITH_STATUS, (key.kind, key.name))
+        if row is None:
+            return None, self.get_status(key)
+        return codec.stored_object(row[:-1]), codec.status(row[-1]) if row[-1] else None
+
+    def statuses(self) -> Mapping[ObjectKey, Status]:
+        rows = self._db.query("SELECT kind, name, body FROM statuses")
+        return {ObjectKey(kind, name): codec.status(body) for kind, name, body in rows}
+
+    def put_status(self, key: ObjectKey, status: Status) -> None:
+        self.record(key, status, (), datetime.now(UTC))
+
+    def record(
+        self,
+        key: ObjectKey,
+        status: Status,
+        events: Sequence[tuple[str, str, str]],
+        now: datetime,
+        *,
+        reconcile: ReconcileRecord | None = None,
+    ) -> None:
+        body = codec.status_body(status)
+        stamp = codec.time(now)
+        with self._db.writing() as conn:
+            conn.execute(_PUT_STATUS, (key.kind, key.name, body))
+            if events:
+                conn.executemany(
+                    _ADD_EVENT, [(key.kind, key.name, *event, stamp) for event in events]
+                )
+            if reconcile is not None:
+                history.insert(conn, reconcile)
+        for type_, reason, message in events:
+            logs.event(key, type_, reason, message)
+
+    def add_event(
+        self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        kind, name = (key.kind, key.name) if key else (None, None)
+        with self._db.writing() as conn:
+            conn.execute(_ADD_EVENT, (kind, name, type_, reason, message, codec.time(now)))
+        logs.event(key, type_, reason, message)
+
+    def events(
+        self, key: ObjectKey | None = None, limit: int = 100, *, after: int | None = None
+    ) -> Sequence[Event]:
+        where: list[str] = []
+        params: list[Any] = []
+        if after is not None:
+            where.append("id > ?")
+            params.append(after)
+        if key is not None:
+            where.append("kind = ? AND name = ?")
+            params += [key.kind, key.name]
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id" if after is not None else " ORDER BY id DESC"
+        rows = self._db.query(sql + " LIMIT ?", (*params, limit))
+        if after is None:
+            rows.reverse()
+        return [
+            Event(
+                time=datetime.fromisoformat(time),
+                key=ObjectKey(kind, str(name)) if kind else None,
+                type=type_,
+                reason=reason,
+                message=message,
+                seq=seq,
+            )
+            for seq, kind, name, type_, reason, message, time in rows
+        ]

@@ -1,0 +1,102 @@
+"""The service's reconcile on ``test:///default``: when it returns, its outcome is stored.
+
+What the next step (the next reconcile of the key, or an object waiting for it) reads is
+the status, its events and the history record of that reconcile, all three from another
+client of the store, as ``kvmrec status`` and ``kvmrec history`` would read them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from kvmrec import store as stores
+from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.backends.errors import BackendError
+from kvmrec.engine.clock import FakeClock
+from kvmrec.engine.workers import PermanentError
+from kvmrec.service import Service
+from kvmrec.settings import Settings
+
+URI = "test:///default"
+SPEC: dict[str, Any] = {"type": "kvm", "memory": "64Mi", "console": "serial", "disks": []}
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    settings = Settings(manifests=manifests, connect=URI, state=tmp_path / "state.db")
+    svc = Service(settings, clock=FakeClock())
+    svc.hypervisor.open()
+    prefix = f"ut-{uuid.uuid4().hex[:8]}-"
+    svc.prefix = prefix  # type: ignore[attr-defined]
+    try:
+        yield svc
+    finally:
+        conn = libvirt.open(URI)
+        for dom in conn.listAllDomains(0):
+            if dom.name().startswith(prefix):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        conn.close()
+        svc.hypervisor.close()
+        svc.store.close()
+
+
+def apply(service: Service, name: str, **spec: Any) -> ObjectKey:
+    manifest = Manifest("Domain", name, SPEC | spec, f"{name}.yaml", 1)
+    service.store.apply(manifest, service.clock.wall())
+    return manifest.key
+
+
+def test_a_converged_domain_has_status_events_and_history_when_the_reconcile_returns(
+    service: Service,
+) -> None:
+    key = apply(service, service.prefix + "web")  # type: ignore[attr-defined]
+    service._reconcile(key)
+    reader = stores.open(service.settings.state, read_only=True)
+    try:
+        status = reader.get_status(key)
+        assert status is not None and status.is_true("Ready") and status.observed_generation == 1
+        assert {"Created", "Started"} <= {e.reason for e in reader.events(key)}
+        [record] = reader.reconciles(key)
+        assert (record.result, record.message) == ("ok", None)
+    finally:
+        reader.close()
+
+
+def test_a_failed_reconcile_has_its_error_in_status_and_history(service: Service) -> None:
+    key = apply(service, service.prefix + "db", type="nosuchtype")  # type: ignore[attr-defined]
+    with pytest.raises(BackendError) as raised:
+        service._reconcile(key)
+    reader = stores.open(service.settings.state, read_only=True)
+    try:
+        status = reader.get_status(key)
+        assert status is not None and status.last_error == str(raised.value)
+        assert status.retries == 1
+        [record] = reader.reconciles(key)
+        assert (record.result, record.message) == ("error", str(raised.value))
+    finally:
+        reader.close()
+
+
+def test_a_blocked_domain_has_its_status_and_a_permanent_record(service: Service) -> None:
+    key = apply(service, service.prefix + "db", disks=[{"path": "/etc/kvmrec-not-here.qcow2"}])  # type: ignore[attr-defined]
+    with pytest.raises(PermanentError) as raised:
+        service._reconcile(key)
+    reader = stores.open(service.settings.state, read_only=True)
+    try:
+        status = reader.get_status(key)
+        assert status is not None and not status.is_true("Ready")
+        assert status.last_error == str(raised.value)
+        [record] = reader.reconciles(key)
+        assert (record.result, record.message) == ("permanent", str(raised.value))
+    finally:
+        reader.close()

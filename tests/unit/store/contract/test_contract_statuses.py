@@ -1,0 +1,164 @@
+"""Store contract: statuses, events, and the write a reconcile ends with."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+from store_contract import KEY, at, manifest
+
+from kvmrec.api.kinds import ObjectKey
+from kvmrec.store.base import Store, StoreError
+from kvmrec.store.records import Condition, Drift, ReconcileRecord, Status
+
+
+def test_status_round_trips_conditions_drift_and_times(store: Store) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    status = Status(
+        observed_generation=3,
+        conditions=(
+            Condition("Ready", "True", "Running", "", at(1)),
+            Condition("Synced", "False", "Drifted", "spec.vcpus", at(2).astimezone(plus_two)),
+        ),
+        drift=(
+            Drift("spec.vcpus", 2, 1),
+            Drift("spec.autostart", True, False),
+            Drift("spec.memory", "64Mi", "32Mi"),
+            Drift("spec.disks", [{"path": "/a"}], []),
+        ),
+        last_reconcile_time=at(3),
+        last_error="boom",
+        retries=4,
+        details={"state": "running", "uuid": "u-1"},
+    )
+    store.put_status(KEY, status)
+    back = store.get_status(KEY)
+    assert back == status
+    assert back is not None
+    assert all(c.last_transition_time.tzinfo is not None for c in back.conditions)
+    assert back.conditions[1].last_transition_time == at(2)
+    assert store.statuses() == {KEY: status}
+
+    store.put_status(KEY, Status())  # replaced, not added
+    assert store.get_status(KEY) == Status()
+    assert len(store.statuses()) == 1
+
+
+def test_status_times_come_from_freezegun_clock(store: Store) -> None:
+    with freeze_time("2024-06-01 08:30:00"):
+        now = datetime.now(UTC)
+        store.put_status(KEY, Status().with_condition("Ready", "True", "Running", "", now))
+        store.add_event(KEY, "Normal", "Running", "it runs", now)
+    cond = store.get_status(KEY).condition("Ready")  # type: ignore[union-attr]
+    assert cond is not None
+    assert cond.last_transition_time == datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
+    assert store.events(KEY)[0].time == datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
+
+
+def test_a_status_is_independent_of_its_object(store: Store) -> None:
+    # put_status does not need the object (a reconciler may race with remove()).
+    store.put_status(KEY, replace(Status(), retries=1))
+    assert store.get(KEY) is None
+    assert store.get_status(KEY) == Status(retries=1)
+
+
+def test_events_are_in_order_filtered_and_limited(store: Store) -> None:
+    other = ObjectKey("Domain", "db")
+    for i in range(5):
+        store.add_event(KEY, "Normal", f"R{i}", f"m{i}", at(i))
+    store.add_event(other, "Warning", "Conflict", "not ours", at(9))
+    store.add_event(None, "Warning", "Guard", "refused", at(10))
+
+    assert [e.reason for e in store.events(KEY)] == ["R0", "R1", "R2", "R3", "R4"]
+    assert [e.reason for e in store.events(KEY, limit=2)] == ["R3", "R4"]
+    everything = store.events()
+    assert [e.reason for e in everything][-2:] == ["Conflict", "Guard"]
+    assert everything[-1].key is None
+    assert (everything[-2].key, everything[-2].type) == (other, "Warning")
+
+
+def test_events_after_a_seq_are_the_ones_recorded_later_oldest_first(
+    store: Store,
+) -> None:
+    other = ObjectKey("Domain", "db")
+    for i in range(3):
+        store.add_event(KEY, "Normal", f"R{i}", f"m{i}", at(i))
+    cursor = store.events()[-1].seq
+    store.add_event(other, "Normal", "Other", "", at(5))
+    store.add_event(KEY, "Normal", "R3", "", at(6))
+    store.add_event(KEY, "Normal", "R4", "", at(7))
+
+    assert cursor > 0
+    assert [e.reason for e in store.events(after=cursor)] == ["Other", "R3", "R4"]
+    assert [e.reason for e in store.events(KEY, after=cursor)] == ["R3", "R4"]
+    assert [e.reason for e in store.events(after=cursor, limit=1)] == ["Other"]
+    assert store.events(after=store.events()[-1].seq) == []
+
+
+def test_record_stores_status_events_and_the_reconcile_together(store: Store) -> None:
+    store.apply(manifest(), at(0))
+    status = Status(observed_generation=1).with_condition("Ready", "True", "Running", "", at(1))
+    done = ReconcileRecord(KEY, at(1), 0.25, "ok")
+    store.record(
+        KEY,
+        status,
+        [("Normal", "Created", "defined web"), ("Normal", "Started", "started web")],
+        at(1),
+        reconcile=done,
+    )
+    assert store.get_status(KEY) == status
+    assert [(e.type, e.reason, e.message, e.time, e.key) for e in store.events(KEY)] == [
+        ("Normal", "Created", "defined web", at(1), KEY),
+        ("Normal", "Started", "started web", at(1), KEY),
+    ]
+    assert store.reconciles(KEY) == [done]
+
+    store.record(KEY, Status(observed_generation=2), [], at(2))  # no events, no record
+    assert store.get_status(KEY) == Status(observed_generation=2)
+    assert len(store.events(KEY)) == 2
+    assert store.reconciles(KEY) == [done]
+
+
+def test_a_record_that_fails_writes_nothing(store: Store) -> None:
+    store.put_status(KEY, Status(observed_generation=1))
+    unstorable = object()  # neither a column nor JSON
+    with pytest.raises((StoreError, TypeError, ValueError)):
+        store.record(
+            KEY,
+            Status(observed_generation=2),
+            [("Normal", "Good", "fine"), ("Normal", "Bad", unstorable)],  # type: ignore[list-item]
+            at(1),
+            reconcile=ReconcileRecord(KEY, at(1), 0.1, "ok"),
+        )
+    assert store.get_status(KEY) == Status(observed_generation=1)
+    assert store.events(KEY) == []
+    assert store.reconciles(KEY) == []
+
+
+def test_get_with_status_reads_both(store: Store) -> None:
+    assert store.get_with_status(KEY) == (None, None)
+    store.apply(manifest(), at(0))
+    obj, status = store.get_with_status(KEY)
+    assert (obj, status) == (store.get(KEY), None)
+    store.put_status(KEY, Status(observed_generation=1, retries=2))
+    assert store.get_with_status(KEY) == (store.get(KEY), Status(observed_generation=1, retries=2))
+    store.remove(KEY)
+    assert store.get_with_status(KEY) == (None, None)
+    # A status without its object (a reconcile that raced a remove) is still read.
+    store.put_status(KEY, Status(retries=1))
+    assert store.get_with_status(KEY) == (None, Status(retries=1))
+
+
+def test_events_with_and_without_an_object_and_a_limit_past_the_end(store: Store) -> None:
+    assert store.events() == []
+    store.add_event(None, "Warning", "Guard", "held back", at(0))
+    store.add_event(KEY, "Normal", "Created", "", at(1))
+    assert [(e.key, e.reason) for e in store.events(limit=1000)] == [
+        (None, "Guard"),
+        (KEY, "Created"),
+    ]
+    seqs = [e.seq for e in store.events()]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 2 and seqs[0] > 0
+    assert store.events(ObjectKey("Domain", "other")) == []

@@ -1,0 +1,49 @@
+"""Status conditions: their order and transition times (records, no store needed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from kvmrec.store.records import Status
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_with_condition_moves_transition_time_only_when_status_changes() -> None:
+    status = Status().with_condition("Ready", "False", "NotRunning", "shut off", at(0))
+    same = status.with_condition("Ready", "False", "Crashed", "crashed", at(5))
+    ready = same.condition("Ready")
+    assert ready is not None
+    assert (ready.reason, ready.message) == ("Crashed", "crashed")
+    assert ready.last_transition_time == at(0)
+
+    flipped = same.with_condition("Ready", "True", "Running", "", at(9)).condition("Ready")
+    assert flipped is not None
+    assert (flipped.status, flipped.last_transition_time) == ("True", at(9))
+
+
+def test_with_condition_orders_conditions_and_without_removes() -> None:
+    status = (
+        Status()
+        .with_condition("Degraded", "False", "Ok", "", at(0))
+        .with_condition("Custom", "True", "Yes", "", at(0))
+        .with_condition("Synced", "True", "Synced", "", at(0))
+        .with_condition("RestartRequired", "True", "DefinitionChanged", "", at(0))
+        .with_condition("Ready", "True", "Running", "", at(0))
+    )
+    assert [c.type for c in status.conditions] == [
+        "Ready",
+        "Synced",
+        "RestartRequired",
+        "Degraded",
+        "Custom",
+    ]
+    assert status.is_true("RestartRequired")
+    gone = status.without_condition("RestartRequired")
+    assert gone.condition("RestartRequired") is None
+    assert not gone.is_true("RestartRequired")
+    assert len(gone.conditions) == 4
