@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from kvmrec.api.kinds import (
     DeletionPolicy,
@@ -59,6 +59,7 @@ from kvmrec.reconcilers.domain_diff import (
 )
 from kvmrec.reconcilers.domain_guest import GuestSide
 from kvmrec.reconcilers.domain_images import DiskImages
+from kvmrec.reconcilers.domain_memory import DomainMemory
 from kvmrec.reconcilers.kind import Report, StampedKind, Turn
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.reconcilers.reconciling import Reconciler
@@ -187,24 +188,32 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
     def prepare(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         self._remember(turn.name, None)
         live = turn.live
-        details = dict(turn.status.details)
-        turn.notes["details"] = details
-        if live is not None and not live.active and "stopping" in details:
-            stopped = stopping.finished(live, details, turn.now)
+        memory = DomainMemory.load(turn.status.details)
+        if live is not None and not live.active and memory.stopping is not None:
+            stopped, memory = stopping.finished(live, memory, turn.now)
             turn.events.append(("Normal", "Stopped", stopped))
-            turn.status = replace(turn.status, details=details)
+            turn.status = replace(turn.status, details=memory.into(turn.status.details))
+        turn.notes["memory"] = memory
+
+    @staticmethod
+    def _memory(turn: Turn[DomainSpec, LiveDomain]) -> DomainMemory:
+        """What the domain remembers, as this turn has it so far."""
+        memory = turn.notes.get("memory")
+        return (
+            memory if isinstance(memory, DomainMemory) else DomainMemory.load(turn.status.details)
+        )
 
     # -- decide --------------------------------------------------------------------------
 
     def decide(self, turn: Turn[DomainSpec, LiveDomain]) -> Plan:
-        return self._decide(turn.obj, turn.spec, turn.live, turn.status, turn.now)
+        return self._decide(turn.obj, turn.spec, turn.live, self._memory(turn), turn.now)
 
     def _decide(
         self,
         obj: StoredObject,
         spec: DomainSpec,
         live: LiveDomain | None,
-        status: Status,
+        memory: DomainMemory,
         now: datetime,
     ) -> Plan:
         name = obj.key.name
@@ -219,7 +228,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
         refused = self._refused_disk_paths(spec)
         if refused:
             return Plan(blocked=refused, blocked_reason="DiskPathNotAllowed")
-        want = wants_running(spec, live, status, obj.generation)
+        want = wants_running(spec, live, memory, obj.generation)
         if want and (live is None or not live.active) and self._deps is not None:
             unmet = self._deps.unmet(domain_refs(spec))
             if unmet:
@@ -270,7 +279,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
         if want is True and state == "paused":
             steps.append(Step("resume", (Drift("spec.runStrategy", spec.run_strategy, state),)))
         elif want is True and not active:
-            backoff = crash_loop.wait(status.details, now)
+            backoff = crash_loop.wait(memory, now)
             if backoff is None:
                 steps.append(
                     Step("start", (Drift("spec.runStrategy", spec.run_strategy.value, state),))
@@ -293,7 +302,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
     def act(self, turn: Turn[DomainSpec, LiveDomain], step: Step) -> str:
         """Carry out one step; returns the event message."""
         name, spec, live, now = turn.name, turn.spec, turn.live, turn.now
-        details: dict[str, Any] = turn.notes.setdefault("details", dict(turn.status.details))
+        memory = self._memory(turn)
         owner = _owner(turn.obj, live)
         fields = ", ".join(d.field for d in step.fields)
         match step.action:
@@ -325,9 +334,12 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 return ""
             case "restart":
                 assert live is not None
-                if "stopping" in details:
-                    return self._stopper.step(name, spec, live, details, now, "restart")
-                message = self._restart(name, spec, live, details, now)
+                if memory.stopping is not None:
+                    said, turn.notes["memory"] = self._stopper.step(
+                        name, spec, live, memory, now, "restart"
+                    )
+                    return said
+                message, turn.notes["memory"] = self._restart(name, spec, live, memory, now)
                 return f"{message} to apply {fields} (restartPolicy: Auto)"
             case "autostart":
                 self._hv.set_autostart(name, spec.autostart)
@@ -336,7 +348,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 self._hv.resume_domain(name)
                 return "resumed the paused guest" + self._sync_clock(name, spec)
             case "start":
-                self._note_start(details, now)
+                turn.notes["memory"] = self._note_start(memory, now)
                 started = self._hv.start_domain(name)
                 was = live.state if live is not None else "new"
                 reason = f", {live.reason}" if live is not None and live.state == "shutoff" else ""
@@ -345,7 +357,10 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 return f"started the guest (it was {was}{reason})"
             case "stop":
                 assert live is not None
-                return self._stopper.step(name, spec, live, details, now, "halt")
+                said, turn.notes["memory"] = self._stopper.step(
+                    name, spec, live, memory, now, "halt"
+                )
+                return said
             case "gone":
                 return f"domain {name} is gone"
             case "orphan":
@@ -358,23 +373,22 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
     # -- stopping and restarting ---------------------------------------------------------
 
     def _restart(
-        self, name: str, spec: DomainSpec, live: LiveDomain, details: dict[str, Any], now: datetime
-    ) -> str:
+        self, name: str, spec: DomainSpec, live: LiveDomain, memory: DomainMemory, now: datetime
+    ) -> tuple[str, DomainMemory]:
         """Restart the guest to apply what it cannot take live: a clean power off as for a
         stop, and a start once it is off (at once when the grace period is 0)."""
-        details["restartFor"] = drift_key(self._still_different(spec, live))
-        message = self._stopper.step(name, spec, live, details, now, "restart")
-        if "stopping" in details:
-            return message or "restarting the guest"
-        self._note_start(details, now)
-        details.pop("restarting", None)
+        memory = replace(memory, restart_for=tuple(drift_key(self._still_different(spec, live))))
+        message, memory = self._stopper.step(name, spec, live, memory, now, "restart")
+        if memory.stopping is not None:
+            return message or "restarting the guest", memory
+        memory = replace(self._note_start(memory, now), restarting=False)
         self._hv.start_domain(name)
-        return "restarted the guest"
+        return "restarted the guest", memory
 
     @staticmethod
-    def _note_start(details: dict[str, Any], now: datetime) -> None:
-        crash_loop.note_start(details, now)
-        details.pop("guestReads", None)
+    def _note_start(memory: DomainMemory, now: datetime) -> DomainMemory:
+        memory = crash_loop.note_start(memory, now)
+        return replace(memory, guest=replace(memory.guest, reads=None))
 
     @staticmethod
     def _still_different(spec: DomainSpec, live: LiveDomain) -> list[Drift]:
@@ -391,15 +405,15 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
         it could not take live and ``restartPolicy: Auto`` asks for one."""
         obj, spec, name, now, plan = turn.obj, turn.spec, turn.name, turn.now, turn.plan
         status, events = turn.status, turn.events
-        details: dict[str, Any] = turn.notes["details"]
+        memory = self._memory(turn)
         live = turn.live
         assert live is not None
         if not any(step.action in ("stop", "restart") for step in plan.steps):
-            details.pop("stopping", None)  # called off: the manifest wants it running again
+            memory = replace(memory, stopping=None)  # called off: the manifest wants it running
         if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
-            details["onceGeneration"] = obj.generation
-        if live.state == "running" and "stopping" not in details:
-            details.pop("restarting", None)
+            memory = replace(memory, once_generation=obj.generation)
+        if live.state == "running" and memory.stopping is None:
+            memory = replace(memory, restarting=False)
         # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
         # clock as far behind as one of its own.
         resumed = status.details.get("state") == "paused" and live.state == "running"
@@ -408,17 +422,17 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
             events.append(("Normal", "ClockSynced", f"resumed by hand{synced}"))
 
         restart = self._still_different(spec, live)
-        seen = drift_key(restart)
+        seen = tuple(drift_key(restart))
         auto = spec.restart_policy is RestartPolicy.AUTO and live.running is not None
         # What the running guest refused to take live needs a restart too; but a difference
         # that a restart already failed to fix (a balloon the guest ignores) is not a reason
         # to restart it again and again.
-        if restart and auto and "stopping" not in details:
-            if details.get("restartFor") == seen:
-                details["restartDidNotFix"] = seen
-            elif details.get("restartDidNotFix") != seen:
+        if restart and auto and memory.stopping is None:
+            if memory.restart_for == seen:
+                memory = replace(memory, restart_did_not_fix=seen)
+            elif memory.restart_did_not_fix != seen:
                 fields = ", ".join(d.field for d in restart)
-                message = self._restart(name, spec, live, details, now)
+                message, memory = self._restart(name, spec, live, memory, now)
                 events.append(("Normal", "Restarted", f"{message} to apply {fields}"))
                 again = self._hv.get_domain(name)
                 if again is None:
@@ -426,33 +440,35 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 live = turn.live = again
                 restart = self._still_different(spec, live)
         if not restart:
-            details.pop("restartDidNotFix", None)
-            details.pop("restartFor", None)
+            memory = replace(memory, restart_did_not_fix=None, restart_for=None)
         drift = diff_config(spec, live.config)
         drift += [d for d in restart if d.field not in {x.field for x in drift}]
         if live.autostart != spec.autostart:
             drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
-        want = wants_running(spec, live, Status(details=details), obj.generation)
+        want = wants_running(spec, live, memory, obj.generation)
         off_course = (want is True and live.state != "running") or (want is False and live.active)
         if off_course and plan.wait is None:
             drift.append(Drift("spec.runStrategy", spec.run_strategy.value, live.state))
 
         wait = plan.wait
         if plan.wait_reason == "CrashLoopBackOff":
-            crash_loop.note_failure(details, now)  # the wait counts from the first sight
-        if "stopping" in details:
-            wait = self._stopper.next_step_in(spec, details["stopping"], now)
-        guest_wait = self._read_guest(name, spec, live, details)
+            memory = crash_loop.note_failure(memory, now)  # the wait counts from the first sight
+        if memory.stopping is not None:
+            wait = self._stopper.next_step_in(spec, memory.stopping, now)
+        guest_wait, memory = self._read_guest(name, spec, live, memory)
         if guest_wait is not None:
             wait = guest_wait if wait is None else min(wait, guest_wait)
 
-        ready, reason, message, conditions = self._ready(spec, live, status, restart, plan, obj)
-        if "stopping" in details:
-            message = self._stopper.describe(spec, details["stopping"], now)
+        ready, reason, message, conditions = self._ready(
+            spec, live, memory, restart, plan, obj, status
+        )
+        if memory.stopping is not None:
+            message = self._stopper.describe(spec, memory.stopping, now)
             ready, reason = False, "Stopping"
+        turn.notes["memory"] = memory
         # A guest whose addresses are reported is read again on every resync, whatever its
         # fingerprint: a new DHCP address moves nothing libvirt shows.
-        quiet = not plan.steps and not drift and wait is None and "guest" not in details
+        quiet = not plan.steps and not drift and wait is None and memory.guest.info is None
         turn.notes["fingerprint"] = live.fingerprint if quiet else None
         return Report(
             ready,
@@ -460,7 +476,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
             message,
             drift=tuple(drift),
             details={
-                **details,
+                **memory.into(status.details),
                 "state": live.state,
                 "reason": live.reason,
                 "uuid": live.config.uuid,
@@ -484,13 +500,14 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
     def _ready(
         spec: DomainSpec,
         live: LiveDomain,
-        status: Status,
+        memory: DomainMemory,
         restart: list[Drift],
         plan: Plan,
         obj: StoredObject,
+        status: Status,
     ) -> tuple[bool, str, str, tuple[tuple[str, str, str, str], ...]]:
         """``Ready`` (whether, why, what it says) and ``RestartRequired``."""
-        want = wants_running(spec, live, status, obj.generation)
+        want = wants_running(spec, live, memory, obj.generation)
         if plan.wait is not None:
             ready, reason, message = False, "CrashLoopBackOff", plan.wait_message
         elif want is True:
@@ -533,23 +550,23 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
         turn.notes["stopped"] = ""
         if live is None or not plan.steps or plan.steps[0].action != "delete":
             return None
-        details = dict(turn.status.details)
+        memory = DomainMemory.load(turn.status.details)
         if live.active:
-            message = self._stopper.step(name, spec, live, details, now, "delete")
-            if "stopping" in details:
+            message, memory = self._stopper.step(name, spec, live, memory, now, "delete")
+            if memory.stopping is not None:
                 # Not off yet: the guest's STOPPED event or the next step brings us back.
                 if message:
                     turn.events.append(("Normal", "Stopping", message))
                 status = recording.deletion_held(
-                    replace(turn.status, details=details),
+                    replace(turn.status, details=memory.into(turn.status.details)),
                     "Stopping",
                     "powering the guest off before deleting it",
                     now,
                 )
-                return status, self._stopper.next_step_in(spec, details["stopping"], now)
+                return status, self._stopper.next_step_in(spec, memory.stopping, now)
             turn.notes["stopped"] = f"; {message}"
-        elif "stopping" in details:
-            turn.notes["stopped"] = f"; {stopping.finished(live, details, now)}"
+        elif memory.stopping is not None:
+            turn.notes["stopped"] = f"; {stopping.finished(live, memory, now)[0]}"
         return None
 
     def _undefine(self, turn: Turn[DomainSpec, LiveDomain]) -> str:
