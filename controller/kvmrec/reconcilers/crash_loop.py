@@ -8,18 +8,18 @@ next start, counted from the moment kvmrec noticed the stop. A guest that ran fo
 ``WINDOW`` seconds or more before it stopped did not fail quickly: it is started again at
 once and the count starts over.
 
-The state lives in the Domain's status details, so it survives a restart of the service:
-``lastStart`` (when kvmrec last started the guest), ``lastFailure`` (when it noticed the
-guest stopped after that start) and ``quickFailures`` (the quick failures in a row before
-the current one).
+The state is the Domain's memory (reconcilers/domain_memory.py, stored in its status
+details), so it survives a restart of the service: ``lastStart`` (when kvmrec last started
+the guest), ``lastFailure`` (when it noticed the guest stopped after that start) and
+``quickFailures`` (the quick failures in a row before the current one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+
+from kvmrec.reconcilers.domain_memory import CrashLoop, DomainMemory
 
 WINDOW = 60.0
 """A guest that stops within a minute of its start has failed quickly; one that ran longer
@@ -47,46 +47,43 @@ class Wait:
         )
 
 
-def _time(details: Mapping[str, Any], key: str) -> datetime | None:
-    value = details.get(key)
-    return datetime.fromisoformat(value) if value else None
-
-
-def _failure_time(details: Mapping[str, Any], now: datetime) -> datetime:
+def _failure_time(crash: CrashLoop, now: datetime) -> datetime:
     """When the current stop was noticed: recorded on the first visit after it, else now."""
-    start, failure = _time(details, "lastStart"), _time(details, "lastFailure")
+    start, failure = crash.last_start, crash.last_failure
     if failure is not None and start is not None and failure >= start:
         return failure
     return now
 
 
-def wait(details: Mapping[str, Any], now: datetime) -> Wait | None:
+def wait(memory: DomainMemory, now: datetime) -> Wait | None:
     """How long a stopped guest waits before kvmrec starts it again; None: start it now."""
-    start = _time(details, "lastStart")
-    if start is None or details.get("restarting"):
+    crash = memory.crash
+    start = crash.last_start
+    if start is None or memory.restarting:
         return None  # never started by kvmrec, or powered off by kvmrec itself
-    failed = _failure_time(details, now)
+    failed = _failure_time(crash, now)
     if (failed - start).total_seconds() >= WINDOW:
         return None
-    failures = int(details.get("quickFailures", 0)) + 1
+    failures = crash.failures + 1
     gap = min(float((failures - 1) ** 2), CAP)
     left = gap - (now - failed).total_seconds()
     return Wait(left, failures) if left > 0 else None
 
 
-def note_failure(details: dict[str, Any], now: datetime) -> None:
+def note_failure(memory: DomainMemory, now: datetime) -> DomainMemory:
     """Remember when the current stop was first noticed, so that the wait counts from it."""
-    details["lastFailure"] = _failure_time(details, now).isoformat()
+    crash = replace(memory.crash, last_failure=_failure_time(memory.crash, now))
+    return replace(memory, crash=crash)
 
 
-def note_start(details: dict[str, Any], now: datetime) -> None:
+def note_start(memory: DomainMemory, now: datetime) -> DomainMemory:
     """Count the stop this start follows, if it was a quick failure, and remember the start."""
-    start = _time(details, "lastStart")
+    crash = memory.crash
+    start = crash.last_start
     quick = (
         start is not None
-        and not details.get("restarting")  # kvmrec powered it off to apply a change
-        and (_failure_time(details, now) - start).total_seconds() < WINDOW
+        and not memory.restarting  # kvmrec powered it off to apply a change
+        and (_failure_time(crash, now) - start).total_seconds() < WINDOW
     )
-    details["quickFailures"] = int(details.get("quickFailures", 0)) + 1 if quick else 0
-    details["lastStart"] = now.isoformat()
-    details.pop("lastFailure", None)
+    failures = crash.failures + 1 if quick else 0
+    return replace(memory, crash=CrashLoop(now, None, failures))

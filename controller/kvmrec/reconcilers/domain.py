@@ -8,7 +8,10 @@ reconcile does. Where the rest lives:
 
 - comparing, field by field, intent only: reconcilers/domain_diff.py;
 - disk images, and which paths a manifest may name: reconcilers/domain_images.py;
-- the running guest (live changes, its clock, its addresses): reconcilers/domain_guest.py.
+- the running guest (live changes, its clock, its addresses): reconcilers/domain_guest.py;
+- what it is after acting (Ready, drift, restarts that needs): reconcilers/domain_report.py;
+- deleting it, and its images: reconcilers/domain_deletion.py;
+- what it remembers between reconciles, typed: reconcilers/domain_memory.py.
 
 A differing field of a running guest is applied live where libvirt can and always written
 to the definition; what the guest cannot take raises ``RestartRequired``, and with
@@ -26,20 +29,18 @@ reconciles only the domains whose fingerprint moved.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from kvmrec.api.kinds import (
     DeletionPolicy,
     DomainSpec,
     ObjectKey,
     RestartPolicy,
-    RunStrategy,
 )
 from kvmrec.backends import domain_xml, images, protocols
 from kvmrec.backends.domain_xml import Owner
@@ -47,31 +48,24 @@ from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
 from kvmrec.backends.libvirt.live import Fingerprint, LiveDomain
 from kvmrec.engine.clock import Clock
-from kvmrec.reconcilers import adoption, crash_loop, libvirt_jobs, recording, reverts, stopping
+from kvmrec.reconcilers import adoption, crash_loop, libvirt_jobs, reverts, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
+from kvmrec.reconcilers.domain_deletion import DomainDeletion
 from kvmrec.reconcilers.domain_diff import (
     diff_config,
-    drift_key,
     live_class,
-    state_of,
     wants_running,
 )
-from kvmrec.reconcilers.domain_guest import GuestSide
-from kvmrec.reconcilers.domain_images import DiskImages
-from kvmrec.reconcilers.kind import Report, StampedKind, Turn
+from kvmrec.reconcilers.domain_memory import DomainMemory
+from kvmrec.reconcilers.domain_report import DomainReport
+from kvmrec.reconcilers.kind import StampedKind, Turn
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.store.base import Store
 from kvmrec.store.records import Drift, Status, StoredObject
 
-log = logging.getLogger(__name__)
-
 KIND = "Domain"
-
-
-# -- the reconciler ---------------------------------------------------------------------------
-
 
 # What deletionPolicy Delete does to a domain.
 _REMOVAL = "destroy and undefine"
@@ -101,7 +95,7 @@ _EVENT_REASONS = {
 }
 
 
-class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
+class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
     """The Domain kind: its own parse, observe, decide, act and report."""
 
     kind = KIND
@@ -187,24 +181,24 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
     def prepare(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         self._remember(turn.name, None)
         live = turn.live
-        details = dict(turn.status.details)
-        turn.notes["details"] = details
-        if live is not None and not live.active and "stopping" in details:
-            stopped = stopping.finished(live, details, turn.now)
+        memory = DomainMemory.load(turn.status.details)
+        if live is not None and not live.active and memory.stopping is not None:
+            stopped, memory = stopping.finished(live, memory, turn.now)
             turn.events.append(("Normal", "Stopped", stopped))
-            turn.status = replace(turn.status, details=details)
+            turn.status = replace(turn.status, details=memory.into(turn.status.details))
+        turn.notes["memory"] = memory
 
     # -- decide --------------------------------------------------------------------------
 
     def decide(self, turn: Turn[DomainSpec, LiveDomain]) -> Plan:
-        return self._decide(turn.obj, turn.spec, turn.live, turn.status, turn.now)
+        return self._decide(turn.obj, turn.spec, turn.live, self._memory(turn), turn.now)
 
     def _decide(
         self,
         obj: StoredObject,
         spec: DomainSpec,
         live: LiveDomain | None,
-        status: Status,
+        memory: DomainMemory,
         now: datetime,
     ) -> Plan:
         name = obj.key.name
@@ -219,7 +213,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
         refused = self._refused_disk_paths(spec)
         if refused:
             return Plan(blocked=refused, blocked_reason="DiskPathNotAllowed")
-        want = wants_running(spec, live, status, obj.generation)
+        want = wants_running(spec, live, memory, obj.generation)
         if want and (live is None or not live.active) and self._deps is not None:
             unmet = self._deps.unmet(domain_refs(spec))
             if unmet:
@@ -270,7 +264,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
         if want is True and state == "paused":
             steps.append(Step("resume", (Drift("spec.runStrategy", spec.run_strategy, state),)))
         elif want is True and not active:
-            backoff = crash_loop.wait(status.details, now)
+            backoff = crash_loop.wait(memory, now)
             if backoff is None:
                 steps.append(
                     Step("start", (Drift("spec.runStrategy", spec.run_strategy.value, state),))
@@ -293,7 +287,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
     def act(self, turn: Turn[DomainSpec, LiveDomain], step: Step) -> str:
         """Carry out one step; returns the event message."""
         name, spec, live, now = turn.name, turn.spec, turn.live, turn.now
-        details: dict[str, Any] = turn.notes.setdefault("details", dict(turn.status.details))
+        memory = self._memory(turn)
         owner = _owner(turn.obj, live)
         fields = ", ".join(d.field for d in step.fields)
         match step.action:
@@ -325,9 +319,12 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 return ""
             case "restart":
                 assert live is not None
-                if "stopping" in details:
-                    return self._stopper.step(name, spec, live, details, now, "restart")
-                message = self._restart(name, spec, live, details, now)
+                if memory.stopping is not None:
+                    said, turn.notes["memory"] = self._stopper.step(
+                        name, spec, live, memory, now, "restart"
+                    )
+                    return said
+                message, turn.notes["memory"] = self._restart(name, spec, live, memory, now)
                 return f"{message} to apply {fields} (restartPolicy: Auto)"
             case "autostart":
                 self._hv.set_autostart(name, spec.autostart)
@@ -336,7 +333,7 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 self._hv.resume_domain(name)
                 return "resumed the paused guest" + self._sync_clock(name, spec)
             case "start":
-                self._note_start(details, now)
+                turn.notes["memory"] = self._note_start(memory, now)
                 started = self._hv.start_domain(name)
                 was = live.state if live is not None else "new"
                 reason = f", {live.reason}" if live is not None and live.state == "shutoff" else ""
@@ -345,7 +342,10 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 return f"started the guest (it was {was}{reason})"
             case "stop":
                 assert live is not None
-                return self._stopper.step(name, spec, live, details, now, "halt")
+                said, turn.notes["memory"] = self._stopper.step(
+                    name, spec, live, memory, now, "halt"
+                )
+                return said
             case "gone":
                 return f"domain {name} is gone"
             case "orphan":
@@ -355,120 +355,6 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
                 return self._undefine(turn)
         raise AssertionError(f"unknown step {step.action}")
 
-    # -- stopping and restarting ---------------------------------------------------------
-
-    def _restart(
-        self, name: str, spec: DomainSpec, live: LiveDomain, details: dict[str, Any], now: datetime
-    ) -> str:
-        """Restart the guest to apply what it cannot take live: a clean power off as for a
-        stop, and a start once it is off (at once when the grace period is 0)."""
-        details["restartFor"] = drift_key(self._still_different(spec, live))
-        message = self._stopper.step(name, spec, live, details, now, "restart")
-        if "stopping" in details:
-            return message or "restarting the guest"
-        self._note_start(details, now)
-        details.pop("restarting", None)
-        self._hv.start_domain(name)
-        return "restarted the guest"
-
-    @staticmethod
-    def _note_start(details: dict[str, Any], now: datetime) -> None:
-        crash_loop.note_start(details, now)
-        details.pop("guestReads", None)
-
-    @staticmethod
-    def _still_different(spec: DomainSpec, live: LiveDomain) -> list[Drift]:
-        """What the running guest has that differs from the spec, after acting."""
-        if live.running is None:
-            return []
-        hot, restart = live_class(spec, live.running)
-        return restart + hot
-
-    # -- report --------------------------------------------------------------------------
-
-    def report(self, turn: Turn[DomainSpec, LiveDomain]) -> Report:
-        """What the guest is after acting; restarts it when the running guest refused what
-        it could not take live and ``restartPolicy: Auto`` asks for one."""
-        obj, spec, name, now, plan = turn.obj, turn.spec, turn.name, turn.now, turn.plan
-        status, events = turn.status, turn.events
-        details: dict[str, Any] = turn.notes["details"]
-        live = turn.live
-        assert live is not None
-        if not any(step.action in ("stop", "restart") for step in plan.steps):
-            details.pop("stopping", None)  # called off: the manifest wants it running again
-        if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
-            details["onceGeneration"] = obj.generation
-        if live.state == "running" and "stopping" not in details:
-            details.pop("restarting", None)
-        # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
-        # clock as far behind as one of its own.
-        resumed = status.details.get("state") == "paused" and live.state == "running"
-        if spec.sync_clock and resumed and "resume" not in {s.action for s in plan.steps}:
-            synced = self._sync_clock(name, spec)
-            events.append(("Normal", "ClockSynced", f"resumed by hand{synced}"))
-
-        restart = self._still_different(spec, live)
-        seen = drift_key(restart)
-        auto = spec.restart_policy is RestartPolicy.AUTO and live.running is not None
-        # What the running guest refused to take live needs a restart too; but a difference
-        # that a restart already failed to fix (a balloon the guest ignores) is not a reason
-        # to restart it again and again.
-        if restart and auto and "stopping" not in details:
-            if details.get("restartFor") == seen:
-                details["restartDidNotFix"] = seen
-            elif details.get("restartDidNotFix") != seen:
-                fields = ", ".join(d.field for d in restart)
-                message = self._restart(name, spec, live, details, now)
-                events.append(("Normal", "Restarted", f"{message} to apply {fields}"))
-                again = self._hv.get_domain(name)
-                if again is None:
-                    raise BackendError(f"domain {name} vanished while it was being restarted")
-                live = turn.live = again
-                restart = self._still_different(spec, live)
-        if not restart:
-            details.pop("restartDidNotFix", None)
-            details.pop("restartFor", None)
-        drift = diff_config(spec, live.config)
-        drift += [d for d in restart if d.field not in {x.field for x in drift}]
-        if live.autostart != spec.autostart:
-            drift.append(Drift("spec.autostart", spec.autostart, live.autostart))
-        want = wants_running(spec, live, Status(details=details), obj.generation)
-        off_course = (want is True and live.state != "running") or (want is False and live.active)
-        if off_course and plan.wait is None:
-            drift.append(Drift("spec.runStrategy", spec.run_strategy.value, live.state))
-
-        wait = plan.wait
-        if plan.wait_reason == "CrashLoopBackOff":
-            crash_loop.note_failure(details, now)  # the wait counts from the first sight
-        if "stopping" in details:
-            wait = self._stopper.next_step_in(spec, details["stopping"], now)
-        guest_wait = self._read_guest(name, spec, live, details)
-        if guest_wait is not None:
-            wait = guest_wait if wait is None else min(wait, guest_wait)
-
-        ready, reason, message, conditions = self._ready(spec, live, status, restart, plan, obj)
-        if "stopping" in details:
-            message = self._stopper.describe(spec, details["stopping"], now)
-            ready, reason = False, "Stopping"
-        # A guest whose addresses are reported is read again on every resync, whatever its
-        # fingerprint: a new DHCP address moves nothing libvirt shows.
-        quiet = not plan.steps and not drift and wait is None and "guest" not in details
-        turn.notes["fingerprint"] = live.fingerprint if quiet else None
-        return Report(
-            ready,
-            reason,
-            message,
-            drift=tuple(drift),
-            details={
-                **details,
-                "state": live.state,
-                "reason": live.reason,
-                "uuid": live.config.uuid,
-            },
-            requeue_after=wait,
-            conditions=conditions,
-        )
-
     def finish(self, turn: Turn[DomainSpec, LiveDomain], status: Status) -> Status:
         # ``kvmrec snapshot revert`` writes the Reverted condition while the service runs.
         return reverts.carried(self._store, turn.obj.key, status)
@@ -477,101 +363,6 @@ class Domain(StampedKind[DomainSpec, LiveDomain], DiskImages, GuestSide):
         fingerprint = turn.notes.get("fingerprint")
         if fingerprint is not None:
             self._remember(turn.name, fingerprint)
-
-    # -- status --------------------------------------------------------------------------
-
-    @staticmethod
-    def _ready(
-        spec: DomainSpec,
-        live: LiveDomain,
-        status: Status,
-        restart: list[Drift],
-        plan: Plan,
-        obj: StoredObject,
-    ) -> tuple[bool, str, str, tuple[tuple[str, str, str, str], ...]]:
-        """``Ready`` (whether, why, what it says) and ``RestartRequired``."""
-        want = wants_running(spec, live, status, obj.generation)
-        if plan.wait is not None:
-            ready, reason, message = False, "CrashLoopBackOff", plan.wait_message
-        elif want is True:
-            ready = live.state == "running"
-            reason, message = ("Running", "") if ready else ("NotRunning", state_of(live))
-        elif want is False:
-            ready = not live.active
-            if spec.run_strategy is RunStrategy.RERUN_ON_FAILURE:
-                reason = "Completed" if ready else "StillRunning"
-            else:
-                reason = "Halted" if ready else "StillRunning"
-            message = "" if ready else state_of(live)
-        else:
-            ready = True
-            reason = "Running" if live.state == "running" else "Defined"
-            message = ""
-        conditions: tuple[tuple[str, str, str, str], ...] = ()
-        if restart:
-            fields = ", ".join(d.field for d in restart)
-            picks_up = f"the running guest picks up {fields} at its next restart"
-            conditions = (("RestartRequired", "True", "DefinitionChanged", picks_up),)
-        elif status.condition("RestartRequired") is not None:
-            conditions = (("RestartRequired", "False", "UpToDate", ""),)
-        return ready, reason, message, conditions
-
-    # -- deletion ------------------------------------------------------------------------
-
-    def deletion(self, turn: Turn[DomainSpec, LiveDomain]) -> Plan | None:
-        if turn.live is None:
-            return Plan(steps=(Step("gone", visible=False),))
-        return None  # by its stamp and deletionPolicy
-
-    def delete_detail(self, turn: Turn[DomainSpec, LiveDomain], detail: str) -> str:
-        doomed = [d.source for d in turn.spec.disks if self._deletable(d)]
-        return detail + (f"; delete {', '.join(doomed)}" if doomed else "")
-
-    def held(self, turn: Turn[DomainSpec, LiveDomain], plan: Plan) -> tuple[Status, float] | None:
-        """A guest to delete is powered off first, cleanly (reconcilers/stopping.py)."""
-        live, spec, name, now = turn.live, turn.spec, turn.name, turn.now
-        turn.notes["stopped"] = ""
-        if live is None or not plan.steps or plan.steps[0].action != "delete":
-            return None
-        details = dict(turn.status.details)
-        if live.active:
-            message = self._stopper.step(name, spec, live, details, now, "delete")
-            if "stopping" in details:
-                # Not off yet: the guest's STOPPED event or the next step brings us back.
-                if message:
-                    turn.events.append(("Normal", "Stopping", message))
-                status = recording.deletion_held(
-                    replace(turn.status, details=details),
-                    "Stopping",
-                    "powering the guest off before deleting it",
-                    now,
-                )
-                return status, self._stopper.next_step_in(spec, details["stopping"], now)
-            turn.notes["stopped"] = f"; {message}"
-        elif "stopping" in details:
-            turn.notes["stopped"] = f"; {stopping.finished(live, details, now)}"
-        return None
-
-    def _undefine(self, turn: Turn[DomainSpec, LiveDomain]) -> str:
-        key, name, spec, live = turn.obj.key, turn.name, turn.spec, turn.live
-        assert live is not None
-        self._hv.undefine_domain(name)
-        removed = []
-        for disk in spec.disks:
-            if not self._deletable(disk):
-                if disk.delete_image and disk.path and self._disks is not None:
-                    log.warning("%s: image kept: %s", key, self._disks.problem(disk.path))
-                continue
-            if disk.path:
-                images.delete(disk.path)
-            else:
-                self._hv.delete_volume(disk.pool or "", disk.volume or "")
-            removed.append(disk.source)
-        kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
-        what = f"domain {name}"
-        if self.adopted(turn):
-            what += ", which kvmrec adopted and did not create"
-        return f"undefined {what}{turn.notes.get('stopped', '')}{kept}"
 
     def forget(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         self._remember(turn.name, None)

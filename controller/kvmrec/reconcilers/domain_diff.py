@@ -15,7 +15,8 @@ from kvmrec.api import quantities
 from kvmrec.api.kinds import Disk, DomainSpec, Interface, RunStrategy
 from kvmrec.backends.domain_xml import DomainConfig
 from kvmrec.backends.libvirt.live import LiveDomain
-from kvmrec.store.records import Drift, Status
+from kvmrec.reconcilers.domain_memory import DomainMemory
+from kvmrec.store.records import Drift
 
 
 def mem(nbytes: int) -> str:
@@ -122,10 +123,10 @@ def drift_key(drift: Iterable[Drift]) -> list[str]:
 
 
 def wants_running(
-    spec: DomainSpec, live: LiveDomain | None, status: Status, generation: int
+    spec: DomainSpec, live: LiveDomain | None, memory: DomainMemory, generation: int
 ) -> bool | None:
     """True: keep it running; False: keep it off; None: leave the run state alone."""
-    if status.details.get("restarting"):
+    if memory.restarting:
         return True  # powered off by kvmrec to apply a change: it comes back whatever the strategy
     strategy = spec.run_strategy
     if strategy is RunStrategy.ALWAYS:
@@ -136,5 +137,5 @@ def wants_running(
         # A guest that shut itself down has finished; anything else stopping it is a failure.
         return not (live is not None and live.state == "shutoff" and live.reason == "shutdown")
     if strategy is RunStrategy.ONCE:
-        return None if status.details.get("onceGeneration") == generation else True
+        return None if memory.once_generation == generation else True
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from dataclasses import replace
 
 from kvmrec.api import quantities
 from kvmrec.api.kinds import DomainSpec
@@ -19,6 +19,7 @@ from kvmrec.backends.domain_xml import DomainConfig
 from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.reconcilers.domain_diff import iface_key
+from kvmrec.reconcilers.domain_memory import DomainMemory, Guest
 from kvmrec.reconcilers.plans import Step
 
 log = logging.getLogger("kvmrec.reconcilers.domain")
@@ -52,15 +53,13 @@ class GuestSide:
         return "; set its clock through the guest agent"
 
     def _read_guest(
-        self, name: str, spec: DomainSpec, live: LiveDomain, details: dict[str, Any]
-    ) -> float | None:
-        """Read the guest's addresses, host name and OS into ``details["guest"]``; returns
-        when to read again while they are incomplete (the agent or DHCP not there yet)."""
+        self, name: str, spec: DomainSpec, live: LiveDomain, memory: DomainMemory
+    ) -> tuple[float | None, DomainMemory]:
+        """Read the guest's addresses, host name and OS into ``memory.guest``; returns when
+        to read again while they are incomplete (the agent or DHCP not there yet)."""
         leases = any(i.network for i in spec.interfaces)
         if live.state != "running" or not (spec.guest_agent or leases):
-            details.pop("guest", None)
-            details.pop("guestReads", None)
-            return None
+            return None, replace(memory, guest=Guest())
         running = live.running
         agent = spec.guest_agent and running is not None and running.agent_connected
         try:
@@ -69,19 +68,20 @@ class GuestSide:
             raise
         except BackendError as exc:
             log.debug("Domain/%s: guest information not read: %s", name, exc)
-            return None
-        details["guest"] = info.as_dict()
+            return None, memory
         # With an agent, its own addresses are the answer: a lease can come before the
         # guest has configured its address, or outlive it.
         source = "agent" if spec.guest_agent else "lease"
         complete = (info.agent or not spec.guest_agent) and (
             any(a.source == source for a in info.addresses) or not spec.interfaces
         )
-        reads = int(details.get("guestReads", 0))
+        reads = memory.guest.reads or 0
         if complete or reads >= GUEST_INFO_TRIES:
-            return None
-        details["guestReads"] = reads + 1
-        return GUEST_INFO_RETRY if reads < GUEST_INFO_FAST_TRIES else GUEST_INFO_RETRY_LATER
+            return None, replace(memory, guest=replace(memory.guest, info=info.as_dict()))
+        memory = replace(memory, guest=Guest(info.as_dict(), reads + 1))
+        return (
+            GUEST_INFO_RETRY if reads < GUEST_INFO_FAST_TRIES else GUEST_INFO_RETRY_LATER
+        ), memory
 
     def _apply_live(
         self, name: str, spec: DomainSpec, running: DomainConfig, step: Step

@@ -1,0 +1,177 @@
+"""What the Domain kind remembers between reconciles, typed, in one value.
+
+It is stored in the Domain's status details under the keys kvmrec has always used
+(``stopping``, ``lastStop``, ``restarting``, ``restartFor``, ``restartDidNotFix``,
+``lastStart``, ``lastFailure``, ``quickFailures``, ``guest``, ``guestReads``,
+``onceGeneration``), so a state file written before the memory was typed reads the same,
+and ``kvmrec status -o json`` / ``describe`` show what they showed. ``load`` accepts any of
+the keys absent; ``dump`` writes only those that hold something. The values are frozen: a
+change is a new value (``dataclasses.replace``), handed back to the reconcile that stores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A clean power off in progress (reconcilers/stopping.py)."""
+
+    since: datetime
+    purpose: str  # "halt", "restart", "delete"
+    asked: tuple[str, ...] = ()  # requests the guest took
+    tried: tuple[str, ...] = ()  # requests made
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any]) -> Stop:
+        return cls(
+            datetime.fromisoformat(raw["since"]),
+            str(raw.get("purpose", "halt")),
+            tuple(raw.get("asked") or ()),
+            tuple(raw.get("tried") or ()),
+        )
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "purpose": self.purpose,
+            "asked": list(self.asked),
+            "tried": list(self.tried),
+        }
+
+
+@dataclass(frozen=True)
+class LastStop:
+    """How the last stop ended: which request worked, after how long."""
+
+    method: str  # "agent", "acpi", "destroy", "other"
+    seconds: float
+
+    def dump(self) -> dict[str, Any]:
+        return {"method": self.method, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class CrashLoop:
+    """The crash-loop count (reconcilers/crash_loop.py)."""
+
+    last_start: datetime | None = None  # when kvmrec last started the guest
+    last_failure: datetime | None = None  # when it noticed the guest stopped after that
+    quick_failures: int | None = None  # quick failures in a row before the current one
+
+    @property
+    def failures(self) -> int:
+        return self.quick_failures or 0
+
+
+@dataclass(frozen=True)
+class Guest:
+    """What the running guest says about itself (addresses, host name, OS)."""
+
+    info: Mapping[str, Any] | None = None
+    reads: int | None = None  # reads made while it was incomplete
+
+
+@dataclass(frozen=True)
+class DomainMemory:
+    """Everything the Domain kind carries from one reconcile to the next."""
+
+    stopping: Stop | None = None
+    last_stop: LastStop | None = None
+    restarting: bool = False  # kvmrec powered it off to apply a change: it comes back
+    restart_for: tuple[str, ...] | None = None  # the difference the last restart was for
+    restart_did_not_fix: tuple[str, ...] | None = None  # ... which that restart left
+    crash: CrashLoop = field(default_factory=CrashLoop)
+    guest: Guest = field(default_factory=Guest)
+    once_generation: int | None = None  # runStrategy Once: the generation that ran
+
+    @classmethod
+    def load(cls, details: Mapping[str, Any]) -> DomainMemory:
+        """From status details as any version of kvmrec wrote them."""
+        stopping = details.get("stopping")
+        last_stop = details.get("lastStop")
+        quick = details.get("quickFailures")
+        reads = details.get("guestReads")
+        once = details.get("onceGeneration")
+        return cls(
+            stopping=Stop.load(stopping) if isinstance(stopping, Mapping) else None,
+            last_stop=(
+                LastStop(str(last_stop["method"]), float(last_stop["seconds"]))
+                if isinstance(last_stop, Mapping)
+                else None
+            ),
+            restarting=bool(details.get("restarting")),
+            restart_for=_strings(details.get("restartFor")),
+            restart_did_not_fix=_strings(details.get("restartDidNotFix")),
+            crash=CrashLoop(
+                _time(details.get("lastStart")),
+                _time(details.get("lastFailure")),
+                int(quick) if quick is not None else None,
+            ),
+            guest=Guest(
+                details.get("guest") if isinstance(details.get("guest"), Mapping) else None,
+                int(reads) if reads is not None else None,
+            ),
+            once_generation=int(once) if once is not None else None,
+        )
+
+    def into(self, details: Mapping[str, Any]) -> dict[str, Any]:
+        """``details`` with what they remembered replaced by this memory."""
+        return {**{k: v for k, v in details.items() if k not in KEYS}, **self.dump()}
+
+    def dump(self) -> dict[str, Any]:
+        """Into status details, the keys that hold something."""
+        out: dict[str, Any] = {}
+        if self.stopping is not None:
+            out["stopping"] = self.stopping.dump()
+        if self.last_stop is not None:
+            out["lastStop"] = self.last_stop.dump()
+        if self.restarting:
+            out["restarting"] = True
+        if self.restart_for is not None:
+            out["restartFor"] = list(self.restart_for)
+        if self.restart_did_not_fix is not None:
+            out["restartDidNotFix"] = list(self.restart_did_not_fix)
+        if self.crash.last_start is not None:
+            out["lastStart"] = self.crash.last_start.isoformat()
+        if self.crash.last_failure is not None:
+            out["lastFailure"] = self.crash.last_failure.isoformat()
+        if self.crash.quick_failures is not None:
+            out["quickFailures"] = self.crash.quick_failures
+        if self.guest.info is not None:
+            out["guest"] = dict(self.guest.info)
+        if self.guest.reads is not None:
+            out["guestReads"] = self.guest.reads
+        if self.once_generation is not None:
+            out["onceGeneration"] = self.once_generation
+        return out
+
+
+KEYS = frozenset(
+    {
+        "stopping",
+        "lastStop",
+        "restarting",
+        "restartFor",
+        "restartDidNotFix",
+        "lastStart",
+        "lastFailure",
+        "quickFailures",
+        "guest",
+        "guestReads",
+        "onceGeneration",
+    }
+)
+"""The status details keys the memory is stored under."""
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else None
