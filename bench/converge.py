@@ -9,7 +9,8 @@ kvmrec's, and their ratio:
 - noop_resync: everything already converged. The plain loop lists the domains and reads
   each one's XML; kvmrec runs one periodic resync pass until its queue is idle again
   (full_pass_s: the hourly pass that reconciles every guest whatever its fingerprint).
-- heal (real URIs only): a guest destroyed by hand, until it runs again, over --trials.
+- heal (real URIs only): a guest destroyed by hand, until it runs again, over --trials,
+  beside the plain loop's floor: the same destroy followed at once by its own start.
 - rss_mb and idle_cpu: resident memory with N managed objects, and the CPU the service
   burns while idle for --idle seconds.
 
@@ -75,6 +76,16 @@ def plain_noop(conn: Any) -> float:
     return time.perf_counter() - started
 
 
+def plain_heal(conn: Any, name: str) -> float:
+    dom = conn.lookupByName(name)
+    dom.destroy()
+    started = time.perf_counter()
+    dom.create()
+    took = time.perf_counter() - started
+    time.sleep(0.2)
+    return took
+
+
 def wait_idle(service: Service, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while service.queue.is_busy() or service.queue.pending_delayed():
@@ -125,6 +136,8 @@ def main() -> int:
     # -- the plain loop (the floor) --
     plain_conv = plain_converge(conn, names, args.type)
     plain_noops = [plain_noop(conn) for _ in range(args.repeat)]
+    # The floor of a heal: the same destroy, then the start a plain loop would make at once.
+    plain_heals = [] if fake else [plain_heal(conn, names[i % n]) for i in range(args.trials)]
     remove_guests(conn, PREFIX)
 
     # -- kvmrec --
@@ -188,6 +201,7 @@ def main() -> int:
             heal = {
                 "trials": len(times),
                 "median_s": round(statistics.median(times), 3),
+                "plain_start_median_s": round(statistics.median(plain_heals), 3),
                 "worst_s": round(max(times), 3),
                 "destroy_call_median_s": round(statistics.median(destroys), 3),
                 "resync_period_s": settings.resync,
