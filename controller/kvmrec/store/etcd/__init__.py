@@ -1,0 +1,1 @@
+"""The store of a fleet: desired state, status, events and hosts in etcd (``etcd://``)."""
