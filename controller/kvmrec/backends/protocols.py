@@ -16,7 +16,13 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from kvmrec.backends.domain_xml import Owner
-from kvmrec.backends.libvirt.live import Fingerprint, GuestInfo, LiveDomain, LiveNetwork
+from kvmrec.backends.libvirt.live import (
+    Fingerprint,
+    GuestInfo,
+    HostInventory,
+    LiveDomain,
+    LiveNetwork,
+)
 from kvmrec.backends.ovs.model import Bridge, BridgeChange
 from kvmrec.backends.snapshot_state import SnapshotInfo
 
@@ -155,6 +161,12 @@ class GuestAgent(Protocol):
     def thaw_if_frozen(self, name: str, *, patience: float = 0.0) -> bool: ...
 
     def set_password(self, name: str, user: str, password: str) -> None: ...
+
+
+class Inventories(Protocol):
+    """What the host offers its guests (a fleet host registers it)."""
+
+    def inventory(self) -> HostInventory: ...
 
 
 class LibvirtHost(DomainHost, SnapshotHost, Networks, Protocol):

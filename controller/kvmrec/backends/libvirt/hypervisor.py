@@ -13,13 +13,15 @@ from typing import Any
 
 from kvmrec.backends.libvirt.connection import Connection
 from kvmrec.backends.libvirt.domains import Domains
+from kvmrec.backends.libvirt.inventory import Inventory
 from kvmrec.backends.libvirt.networks import Networks
 from kvmrec.backends.libvirt.snapshots import Snapshots
 from kvmrec.backends.libvirt.storage import Storage
 
 
-class Hypervisor(Domains, Snapshots, Storage, Networks):
-    """Domains, snapshots, storage volumes and networks on one libvirt URI."""
+class Hypervisor(Domains, Snapshots, Storage, Networks, Inventory):
+    """Domains, snapshots, storage volumes, networks and the host's inventory on one
+    libvirt URI."""
 
     def __init__(
         self,

@@ -111,3 +111,11 @@ class GuestInfo:
                 for a in self.addresses
             ],
         }
+
+
+@dataclass(frozen=True)
+class HostInventory:
+    memory_bytes: int
+    vcpus: int
+    domain_types: frozenset[str]  # "kvm", "qemu", ("test" on libvirt's test driver)
+    hostname: str
