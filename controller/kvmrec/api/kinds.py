@@ -133,6 +133,10 @@ class DomainSpec:
     # service's default).
     grace_period: int | None = None
     sync_clock: bool = False  # set the guest clock through the agent after revert/resume
+    # Placement in a fleet (never part of a libvirt definition, so never drift): pinned to
+    # ``host``, or on a host whose labels match all of ``host_selector``.
+    host: str | None = None
+    host_selector: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def vcpus_max(self) -> int:
@@ -184,7 +188,14 @@ class DomainSpec:
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
             grace_period=spec.get("terminationGracePeriodSeconds"),
             sync_clock=bool(spec.get("syncClock", False)),
+            host=spec.get("host"),
+            host_selector=host_selector(spec),
         )
+
+
+def host_selector(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The ``spec.hostSelector.matchLabels`` of any kind that has one ({}: every host)."""
+    return dict((spec.get("hostSelector") or {}).get("matchLabels") or {})
 
 
 def _disk(d: Mapping[str, Any]) -> Disk:
@@ -232,6 +243,7 @@ class NetworkSpec:
     autostart: bool = True
     active: bool = True
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+    host_selector: Mapping[str, str] = field(default_factory=dict)  # in a fleet: its hosts
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> NetworkSpec:
@@ -252,6 +264,7 @@ class NetworkSpec:
             autostart=bool(spec.get("autostart", True)),
             active=bool(spec.get("active", True)),
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
+            host_selector=host_selector(spec),
         )
 
 
@@ -269,6 +282,7 @@ class OvsBridgeSpec:
     external_ids: Mapping[str, str] = field(default_factory=dict)
     promiscuous: bool | None = None
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+    host_selector: Mapping[str, str] = field(default_factory=dict)  # in a fleet: its hosts
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> OvsBridgeSpec:
@@ -282,6 +296,7 @@ class OvsBridgeSpec:
             external_ids=dict(spec.get("externalIds", {})),
             promiscuous=spec.get("promiscuous"),
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
+            host_selector=host_selector(spec),
         )
 
 
@@ -318,6 +333,7 @@ class SnapshotPolicySpec:
     yearly: int = 0
     quiesce: str = "auto"
     memory: bool = True
+    host_selector: Mapping[str, str] = field(default_factory=dict)  # in a fleet: its hosts
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> SnapshotPolicySpec:
@@ -335,4 +351,5 @@ class SnapshotPolicySpec:
             yearly=int(retention.get("yearly", 0)),
             quiesce=spec.get("quiesce", "auto"),
             memory=bool(spec.get("memory", True)),
+            host_selector=host_selector(spec),
         )

@@ -382,6 +382,12 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
         add(("spec", "os", "kernel"), "direct kernel boot needs firmware bios")
     if spec.get("syncClock") and not spec.get("guestAgent"):
         add(("spec", "syncClock"), "needs guestAgent: true (the clock is set through the agent)")
+    if "host" in spec and "hostSelector" in spec:
+        add(
+            ("spec", "hostSelector"),
+            "cannot be combined with spec.host (host pins the Domain to one host, "
+            "hostSelector lets kvmrec choose among matching hosts)",
+        )
 
     names: dict[str, int] = {}
     macs: dict[str, int] = {}

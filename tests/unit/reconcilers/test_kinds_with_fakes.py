@@ -556,3 +556,34 @@ def test_on_done_is_told_what_the_reconcile_read_and_wrote(world: World) -> None
     assert told[-1][1] and told[-1][3] is None, "removed: no status"
     world.networks.reconcile(key)
     assert told[-1] == (key, False, None, None), "not in the store"
+
+
+# -- placement fields on a single host ------------------------------------------------------
+
+HOST_SELECTOR = {"hostSelector": {"matchLabels": {"zone": "b"}}}
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec"),
+    [pytest.param("Network", NAT, id="network"), pytest.param("OvsBridge", {}, id="bridge")],
+)
+def test_a_host_selector_plans_nothing_on_a_single_host(
+    world: World, kind: str, spec: dict[str, Any]
+) -> None:
+    """The fleet's field is not libvirt or OVSDB state: not planned, not drift."""
+    reconciler: Any = world.networks if kind == "Network" else world.bridges
+    key = world.apply(kind, "lab", spec | HOST_SELECTOR)
+    obj = world.store.get(key)
+    assert obj is not None
+    plain = replace(obj, spec={k: v for k, v in obj.spec.items() if k != "hostSelector"})
+    assert reconciler.plan(obj).visible == reconciler.plan(plain).visible
+    reconciler.reconcile(key)
+    world.apply(kind, "lab", spec)  # converged without it; the field added and removed
+    world.apply(kind, "lab", spec | HOST_SELECTOR)
+    obj = world.store.get(key)
+    assert obj is not None and obj.generation == 3
+    assert reconciler.plan(obj).visible == []
+    world.clock.advance(1)
+    reconciler.reconcile(key)
+    assert world.status(key).drift == ()
+    assert world.condition(key, "Synced") == ("True", "Synced")

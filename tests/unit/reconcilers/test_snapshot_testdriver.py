@@ -733,3 +733,20 @@ def test_a_snapshot_reconcile_with_libvirt_away_records_it_in_status(
     assert world.condition(key, "Ready") == ("Unknown", "LibvirtUnavailable")
     assert world.status(key).retries == 1
     assert world.libvirt_snapshots(dom) == set()
+
+
+def test_a_host_selector_plans_nothing_on_a_single_host(world: World) -> None:
+    """A policy's hostSelector says on which hosts of a fleet it runs: one host ignores it."""
+    dom = world.domain("db")
+    spec: dict[str, Any] = {"domains": [dom], "every": "1h", "retention": {"keepLast": 2}}
+    key = world.policy("hourly", **spec)
+    world.policies.reconcile(key)
+    assert len(world.policy_snapshots(dom, "hourly")) == 1
+    world.clock.advance(60)
+    world.policy("hourly", **spec, hostSelector={"matchLabels": {"zone": "b"}})
+    obj = world.store.get(key)
+    assert obj is not None and obj.generation == 2
+    assert list(world.policies.plan(obj).steps) == []
+    world.policies.reconcile(key)
+    assert len(world.policy_snapshots(dom, "hourly")) == 1
+    assert world.condition(key, "Ready")[0] == "True"
