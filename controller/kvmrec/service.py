@@ -39,8 +39,9 @@ from kvmrec.metrics import Endpoint, Metrics
 from kvmrec.reconcilers import recording, registry
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
-from kvmrec.sources.directory import DirectorySource, Snapshot, scan
+from kvmrec.sources.directory import DirectorySource
 from kvmrec.sources.manifests import ManifestSync
+from kvmrec.sources.scanning import Snapshot, scan
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import Status, StoredObject
 

@@ -18,7 +18,7 @@ from kvmrec.api.errors import ManifestError
 from kvmrec.api.manifests import parse_file
 from kvmrec.api.yaml_loading import MAX_DEPTH, MAX_DOCUMENTS, MAX_NODES
 from kvmrec.cli.main import main
-from kvmrec.sources.directory import DEFAULT_MAX_FILE_BYTES, scan
+from kvmrec.sources.scanning import DEFAULT_MAX_FILE_BYTES, scan
 
 HEAD = "apiVersion: kvmrec.io/v1alpha1\nkind: Domain\nmetadata:\n  name: {name}\nspec:\n"
 
