@@ -75,8 +75,11 @@ class FakeNetworks(_Fake):
 
     def add_network(self, xml: str, *, active: bool = False) -> None:
         """A network someone else defined (and started): not one of ``calls``."""
-        name = ET.fromstring(xml).findtext("name", "")
-        self.networks[name] = _Network(xml, active=active, running=xml if active else None)
+        self.define_network(xml)  # given a UUID, as libvirt gives one
+        self.calls.pop()
+        net = self.networks[ET.fromstring(xml).findtext("name", "")]
+        if active:
+            net.active, net.running = True, net.xml
 
     def _get(self, name: str, operation: str) -> _Network:
         self._enter(operation)
