@@ -7,7 +7,8 @@ lists of paths), so a flag added to ``run`` for a new setting is a key of the fi
 moment the setting exists, under the same name (``--allow-mass-delete`` ->
 ``allow_mass_delete``; the flag's ``dest`` must be the field's name). Two more keys are
 the process's, not the service's: ``log_level`` and ``log_format``. The file may also tune
-settings that have no flag (``debounce``, ``drain_timeout``, ...).
+settings that have no flag (``debounce``, ``drain_timeout``, ...). The keys and what
+values they take are ``config_values.py``'s.
 
 Where a value comes from, strongest first: a flag given on the command line;
 ``$KVMREC_STATE`` and ``$KVMREC_MANIFESTS`` (for ``state`` and ``manifests`` only); the
@@ -40,18 +41,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import math
 import os
 import stat
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from kvmrec import ownership
+from kvmrec import config_values, ownership
 from kvmrec.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,7 +65,6 @@ __all__ = [
     "add_option",
     "file_named",
     "given",
-    "known_keys",
     "load",
     "resolve",
     "track",
@@ -82,16 +79,6 @@ ENVIRONMENT = {"state": "KVMREC_STATE", "manifests": "KVMREC_MANIFESTS"}
 """Settings an environment variable may set, over the file and under a flag: where the
 service keeps its state and reads its manifests, what a command by hand must agree on."""
 
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-LogFormat = Literal["text", "json"]
-
-# Keys that configure the process rather than the service; they are global flags too
-# (``kvmrec --log-level DEBUG run``).
-_PROCESS_KEYS: dict[str, Any] = {"log_level": LogLevel, "log_format": LogFormat}
-
-# Counts and durations that zero would break (a resync every 0 s, no worker, modulo zero);
-# every other number only has to be finite and not negative.
-_POSITIVE = frozenset({"resync", "rescan", "workers", "full_resync_every", "stuck_after"})
 
 # The attribute prefix under which tracked parsers note their given options (one attribute
 # per parser: a subcommand's namespace is copied over its parent's, and would otherwise
@@ -123,122 +110,6 @@ class Config:
     file: FileConfig
     overridden: frozenset[str] = frozenset()
     """Keys the file sets that a flag on the command line overrides."""
-
-
-# -- which keys there are ------------------------------------------------------------------
-
-
-# Scalar types the file can spell: how one value, and a list of them, are said.
-_SCALARS: dict[Any, tuple[str, str]] = {
-    bool: ("true or false", "booleans"),
-    int: ("a whole number", "whole numbers"),
-    float: ("a number", "numbers"),
-    str: ("a string", "strings"),
-    Path: ("a path", "paths"),
-}
-
-
-def _describe(hint: Any) -> str | None:
-    """What a value of type ``hint`` looks like in words; None if the file cannot spell it."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        inner = _describe(rest[0]) if len(rest) == 1 else None
-        return f"{inner} or null" if inner and len(rest) < len(args) else inner
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in args)
-    if origin in (tuple, list, frozenset):
-        homogeneous = len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis)
-        return f"a list of {_SCALARS[args[0]][1]}" if homogeneous and args[0] in _SCALARS else None
-    return _SCALARS[hint][0] if hint in _SCALARS else None
-
-
-@functools.cache
-def known_keys() -> Mapping[str, Any]:
-    """Every key the file may set, with its type: the Settings fields YAML can spell, and
-    the process's ``log_level`` and ``log_format``."""
-    hints = typing.get_type_hints(Settings)
-    found = {
-        f.name: hints[f.name]
-        for f in dataclasses.fields(Settings)
-        if _describe(hints[f.name]) is not None
-    }
-    return types.MappingProxyType({**found, **_PROCESS_KEYS})
-
-
-# -- reading the file ----------------------------------------------------------------------
-
-
-class _Bad(Exception):
-    """One value is wrong; the caller adds the file, the line and the key."""
-
-
-def _check(value: Any, hint: Any, base: Path) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check(value, inner, base)
-    if origin is Literal:
-        if value in args:
-            return value
-    elif origin in (tuple, list, frozenset):
-        if isinstance(value, list):
-            items = []
-            for index, item in enumerate(value):
-                try:
-                    items.append(_check(item, args[0], base))
-                except _Bad as exc:
-                    raise _Bad(f"item {index + 1}: {exc}") from None
-            return origin(items)
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise _Bad(f"expected a finite number, got {value!r}")
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str) and value:
-            return value
-    elif hint is Path and isinstance(value, str) and value:
-        return base / Path(value).expanduser()  # an absolute path replaces the base
-    raise _Bad(f"expected {_describe(hint)}, got {_show(value)}")
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value == "":
-        return "an empty string"
-    return repr(value)
-
-
-def _check_range(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    if key in _POSITIVE and value <= 0:
-        raise _Bad(f"must be greater than 0, got {value!r}")
-    if value < 0:
-        raise _Bad(f"must not be negative, got {value!r}")
-
-
-def _unknown(key: str) -> str:
-    import difflib  # only for a misspelt key
-
-    known = sorted(known_keys())
-    guess = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1, cutoff=0.8)
-    hint = f"did you mean {guess[0]!r}?" if guess else "known keys: " + ", ".join(known)
-    return f"unknown key {key!r} ({hint})"
 
 
 def _untrusted(st: os.stat_result) -> str | None:
@@ -305,16 +176,16 @@ def _values(loader: yaml.SafeLoader, node: yaml.MappingNode, target: Path) -> di
             raise ConfigError(f"{where}: {exc}") from None
         if not isinstance(key, str):
             raise ConfigError(f"{where}: keys are names, got {key!r}")
-        if key not in known_keys():
-            raise ConfigError(f"{where}: {_unknown(key)}")
+        if key not in config_values.known_keys():
+            raise ConfigError(f"{where}: {config_values.unknown(key)}")
         if key in values:
             # PyYAML would keep the last one silently; which one the operator meant is a
             # guess we should not make.
             raise ConfigError(f"{where}: {key} is set twice")
         try:
-            values[key] = _check(value, known_keys()[key], target.parent)
-            _check_range(key, values[key])
-        except _Bad as exc:
+            values[key] = config_values.check(value, config_values.known_keys()[key], target.parent)
+            config_values.check_range(key, values[key])
+        except config_values.BadValue as exc:
             raise ConfigError(f"{where}: {key}: {exc}") from None
     return values
 

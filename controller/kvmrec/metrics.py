@@ -15,7 +15,6 @@ nothing runs between scrapes.
 from __future__ import annotations
 
 import os
-import socket
 import socketserver
 import threading
 from collections.abc import Callable
@@ -175,21 +174,3 @@ class Endpoint:
         self._server.server_close()
         if self.listen.startswith("unix:"):
             Path(self.listen.removeprefix("unix:")).unlink(missing_ok=True)
-
-
-def http_get(listen: str, path: str, timeout: float = 5.0) -> tuple[int, str]:
-    """A tiny client for the endpoint (tests, and `kvmrec` tools that ask the service)."""
-    if listen.startswith("unix:"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(listen.removeprefix("unix:"))
-    else:
-        host, _, port = listen.rpartition(":")
-        sock = socket.create_connection((host, int(port)), timeout=timeout)
-    with sock:
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: kvmrec\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()

@@ -30,8 +30,8 @@ from kvmrec.reconcilers import registry
 from kvmrec.reconcilers.plans import Plan, plan_fields
 from kvmrec.settings import Settings
 from kvmrec.sources import candidates, trust
-from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.sources.scanning import scan
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status, StoredObject
 

@@ -12,7 +12,8 @@
 ``Service.start`` brings everything up and queues every stored key once (the desired state
 survives restarts in the store, so a service killed mid-converge finishes the work);
 ``stop`` drains in-flight reconciles within the settings' budget. ``converge`` is the
-``run --once`` mode: one pass, waiting until every object settles or the timeout passes.
+``run --once`` mode: one pass, waiting until every object settles (``settling.py``) or the
+timeout passes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
-from kvmrec import logs
+from kvmrec import logs, settling
 from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import Unavailable
@@ -39,8 +40,9 @@ from kvmrec.metrics import Endpoint, Metrics
 from kvmrec.reconcilers import recording, registry
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
-from kvmrec.sources.directory import DirectorySource, Snapshot, scan
+from kvmrec.sources.directory import DirectorySource
 from kvmrec.sources.manifests import ManifestSync
+from kvmrec.sources.scanning import Snapshot, scan
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import Status, StoredObject
 
@@ -337,40 +339,12 @@ class Service:
         return drained
 
     def settled(self) -> bool:
-        """Every object converged, or nothing left to try until an input changes.
-
-        Objects waiting for a retry keep it unsettled: the retry may still succeed."""
-        if self.queue.is_busy():
-            return False
-        retries_pending = self.queue.pending_delayed() > 0
-        statuses = self.store.statuses()
-        for obj in self.store.list():
-            status = statuses.get(obj.key)
-            if obj.deleting or status is None or status.observed_generation != obj.generation:
-                if retries_pending or obj.deleting or status is None:
-                    return False
-                continue  # failed permanently on this generation
-            converged = status.is_true("Ready") and status.is_true("Synced")
-            if not converged and retries_pending:
-                return False
-        return True
+        """Every object converged, or nothing left to try until an input changes."""
+        return settling.settled(self.queue, self.store)
 
     def converged_count(self) -> tuple[int, int]:
         """(objects synced and ready at their generation, all objects)."""
-        statuses = self.store.statuses()
-        objects = self.store.list()
-        done = 0
-        for obj in objects:
-            status = statuses.get(obj.key)
-            if (
-                status is not None
-                and not obj.deleting
-                and status.observed_generation == obj.generation
-                and status.is_true("Ready")
-                and status.is_true("Synced")
-            ):
-                done += 1
-        return done, len(objects)
+        return settling.converged_count(self.store)
 
     def converge(self, timeout: float, progress: Callable[[int, int], None] | None = None) -> bool:
         """``run --once``: until everything settles or ``timeout`` seconds pass;

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from realstack import Controller, domain_manifest, state_of, wait_for
 
-from kvmrec.metrics import http_get
+from support.http import http_get
 
 pytestmark = pytest.mark.integration
 

@@ -43,7 +43,7 @@ class _Fake:
     def _enter(self, operation: str, *, daemon: bool = True) -> None:
         """Before each call: ``daemon`` False for one that does not go through the daemon."""
         if daemon and self.unavailable:
-            raise Unavailable(f"{operation}: {self.what} is unavailable")
+            raise Unavailable(f"{operation}: cannot reach {self.what}: connection refused")
         error = self._failures.pop(operation, None)
         if error is not None:
             raise error
@@ -72,6 +72,14 @@ class FakeNetworks(_Fake):
     def __init__(self) -> None:
         super().__init__()
         self.networks: dict[str, _Network] = {}
+
+    def add_network(self, xml: str, *, active: bool = False) -> None:
+        """A network someone else defined (and started): not one of ``calls``."""
+        self.define_network(xml)  # given a UUID, as libvirt gives one
+        self.calls.pop()
+        net = self.networks[ET.fromstring(xml).findtext("name", "")]
+        if active:
+            net.active, net.running = True, net.xml
 
     def _get(self, name: str, operation: str) -> _Network:
         self._enter(operation)

@@ -26,8 +26,8 @@ from kvmrec.cli import safety, where
 from kvmrec.engine.clock import SystemClock
 from kvmrec.settings import Settings
 from kvmrec.sources import trust
-from kvmrec.sources.directory import scan
 from kvmrec.sources.manifests import Desired, ManifestSync
+from kvmrec.sources.scanning import scan
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.lock import holder
 from kvmrec.store.records import DeletionApproval, StoredObject

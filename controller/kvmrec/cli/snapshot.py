@@ -34,7 +34,7 @@ from kvmrec.reconcilers import reverts, snapshot_policy
 from kvmrec.reconcilers.snapshots import SnapshotFailed, take
 from kvmrec.snapshots.retention import select
 from kvmrec.snapshots.schedule import Schedule, ScheduleError, local_zone
-from kvmrec.sources.directory import scan
+from kvmrec.sources.scanning import scan
 from kvmrec.store.base import Store
 from kvmrec.store.records import SnapshotRecord
 

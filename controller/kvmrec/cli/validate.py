@@ -16,7 +16,7 @@ from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
 from kvmrec.cli import safety
 from kvmrec.sources import trust
-from kvmrec.sources.directory import DEFAULT_MAX_FILE_BYTES, scan
+from kvmrec.sources.scanning import DEFAULT_MAX_FILE_BYTES, scan
 
 
 def add_parser(commands: Any) -> None:

@@ -114,10 +114,6 @@ def state_of(live: LiveDomain) -> str:
     return f"it is {live.state} ({live.reason})"
 
 
-def state_details(live: LiveDomain) -> dict[str, Any]:
-    return {"state": live.state, "reason": live.reason, "uuid": live.config.uuid}
-
-
 def drift_key(drift: Iterable[Drift]) -> list[str]:
     return sorted(f"{d.field}={d.actual!r}" for d in drift)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from kvmrec.sources.directory import (
+from kvmrec.sources.scanning import (
     DEFAULT_MAX_FILE_BYTES,
     FileContent,
     Snapshot,

@@ -34,7 +34,7 @@ from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.engine.clock import Clock
-from kvmrec.sources.directory import Snapshot
+from kvmrec.sources.scanning import Snapshot
 from kvmrec.store.base import Store
 from kvmrec.store.records import StoredObject
 

@@ -45,7 +45,7 @@ from types import MappingProxyType
 
 from kvmrec import ownership
 from kvmrec.ownership import trusted_owners
-from kvmrec.sources.directory import FileContent, Snapshot
+from kvmrec.sources.scanning import FileContent, Snapshot
 
 __all__ = ["INSECURE_FLAG", "enforce", "trusted_owners", "verdict"]
 

@@ -78,9 +78,6 @@ class Statuses(Protocol):
 
     def statuses(self) -> Mapping[ObjectKey, Status]: ...
 
-    def put_status(self, key: ObjectKey, status: Status) -> None:
-        """Store a status; it does not need its object (a reconcile may race a remove)."""
-
     def record(
         self,
         key: ObjectKey,
@@ -91,7 +88,8 @@ class Statuses(Protocol):
         reconcile: ReconcileRecord | None = None,
     ) -> None:
         """Store a status, its events (type, reason, message) and, when given, the record of
-        the reconcile that produced them: together, atomically (one transaction)."""
+        the reconcile that produced them: together, atomically (one transaction). The status
+        does not need its object (a reconcile may race a remove)."""
 
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime

@@ -1,6 +1,6 @@
 """The full Domain spec: the semantic rules a schema cannot say, and the typed model.
 
-Every rule of ``manifests._domain_problems`` is shown rejecting a manifest with a problem
+Every rule of ``rules._domain_problems`` is shown rejecting a manifest with a problem
 that names the file, the line, the document, the object, the field and the reason. The
 expected line is marked in each case's YAML with ``# <`` so the numbers cannot go stale.
 """

@@ -66,7 +66,7 @@ def make(path: Path, status: Status | None, *, events: int = 0, error: str | Non
         store.apply(Manifest("Domain", "web-1", SPEC, "web.yaml", 1, labels={"tier": "web"}), T0)
         store.apply(Manifest("Domain", "other", SPEC, "other.yaml", 1), T0)
         if status is not None:
-            store.put_status(KEY, status)
+            store.record(KEY, status, (), datetime.now(UTC))
         for i in range(events):
             store.add_event(KEY, "Normal", f"Reason{i}", f"message {i}", T0 + timedelta(seconds=i))
         store.add_event(ObjectKey("Domain", "other"), "Warning", "NotMine", "x", T0)

@@ -63,7 +63,7 @@ def make_store(path: Path, *objects: tuple[str, Status | None]) -> None:
         for name, status in objects:
             store.apply(Manifest("Domain", name, dict(SPEC), f"{name}.yaml", 1), T0)
             if status is not None:
-                store.put_status(ObjectKey("Domain", name), status)
+                store.record(ObjectKey("Domain", name), status, (), datetime.now(UTC))
     finally:
         store.close()
 

@@ -47,7 +47,7 @@ def state(tmp_path: Path) -> Path:
     store = stores.open(path)
     for name in ("web-1", "web-2"):
         store.apply(Manifest("Domain", name, dict(SPEC), f"{name}.yaml", 1), T0)
-        store.put_status(ObjectKey("Domain", name), healthy())
+        store.record(ObjectKey("Domain", name), healthy(), (), datetime.now(UTC))
     store.set_source_errors({"web-1.yaml": PROBLEM}, T0 + timedelta(minutes=1))
     store.close()
     return path

@@ -44,8 +44,8 @@ def store(tmp_path: Path) -> Any:
     s = stores.open(tmp_path / "s.db")
     s.apply(Manifest("Domain", "web", SPEC, "web.yaml", 1, labels={"tier": "web"}), T0)
     s.apply(Manifest("Domain", "db", SPEC, "db.yaml", 1, labels={"tier": "db"}), T0)
-    s.put_status(ObjectKey("Domain", "web"), status(True, "running"))
-    s.put_status(ObjectKey("Domain", "db"), status(True, "running"))
+    s.record(ObjectKey("Domain", "web"), status(True, "running"), (), datetime.now(UTC))
+    s.record(ObjectKey("Domain", "db"), status(True, "running"), (), datetime.now(UTC))
     yield s
     s.close()
 
@@ -63,11 +63,16 @@ def test_after_the_table_only_changed_rows_are_printed(
     ]
 
     # A resync that changes nothing visible prints nothing.
-    store.put_status(ObjectKey("Domain", "web"), status(True, "running", T0 + timedelta(30)))
+    store.record(
+        ObjectKey("Domain", "web"),
+        status(True, "running", T0 + timedelta(30)),
+        (),
+        datetime.now(UTC),
+    )
     printer.update(report.build(store))
     assert capsys.readouterr().out == ""
 
-    store.put_status(ObjectKey("Domain", "web"), status(False, "shutoff"))
+    store.record(ObjectKey("Domain", "web"), status(False, "shutoff"), (), datetime.now(UTC))
     printer.update(report.build(store))
     changed = capsys.readouterr().out.splitlines()
     assert len(changed) == 1
@@ -92,10 +97,15 @@ def test_json_watch_is_one_object_a_line(store: Store, capsys: pytest.CaptureFix
     first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(o["name"], o["ready"]) for o in first] == [("db", True), ("web", True)]
 
-    store.put_status(ObjectKey("Domain", "web"), status(True, "running", T0 + timedelta(30)))
+    store.record(
+        ObjectKey("Domain", "web"),
+        status(True, "running", T0 + timedelta(30)),
+        (),
+        datetime.now(UTC),
+    )
     printer.update(report.build(store))
     assert capsys.readouterr().out == ""  # only lastReconcileTime moved
-    store.put_status(ObjectKey("Domain", "web"), status(False, "shutoff"))
+    store.record(ObjectKey("Domain", "web"), status(False, "shutoff"), (), datetime.now(UTC))
     printer.update(report.build(store))
     (line,) = capsys.readouterr().out.splitlines()
     assert (json.loads(line)["name"], json.loads(line)["state"]) == ("web", "shutoff")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kvmrec import config
+from kvmrec import config, config_values
 from kvmrec.backends.errors import Unavailable
 from kvmrec.cli import plan as plan_command
 from kvmrec.cli import run as run_command
@@ -180,7 +180,7 @@ def test_an_unreadable_default_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_keys_are_the_settings_fields_yaml_can_spell_and_the_log_options() -> None:
-    keys = config.known_keys()
+    keys = config_values.known_keys()
     assert {"manifests", "connect", "state", "resync", "ovsdb", "workers"} <= set(keys)
     assert {"allow_mass_delete", "insecure_manifests", "disk_roots", "log_level"} <= set(keys)
     assert "backoff" not in keys
@@ -191,7 +191,7 @@ def test_the_example_file_is_valid_and_mentions_every_key() -> None:
     assert values["manifests"] == Settings.manifests
     assert values["workers"] == Settings.workers
     text = EXAMPLE.read_text()
-    missing = [key for key in config.known_keys() if f"{key}:" not in text]
+    missing = [key for key in config_values.known_keys() if f"{key}:" not in text]
     assert not missing, f"document these keys in {EXAMPLE.name}: {missing}"
 
 

@@ -127,7 +127,7 @@ def test_a_stop_in_progress_written_before_the_upgrade_is_carried_on(make: Any) 
     status = h.store.get_status(key)
     stopping = {**OLD_STOPPING["stopping"], "since": _at(h, 0)}
     old = {**OLD_STOPPING, "stopping": stopping, "uuid": status.details["uuid"]}
-    h.store.put_status(key, replace(status, details=old))
+    h.store.record(key, replace(status, details=old), (), datetime.now(UTC))
 
     wait = h.reconcile(key, after=10)
     assert h.guest.asked == []  # the power button was pressed already: not again
@@ -154,7 +154,7 @@ def test_a_crash_loop_count_written_before_the_upgrade_is_kept(make: Any) -> Non
         "lastFailure": _at(h, 0),
         "uuid": status.details["uuid"],
     }
-    h.store.put_status(key, replace(status, details=old))
+    h.store.record(key, replace(status, details=old), (), datetime.now(UTC))
 
     h.reconcile(key, after=0.5)  # the second quick failure waits 1 s from its sight
     assert h.state(name) == libvirt.VIR_DOMAIN_SHUTOFF

@@ -1,17 +1,16 @@
 """The Network and OvsBridge kinds through the generic reconcile layer, on in-memory fakes.
 
-The fakes hold what libvirt and OVSDB would (a network's XML and run state; a bridge's row
-with its ports) and can be taken down: every call then raises ``Unavailable`` as the real
-backends do when their daemon is away. What is asserted is what the layer promises for
-every kind: a conflict is left alone and said so, a failure is recorded in status before
-the engine retries, deletion follows ``deletionPolicy`` and waits for the objects that use
-what it would delete.
+The fakes (tests/support/fakes.py) hold what libvirt and OVSDB would (a network's XML and
+run state; a bridge's row with its ports) and can be taken down: every call then raises
+``Unavailable`` as the real backends do when their daemon is away. What is asserted is what
+the layer promises for every kind: a conflict is left alone and said so, a failure is
+recorded in status before the engine retries, deletion follows ``deletionPolicy`` and waits
+for the objects that use what it would delete.
 """
 
 from __future__ import annotations
 
 import contextlib
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -26,10 +25,8 @@ from hypothesis import strategies as st
 from kvmrec import store as stores
 from kvmrec.api import manifests
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.backends import network_xml
 from kvmrec.backends.errors import Unavailable
-from kvmrec.backends.libvirt.live import LiveNetwork
-from kvmrec.backends.ovs.model import UNCHANGED, Bridge, BridgeChange, Port
+from kvmrec.backends.ovs.model import Bridge, Port
 from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.contract import PermanentError, Result
 from kvmrec.reconcilers.dependencies import IN_USE_RETRY, Dependencies
@@ -38,130 +35,15 @@ from kvmrec.reconcilers.ovsbridge import STAMP_KEYS, OvsBridgeReconciler
 from kvmrec.reconcilers.plans import Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status
+from support.fakes import FakeNetworks, FakeOvsBridges
 
 T0 = datetime(2024, 3, 4, 5, 0, tzinfo=UTC)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Daemon:
-    """A daemon that can be taken down: calls then raise ``Unavailable``."""
-
-    down = False
-
-    def _up(self) -> None:
-        if self.down:
-            raise Unavailable("cannot reach the daemon: connection refused")
-
-
-@dataclass
-class _Net:
-    xml: str
-    active: bool = False
-    autostart: bool = False
-
-
-class FakeNetworks(_Daemon):
-    """libvirt's networks, in memory."""
-
-    def __init__(self) -> None:
-        self.nets: dict[str, _Net] = {}
-        self.calls: list[str] = []
-
-    def get_network(self, name: str) -> LiveNetwork | None:
-        self._up()
-        net = self.nets.get(name)
-        if net is None:
-            return None
-        config = network_xml.parse(net.xml)
-        return LiveNetwork(config, net.active, net.autostart, config if net.active else None)
-
-    def network_xml(self, name: str) -> str:
-        self._up()
-        return self.nets[name].xml
-
-    def define_network(self, xml: str) -> None:
-        self._up()
-        name = ET.fromstring(xml).findtext("name") or ""
-        self.calls.append(f"define {name}")
-        if name in self.nets:
-            self.nets[name].xml = xml
-        else:
-            self.nets[name] = _Net(xml)
-
-    def undefine_network(self, name: str) -> None:
-        self._up()
-        self.calls.append(f"undefine {name}")
-        del self.nets[name]
-
-    def start_network(self, name: str) -> None:
-        self._up()
-        self.calls.append(f"start {name}")
-        self.nets[name].active = True
-
-    def stop_network(self, name: str) -> None:
-        self._up()
-        self.calls.append(f"stop {name}")
-        self.nets[name].active = False
-
-    def set_network_autostart(self, name: str, enabled: bool) -> None:
-        self._up()
-        self.nets[name].autostart = enabled
-
-    def update_dhcp_host(self, name: str, host_xml: str, *, add: bool, live: bool) -> None:
-        raise AssertionError("not used here")
-
-    def network_active(self, name: str) -> bool | None:
-        net = self.nets.get(name)
-        return None if net is None else net.active
-
-
-class FakeOvs(_Daemon):
-    """OVSDB's bridges, in memory; every port opens."""
-
-    def __init__(self) -> None:
-        self.bridges: dict[str, Bridge] = {}
-        self.promisc: dict[str, bool] = {}
-        self.transactions = 0
-
-    def get_bridge(self, name: str) -> Bridge | None:
-        self._up()
-        return self.bridges.get(name)
-
-    def apply(self, change: BridgeChange) -> None:
-        self._up()
-        self.transactions += 1
-        bridge = self.bridges.get(change.name)
-        if bridge is None:
-            assert change.create, f"no bridge {change.name}"
-            own = Port(change.name, "internal", {}, True, 1, None)
-            bridge = Bridge(change.name, "", None, {}, {change.name: own})
-        ids = {k: v for k, v in bridge.external_ids.items() if k not in change.remove_external_ids}
-        ids.update(change.set_external_ids)
-        ports = {p: v for p, v in bridge.ports.items() if p not in change.remove_ports}
-        for port, type_ in change.add_ports:
-            ports[port] = Port(port, type_, {}, False, len(ports) + 1, None)
-        fail_mode = bridge.fail_mode if change.fail_mode is UNCHANGED else change.fail_mode
-        self.bridges[change.name] = replace(
-            bridge,
-            datapath_type=change.datapath_type or bridge.datapath_type,
-            fail_mode=fail_mode,
-            external_ids=ids,
-            ports=ports,
-        )
-
-    def delete_bridge(self, name: str) -> None:
-        self._up()
-        del self.bridges[name]
-
-    def kernel_datapath(self) -> bool:
-        return True
-
-    def promiscuous(self, name: str) -> bool | None:
-        return self.promisc.get(name, False) if name in self.bridges else None
-
-    def set_promiscuous(self, name: str, on: bool) -> None:
-        self._up()
-        self.promisc[name] = on
+def transactions(ovs: FakeOvsBridges) -> int:
+    """How many transactions changed OVSDB."""
+    return sum(1 for call in ovs.calls if call[0] == "apply")
 
 
 @dataclass
@@ -169,7 +51,7 @@ class World:
     store: Store
     clock: FakeClock
     nets: FakeNetworks
-    ovs: FakeOvs
+    ovs: FakeOvsBridges
     networks: NetworkReconciler
     bridges: OvsBridgeReconciler
     steps: list[tuple[ObjectKey, Step]]  # every step acted on
@@ -212,7 +94,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 def _world(tmp_path: Path) -> Iterator[World]:
     store = stores.open(tmp_path / "state.db")
     clock = FakeClock(wall=T0)
-    nets, ovs = FakeNetworks(), FakeOvs()
+    nets, ovs = FakeNetworks(), FakeOvsBridges(kernel=True)
     deps = Dependencies(store, nets.network_active, lambda name: name in ovs.bridges)
     steps: list[tuple[ObjectKey, Step]] = []
 
@@ -249,7 +131,7 @@ UNOWNED = (
 def test_network_is_created_started_and_reported(world: World) -> None:
     key = world.apply("Network", "lab", NAT)
     assert world.networks.reconcile(key) == Result()
-    assert world.nets.nets["lab"].active and world.nets.nets["lab"].autostart
+    assert world.nets.networks["lab"].active and world.nets.networks["lab"].autostart
     assert world.condition(key, "Ready") == ("True", "Active")
     assert world.condition(key, "Synced") == ("True", "Synced")
     assert world.status(key).observed_generation == 1
@@ -259,7 +141,7 @@ def test_network_is_created_started_and_reported(world: World) -> None:
 
 
 def test_network_of_the_same_name_not_kvmrecs_is_a_conflict_and_left_alone(world: World) -> None:
-    world.nets.nets["lab"] = _Net(UNOWNED.format(name="lab"))
+    world.nets.add_network(UNOWNED.format(name="lab"))
     key = world.apply("Network", "lab", NAT)
     with pytest.raises(PermanentError, match="not managed by kvmrec"):
         world.networks.reconcile(key)
@@ -272,21 +154,21 @@ def test_network_of_the_same_name_not_kvmrecs_is_a_conflict_and_left_alone(world
     # Removing the manifest forgets it and leaves the network as it is.
     world.delete(key)
     assert world.networks.reconcile(key) == Result()
-    assert "lab" in world.nets.nets and world.nets.calls == []
+    assert "lab" in world.nets.networks and world.nets.calls == []
     assert world.store.get(key) is None
     assert world.reasons(key)[-1] == "NotOwned"
 
 
 def test_network_daemon_away_is_recorded_in_status(world: World) -> None:
     key = world.apply("Network", "lab", NAT)
-    world.nets.down = True
+    world.nets.unavailable = True
     with pytest.raises(Unavailable):
         world.networks.reconcile(key)
     assert world.condition(key, "Ready") == ("Unknown", "LibvirtUnavailable")
     status = world.status(key)
     assert status.retries == 1 and "connection refused" in (status.last_error or "")
 
-    world.nets.down = False
+    world.nets.unavailable = False
     world.networks.reconcile(key)
     assert world.condition(key, "Ready") == ("True", "Active")
     assert world.status(key).retries == 0
@@ -305,11 +187,11 @@ def test_network_deletion_waits_for_a_domain_that_uses_it_then_deletes(world: Wo
     assert world.condition(key, "Synced") == ("False", "InUse")
     cond = world.status(key).condition("Synced")
     assert cond is not None and "Domain/web" in cond.message
-    assert world.nets.nets["lab"].active, "still there while it is used"
+    assert world.nets.networks["lab"].active, "still there while it is used"
 
     world.store.remove(guest)
     assert world.networks.reconcile(key) == Result()
-    assert "lab" not in world.nets.nets
+    assert "lab" not in world.nets.networks
     assert world.store.get(key) is None
     assert world.reasons(key)[-1] == "Deleted"
 
@@ -325,7 +207,7 @@ def test_network_with_deletion_policy_orphan_is_unstamped_and_kept(world: World)
 
 
 def test_network_adopted_when_the_manifest_asks(world: World) -> None:
-    world.nets.nets["lab"] = _Net(UNOWNED.format(name="lab"), active=True)
+    world.nets.add_network(UNOWNED.format(name="lab"), active=True)
     key = world.apply(
         "Network",
         "lab",
@@ -352,7 +234,7 @@ def test_bridge_is_created_in_one_transaction_and_reported(world: World) -> None
     assert set(bridge.ports) == {"br-lab", "up0"}
     assert bridge.fail_mode == "standalone"
     assert bridge.external_ids["kvmrec-owner"] == "OvsBridge/br-lab"
-    assert world.ovs.transactions == 1
+    assert transactions(world.ovs) == 1
     assert world.condition(key, "Ready") == ("True", "Ready")
     assert world.condition(key, "Synced") == ("True", "Synced")
     assert [s.action for k, s in world.steps if k == key] == ["create", "add-ports"]
@@ -362,11 +244,12 @@ def test_bridge_is_created_in_one_transaction_and_reported(world: World) -> None
 
 def test_bridge_not_kvmrecs_is_a_conflict_and_deleting_it_forgets_it(world: World) -> None:
     world.ovs.bridges["br-lab"] = Bridge("br-lab", "", None, {"owner": "someone"}, {})
+    world.ovs.promisc["br-lab"] = False
     key = world.apply("OvsBridge", "br-lab", BRIDGE)
     with pytest.raises(PermanentError, match="bridge named br-lab exists and is not managed"):
         world.bridges.reconcile(key)
     assert world.condition(key, "Synced") == ("False", "Conflict")
-    assert world.ovs.transactions == 0
+    assert transactions(world.ovs) == 0
     world.delete(key)
     assert world.bridges.reconcile(key) == Result()
     assert world.ovs.bridges["br-lab"].external_ids == {"owner": "someone"}
@@ -375,7 +258,7 @@ def test_bridge_not_kvmrecs_is_a_conflict_and_deleting_it_forgets_it(world: Worl
 
 def test_ovsdb_away_is_recorded_in_status(world: World) -> None:
     key = world.apply("OvsBridge", "br-lab", BRIDGE)
-    world.ovs.down = True
+    world.ovs.unavailable = True
     with pytest.raises(Unavailable):
         world.bridges.reconcile(key)
     assert world.condition(key, "Ready") == ("Unknown", "OvsdbUnavailable")
@@ -463,12 +346,13 @@ def test_network_plan_is_what_the_reconcile_does(
     with _world(tmp_path_factory.mktemp("net")) as world:
         policy = {"deletionPolicy": "Orphan" if orphan else "Delete"}
         if before == "by-hand":
-            world.nets.nets["lab"] = _Net(UNOWNED.format(name="lab"), active=True)
+            world.nets.add_network(UNOWNED.format(name="lab"), active=True)
         elif isinstance(before, dict):
             world.networks.reconcile(world.apply("Network", "lab", NAT | before | policy))
-        net = world.nets.nets.get("lab")
+        net = world.nets.networks.get("lab")
         if net is not None and hand in ("stop", "start"):
             net.active = hand == "start"
+            net.running = net.xml if net.active else None
         elif net is not None and hand == "autostart":
             net.autostart = not net.autostart
         if used:
@@ -515,6 +399,7 @@ def test_bridge_plan_is_what_the_reconcile_does(
         policy = {"deletionPolicy": "Orphan" if orphan else "Delete"}
         if before == "by-hand":
             world.ovs.bridges["br-lab"] = Bridge("br-lab", "", None, {}, {})
+            world.ovs.promisc["br-lab"] = False  # its device is there
         elif isinstance(before, dict):
             world.bridges.reconcile(world.apply("OvsBridge", "br-lab", before | policy))
         bridge = world.ovs.bridges.get("br-lab")
@@ -544,13 +429,13 @@ def test_on_done_is_told_what_the_reconcile_read_and_wrote(world: World) -> None
     assert found and old is None
     assert new is not None and new.is_true("Ready") and new == world.status(key)
 
-    world.nets.down = True
+    world.nets.unavailable = True
     with pytest.raises(Unavailable):
         world.networks.reconcile(key)
     assert told[-1][2] == new, "the status as it was read"
     assert told[-1][3] == world.status(key), "the failure it recorded"
 
-    world.nets.down = False
+    world.nets.unavailable = False
     world.delete(key)
     world.networks.reconcile(key)
     assert told[-1][1] and told[-1][3] is None, "removed: no status"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kvmrec.sources import candidates
-from kvmrec.sources.directory import DEFAULT_MAX_FILE_BYTES, scan
+from kvmrec.sources.scanning import DEFAULT_MAX_FILE_BYTES, scan
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from kvmrec.sources import directory
-from kvmrec.sources.directory import DirectorySource, Snapshot, burst_deadline, scan
+from kvmrec.sources import directory, scanning
+from kvmrec.sources.directory import DirectorySource, burst_deadline
+from kvmrec.sources.scanning import Snapshot, scan
 
 # watchdog's inotify thread warns when ``mkdir -p a/b`` makes it add the watch for ``b`` twice
 # (once while walking ``a``, once for the IN_CREATE of ``b``). The duplicate is harmless, but
@@ -606,14 +607,14 @@ def test_scan_across_a_removal_is_incomplete_not_empty(
     # ``rm -r`` empties the directory, our listing sees it empty, then rmdir removes it: that
     # empty listing is not "every manifest deleted".
     write(root / "web.yaml", "v1")
-    real_walk = directory._Walk.walk
+    real_walk = scanning._Walk.walk
 
-    def walk_during_rm_r(self: directory._Walk, path: str, prefix: str) -> None:
+    def walk_during_rm_r(self: scanning._Walk, path: str, prefix: str) -> None:
         (root / "web.yaml").unlink()
         real_walk(self, path, prefix)
         root.rmdir()
 
-    monkeypatch.setattr(directory._Walk, "walk", walk_during_rm_r)
+    monkeypatch.setattr(scanning._Walk, "walk", walk_during_rm_r)
 
     snapshot = scan(root)
 

@@ -17,8 +17,9 @@ from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.engine.clock import FakeClock
 from kvmrec.sources import trust
-from kvmrec.sources.directory import DirectorySource, Snapshot, scan
+from kvmrec.sources.directory import DirectorySource
 from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.sources.scanning import Snapshot, scan
 from kvmrec.store.base import Store
 
 NOBODY = 65534

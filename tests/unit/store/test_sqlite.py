@@ -54,7 +54,7 @@ def test_schema_version_is_current_and_reopening_keeps_everything(path: Path) ->
     first = SqliteStore(path)
     assert first.schema_version() == len(MIGRATIONS) == 3
     first.apply(manifest(), at(0))
-    first.put_status(KEY, Status(observed_generation=1))
+    first.record(KEY, Status(observed_generation=1), (), datetime.now(UTC))
     first.set_source_errors({"x.yaml": "bad"}, at(0))
     first.close()
 

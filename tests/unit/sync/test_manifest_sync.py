@@ -13,8 +13,8 @@ import pytest
 from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.engine.clock import FakeClock
-from kvmrec.sources.directory import FileContent, Snapshot
 from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.sources.scanning import FileContent, Snapshot
 from kvmrec.store.base import Store
 from kvmrec.store.records import DeletionApproval
 

@@ -13,9 +13,10 @@ import pytest
 from kvmrec import logs
 from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.metrics import Endpoint, Metrics, http_get
+from kvmrec.metrics import Endpoint, Metrics
 from kvmrec.reconcilers import recording
 from kvmrec.store.records import Status
+from support.http import http_get
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 

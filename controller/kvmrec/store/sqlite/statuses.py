@@ -7,7 +7,7 @@ the reconcile in one transaction. Every event is logged once it is stored (``log
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from kvmrec import logs
@@ -50,9 +50,6 @@ class StatusRows:
     def statuses(self) -> Mapping[ObjectKey, Status]:
         rows = self._db.query("SELECT kind, name, body FROM statuses")
         return {ObjectKey(kind, name): codec.status(body) for kind, name, body in rows}
-
-    def put_status(self, key: ObjectKey, status: Status) -> None:
-        self.record(key, status, (), datetime.now(UTC))
 
     def record(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from store_contract import KEY, SPEC, at, manifest
 
@@ -109,8 +111,8 @@ def test_mark_deleting_and_apply_undoes_it(store: Store) -> None:
 def test_remove_drops_object_and_status_but_keeps_events(store: Store) -> None:
     store.apply(manifest(), at(0))
     store.apply(manifest("db"), at(0))
-    store.put_status(KEY, Status(observed_generation=1))
-    store.put_status(ObjectKey("Domain", "db"), Status(observed_generation=1))
+    store.record(KEY, Status(observed_generation=1), (), datetime.now(UTC))
+    store.record(ObjectKey("Domain", "db"), Status(observed_generation=1), (), datetime.now(UTC))
     store.add_event(KEY, "Normal", "Created", "defined domain web", at(1))
     store.remove(KEY)
     assert store.get(KEY) is None

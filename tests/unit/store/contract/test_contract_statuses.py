@@ -33,7 +33,7 @@ def test_status_round_trips_conditions_drift_and_times(store: Store) -> None:
         retries=4,
         details={"state": "running", "uuid": "u-1"},
     )
-    store.put_status(KEY, status)
+    store.record(KEY, status, (), datetime.now(UTC))
     back = store.get_status(KEY)
     assert back == status
     assert back is not None
@@ -41,7 +41,7 @@ def test_status_round_trips_conditions_drift_and_times(store: Store) -> None:
     assert back.conditions[1].last_transition_time == at(2)
     assert store.statuses() == {KEY: status}
 
-    store.put_status(KEY, Status())  # replaced, not added
+    store.record(KEY, Status(), (), datetime.now(UTC))  # replaced, not added
     assert store.get_status(KEY) == Status()
     assert len(store.statuses()) == 1
 
@@ -49,7 +49,9 @@ def test_status_round_trips_conditions_drift_and_times(store: Store) -> None:
 def test_status_times_come_from_freezegun_clock(store: Store) -> None:
     with freeze_time("2024-06-01 08:30:00"):
         now = datetime.now(UTC)
-        store.put_status(KEY, Status().with_condition("Ready", "True", "Running", "", now))
+        store.record(
+            KEY, Status().with_condition("Ready", "True", "Running", "", now), (), datetime.now(UTC)
+        )
         store.add_event(KEY, "Normal", "Running", "it runs", now)
     cond = store.get_status(KEY).condition("Ready")  # type: ignore[union-attr]
     assert cond is not None
@@ -58,8 +60,8 @@ def test_status_times_come_from_freezegun_clock(store: Store) -> None:
 
 
 def test_a_status_is_independent_of_its_object(store: Store) -> None:
-    # put_status does not need the object (a reconciler may race with remove()).
-    store.put_status(KEY, replace(Status(), retries=1))
+    # a status does not need the object (a reconciler may race with remove()).
+    store.record(KEY, replace(Status(), retries=1), (), datetime.now(UTC))
     assert store.get(KEY) is None
     assert store.get_status(KEY) == Status(retries=1)
 
@@ -122,7 +124,7 @@ def test_record_stores_status_events_and_the_reconcile_together(store: Store) ->
 
 
 def test_a_record_that_fails_writes_nothing(store: Store) -> None:
-    store.put_status(KEY, Status(observed_generation=1))
+    store.record(KEY, Status(observed_generation=1), (), datetime.now(UTC))
     unstorable = object()  # neither a column nor JSON
     with pytest.raises((StoreError, TypeError, ValueError)):
         store.record(
@@ -142,12 +144,12 @@ def test_get_with_status_reads_both(store: Store) -> None:
     store.apply(manifest(), at(0))
     obj, status = store.get_with_status(KEY)
     assert (obj, status) == (store.get(KEY), None)
-    store.put_status(KEY, Status(observed_generation=1, retries=2))
+    store.record(KEY, Status(observed_generation=1, retries=2), (), datetime.now(UTC))
     assert store.get_with_status(KEY) == (store.get(KEY), Status(observed_generation=1, retries=2))
     store.remove(KEY)
     assert store.get_with_status(KEY) == (None, None)
     # A status without its object (a reconcile that raced a remove) is still read.
-    store.put_status(KEY, Status(retries=1))
+    store.record(KEY, Status(retries=1), (), datetime.now(UTC))
     assert store.get_with_status(KEY) == (None, Status(retries=1))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from store_contract import KEY, SPEC, Opener, at, manifest
@@ -22,7 +23,7 @@ def test_the_change_counter_moves_when_another_connection_writes(
         store.add_event(KEY, "Normal", "Started", "", at(0))
         after = reader.change_counter()
         assert after != before
-        store.put_status(KEY, Status(observed_generation=1))
+        store.record(KEY, Status(observed_generation=1), (), datetime.now(UTC))
         assert reader.change_counter() != after
     finally:
         reader.close()
@@ -39,7 +40,7 @@ def test_concurrent_writers_lose_nothing(store: Store) -> None:
             for i in range(per_thread):
                 key = ObjectKey("Domain", f"t{t}-o{i}")
                 store.apply(manifest(key.name, spec=SPEC | {"vcpus": t + 1}), at(i))
-                store.put_status(key, Status(observed_generation=1, retries=i))
+                store.record(key, Status(observed_generation=1, retries=i), (), datetime.now(UTC))
                 store.add_event(key, "Normal", "Created", f"{t}/{i}", at(i))
                 # And a shared object everybody updates.
                 shared_spec = SPEC | {"vcpus": t * per_thread + i + 1}
@@ -78,7 +79,7 @@ def test_concurrent_writers_lose_nothing(store: Store) -> None:
 
 def test_a_second_client_sees_what_the_first_wrote(store: Store, opener: Opener) -> None:
     store.apply(manifest(), at(0))
-    store.put_status(KEY, Status(observed_generation=1))
+    store.record(KEY, Status(observed_generation=1), (), datetime.now(UTC))
     other = opener()
     try:
         assert [o.key for o in other.list()] == [KEY]
@@ -95,7 +96,7 @@ def test_a_reader_refuses_every_write(store: Store, opener: Opener) -> None:
         lambda: reader.apply_many([manifest("new")], at(1)),
         lambda: reader.mark_deleting(KEY, at(1)),
         lambda: reader.remove(KEY),
-        lambda: reader.put_status(KEY, Status()),
+        lambda: reader.record(KEY, Status(), (), datetime.now(UTC)),
         lambda: reader.record(KEY, Status(), [], at(1)),
         lambda: reader.add_event(KEY, "Normal", "X", "", at(1)),
         lambda: reader.record_reconcile(ReconcileRecord(KEY, at(1), 0.0, "ok")),
