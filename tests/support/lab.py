@@ -176,7 +176,7 @@ def shared_dir(lab: Lab, prefix: str) -> Iterator[Path]:
     path.rmdir()
 
 
-def _stack_etcd() -> str:
+def stack_etcd_url() -> str:
     return os.environ.get("KVMREC_ETCD", "http://127.0.0.1:2379")
 
 
@@ -186,13 +186,13 @@ def etcd_prefix(prefix: str) -> Iterator[str]:
     key_prefix = f"/kvmrec-test-{prefix}/"
     yield key_prefix
     with contextlib.suppress(Exception):
-        delete_prefix(_stack_etcd(), key_prefix)
+        delete_prefix(stack_etcd_url(), key_prefix)
 
 
 @pytest.fixture
 def etcd_proxy() -> Iterator[TcpProxy]:
     """The stack's etcd behind a proxy this test can cut (``proxy.url`` is the endpoint)."""
-    target = urlparse(_stack_etcd())
+    target = urlparse(stack_etcd_url())
     with TcpProxy((target.hostname or "127.0.0.1", target.port or 2379)) as proxy:
         yield proxy
 
