@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -171,9 +172,7 @@ def shared_dir(lab: Lab, prefix: str) -> Iterator[Path]:
     path = lab.shared / prefix
     path.mkdir()
     yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def stack_etcd_url() -> str:
@@ -189,12 +188,23 @@ def etcd_prefix(prefix: str) -> Iterator[str]:
         delete_prefix(stack_etcd_url(), key_prefix)
 
 
+def stack_etcd_address() -> tuple[str, int]:
+    target = urlparse(stack_etcd_url())
+    return target.hostname or "127.0.0.1", target.port or 2379
+
+
 @pytest.fixture
 def etcd_proxy() -> Iterator[TcpProxy]:
     """The stack's etcd behind a proxy this test can cut (``proxy.url`` is the endpoint)."""
-    target = urlparse(stack_etcd_url())
-    with TcpProxy((target.hostname or "127.0.0.1", target.port or 2379)) as proxy:
+    with TcpProxy(stack_etcd_address()) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def lab_etcd_proxies(lab: Lab) -> Iterator[dict[str, TcpProxy]]:
+    """One proxy to the stack's etcd per lab host, so a test can cut one host off."""
+    with contextlib.ExitStack() as stack:
+        yield {host: stack.enter_context(TcpProxy(stack_etcd_address())) for host in lab.hosts}
 
 
 @pytest.fixture

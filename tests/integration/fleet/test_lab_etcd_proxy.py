@@ -52,3 +52,16 @@ def test_a_proxy_cut_to_refuse_fails_requests_at_once(
     etcd_proxy.restore()
     etcd.put(etcd_proxy.url, key, "after")
     assert etcd.get(stack_etcd_url(), key) == "after"
+
+
+def test_one_host_cut_off_leaves_the_others_reaching_etcd(
+    lab_etcd_proxies: dict[str, TcpProxy], etcd_prefix: str
+) -> None:
+    cut_off, *others = lab_etcd_proxies
+    lab_etcd_proxies[cut_off].cut()
+    with pytest.raises(etcd.EtcdError):
+        etcd.put(lab_etcd_proxies[cut_off].url, f"{etcd_prefix}{cut_off}", "x", timeout=1)
+    for host in others:
+        etcd.put(lab_etcd_proxies[host].url, f"{etcd_prefix}{host}", host)
+        assert etcd.get(stack_etcd_url(), f"{etcd_prefix}{host}") == host
+    assert etcd.get(stack_etcd_url(), f"{etcd_prefix}{cut_off}") is None
