@@ -246,7 +246,7 @@ stop_host() {
         kill -TERM "$tini" 2>/dev/null || true
         wait_gone "$STOP_TIMEOUT" "$tini" || kill -KILL "$tini" 2>/dev/null || true
     fi
-    mapfile -t pids < <(host_pids "$name")
+    mapfile -t pids < <(host_pids "$name" | sort -un)
     if [ "${#pids[@]}" -gt 0 ]; then
         log "$name: stopping its daemons and guests left running: ${pids[*]}"
         kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -350,7 +350,7 @@ cmd_down() {
 
 host_rss_kb() {
     local pid total=0 rss
-    for pid in $(host_pids "$1"); do
+    for pid in $(host_pids "$1" | sort -un); do
         rss=$(ps -o rss= -p "$pid" 2>/dev/null | tr -d ' ') || continue
         total=$((total + ${rss:-0}))
     done

@@ -19,14 +19,17 @@ import pytest
 
 from support.lab import Lab, LabGuests
 
+pytestmark = pytest.mark.integration
+
 
 def make_qcow2(path: Path) -> Path:
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"], check=True)
     return path
 
 
+# The disks' fixtures come before lab_guests: torn down after the guests are gone.
 def test_a_shared_disk_cannot_start_on_a_second_host(
-    lab_guests: LabGuests, shared_dir: Path
+    shared_dir: Path, lab_guests: LabGuests
 ) -> None:
     disk = make_qcow2(shared_dir / "disk.qcow2")
     first = lab_guests.start("lab1", "a", disk)
@@ -52,7 +55,7 @@ def same_path_images(lab: Lab, prefix: str) -> Iterator[str]:
 
 
 def test_the_lease_refuses_the_same_disk_path_on_another_host(
-    lab: Lab, lab_guests: LabGuests, same_path_images: str
+    lab: Lab, same_path_images: str, lab_guests: LabGuests
 ) -> None:
     one, two = (lab.local_images(h) / Path(same_path_images).name for h in ("lab1", "lab2"))
     assert one.stat().st_ino != two.stat().st_ino  # two files: no QEMU lock between them

@@ -12,6 +12,8 @@ from support import etcd_cluster as etcd
 from support.lab import stack_etcd_url
 from support.tcp_proxy import TcpProxy
 
+pytestmark = pytest.mark.integration
+
 
 def dropped(sock: socket.socket) -> bool:
     """The peer closed or reset the connection (a hanging one times out: an error)."""

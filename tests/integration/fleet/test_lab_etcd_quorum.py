@@ -9,6 +9,8 @@ from realstack import wait_for
 from support import etcd_cluster as etcd
 from support.etcd_cluster import EtcdCluster
 
+pytestmark = pytest.mark.integration
+
 
 def writes(url: str, key: str, value: str) -> bool:
     try:

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+import pytest
 
 from support.lab import Lab, LabGuests
+
+pytestmark = pytest.mark.integration
 
 
 def host_uuid(conn: Any) -> str:

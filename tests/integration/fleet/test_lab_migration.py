@@ -4,8 +4,11 @@ QEMU's stream on 127.0.0.1 (each host has a migration port range of its own)."""
 from __future__ import annotations
 
 import libvirt
+import pytest
 
 from support.lab import Lab, LabGuests
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_guest_migrates_live_from_lab1_to_lab2(lab: Lab, lab_guests: LabGuests) -> None:
