@@ -138,10 +138,12 @@ EOF
     cat >"$etc/qemu.conf" <<EOF
 # lab host $name (scripts/lab.sh): /dev/kvm is 0600 root and the kernel has no
 # AppArmor/SELinux; migration ports of its own (the hosts share one network
-# namespace); disk leases on the lab's shared storage.
+# namespace); disk leases on the lab's shared storage. No mount namespace per QEMU:
+# a host's guests live in the host's own, where lab.sh finds them.
 user = "root"
 group = "root"
 security_driver = "none"
+namespaces = []
 migration_port_min = $min
 migration_port_max = $max
 lock_manager = "lockd"

@@ -52,6 +52,14 @@ class Lab:
     def host_dir(self, host: str) -> Path:
         return self.dir / "hosts" / host
 
+    def qemu_pid(self, host: str, guest: str) -> int:
+        """The pid of a running guest's QEMU on ``host`` (to kill it as a power loss would)."""
+        return int((self.host_dir(host) / "run" / "libvirt" / "qemu" / f"{guest}.pid").read_text())
+
+    def mount_namespace(self, host: str) -> str:
+        """The host's mount namespace as /proc/PID/ns/mnt names it, recorded at its start."""
+        return (self.host_dir(host) / "mntns").read_text().strip()
+
     def local_images(self, host: str) -> Path:
         """Where the host's own /var/lib/libvirt/images is, seen from outside its namespace:
         the same path on every host, a different directory each."""

@@ -3,6 +3,7 @@ another's guests or the system libvirtd's, and the system libvirtd does not see 
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,9 @@ def test_every_lab_host_runs_a_guest_at_once(lab: Lab, lab_guests: LabGuests) ->
         # The guest's console log is the host's own virtlogd's, under the host's dir.
         log = lab.host_dir(host) / "log" / "libvirt" / "qemu" / f"{dom.name()}.log"
         assert log.exists(), log
+        # Its QEMU runs inside the host's own mount namespace.
+        pid = lab.qemu_pid(host, dom.name())
+        assert os.readlink(f"/proc/{pid}/ns/mnt") == lab.mount_namespace(host)
     # Each host has an identity of its own.
     uuids = {host_uuid(lab_guests.conn(host)) for host in lab.hosts}
     assert len(uuids) == len(lab.hosts)
