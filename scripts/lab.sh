@@ -23,6 +23,9 @@
 # holds the disk leases of every host's virtlockd (qemu.conf lock_manager = "lockd"),
 # so two hosts can never run the same disk at once.
 #
+# Each guest's QEMU stays in its host's namespace (qemu.conf namespaces = []), so every
+# process of a lab host is found through the host's pid files and namespace.
+#
 # Clients reach a host at qemu+unix:///system?socket=H/run/libvirt/libvirt-sock; the
 # env file $LAB_DIR/env lists them. Nothing here touches the system libvirtd, OVS or
 # etcd: `down` stops only processes in a lab host's own mount namespace, found through

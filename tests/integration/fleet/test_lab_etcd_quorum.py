@@ -33,9 +33,9 @@ def test_three_members_survive_one_loss_and_refuse_writes_without_quorum(
 
     etcd_cluster.stop_member(1, kill=True)
     with pytest.raises(etcd.EtcdError):
-        etcd.put(m3, "/kvmrec-test-q/c", "3", timeout=3)
+        etcd.put(m3, "/kvmrec-test-q/c", "3", timeout=2)
     with pytest.raises(etcd.EtcdError):
-        etcd.get(m3, "/kvmrec-test-q/a", timeout=3)  # linearizable reads need a quorum too
+        etcd.get(m3, "/kvmrec-test-q/a", timeout=2)  # linearizable reads need a quorum too
 
     etcd_cluster.start_member(1)
     wait_for(lambda: writes(m3, "/kvmrec-test-q/d", "4"), 30, "a write with quorum back")
