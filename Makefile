@@ -12,7 +12,9 @@ STATE ?= .state/state.db
 DEV_CONFIG := .state/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration lint bench stack-up stack-down stack-status venv clean guest-image
+.PHONY: run test unit integration lint bench stack-up stack-down stack-status venv clean guest-image \
+	lab-up lab-down lab-status
+LAB_HOSTS ?= 3
 
 stack-up:
 	bash scripts/real-stack.sh up
@@ -22,6 +24,19 @@ stack-down:
 
 stack-status:
 	bash scripts/real-stack.sh status
+
+# The fleet tests' lab: $(LAB_HOSTS) libvirt hosts on this machine, each in a mount
+# namespace of its own, beside the system libvirtd (scripts/lab.sh; root dir
+# $${KVMREC_LAB_DIR:-/var/lib/kvmrec-lab}). It needs the stack's packages, not its daemons.
+lab-up:
+	bash scripts/real-stack.sh packages
+	bash scripts/lab.sh up $(LAB_HOSTS)
+
+lab-down:
+	bash scripts/lab.sh down $(LAB_HOSTS)
+
+lab-status:
+	bash scripts/lab.sh status $(LAB_HOSTS)
 
 # A tiny real Linux guest (Debian kernel + busybox + qemu-ga) for the agent tests,
 # cached under $${KVMREC_TEST_GUEST_DIR:-/var/cache/kvmrec/test-guest}.
@@ -51,14 +66,14 @@ run: stack-up venv
 	echo "kvmrec: for the other commands, in your shell: export KVMREC_CONFIG=$(abspath $(DEV_CONFIG))" && \
 	KVMREC_CONFIG=$(abspath $(DEV_CONFIG)) $(BIN)/kvmrec run
 
-test: stack-up venv guest-image
+test: stack-up venv guest-image lab-up
 	set -a && source $(STACK_ENV) && set +a && \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
 unit: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit
 
-integration: stack-up venv guest-image
+integration: stack-up venv guest-image lab-up
 	set -a && source $(STACK_ENV) && set +a && \
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/integration
 
