@@ -5,8 +5,9 @@ imports in a few milliseconds, where etcd3gw pulls in requests, urllib3 and futu
 measured), more than the whole budget of a read-only command such as ``kvmrec status``.
 The gateway is plain JSON: keys and values base64, 64-bit integers as strings.
 
-One ``Gateway`` is shared by every thread: each thread keeps its own connection, and a
-request that cannot reach one endpoint is tried on the next. A watch (:class:`WatchStream`)
+One ``Gateway`` is shared by every thread: a request borrows an idle keep-alive connection
+(or opens one) and gives it back, and a request that cannot reach one endpoint is tried
+on the next. A watch (:class:`WatchStream`)
 holds a connection of its own and yields the decoded messages as they arrive; supervising it
 (read timeouts, compaction, reconnection) is the caller's job.
 """
@@ -101,6 +102,7 @@ def range_request(
     keys_only: bool = False,
     count_only: bool = False,
     min_create_revision: int = 0,
+    max_create_revision: int = 0,
     sort_target: str | None = None,
     sort_order: str | None = None,
 ) -> dict[str, Any]:
@@ -118,6 +120,8 @@ def range_request(
         body["count_only"] = True
     if min_create_revision:
         body["min_create_revision"] = str(min_create_revision)
+    if max_create_revision:
+        body["max_create_revision"] = str(max_create_revision)
     if sort_target:
         body["sort_target"] = sort_target
         body["sort_order"] = sort_order or "ASCEND"
@@ -178,14 +182,17 @@ class Gateway:
     def __init__(self, endpoints: Sequence[tuple[str, int]], *, timeout: float = 5.0) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        self._local = threading.local()
+        # Idle keep-alive connections, by endpoint: a request takes one (or opens one) and
+        # gives it back, so threads share a few connections and close() reaches them all.
+        self._idle: list[tuple[int, http.client.HTTPConnection]] = []
+        self._lock = threading.Lock()
         self._preferred = 0  # the endpoint that answered last; tried first
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
             conn.close()
-            self._local.conn = None
 
     def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One request; EtcdError for etcd's own refusals, EtcdUnavailable when none answers."""
@@ -197,7 +204,6 @@ class Gateway:
             try:
                 status, data = self._send(index, path, payload)
             except (OSError, http.client.HTTPException) as exc:
-                self.close()
                 last = exc
                 continue
             self._preferred = index
@@ -214,16 +220,38 @@ class Gateway:
         raise EtcdUnavailable(f"etcd at {host}:{port} does not answer: {last}") from last
 
     def _send(self, index: int, path: str, payload: bytes) -> tuple[int, bytes]:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "index", None) != index:
-            if conn is not None:
+        conn = self._take(index)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                host, port = self.endpoints[index]
+                conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            try:
+                conn.request("POST", path, payload, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                answer = response.status, response.read()
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
                 conn.close()
-            host, port = self.endpoints[index]
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
-            self._local.conn, self._local.index = conn, index
-        conn.request("POST", path, payload, {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, response.read()
+                if not reused:
+                    raise
+                # An idle connection the server had closed (a restart, its idle timeout):
+                # nothing was read from it, so once more on a new one.
+                conn, reused = None, False
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            with self._lock:
+                self._idle.append((index, conn))
+            return answer
+
+    def _take(self, index: int) -> http.client.HTTPConnection | None:
+        with self._lock:
+            for position, (where, conn) in enumerate(self._idle):
+                if where == index:
+                    del self._idle[position]
+                    return conn
+        return None
 
     # -- key-value ---------------------------------------------------------------------
 
