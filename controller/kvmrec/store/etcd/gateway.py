@@ -18,11 +18,12 @@ import base64
 import http.client
 import json
 import socket
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from .connections import Connections
 
 
 class EtcdError(Exception):
@@ -182,17 +183,11 @@ class Gateway:
     def __init__(self, endpoints: Sequence[tuple[str, int]], *, timeout: float = 5.0) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        # Idle keep-alive connections, by endpoint: a request takes one (or opens one) and
-        # gives it back, so threads share a few connections and close() reaches them all.
-        self._idle: list[tuple[int, http.client.HTTPConnection]] = []
-        self._lock = threading.Lock()
+        self._connections = Connections(self.endpoints, timeout)
         self._preferred = 0  # the endpoint that answered last; tried first
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for _, conn in idle:
-            conn.close()
+        self._connections.close()
 
     def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One request; EtcdError for etcd's own refusals, EtcdUnavailable when none answers."""
@@ -202,7 +197,7 @@ class Gateway:
         for attempt in range(count):
             index = (self._preferred + attempt) % count
             try:
-                status, data = self._send(index, path, payload)
+                status, data = self._connections.send(index, path, payload)
             except (OSError, http.client.HTTPException) as exc:
                 last = exc
                 continue
@@ -218,40 +213,6 @@ class Gateway:
             return answer
         host, port = self.endpoints[self._preferred % count]
         raise EtcdUnavailable(f"etcd at {host}:{port} does not answer: {last}") from last
-
-    def _send(self, index: int, path: str, payload: bytes) -> tuple[int, bytes]:
-        conn = self._take(index)
-        reused = conn is not None
-        while True:
-            if conn is None:
-                host, port = self.endpoints[index]
-                conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
-            try:
-                conn.request("POST", path, payload, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                answer = response.status, response.read()
-            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
-                conn.close()
-                if not reused:
-                    raise
-                # An idle connection the server had closed (a restart, its idle timeout):
-                # nothing was read from it, so once more on a new one.
-                conn, reused = None, False
-                continue
-            except BaseException:
-                conn.close()
-                raise
-            with self._lock:
-                self._idle.append((index, conn))
-            return answer
-
-    def _take(self, index: int) -> http.client.HTTPConnection | None:
-        with self._lock:
-            for position, (where, conn) in enumerate(self._idle):
-                if where == index:
-                    del self._idle[position]
-                    return conn
-        return None
 
     # -- key-value ---------------------------------------------------------------------
 
