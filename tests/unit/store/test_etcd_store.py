@@ -261,3 +261,55 @@ def test_an_event_lease_revoked_under_the_store_is_replaced(
     gateway.revoke(store._event_lease.current())  # e.g. expired while etcd was away
     store.record(KEY, Status(), [("Normal", "Second", "")], at(1))
     assert [e.reason for e in store.events()] == ["Second"]
+
+
+def test_apply_many_writes_in_batches_and_redoes_a_batch_another_writer_beat(
+    opener: Callable[..., EtcdStore],
+) -> None:
+    store, other = opener(), opener()
+    many = [manifest(f"d{i:03d}") for i in range(120)]
+    writes = count_writes(store)
+    results = store.apply_many(many, at(0))
+    assert all(r.created for r in results.values()) and len(results) == 120
+    assert len(writes) == 3  # 120 objects, 50 a transaction
+    assert [r.generation for r in store.revisions(ObjectKey("Domain", "d119"))] == [1]
+
+    # Another client changes d000 between this client's read and its write.
+    gateway = store._etcd.gateway
+    send = gateway.post
+    raced: list[bool] = []
+
+    def post(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if path == "/v3/kv/txn" and body.get("compare") and not raced:
+            raced.append(True)
+            other.apply(manifest("d000", vcpus=7), at(1))
+        return send(path, body)
+
+    gateway.post = post  # type: ignore[method-assign]
+    changed = [manifest(m.name, vcpus=2) for m in many[:3]]
+    results = store.apply_many(changed, at(2))
+    assert raced
+    assert {k.name: r.generation for k, r in results.items()} == {"d000": 3, "d001": 2, "d002": 2}
+    assert [
+        (r.generation, r.spec["vcpus"]) for r in store.revisions(ObjectKey("Domain", "d000"))
+    ] == [
+        (1, 1),
+        (2, 7),
+        (3, 2),
+    ]
+
+
+def test_events_of_one_record_share_a_seq_and_are_never_split(
+    opener: Callable[..., EtcdStore],
+) -> None:
+    store = opener()
+    store.add_event(KEY, "Normal", "Before", "", at(0))
+    cursor = store.events()[-1].seq
+    store.record(KEY, Status(), [("Normal", f"R{i}", "") for i in range(3)], at(1))
+    store.add_event(KEY, "Normal", "After", "", at(2))
+    events = store.events(after=cursor)
+    assert [e.reason for e in events] == ["R0", "R1", "R2", "After"]
+    assert len({e.seq for e in events[:3]}) == 1 and events[3].seq > events[0].seq > cursor
+    # A limit that would cut the three apart returns all three.
+    assert [e.reason for e in store.events(after=cursor, limit=2)] == ["R0", "R1", "R2"]
+    assert [e.reason for e in store.events(after=events[0].seq)] == ["After"]
