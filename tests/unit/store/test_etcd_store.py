@@ -1,16 +1,14 @@
 """What the etcd store promises beyond the contract: no lost update between clients, a
 fenced host's writes refused, no write when nothing changed, events that expire.
 
-These use the stack's etcd ($KVMREC_ETCD), each test under a prefix of its own that is
+These use the stack's etcd (``support.etcd``), each test under a prefix of its own that is
 deleted afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,10 +21,10 @@ from kvmrec.store.base import StoreError
 from kvmrec.store.etcd import EtcdStore, Fenced
 from kvmrec.store.etcd.gateway import Gateway, compare, parse_endpoints
 from kvmrec.store.records import ReconcileRecord, Status
+from support import etcd
 
 pytestmark = pytest.mark.integration
 
-ENDPOINTS = os.environ.get("KVMREC_ETCD", "http://127.0.0.1:2379").replace("http://", "")
 KEY = ObjectKey("Domain", "web")
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 _WRITES = {"/v3/kv/put", "/v3/kv/deleterange", "/v3/lease/grant"}
@@ -41,25 +39,29 @@ def manifest(name: str = "web", vcpus: int = 1, **kwargs: Any) -> Manifest:
 
 
 @pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    gw = Gateway(parse_endpoints(ENDPOINTS))
+def where(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return etcd.private_prefix(request.addfinalizer)
+
+
+@pytest.fixture
+def prefix(where: tuple[str, str]) -> str:
+    return where[1]
+
+
+@pytest.fixture
+def gateway(where: tuple[str, str]) -> Iterator[Gateway]:
+    gw = Gateway(parse_endpoints(where[0]))
     yield gw
     gw.close()
 
 
 @pytest.fixture
-def prefix(gateway: Gateway) -> Iterator[str]:
-    name = f"/kvmrec-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    gateway.delete(f"{name}/".encode(), prefix=True)
-
-
-@pytest.fixture
-def opener(prefix: str) -> Iterator[Callable[..., EtcdStore]]:
+def opener(where: tuple[str, str]) -> Iterator[Callable[..., EtcdStore]]:
     opened: list[EtcdStore] = []
+    endpoints, prefix = where
 
     def open_(**kwargs: Any) -> EtcdStore:
-        store = EtcdStore(ENDPOINTS, prefix=prefix, **kwargs)
+        store = EtcdStore(endpoints, prefix=prefix, **kwargs)
         opened.append(store)
         return store
 

@@ -4,14 +4,12 @@ An implementation joins by adding a ``pytest.param`` to ``IMPLEMENTATIONS``: an
 ``Implementation`` whose ``prepare`` makes an empty store for one test and returns how to
 open it (each call a new client of the same store, as a second process would be), with
 what it declares where stores may differ (``capabilities``, used by the few tests of those
-differences). The etcd params use the stack's etcd (``$KVMREC_ETCD``) under a prefix of
+differences). The etcd params use the stack's etcd (``support.etcd``) under a prefix of
 their own, deleted afterwards, and are marked ``integration``.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from store_contract import Capabilities, Opener
 
 from kvmrec import store as stores
 from kvmrec.store.base import Store
+from support import etcd
 
 Cleanup = Callable[[Callable[[], None]], None]
 
@@ -40,22 +39,9 @@ def _sqlite(tmp_path: Path, cleanup: Cleanup) -> Opener:
     return opener
 
 
-ETCD = os.environ.get("KVMREC_ETCD", "http://127.0.0.1:2379")
-
-
 def _etcd(host: str | None) -> Callable[[Path, Cleanup], Opener]:
     def prepare(tmp_path: Path, cleanup: Cleanup) -> Opener:
-        from kvmrec.store.etcd.gateway import Gateway, parse_endpoints
-
-        endpoints = ETCD.replace("http://", "")
-        prefix = f"/kvmrec-test-{uuid.uuid4().hex[:12]}"
-        gateway = Gateway(parse_endpoints(endpoints))
-
-        def forget() -> None:
-            gateway.delete(f"{prefix}/".encode(), prefix=True)
-            gateway.close()
-
-        cleanup(forget)
+        endpoints, prefix = etcd.private_prefix(cleanup)
         url = f"etcd://{endpoints}{prefix}"
 
         def opener(*, read_only: bool = False) -> Store:
