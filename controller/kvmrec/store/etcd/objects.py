@@ -7,6 +7,11 @@ a directory (``apply_many``) reads every object in one range and writes only wha
 several objects per transaction (within etcd's limit on operations per transaction), so
 a manifest that changed nothing costs no write at all. Unlike sqlite, the objects of one
 ``apply_many`` are not written all-or-nothing: each transaction holds some of them.
+
+A revision's key is named by its generation and guarded by its object's compare (the
+generation comes from the object as read). Revisions outlive ``remove``, as in sqlite; an
+object created again under the same name starts at generation 1 and its revisions replace
+those of the same generations.
 """
 
 from __future__ import annotations
