@@ -4,7 +4,7 @@
 ``sqlite`` the single-host implementation (the only package that imports peewee) and
 ``lock`` the one-controller-per-state-file lock. :func:`open` picks the implementation from
 a URL, so callers never name one: a plain path or ``sqlite:///PATH`` is a sqlite state
-file; ``etcd://`` is where the store for a fleet of hosts plugs in.
+file; ``etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`` the store of a fleet of hosts.
 """
 
 from __future__ import annotations
@@ -18,22 +18,42 @@ __all__ = ["Store", "StoreError", "open"]
 _SQLITE = "sqlite://"
 
 
-def open(where: str | Path, *, create: bool = True, read_only: bool = False) -> Store:
+def open(
+    where: str | Path,
+    *,
+    create: bool = True,
+    read_only: bool = False,
+    host: str | None = None,
+) -> Store:
     """The store at ``where``: a path or ``sqlite:///PATH`` (``sqlite://`` alone, or
-    ``:memory:``, a private in-memory one); ``etcd://...`` is not available yet.
+    ``:memory:``, a private in-memory one), or ``etcd://HOST:PORT[,...][/PREFIX]`` (the
+    prefix defaults to ``/kvmrec``).
 
-    ``create``: make a missing state file (else StoreError). ``read_only``: refuse every
-    write (the file is still upgraded to this kvmrec's schema when opened)."""
+    ``create``: make a missing state file (else StoreError; etcd needs none).
+    ``read_only``: refuse every write (a state file is still upgraded to this kvmrec's
+    schema when opened). ``host``: the host whose statuses an etcd store reads and writes
+    (None: the newest of every host's); sqlite, one host's by nature, ignores it."""
     text = str(where)
     if isinstance(where, str) and "://" in text:
         scheme = text.split("://", 1)[0]
         if scheme == "sqlite":
             text = text[len(_SQLITE) :] or ":memory:"
         elif scheme == "etcd":
-            raise StoreError(f"{text}: the etcd store is not available in this kvmrec yet")
+            return _etcd(text, read_only=read_only, host=host)
         else:
             raise StoreError(f"{text}: unknown store (a path, sqlite:///PATH or etcd://...)")
     # Imported here: a command that never opens a store does not pay for sqlite and peewee.
     from kvmrec.store.sqlite import SqliteStore
 
     return SqliteStore(Path(text), create=create, read_only=read_only)
+
+
+def _etcd(url: str, *, read_only: bool, host: str | None) -> Store:
+    # Imported here, as sqlite is: a command on a state file never loads the etcd client.
+    from kvmrec.store.etcd.store import EtcdStore, parse_url
+
+    endpoints, prefix = parse_url(url)
+    try:
+        return EtcdStore(endpoints, prefix=prefix, host=host, read_only=read_only)
+    except ValueError as exc:
+        raise StoreError(f"{url}: {exc}") from exc

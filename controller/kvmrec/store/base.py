@@ -76,7 +76,15 @@ class Statuses(Protocol):
     def get_with_status(self, key: ObjectKey) -> tuple[StoredObject | None, Status | None]:
         """An object and its status in one read (what a reconcile starts from)."""
 
-    def statuses(self) -> Mapping[ObjectKey, Status]: ...
+    def statuses(self) -> Mapping[ObjectKey, Status]:
+        """Each object's status: on a store of one host, that host's; otherwise the newest
+        any host reported (``get_status`` and ``get_with_status`` read the same)."""
+
+    def host_statuses(
+        self, key: ObjectKey | None = None
+    ) -> Sequence[tuple[ObjectKey, str | None, Status]]:
+        """Every host's status of each object (of ``key`` only, when given), sorted by
+        object then host; the host is None where the store keeps one status per object."""
 
     def record(
         self,

@@ -48,9 +48,27 @@ def test_a_missing_file_is_not_created_unless_asked(tmp_path: Path, read_only: b
     assert not path.parent.exists()
 
 
-def test_etcd_is_refused_clearly_until_it_exists() -> None:
-    with pytest.raises(StoreError, match=r"etcd://127\.0\.0\.1:2379/kvmrec: .*not available"):
-        stores.open("etcd://127.0.0.1:2379/kvmrec")
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [
+        ("etcd://127.0.0.1:1", "/kvmrec"),
+        ("etcd://127.0.0.1:1/", "/kvmrec"),
+        ("etcd://127.0.0.1:1,127.0.0.1:2/fleet-a", "/fleet-a"),
+    ],
+)
+def test_an_etcd_that_does_not_answer_is_named_in_the_error(url: str, prefix: str) -> None:
+    store = stores.open(url, read_only=True, host="h1")
+    try:
+        assert store.prefix == prefix  # type: ignore[attr-defined]
+        with pytest.raises(StoreError, match=r"etcd at 127\.0\.0\.1:\d does not answer"):
+            store.get(KEY)
+    finally:
+        store.close()
+
+
+def test_a_bad_etcd_endpoint_is_refused() -> None:
+    with pytest.raises(StoreError, match=r"etcd://127\.0\.0\.1:abc/x: .*[Pp]ort"):
+        stores.open("etcd://127.0.0.1:abc/x")
 
 
 def test_an_unknown_scheme_is_refused() -> None:

@@ -5,8 +5,9 @@ imports in a few milliseconds, where etcd3gw pulls in requests, urllib3 and futu
 measured), more than the whole budget of a read-only command such as ``kvmrec status``.
 The gateway is plain JSON: keys and values base64, 64-bit integers as strings.
 
-One ``Gateway`` is shared by every thread: each thread keeps its own connection, and a
-request that cannot reach one endpoint is tried on the next. A watch (:class:`WatchStream`)
+One ``Gateway`` is shared by every thread: a request borrows an idle keep-alive connection
+(or opens one) and gives it back, and a request that cannot reach one endpoint is tried
+on the next. A watch (:class:`WatchStream`)
 holds a connection of its own and yields the decoded messages as they arrive; supervising it
 (read timeouts, compaction, reconnection) is the caller's job.
 """
@@ -17,11 +18,12 @@ import base64
 import http.client
 import json
 import socket
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from .connections import Connections
 
 
 class EtcdError(Exception):
@@ -101,6 +103,7 @@ def range_request(
     keys_only: bool = False,
     count_only: bool = False,
     min_create_revision: int = 0,
+    max_create_revision: int = 0,
     sort_target: str | None = None,
     sort_order: str | None = None,
 ) -> dict[str, Any]:
@@ -118,6 +121,8 @@ def range_request(
         body["count_only"] = True
     if min_create_revision:
         body["min_create_revision"] = str(min_create_revision)
+    if max_create_revision:
+        body["max_create_revision"] = str(max_create_revision)
     if sort_target:
         body["sort_target"] = sort_target
         body["sort_order"] = sort_order or "ASCEND"
@@ -178,14 +183,11 @@ class Gateway:
     def __init__(self, endpoints: Sequence[tuple[str, int]], *, timeout: float = 5.0) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        self._local = threading.local()
+        self._connections = Connections(self.endpoints, timeout)
         self._preferred = 0  # the endpoint that answered last; tried first
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._connections.close()
 
     def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One request; EtcdError for etcd's own refusals, EtcdUnavailable when none answers."""
@@ -195,9 +197,8 @@ class Gateway:
         for attempt in range(count):
             index = (self._preferred + attempt) % count
             try:
-                status, data = self._send(index, path, payload)
+                status, data = self._connections.send(index, path, payload)
             except (OSError, http.client.HTTPException) as exc:
-                self.close()
                 last = exc
                 continue
             self._preferred = index
@@ -212,18 +213,6 @@ class Gateway:
             return answer
         host, port = self.endpoints[self._preferred % count]
         raise EtcdUnavailable(f"etcd at {host}:{port} does not answer: {last}") from last
-
-    def _send(self, index: int, path: str, payload: bytes) -> tuple[int, bytes]:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "index", None) != index:
-            if conn is not None:
-                conn.close()
-            host, port = self.endpoints[index]
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
-            self._local.conn, self._local.index = conn, index
-        conn.request("POST", path, payload, {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, response.read()
 
     # -- key-value ---------------------------------------------------------------------
 

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 from kvmrec.api.objects import ObjectKey
-from kvmrec.store.records import Condition, Drift, Status, StoredObject
+from kvmrec.store.codec import dump, parse_time, status, status_body, time
+from kvmrec.store.records import StoredObject
+
+__all__ = ["OBJECT_COLUMNS", "dump", "parse_time", "status", "status_body", "stored_object", "time"]
 
 OBJECT_COLUMNS = "kind, name, uid, generation, digest, spec, source, labels, annotations, deleting"
-
-
-def dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def time(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
 
 
 def stored_object(row: Sequence[Any]) -> StoredObject:
@@ -38,53 +28,4 @@ def stored_object(row: Sequence[Any]) -> StoredObject:
         labels=json.loads(labels),
         annotations=json.loads(annotations),
         deleting=bool(deleting),
-    )
-
-
-def status_body(status: Status) -> str:
-    return dump(
-        {
-            "observedGeneration": status.observed_generation,
-            "conditions": [
-                {
-                    "type": c.type,
-                    "status": c.status,
-                    "reason": c.reason,
-                    "message": c.message,
-                    "lastTransitionTime": time(c.last_transition_time),
-                }
-                for c in status.conditions
-            ],
-            "drift": [
-                {"field": d.field, "desired": d.desired, "actual": d.actual} for d in status.drift
-            ],
-            "lastReconcileTime": time(status.last_reconcile_time)
-            if status.last_reconcile_time
-            else None,
-            "lastError": status.last_error,
-            "retries": status.retries,
-            "details": dict(status.details),
-        }
-    )
-
-
-def status(text: str) -> Status:
-    body: Mapping[str, Any] = json.loads(text)
-    return Status(
-        observed_generation=body.get("observedGeneration", 0),
-        conditions=tuple(
-            Condition(
-                type=c["type"],
-                status=c["status"],
-                reason=c["reason"],
-                message=c["message"],
-                last_transition_time=datetime.fromisoformat(c["lastTransitionTime"]),
-            )
-            for c in body.get("conditions", [])
-        ),
-        drift=tuple(Drift(d["field"], d["desired"], d["actual"]) for d in body.get("drift", [])),
-        last_reconcile_time=parse_time(body.get("lastReconcileTime")),
-        last_error=body.get("lastError"),
-        retries=body.get("retries", 0),
-        details=body.get("details", {}),
     )

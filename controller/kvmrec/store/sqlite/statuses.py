@@ -51,6 +51,16 @@ class StatusRows:
         rows = self._db.query("SELECT kind, name, body FROM statuses")
         return {ObjectKey(kind, name): codec.status(body) for kind, name, body in rows}
 
+    def host_statuses(
+        self, key: ObjectKey | None = None
+    ) -> Sequence[tuple[ObjectKey, str | None, Status]]:
+        if key is None:
+            found = self.statuses()
+        else:
+            status = self.get_status(key)
+            found = {key: status} if status is not None else {}
+        return [(k, None, found[k]) for k in sorted(found)]
+
     def record(
         self,
         key: ObjectKey,

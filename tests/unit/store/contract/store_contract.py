@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from kvmrec.api.kinds import Manifest, ObjectKey
@@ -10,6 +11,18 @@ from kvmrec.store.base import Store
 
 # Opens a new client of the one store of a test (``read_only=True``: a reader).
 Opener = Callable[..., Store]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Where a store differs from the others by design."""
+
+    # A reconcile that changed nothing (the same status but for its time, no events, ok)
+    # is still written (sqlite); etcd skips it, so a fleet at rest costs no writes.
+    writes_quiet_reconciles: bool
+    # The host a store's statuses are reported under (None: one status per object).
+    host: str | None
+
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 KEY = ObjectKey("Domain", "web")

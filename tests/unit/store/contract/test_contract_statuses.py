@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
-from store_contract import KEY, at, manifest
+from store_contract import KEY, Capabilities, at, manifest
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.store.base import Store, StoreError
@@ -164,3 +164,52 @@ def test_events_with_and_without_an_object_and_a_limit_past_the_end(store: Store
     seqs = [e.seq for e in store.events()]
     assert seqs == sorted(seqs) and len(set(seqs)) == 2 and seqs[0] > 0
     assert store.events(ObjectKey("Domain", "other")) == []
+
+
+def test_a_reconcile_that_changed_nothing_is_written_only_where_declared(
+    store: Store, capabilities: Capabilities
+) -> None:
+    store.apply(manifest(), at(0))
+    first = Status(observed_generation=1, last_reconcile_time=at(1)).with_condition(
+        "Ready", "True", "Running", "", at(1)
+    )
+    store.record(KEY, first, [], at(1), reconcile=ReconcileRecord(KEY, at(1), 0.1, "ok"))
+    again = replace(first, last_reconcile_time=at(2))
+    store.record(KEY, again, [], at(2), reconcile=ReconcileRecord(KEY, at(2), 0.1, "ok"))
+    if capabilities.writes_quiet_reconciles:
+        assert store.get_status(KEY) == again
+        assert [r.time for r in store.reconciles(KEY)] == [at(1), at(2)]
+    else:  # nothing but the time moved: nothing is written
+        assert store.get_status(KEY) == first
+        assert [r.time for r in store.reconciles(KEY)] == [at(1)]
+
+    # A failed reconcile, an event, or a status that changed is always written.
+    failed = replace(first, last_reconcile_time=at(3))
+    store.record(KEY, failed, [], at(3), reconcile=ReconcileRecord(KEY, at(3), 0.0, "error", "x"))
+    assert store.get_status(KEY) == failed
+    assert store.reconciles(KEY)[-1].result == "error"
+    told = replace(first, last_reconcile_time=at(4))
+    store.record(KEY, told, [("Normal", "Checked", "")], at(4))
+    assert store.get_status(KEY) == told
+    assert [e.reason for e in store.events(KEY)] == ["Checked"]
+    moved = replace(told, retries=1)
+    store.record(KEY, moved, [], at(4))
+    assert store.get_status(KEY) == moved
+
+
+def test_host_statuses_name_the_host_of_each_status(
+    store: Store, capabilities: Capabilities
+) -> None:
+    other = ObjectKey("Domain", "db")
+    assert store.host_statuses() == []
+    store.record(KEY, Status(observed_generation=1), (), datetime.now(UTC))
+    store.record(other, Status(observed_generation=2), (), datetime.now(UTC))
+    host = capabilities.host
+    assert store.host_statuses() == [
+        (other, host, Status(observed_generation=2)),
+        (KEY, host, Status(observed_generation=1)),
+    ]
+    assert store.host_statuses(KEY) == [(KEY, host, Status(observed_generation=1))]
+    assert store.host_statuses(ObjectKey("Domain", "none")) == []
+    store.remove(KEY)
+    assert store.host_statuses() == [(other, host, Status(observed_generation=2))]

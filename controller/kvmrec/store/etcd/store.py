@@ -1,0 +1,56 @@
+"""``EtcdStore``: every part of the ``Store`` interface on keys under one etcd prefix."""
+
+from __future__ import annotations
+
+from .client import Client
+from .fencing import Fence
+from .gateway import Gateway, parse_endpoints
+from .history import HistoryKeys
+from .keys import Layout
+from .ledger import LedgerKeys
+from .objects import ObjectKeys
+from .sources import SourceKeys
+from .statuses import EVENT_TTL, EventLease, StatusKeys
+
+DEFAULT_PREFIX = "/kvmrec"
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`` as (endpoints, prefix)."""
+    rest = url.split("://", 1)[1]
+    endpoints, slash, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    return endpoints, f"/{prefix}" if slash and prefix else DEFAULT_PREFIX
+
+
+class EtcdStore(ObjectKeys, StatusKeys, HistoryKeys, LedgerKeys, SourceKeys):
+    """A ``Store`` in etcd under ``prefix``. ``host``: the host whose statuses this store
+    reads and writes (None: an operator's view, reading the newest of every host's).
+    ``fence``: compares every write carries (the host's lease)."""
+
+    def __init__(
+        self,
+        endpoints: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        host: str | None = None,
+        fence: Fence | None = None,
+        read_only: bool = False,
+        timeout: float = 5.0,
+        event_ttl: int = EVENT_TTL,
+    ) -> None:
+        gateway = Gateway(parse_endpoints(endpoints), timeout=timeout)
+        self._etcd = Client(gateway, Layout(prefix), host=host, fence=fence, read_only=read_only)
+        self._event_lease = EventLease(self._etcd, event_ttl)
+
+    @property
+    def prefix(self) -> str:
+        return self._etcd.layout.prefix
+
+    def change_counter(self) -> int:
+        # etcd's revision, from the header of a range that returns no keys.
+        layout = self._etcd.layout
+        return self._etcd.range(layout.root, prefix=True, count_only=True, limit=1).revision
+
+    def close(self) -> None:
+        self._etcd.close()
