@@ -82,7 +82,7 @@ def plan(
     objects whose manifests' labels (the stored ones, for a deletion) match."""
     store: Store
     try:
-        store = stores.open(settings.state, read_only=True)
+        store = stores.open(settings.store_location, read_only=True)
     except StoreError:
         # Nothing applied yet: everything is new. An empty store in memory, so that no
         # state file appears as a side effect of a dry run.

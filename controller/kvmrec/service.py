@@ -70,7 +70,7 @@ class Service:
     def __init__(self, settings: Settings, *, clock: clocks.Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or clocks.SystemClock()
-        self.store = stores.open(settings.state)
+        self.store = stores.open(settings.store_location)
         self.metrics = Metrics()
         self.endpoint: Endpoint | None = None
         self._loaded = threading.Event()  # the manifests were read once: ready to serve

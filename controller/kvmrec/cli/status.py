@@ -22,7 +22,7 @@ def add_parser(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "status", help="show each object's conditions and drift (exit 2 if not all synced)"
     )
-    where.add_state(parser)
+    where.add_state(parser, store=True)
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument(
         "-o", "--output", choices=["table", "wide", "json", "yaml"], default="table"
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     settings = where.cli_settings(args)
     try:
-        store = stores.open(settings.state, read_only=True)
+        store = stores.open(settings.store_location, read_only=True)
     except StoreError as exc:
         print(f"kvmrec status: {exc}", file=sys.stderr)
         return 1
