@@ -75,8 +75,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="kvmrec",
         description="Declarative, self-healing reconciling controller for KVM hosts.",
         epilog="Every command finds the state, manifests and libvirt of the running service "
-        "the same way, strongest first: --state/--manifests/--connect; $KVMREC_STATE, "
-        "$KVMREC_MANIFESTS; the configuration file (--config, else $KVMREC_CONFIG, else "
+        "the same way, strongest first: --state (or --store)/--manifests/--connect; "
+        "$KVMREC_STATE (or $KVMREC_STORE), $KVMREC_MANIFESTS; the configuration file "
+        "(--config, else $KVMREC_CONFIG, else "
         f"{config.DEFAULT_PATH} if it exists); the defaults. `make run` prints the "
         "export KVMREC_CONFIG=... line for other shells.",
     )

@@ -48,7 +48,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--yes", action="store_true", help="approve without asking (for scripts)")
     where.add_manifests(parser)
-    where.add_state(parser)
+    where.add_state(parser, store=True)
     safety.add_insecure_manifests(parser)
     config.add_option(parser)  # last: it tracks the flags added above
     parser.set_defaults(handler=run)
@@ -97,7 +97,7 @@ def _table(objects: list[StoredObject]) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = where.cli_settings(args)
     try:
-        store = stores.open(settings.state, create=False)
+        store = stores.open(settings.store_location, create=False)
     except StoreError as exc:
         print(f"kvmrec prune: {exc}", file=sys.stderr)
         return 1
@@ -146,6 +146,13 @@ def _prune(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 def _nudge(settings: Settings) -> None:
     """Ask the service on this state to rescan now, rather than at its next rescan."""
+    if settings.store is not None:
+        print(
+            f"the service publishing into {settings.store} makes them at its next rescan "
+            "(within a minute), or at once when reloaded (SIGHUP)",
+            file=sys.stderr,
+        )
+        return
     pid = holder(settings.state)
     if pid is None:
         print(

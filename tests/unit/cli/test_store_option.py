@@ -32,11 +32,27 @@ def config_file(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["run", "status", "plan", "events", "history", "describe"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "run",
+        "status",
+        "plan",
+        "events",
+        "history",
+        "describe",
+        "apply",
+        "delete",
+        "publish",
+        "prune",
+    ],
+)
 def test_every_store_reading_command_takes_store(command: str) -> None:
     argv = [command, "--store", ETCD, "--config", "/dev/null"]
-    if command in ("history", "describe"):
+    if command in ("history", "describe", "delete"):
         argv.insert(1, "Domain/a")
+    if command == "apply":
+        argv += ["-f", "x.yaml"]
     settings = settings_for(*argv)
     assert settings.store == ETCD
     assert settings.store_location == ETCD
