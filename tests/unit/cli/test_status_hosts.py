@@ -106,3 +106,24 @@ def test_status_host_on_a_state_file(
     assert [(o["name"], o["host"]) for o in body["objects"]] == [("web", None)]
     main([*args, "--host", "hv-1"])
     assert json.loads(capsys.readouterr().out)["objects"] == []
+
+
+def test_a_watch_tells_the_hosts_of_one_object_apart(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kvmrec.cli import watching
+
+    entries = [(LAN, "hv-1", ready("hv-1")), (LAN, "hv-2", ready("hv-2"))]
+    printer = watching.StatusPrinter("table")
+    printer.first(report.build(FleetView(store, entries)))  # type: ignore[arg-type]
+    assert capsys.readouterr().out.splitlines()[0].split()[:3] == ["KIND", "NAME", "HOST"]
+    failing = Status(observed_generation=1).with_condition("Ready", "False", "HostNotReady", "", T0)
+    entries[1] = (LAN, "hv-2", failing)
+    printer.update(report.build(FleetView(store, entries)))  # type: ignore[arg-type]
+    changed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in changed] == [["Network", "lan", "hv-2"]]
+    printer.update(report.build(FleetView(store, entries[:1])))  # type: ignore[arg-type]
+    gone = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] + line.split()[-1:] for line in gone] == [
+        ["Network", "lan", "hv-2", "removed"]
+    ]
