@@ -31,7 +31,7 @@ from kvmrec.reconcilers.plans import Plan, plan_fields
 from kvmrec.settings import Settings
 from kvmrec.sources import candidates, trust
 from kvmrec.sources.directory import scan
-from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync, of_directory
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status, StoredObject
 
@@ -116,7 +116,7 @@ def _plan(
     sync = ManifestSync(store, clock, allow_mass_delete=settings.allow_mass_delete)
     snapshot = scan(settings.manifests)
     if not settings.insecure_manifests:  # judged as the service judges it
-        sources = {obj.source for obj in stored.values()}
+        sources = {obj.source for obj in stored.values() if of_directory(obj)}
         snapshot = trust.enforce(snapshot, settings.manifests, expected=sources)
     if candidate is not None:
         snapshot = candidates.overlay(snapshot, candidate)

@@ -40,7 +40,7 @@ from kvmrec.reconcilers import recording, registry
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
-from kvmrec.sources.manifests import ManifestSync
+from kvmrec.sources.manifests import ManifestSync, of_directory
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import Status, StoredObject
 
@@ -244,7 +244,7 @@ class Service:
         held too: that someone may have removed it."""
         if self.settings.insecure_manifests:
             return snapshot
-        expected = {obj.source for obj in self.store.list()}
+        expected = {obj.source for obj in self.store.list() if of_directory(obj)}
         return trust.enforce(snapshot, self.settings.manifests, expected=expected)
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:

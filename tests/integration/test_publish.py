@@ -128,3 +128,30 @@ def test_publish_on_a_state_another_service_holds_exits_1(controller: Controller
     )
     assert done.returncode == 1
     assert str(controller.proc.pid) in done.stderr
+
+
+def test_objects_applied_by_hand_stay_beside_a_published_directory(
+    controller: Controller, prefix: str, stack: dict[str, str], tmp_path: Path
+) -> None:
+    kind = stack["KVMREC_DOMAIN_TYPE"]
+    a, b, by_hand = f"{prefix}-da", f"{prefix}-db", f"{prefix}-dh"
+    controller.write("a.yaml", domain_manifest(a, kind))
+    controller.write("b.yaml", domain_manifest(b, kind))
+    draft = tmp_path / "by-hand.yaml"
+    draft.write_text(domain_manifest(by_hand, kind))
+    applied = controller.cli("apply", "-f", str(draft))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.strip() == f"Domain/{by_hand} created"
+    for _ in range(2):  # and again: the directory's pass does not take it back
+        done = subprocess.run(
+            publish(controller, "--once"), capture_output=True, text=True, env=controller.env()
+        )
+        assert done.returncode == 0, done.stderr
+    controller.remove("b.yaml")
+    done = subprocess.run(
+        publish(controller, "--once"), capture_output=True, text=True, env=controller.env()
+    )
+    assert done.returncode == 0, done.stderr  # 1 of the directory's 2: no guard
+    found = objects(controller)
+    assert {n: o["deleting"] for n, o in found.items()} == {a: False, b: True, by_hand: False}
+    assert found[by_hand]["source"] == str(draft)

@@ -27,7 +27,7 @@ from kvmrec.engine.clock import SystemClock
 from kvmrec.settings import Settings
 from kvmrec.sources import trust
 from kvmrec.sources.directory import scan
-from kvmrec.sources.manifests import Desired, ManifestSync
+from kvmrec.sources.manifests import Desired, ManifestSync, of_directory
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.lock import holder
 from kvmrec.store.records import DeletionApproval, StoredObject
@@ -77,7 +77,7 @@ def held_back(settings: Settings, store: Store) -> Desired:
     stored = store.list()
     snapshot = scan(settings.manifests)
     if not settings.insecure_manifests:
-        expected = {obj.source for obj in stored}
+        expected = {obj.source for obj in stored if of_directory(obj)}
         snapshot = trust.enforce(snapshot, settings.manifests, expected=expected)
     sync = ManifestSync(store, SystemClock(), allow_mass_delete=settings.allow_mass_delete)
     return sync.compute(snapshot, stored)

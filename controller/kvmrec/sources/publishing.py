@@ -17,7 +17,7 @@ from kvmrec.engine.clock import Clock, SystemClock
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource, Snapshot, scan
-from kvmrec.sources.manifests import ManifestSync, SyncResult
+from kvmrec.sources.manifests import ManifestSync, SyncResult, of_directory
 from kvmrec.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Publisher:
         from a directory others can write is held too)."""
         if self.settings.insecure_manifests:
             return snapshot
-        expected = {obj.source for obj in self.store.list()}
+        expected = {obj.source for obj in self.store.list() if of_directory(obj)}
         return trust.enforce(snapshot, self.settings.manifests, expected=expected)
 
     def publish(self, snapshot: Snapshot) -> SyncResult:
