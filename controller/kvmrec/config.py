@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from kvmrec import config_values, ownership
+from kvmrec import config_values, ownership, store_choice
 from kvmrec.settings import Settings
 
 if TYPE_CHECKING:
@@ -75,9 +75,10 @@ DEFAULT_PATH = Path("/etc/kvmrec/config.yaml")
 CONFIG_VARIABLE = "KVMREC_CONFIG"
 """Names the configuration file when no ``--config`` is given."""
 
-ENVIRONMENT = {"state": "KVMREC_STATE", "manifests": "KVMREC_MANIFESTS"}
+ENVIRONMENT = {"state": "KVMREC_STATE", "manifests": "KVMREC_MANIFESTS", "store": "KVMREC_STORE"}
 """Settings an environment variable may set, over the file and under a flag: where the
-service keeps its state and reads its manifests, what a command by hand must agree on."""
+service keeps its state (a file, or another store) and reads its manifests, what a
+command by hand must agree on."""
 
 
 # The attribute prefix under which tracked parsers note their given options (one attribute
@@ -268,12 +269,28 @@ def resolve(args: argparse.Namespace, flags: Settings, *, default: Path | None =
     explicit = given(args)
     fields = {f.name for f in dataclasses.fields(Settings)}
     from_file = {k: v for k, v in file.values.items() if k in fields and k not in explicit}
-    from_environment = {
-        key: Path(os.environ[variable]).expanduser()
-        for key, variable in ENVIRONMENT.items()
-        if os.environ.get(variable) and key not in explicit
+    variables: dict[str, Any] = {
+        key: value if key == "store" else Path(value).expanduser()
+        for key, value in ((k, os.environ.get(v)) for k, v in ENVIRONMENT.items())
+        if value
     }
-    settings = dataclasses.replace(flags, **{**from_file, **from_environment})
+    from_environment = {k: v for k, v in variables.items() if k not in explicit}
+    try:
+        store = store_choice.choose(
+            [
+                store_choice.Level(
+                    "--store and --state",
+                    {k: getattr(flags, k) for k in ("store", "state") if k in explicit},
+                ),
+                store_choice.Level("$KVMREC_STORE and $KVMREC_STATE", variables),
+                store_choice.Level(
+                    f"{file.path}: store and state", file.values, file.path and file.path.parent
+                ),
+            ]
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    settings = dataclasses.replace(flags, **{**from_file, **from_environment, **store})
 
     def process(key: str, fallback: str) -> str:
         if key in explicit:

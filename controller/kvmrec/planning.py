@@ -30,7 +30,7 @@ from kvmrec.reconcilers import registry
 from kvmrec.reconcilers.plans import Plan, plan_fields
 from kvmrec.settings import Settings
 from kvmrec.sources import candidates, trust
-from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync
+from kvmrec.sources.manifests import GUARD_SOURCE, ManifestSync, of_directory
 from kvmrec.sources.scanning import scan
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status, StoredObject
@@ -82,7 +82,7 @@ def plan(
     objects whose manifests' labels (the stored ones, for a deletion) match."""
     store: Store
     try:
-        store = stores.open(settings.state, read_only=True)
+        store = stores.open(settings.store_location, read_only=True)
     except StoreError:
         # Nothing applied yet: everything is new. An empty store in memory, so that no
         # state file appears as a side effect of a dry run.
@@ -116,7 +116,7 @@ def _plan(
     sync = ManifestSync(store, clock, allow_mass_delete=settings.allow_mass_delete)
     snapshot = scan(settings.manifests)
     if not settings.insecure_manifests:  # judged as the service judges it
-        sources = {obj.source for obj in stored.values()}
+        sources = {obj.source for obj in stored.values() if of_directory(obj)}
         snapshot = trust.enforce(snapshot, settings.manifests, expected=sources)
     if candidate is not None:
         snapshot = candidates.overlay(snapshot, candidate)

@@ -41,7 +41,7 @@ from kvmrec.reconcilers import recording, registry
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource
-from kvmrec.sources.manifests import ManifestSync
+from kvmrec.sources.manifests import ManifestSync, of_directory
 from kvmrec.sources.scanning import Snapshot, scan
 from kvmrec.store.base import StoreError
 from kvmrec.store.records import Status, StoredObject
@@ -72,7 +72,7 @@ class Service:
     def __init__(self, settings: Settings, *, clock: clocks.Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or clocks.SystemClock()
-        self.store = stores.open(settings.state)
+        self.store = stores.open(settings.store_location)
         self.metrics = Metrics()
         self.endpoint: Endpoint | None = None
         self._loaded = threading.Event()  # the manifests were read once: ready to serve
@@ -246,7 +246,7 @@ class Service:
         held too: that someone may have removed it."""
         if self.settings.insecure_manifests:
             return snapshot
-        expected = {obj.source for obj in self.store.list()}
+        expected = {obj.source for obj in self.store.list() if of_directory(obj)}
         return trust.enforce(snapshot, self.settings.manifests, expected=expected)
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:

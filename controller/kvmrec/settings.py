@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from kvmrec.engine.backoff import BackoffSettings
 
@@ -20,6 +22,18 @@ class Settings:
     connect: str = field(default_factory=default_uri)
     state: Path = Path("/var/lib/kvmrec/state.db")
     ovsdb: str = "unix:/run/openvswitch/db.sock"
+
+    store: str | None = None
+    """A store that is not a state file (``etcd://HOST:PORT[,...][/PREFIX]``, a fleet's);
+    None: the ``state`` file. A ``sqlite:///PATH`` given as a store is made the ``state``
+    (kvmrec/store_choice.py), so one file is never known by two names."""
+
+    host: str | None = None
+    """This hypervisor's name in a fleet (``run --host``); only with an etcd store."""
+
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """This hypervisor's labels in a fleet (``run --label KEY=VALUE``), which placement
+    matches a Domain's ``hostSelector`` against."""
 
     resync: float = 300.0
     """Five minutes bounds how long drift that raised no libvirt event (an autostart flag
@@ -86,3 +100,8 @@ class Settings:
     """A reconcile running for 15 minutes is hung, not slow: every call one makes is bounded
     well below that (qemu-img's 10 minutes for a full copy, libvirt's keepalive), so the
     systemd watchdog stops being petted and the service is restarted (kvmrec/daemon.py)."""
+
+    @property
+    def store_location(self) -> str | Path:
+        """What ``kvmrec.store.open`` opens: the ``store`` if there is one, else ``state``."""
+        return self.store if self.store is not None else self.state

@@ -98,3 +98,13 @@ def _check_key(key: str, text: str) -> None:
             f"selector {text!r}: {key!r} is not a label key (letters, digits, '-', '_', '.', "
             "at most 63, with an optional DNS prefix and '/')"
         )
+
+
+def label(text: str) -> tuple[str, str]:
+    """One ``KEY=VALUE`` label as a command line gives it (``run --label``); ValueError
+    says what is wrong with it, in the words of a selector's."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    requirement = _requirement(f"{key.strip()}={value.strip()}", text)
+    return requirement.key, requirement.value

@@ -33,7 +33,7 @@ def add_parser(commands: Any) -> None:
         "describe", help="show one object in detail: spec, conditions, drift, events"
     )
     parser.add_argument("object", metavar="KIND/NAME")
-    where.add_state(parser)
+    where.add_state(parser, store=True)
     parser.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     config.add_option(parser)  # last: it tracks the flags added above
     parser.set_defaults(handler=run)
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvmrec describe: {exc}", file=sys.stderr)
         return 1
     try:
-        store = stores.open(where.cli_settings(args).state, read_only=True)
+        store = stores.open(where.cli_settings(args).store_location, read_only=True)
     except StoreError as exc:
         print(f"kvmrec describe: {exc}", file=sys.stderr)
         return 1

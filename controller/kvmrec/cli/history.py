@@ -32,7 +32,7 @@ def add_parser(commands: Any) -> None:
         "events", help="what happened to the objects (newest last)"
     )
     events.add_argument("object", nargs="?", metavar="KIND/NAME")
-    where.add_state(events)
+    where.add_state(events, store=True)
     events.add_argument("--limit", type=int, default=100)
     events.add_argument("-o", "--output", choices=["table", "json"], default="table")
     events.add_argument(
@@ -48,7 +48,7 @@ def add_parser(commands: Any) -> None:
         "history", help="an object's revisions and reconciles"
     )
     history.add_argument("object", metavar="KIND/NAME")
-    where.add_state(history)
+    where.add_state(history, store=True)
     history.add_argument("--limit", type=int, default=20, help="reconciles to show")
     history.add_argument(
         "--diff",
@@ -70,7 +70,7 @@ def _open(args: argparse.Namespace, command: str) -> tuple[Store, ObjectKey | No
             print(f"kvmrec {command}: {exc}", file=sys.stderr)
             return None
     try:
-        return stores.open(where.cli_settings(args).state, read_only=True), key
+        return stores.open(where.cli_settings(args).store_location, read_only=True), key
     except StoreError as exc:
         print(f"kvmrec {command}: {exc}", file=sys.stderr)
         return None

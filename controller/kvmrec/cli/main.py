@@ -39,6 +39,9 @@ _COMMANDS = {
     "guest": "guest",
     "prune": "prune",
     "reload": "reload",
+    "apply": "apply",
+    "delete": "delete",
+    "publish": "publish",
 }
 
 # Global options that take a value: what follows them is not the command.
@@ -47,7 +50,7 @@ _VALUED = ("--log-format", "--log-level")
 # The service logs what it does at INFO. Every other command prints its answer on stdout
 # (plan's progress line is its own, not a log line), and its log holds warnings and errors
 # only unless --log-level asks for more; a configuration file's log_level is the service's.
-_SERVICES = frozenset({"run"})
+_SERVICES = frozenset({"run", "publish"})
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
@@ -72,8 +75,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="kvmrec",
         description="Declarative, self-healing reconciling controller for KVM hosts.",
         epilog="Every command finds the state, manifests and libvirt of the running service "
-        "the same way, strongest first: --state/--manifests/--connect; $KVMREC_STATE, "
-        "$KVMREC_MANIFESTS; the configuration file (--config, else $KVMREC_CONFIG, else "
+        "the same way, strongest first: --state (or --store)/--manifests/--connect; "
+        "$KVMREC_STATE (or $KVMREC_STORE), $KVMREC_MANIFESTS; the configuration file "
+        "(--config, else $KVMREC_CONFIG, else "
         f"{config.DEFAULT_PATH} if it exists); the defaults. `make run` prints the "
         "export KVMREC_CONFIG=... line for other shells.",
     )

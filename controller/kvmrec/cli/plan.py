@@ -37,7 +37,7 @@ def add_parser(commands: Any) -> None:
     )
     where.add_manifests(parser)
     parser.add_argument("--connect", default=None, help="libvirt URI")
-    where.add_state(parser)
+    where.add_state(parser, store=True)
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
     parser.add_argument("-f", "--filename", type=Path, metavar="FILE_OR_DIR", help=_CANDIDATE_HELP)
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     logs.setup(resolved.log_level, resolved.log_format)
     settings = resolved.settings
-    where.warn_unserved("kvmrec plan", settings.state)
+    if settings.store is None:
+        where.warn_unserved("kvmrec plan", settings.state)
     candidate = None
     if args.filename is not None:
         try:

@@ -26,7 +26,7 @@ from kvmrec.cli import safety, where
 from kvmrec.engine.clock import SystemClock
 from kvmrec.settings import Settings
 from kvmrec.sources import trust
-from kvmrec.sources.manifests import Desired, ManifestSync
+from kvmrec.sources.manifests import Desired, ManifestSync, of_directory
 from kvmrec.sources.scanning import scan
 from kvmrec.store.base import Store, StoreError
 from kvmrec.store.lock import holder
@@ -48,7 +48,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--yes", action="store_true", help="approve without asking (for scripts)")
     where.add_manifests(parser)
-    where.add_state(parser)
+    where.add_state(parser, store=True)
     safety.add_insecure_manifests(parser)
     config.add_option(parser)  # last: it tracks the flags added above
     parser.set_defaults(handler=run)
@@ -77,7 +77,7 @@ def held_back(settings: Settings, store: Store) -> Desired:
     stored = store.list()
     snapshot = scan(settings.manifests)
     if not settings.insecure_manifests:
-        expected = {obj.source for obj in stored}
+        expected = {obj.source for obj in stored if of_directory(obj)}
         snapshot = trust.enforce(snapshot, settings.manifests, expected=expected)
     sync = ManifestSync(store, SystemClock(), allow_mass_delete=settings.allow_mass_delete)
     return sync.compute(snapshot, stored)
@@ -97,7 +97,7 @@ def _table(objects: list[StoredObject]) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = where.cli_settings(args)
     try:
-        store = stores.open(settings.state, create=False)
+        store = stores.open(settings.store_location, create=False)
     except StoreError as exc:
         print(f"kvmrec prune: {exc}", file=sys.stderr)
         return 1
@@ -146,6 +146,13 @@ def _prune(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 def _nudge(settings: Settings) -> None:
     """Ask the service on this state to rescan now, rather than at its next rescan."""
+    if settings.store is not None:
+        print(
+            f"the service publishing into {settings.store} makes them at its next rescan "
+            "(within a minute), or at once when reloaded (SIGHUP)",
+            file=sys.stderr,
+        )
+        return
     pid = holder(settings.state)
     if pid is None:
         print(

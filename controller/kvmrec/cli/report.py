@@ -9,14 +9,20 @@ A manifest file in error keeps its objects at their last good spec, and those ob
 not in sync with their file: each shows ``Synced=False`` (reason ``InvalidManifest``, the
 file's error as message) for as long as the error lasts, over what the last reconcile said.
 When the file is fixed, the reconcile's own Synced shows again.
+
+In a fleet's store each entry names its ``host`` (None while unplaced, and always in a
+state file); a kind that applies to several hosts has one entry per host, and the table
+gains a HOST column when any entry has a host.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from kvmrec.api.objects import ObjectKey
 from kvmrec.api.selectors import Selector
 from kvmrec.store.base import Store
 from kvmrec.store.records import SourceError, Status
@@ -36,19 +42,40 @@ def with_source_error(status: Status, error: SourceError | None) -> Status:
     return status.with_condition("Synced", "False", INVALID_MANIFEST, message, error.time)
 
 
+def _statuses_by_host(store: Store) -> Callable[[ObjectKey], list[tuple[str | None, Status]]]:
+    """Each object's statuses with the host each is of: one per host for a kind that
+    applies to several hosts, one of no host (None) while unplaced or in a store of one
+    host. A store without ``host_statuses`` (a state file) has no hosts."""
+    host_statuses = getattr(store, "host_statuses", None)
+    if host_statuses is None:
+        statuses = store.statuses()
+        return lambda key: [(None, statuses.get(key) or Status())]
+    by_key: dict[ObjectKey, list[tuple[str | None, Status]]] = {}
+    for key, host, status in host_statuses():
+        by_key.setdefault(key, []).append((host, status))
+    return lambda key: by_key.get(key) or [(None, Status())]
+
+
 def build(
-    store: Store, only: tuple[str, str] | None = None, selector: Selector | None = None
+    store: Store,
+    only: tuple[str, str] | None = None,
+    selector: Selector | None = None,
+    host: str | None = None,
 ) -> dict[str, Any]:
-    statuses = store.statuses()
+    """``host``: only the entries of that host."""
+    statuses_of = _statuses_by_host(store)
     source_errors = store.source_errors()
     in_error = {e.source: e for e in source_errors}
     objects = []
-    for obj in store.list():
+    entries = [(o, on, stored) for o in store.list() for on, stored in statuses_of(o.key)]
+    for obj, on, stored in entries:
         if only is not None and (obj.key.kind, obj.key.name) != only:
             continue
         if selector is not None and not selector.matches(obj.labels):
             continue
-        status = with_source_error(statuses.get(obj.key) or Status(), in_error.get(obj.source))
+        if host is not None and on != host:
+            continue
+        status = with_source_error(stored, in_error.get(obj.source))
         synced = (
             not obj.deleting
             and status.observed_generation == obj.generation
@@ -58,6 +85,7 @@ def build(
             {
                 "kind": obj.key.kind,
                 "name": obj.key.name,
+                "host": on,
                 "generation": obj.generation,
                 "observedGeneration": status.observed_generation,
                 "synced": synced,
@@ -137,13 +165,19 @@ def _guest_columns(guest: dict[str, Any] | None) -> list[str]:
     return [ips or "-", guest.get("hostname") or "-", guest.get("os") or "-"]
 
 
-def header(*, wide: bool = False) -> list[str]:
+def header(*, wide: bool = False, hosts: bool = False) -> list[str]:
     extra = ["IP", "HOSTNAME", "OS"] if wide else []
-    return ["KIND", "NAME", "STATE", *extra, "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]
+    on = ["HOST"] if hosts else []
+    return ["KIND", "NAME", *on, "STATE", *extra, "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]
 
 
-def row(obj: dict[str, Any], *, wide: bool = False) -> list[str]:
-    """One object's line of the table: KIND and NAME first."""
+def has_hosts(report: dict[str, Any]) -> bool:
+    """Whether the table needs a HOST column: some entry is of a host."""
+    return any(obj.get("host") is not None for obj in report["objects"])
+
+
+def row(obj: dict[str, Any], *, wide: bool = False, hosts: bool = False) -> list[str]:
+    """One object's line of the table: KIND and NAME first (then HOST with ``hosts``)."""
     drift = ", ".join(f"{d['field']}: {d['actual']!s} -> {d['desired']!s}" for d in obj["drift"])
     summary = _condition_summary(obj)
     invalid = summary.startswith(f"Synced=False {INVALID_MANIFEST}")
@@ -153,6 +187,7 @@ def row(obj: dict[str, Any], *, wide: bool = False) -> list[str]:
     return [
         obj["kind"],
         obj["name"],
+        *([obj.get("host") or "-"] if hosts else []),
         str(obj["state"] or "-"),
         *(_guest_columns(obj.get("guest")) if wide else []),
         "yes" if obj["ready"] else "no",
@@ -177,7 +212,9 @@ def lines(rows: list[list[str]], sizes: list[int]) -> list[str]:
 
 
 def table(report: dict[str, Any], *, wide: bool = False) -> str:
-    rows = [header(wide=wide)] + [row(obj, wide=wide) for obj in report["objects"]]
+    hosts = has_hosts(report)
+    rows = [header(wide=wide, hosts=hosts)]
+    rows += [row(obj, wide=wide, hosts=hosts) for obj in report["objects"]]
     text = lines(rows, widths(rows))
     if not report["objects"]:
         text.append("(no objects)")

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from kvmrec import config, early_stop, logs
 from kvmrec.backends.errors import Unavailable
-from kvmrec.cli import report, safety, where
+from kvmrec.cli import fleet_host, report, safety, where
 from kvmrec.cli.progress import Progress
 from kvmrec.daemon import Daemon
 from kvmrec.service import Service
@@ -38,7 +39,8 @@ def add_parser(commands: Any) -> None:
         default=None,
         help="libvirt URI (default $LIBVIRT_DEFAULT_URI or qemu:///system)",
     )
-    where.add_state(parser, "sqlite state file")
+    where.add_state(parser, "sqlite state file", store=True)
+    fleet_host.add_options(parser)
     parser.add_argument("--resync", type=float, default=Settings.resync, metavar="SECONDS")
     parser.add_argument("--ovsdb", default=Settings.ovsdb, help="OVSDB socket")
     parser.add_argument("--workers", type=int, default=Settings.workers)
@@ -97,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvmrec run: {exc}", file=sys.stderr)
         return 1
     settings = resolved.settings
+    problem = fleet_host.problem(settings)
+    if problem is not None:
+        print(f"kvmrec run: {problem}", file=sys.stderr)
+        return 1
     if settings.resync <= 0 or settings.workers < 1 or settings.stop_grace_period < 0:
         print(
             "kvmrec run: resync must be positive, workers at least 1 and the stop grace "
@@ -108,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
     if _stop_requested():
         return 0
     try:
-        lock = StateLock.acquire(settings.state)
+        # A state file has one controller; a fleet's store fences its hosts by their leases.
+        lock: AbstractContextManager[object] = (
+            StateLock.acquire(settings.state) if settings.store is None else nullcontext()
+        )
     except StoreError as exc:
         print(f"kvmrec run: {exc}", file=sys.stderr)
         return 1

@@ -11,18 +11,17 @@ import sys
 from typing import Any
 
 from kvmrec import config
-from kvmrec import store as stores
 from kvmrec.api.objects import ObjectKey
 from kvmrec.api.selectors import Selector
 from kvmrec.cli import report, selecting, watching, where
-from kvmrec.store.base import Store, StoreError
+from kvmrec.store.base import Store
 
 
 def add_parser(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "status", help="show each object's conditions and drift (exit 2 if not all synced)"
     )
-    where.add_state(parser)
+    where.add_state(parser, store=True)
     parser.add_argument("object", nargs="?", metavar="KIND/NAME", help="only this object")
     parser.add_argument(
         "-o", "--output", choices=["table", "wide", "json", "yaml"], default="table"
@@ -32,6 +31,9 @@ def add_parser(commands: Any) -> None:
         "--watch",
         action="store_true",
         help="after the report, print the objects whose status changes (Ctrl-C ends)",
+    )
+    parser.add_argument(
+        "--host", default=None, metavar="NAME", help="only what is on this host of a fleet"
     )
     selecting.add_option(parser)
     config.add_option(parser)  # last: it tracks the flags added above
@@ -51,20 +53,18 @@ def run(args: argparse.Namespace) -> int:
     if selector is None:
         return 1
     settings = where.cli_settings(args)
-    try:
-        store = stores.open(settings.state, read_only=True)
-    except StoreError as exc:
-        print(f"kvmrec status: {exc}", file=sys.stderr)
+    store = where.open_store(args, settings, read_only=True)
+    if store is None:
         return 1
     try:
         since = store.change_counter()
-        result = report.build(store, only, selector)
+        result = report.build(store, only, selector, args.host)
         if only is not None and not result["objects"]:
             print(f"kvmrec status: {args.object}: no such object", file=sys.stderr)
             return 1
         if args.watch:
             return watching.interrupted_is_ok(
-                lambda: _watch(store, since, result, args.output, only, selector)
+                lambda: _watch(store, since, result, args.output, only, selector, args.host)
             )
     finally:
         store.close()
@@ -79,8 +79,9 @@ def _watch(
     output: str,
     only: tuple[str, str] | None,
     selector: Selector,
+    host: str | None,
 ) -> None:
     printer = watching.StatusPrinter(output)
     printer.first(result)
     for _ in watching.changes(store, since):
-        printer.update(report.build(store, only, selector))
+        printer.update(report.build(store, only, selector, host))

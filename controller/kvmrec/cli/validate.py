@@ -3,17 +3,21 @@
 A directory is read as the service reads its manifest directory, StrictModes included
 (sources/trust.py): a manifest that others could have written is reported with the reason
 and the fix, unless ``--insecure-manifests``. A single file is only parsed: it is a draft
-being checked, wherever it is, not something kvmrec loads from there.
+being checked, wherever it is, not something kvmrec loads from there. ``kvmrec apply``
+checks its files with the same :func:`check_paths`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kvmrec.api import manifests
 from kvmrec.api.errors import ManifestError
+from kvmrec.api.objects import Manifest
 from kvmrec.cli import safety
 from kvmrec.sources import trust
 from kvmrec.sources.scanning import DEFAULT_MAX_FILE_BYTES, scan
@@ -29,11 +33,19 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tally = _Tally()
-    for path in args.paths:
+    tally = check_paths(args.paths, insecure=args.insecure_manifests, out=sys.stdout)
+    print(tally.summary())
+    return 0 if not tally.problems else 2
+
+
+def check_paths(paths: Iterable[Path], *, insecure: bool, out: TextIO) -> Tally:
+    """Every manifest of ``paths`` checked as the service would take it; each problem is
+    printed on ``out`` as it is found, and the valid manifests are kept in the tally."""
+    tally = Tally(out)
+    for path in paths:
         if path.is_dir():
             snapshot = scan(path)
-            if not args.insecure_manifests:
+            if not insecure:
                 snapshot = trust.enforce(snapshot, path)
             files = [(f"{path}/{rel}", c.data) for rel, c in sorted(snapshot.files.items())]
             for rel, reason in sorted(snapshot.errors.items()):
@@ -54,16 +66,17 @@ def run(args: argparse.Namespace) -> int:
             continue
         for name, data in files:
             tally.check(name, data)
-    print(tally.summary())
-    return 0 if not tally.problems else 2
+    return tally
 
 
-class _Tally:
+class Tally:
     """Files, objects and problems, counted as the service would take the files: a file is
     applied whole or not at all, so the objects of an invalid file are not counted as valid,
     and a file that defines an object another file already has is invalid as a whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.manifests: list[Manifest] = []  # of the valid files
         self.files = 0
         self.invalid = 0
         self.objects = 0
@@ -72,7 +85,7 @@ class _Tally:
         self.seen: set[Path] = set()
 
     def problem(self, text: str) -> None:
-        print(text)
+        print(text, file=self.out)
         self.problems += 1
 
     def invalid_file(self, problems: list[str]) -> None:
@@ -102,6 +115,7 @@ class _Tally:
             return
         self.files += 1
         self.objects += len(parsed)
+        self.manifests.extend(parsed)
         self.owners.update({(m.kind, m.name): name for m in parsed})
 
     def summary(self) -> str:

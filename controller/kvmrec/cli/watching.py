@@ -26,7 +26,7 @@ from kvmrec.store.base import Changes
 # nothing a host would notice.
 POLL_SECONDS = 0.5
 
-Key = tuple[str, str]
+Key = tuple[str, str, str | None]  # kind, name, host (of a fleet)
 
 
 def changes(store: Changes, since: int, interval: float = POLL_SECONDS) -> Iterator[None]:
@@ -48,6 +48,10 @@ def interrupted_is_ok(follow: Callable[[], None]) -> int:
     return 0
 
 
+def _key(obj: dict[str, Any]) -> Key:
+    return obj["kind"], obj["name"], obj.get("host")
+
+
 def emit(text: str) -> None:
     # Flushed at once: a watch is read through pipes (``| grep``) as it happens.
     print(text, flush=True)
@@ -63,34 +67,36 @@ class StatusPrinter:
         self.shown: dict[Key, Any] = {}
         self.errors: dict[str, str] = {}
         self.sizes: list[int] = []
+        self.hosts = False  # a HOST column, as the first table had
 
     def _seen(self, obj: dict[str, Any]) -> Any:
         if self.output in ("table", "wide"):
-            return report.row(obj, wide=self.wide)
+            return report.row(obj, wide=self.wide, hosts=self.hosts)
         return {k: v for k, v in obj.items() if k != "lastReconcileTime"}
 
     def first(self, result: dict[str, Any]) -> None:
         if self.output in ("table", "wide"):
-            rows = [report.header(wide=self.wide)]
-            rows += [report.row(obj, wide=self.wide) for obj in result["objects"]]
+            self.hosts = report.has_hosts(result)
+            rows = [report.header(wide=self.wide, hosts=self.hosts)]
+            rows += [report.row(obj, wide=self.wide, hosts=self.hosts) for obj in result["objects"]]
             self.sizes = report.widths(rows)
             emit("\n".join(report.lines(rows, self.sizes)))
             for obj in result["objects"]:
-                self.shown[obj["kind"], obj["name"]] = self._seen(obj)
+                self.shown[_key(obj)] = self._seen(obj)
             self._errors(result["errors"])
             return
         self.update(result)
 
     def update(self, result: dict[str, Any]) -> None:
-        now: dict[Key, dict[str, Any]] = {(o["kind"], o["name"]): o for o in result["objects"]}
+        now: dict[Key, dict[str, Any]] = {_key(o): o for o in result["objects"]}
         changed = [obj for key, obj in now.items() if self.shown.get(key) != self._seen(obj)]
         gone = [key for key in self.shown if key not in now]
         for obj in changed:
-            self.shown[obj["kind"], obj["name"]] = self._seen(obj)
+            self.shown[_key(obj)] = self._seen(obj)
         for key in gone:
             del self.shown[key]
         if self.output in ("table", "wide"):
-            rows = [report.row(obj, wide=self.wide) for obj in changed]
+            rows = [report.row(obj, wide=self.wide, hosts=self.hosts) for obj in changed]
             rows += [self._removed_row(key) for key in gone]
             if rows:
                 self.sizes = report.widths(rows, self.sizes or None)
@@ -98,13 +104,15 @@ class StatusPrinter:
         else:
             for obj in changed:
                 self._document(obj)
-            for kind, name in gone:
-                self._document({"kind": kind, "name": name, "removed": True})
+            for kind, name, host in gone:
+                on = {"host": host} if host is not None else {}
+                self._document({"kind": kind, "name": name, **on, "removed": True})
         self._errors(result["errors"])
 
     def _removed_row(self, key: Key) -> list[str]:
+        on = [key[2] or "-"] if self.hosts else []
         blank = ["-"] * (len(report.header(wide=self.wide)) - 3)
-        return [key[0], key[1], *blank, "removed"]
+        return [key[0], key[1], *on, *blank, "removed"]
 
     def _document(self, body: dict[str, Any]) -> None:
         if self.output == "json":

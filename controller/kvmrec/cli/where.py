@@ -3,8 +3,8 @@
 Every command resolves its settings the one way ``kvmrec run`` does (kvmrec/config.py),
 strongest first:
 
-1. a flag: ``--state``, ``--manifests``, ``--connect``;
-2. ``$KVMREC_STATE``, ``$KVMREC_MANIFESTS``;
+1. a flag: ``--state`` or ``--store``, ``--manifests``, ``--connect``;
+2. ``$KVMREC_STATE`` or ``$KVMREC_STORE``, ``$KVMREC_MANIFESTS``;
 3. the configuration file: ``--config FILE``, else ``$KVMREC_CONFIG``, else
    /etc/kvmrec/config.yaml if it exists (the service's own file);
 4. the built-in default.
@@ -14,6 +14,10 @@ So ``kvmrec snapshot create`` by hand records into the state the service reads, 
 pointed at a state file no service holds (store/lock.py) says so on stderr and goes on:
 reading an old state is legitimate, but writing into a state nobody serves is the mistake
 that makes a snapshot "not kvmrec's".
+
+``--store URL`` names the store when it is not a state file (``etcd://...``, a fleet's);
+it and ``--state`` are one choice, made at the strongest level that sets either
+(kvmrec/store_choice.py), and the two flags together are refused by the parser.
 
 A command gives itself the options with :func:`add_state` / :func:`add_manifests`, then
 ``config.add_option(parser)`` last, and calls :func:`cli_settings` in its handler.
@@ -28,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from kvmrec import config
+from kvmrec import store as stores
 from kvmrec.cli import safety
 from kvmrec.settings import Settings, default_uri
+from kvmrec.store.base import Store, StoreError
 from kvmrec.store.lock import in_use
 
 
@@ -41,15 +47,40 @@ def _where(variable: str, default: Path) -> str:
     )
 
 
-def add_state(parser: argparse.ArgumentParser, purpose: str = "state file") -> None:
-    """``--state FILE``, found as the service finds it when not given."""
-    parser.add_argument(
+def add_state(
+    parser: argparse.ArgumentParser, purpose: str = "state file", *, store: bool = False
+) -> None:
+    """``--state FILE``, found as the service finds it when not given; with ``store``,
+    ``--store URL`` too, the two exclusive."""
+    group: Any = parser.add_mutually_exclusive_group() if store else parser
+    group.add_argument(
         "--state",
         type=Path,
         default=None,
         metavar="FILE",
         help=f"{purpose}; {_where(config.ENVIRONMENT['state'], Settings.state)}",
     )
+    if store:
+        group.add_argument(
+            "--store",
+            default=None,
+            metavar="URL",
+            help="the store, when it is not a state file: etcd://HOST:PORT[,HOST:PORT...]"
+            "[/PREFIX] (a path or sqlite:///PATH is a state file); if not given, "
+            f"${config.ENVIRONMENT['store']}, else the configuration file's, else --state's",
+        )
+
+
+def open_store(
+    args: argparse.Namespace, settings: Settings, *, read_only: bool = False, create: bool = True
+) -> Store | None:
+    """The store ``settings`` name, or None after saying on stderr why it cannot be
+    opened (the command then exits 1)."""
+    try:
+        return stores.open(settings.store_location, read_only=read_only, create=create)
+    except StoreError as exc:
+        print(f"{command_of(args)}: {exc}", file=sys.stderr)
+        return None
 
 
 def add_manifests(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +103,7 @@ def flags_of(args: argparse.Namespace) -> Settings:
         if value is not None:
             values[field.name] = value
     values.update(safety.settings_of(args))
+    values["labels"] = getattr(args, "labels", None) or Settings().labels
     values["connect"] = getattr(args, "connect", None) or default_uri()
     return Settings(**values)
 
@@ -98,7 +130,7 @@ def cli_settings(args: argparse.Namespace, *, warn: bool = True) -> Settings:
     except config.ConfigError as exc:
         print(f"{command_of(args)}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    if warn and hasattr(args, "state"):
+    if warn and hasattr(args, "state") and settings.store is None:
         warn_unserved(command_of(args), settings.state)
     return settings
 

@@ -12,6 +12,9 @@ file's digest, so an unchanged file costs nothing) and applied to the store:
   into another error) is a ``ManifestInvalid`` event on each of its objects, and its
   recovery a ``ManifestValid`` event; a file that has no objects gets them as events of
   no object;
+- an object stored by ``kvmrec apply`` (its source an absolute path, not a file of the
+  directory) is not the directory's: no pass deletes it, and the guard does not count it;
+  a file of the directory that defines it takes it over;
 - an incomplete snapshot (directory missing or unmounted) deletes nothing, and the errors
   known of the files it could not see stay as they were;
 - a pass that would delete most managed objects at once (more than ``guard_fraction`` of
@@ -223,7 +226,9 @@ class ManifestSync:
         # Objects whose file is in error keep their last good state (unless another file now
         # defines them, which wins).
         held = {k for k, obj in stored.items() if obj.source in held_sources and k not in desired}
-        live = [k for k, obj in stored.items() if not obj.deleting]
+        # What `kvmrec apply` stored (its source an absolute path, not a file of this
+        # directory) is not the directory's to delete, nor counted by the guard.
+        live = [k for k, obj in stored.items() if not obj.deleting and of_directory(obj)]
         doomed = sorted(k for k in live if k not in desired and k not in held)
 
         refused, held_back, approved = 0, [], None
@@ -255,3 +260,9 @@ class ManifestSync:
             held_back=held_back,
             approved=approved,
         )
+
+
+def of_directory(obj: StoredObject) -> bool:
+    """Whether ``obj`` came from a file of the manifest directory (sources are relative to
+    it) rather than from ``kvmrec apply`` (an absolute path)."""
+    return not obj.source.startswith("/")

@@ -13,9 +13,23 @@ from pathlib import Path
 
 from kvmrec.store.base import Store, StoreError
 
-__all__ = ["Store", "StoreError", "open"]
+__all__ = ["Store", "StoreError", "open", "state_file"]
 
 _SQLITE = "sqlite://"
+_MEMORY = ":memory:"
+
+
+def state_file(where: str | Path) -> Path | None:
+    """The sqlite state file ``where`` names (a path or ``sqlite:///PATH``); None when it
+    names another store, or a private in-memory one. Reads nothing."""
+    if isinstance(where, Path):
+        return where
+    if "://" not in where:
+        return Path(where) if where != _MEMORY else None
+    if where.startswith(_SQLITE):
+        path = where[len(_SQLITE) :]
+        return Path(path) if path and path != _MEMORY else None
+    return None
 
 
 def open(
