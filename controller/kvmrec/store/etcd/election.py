@@ -101,6 +101,7 @@ class LeaderElection:
                 self._gateway.txn(self._lease.guards(), [delete_op(self.key)])
             except (EtcdError, Fenced) as exc:
                 log.info("cannot resign (the lease expires instead): %s", exc)
+            self._gateway.close()  # this thread's connection
         self._lease.close()
         self._set_leading(False)
 

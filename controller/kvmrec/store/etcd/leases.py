@@ -95,7 +95,10 @@ class HostLease:
     def acquire(self) -> int:
         """Grant the lease and keep it renewed; returns its id."""
         sent = self._clock()
-        lease = self._gateway.grant(self.ttl)
+        try:
+            lease = self._gateway.grant(self.ttl)
+        finally:
+            self._gateway.close()  # the caller's connection: the renewals have their own
         with self._cond:
             self._generation += 1
             generation = self._generation
@@ -136,6 +139,8 @@ class HostLease:
             self._gateway.revoke(lease)
         except EtcdError as exc:
             log.info("cannot revoke lease %x (it will expire): %s", lease, exc)
+        finally:
+            self._gateway.close()
 
     # -- background --------------------------------------------------------------------
 
