@@ -31,21 +31,22 @@ class PrivateEtcd:
     def start(self, timeout: float = 20.0) -> None:
         client = f"http://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
-        log = (self.data_dir.parent / "etcd.log").open("ab")
-        self._process = subprocess.Popen(
-            [
-                "etcd",
-                "--name=private",
-                f"--data-dir={self.data_dir}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=private={peer}",
-            ],
-            stdout=log,
-            stderr=log,
-        )
+        log = self.data_dir.parent / "etcd.log"
+        with log.open("ab") as output:
+            self._process = subprocess.Popen(
+                [
+                    "etcd",
+                    "--name=private",
+                    f"--data-dir={self.data_dir}",
+                    f"--listen-client-urls={client}",
+                    f"--advertise-client-urls={client}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=private={peer}",
+                ],
+                stdout=output,
+                stderr=output,
+            )
         gateway = Gateway([self.endpoint], timeout=1.0)
         deadline = time.monotonic() + timeout
         while True:
@@ -55,8 +56,9 @@ class PrivateEtcd:
                 return
             except EtcdError:
                 if time.monotonic() > deadline or self._process.poll() is not None:
+                    gateway.close()
                     self.stop()
-                    raise RuntimeError(f"private etcd did not start (see {log.name})") from None
+                    raise RuntimeError(f"private etcd did not start (see {log})") from None
                 time.sleep(0.1)
 
     def stop(self) -> None:

@@ -43,6 +43,10 @@ class _Again(Exception):
     """The watch must be opened again (after the backoff)."""
 
 
+class _CallbackFailed(Exception):
+    """The consumer's callback raised: the same changes are delivered again."""
+
+
 class SupervisedWatch:
     """A running watch (a Subscription): ``stop`` ends it and joins its threads."""
 
@@ -131,8 +135,8 @@ class SupervisedWatch:
                 log.warning("watch %s: %s; watching again from %d", prefix, exc, next_revision)
             except EtcdError as exc:
                 log.warning("watch %s: %s", prefix, exc)
-            except Exception:
-                log.exception("watch %s: a callback failed; delivering again", prefix)
+            except _CallbackFailed as exc:
+                log.error("watch %s: %s; delivering again", prefix, exc.__cause__, exc_info=exc)
             finally:
                 stream.close()
                 with self._cond:
@@ -152,13 +156,19 @@ class SupervisedWatch:
         ]
         with self._deliver:
             if not self._is_stopped():
-                self._on_changes(changes)
+                try:
+                    self._on_changes(changes)
+                except Exception as exc:
+                    raise _CallbackFailed("the change callback failed") from exc
 
     def _relist(self, prefix: str) -> int:
         """The consumer re-reads at the current revision; the watch goes on after it."""
         revision = self._gateway.range(prefix.encode(), prefix=True, count_only=True).revision
         with self._deliver:
-            self._on_relist(prefix, revision)
+            try:
+                self._on_relist(prefix, revision)
+            except Exception as exc:
+                raise _CallbackFailed("the re-list callback failed") from exc
         return revision + 1
 
     def _probe(self, key: bytes) -> bool:
