@@ -3,7 +3,7 @@ expires, with what they registered kept, and an operator's cordon kept over re-r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from realstack import wait_for
@@ -36,16 +36,19 @@ def test_a_host_that_stops_renewing_is_not_ready_within_20_seconds(
     hosts = EtcdHosts(etcd_gateway, etcd_prefix)
     proxy = CutProxy(etcd_gateway.endpoints[0])  # h1 reaches etcd through it
     leases = {}
+    registered = datetime.now(UTC)
     for name, path in (("h1", Gateway([proxy.endpoint])), ("h2", etcd_gateway)):
         leases[name] = HostLease(path, hosts.live_key(name))
         leases[name].acquire()
-        EtcdHosts(etcd_gateway, etcd_prefix, leases[name]).register(_host(name), datetime.now(UTC))
+        EtcdHosts(etcd_gateway, etcd_prefix, leases[name]).register(_host(name), registered)
     try:
         listed = hosts.hosts()
         assert [(h.name, h.ready) for h in listed] == [("h1", True), ("h2", True)]
         assert listed[0].capacity == Capacity(8 << 30, 4)
         assert listed[0].labels == {"zone": "a"}
-        assert listed[0].last_heartbeat is not None
+        # Read from the lease (no write per renewal): within one TTL of now.
+        beat = listed[0].last_heartbeat
+        assert beat is not None and abs(datetime.now(UTC) - beat) <= timedelta(seconds=16)
 
         assert hosts.set_cordoned("h2", True)
         assert not hosts.set_cordoned("nope", True)
@@ -59,6 +62,11 @@ def test_a_host_that_stops_renewing_is_not_ready_within_20_seconds(
         )
         dead = hosts.host("h1")
         assert dead is not None and dead.labels == {"zone": "a"} and dead.version == "0.1"
+        assert dead.last_heartbeat == registered  # what was written, no lease to read
+        seen = datetime.now(UTC)
+        assert hosts.record_last_heartbeat("h1", seen)
+        assert hosts.record_last_heartbeat("h1", registered)  # older: kept as it was
+        assert hosts.host("h1").last_heartbeat == seen  # type: ignore[union-attr]
         other = hosts.host("h2")
         assert other is not None and other.ready and other.cordoned
 

@@ -4,13 +4,16 @@ takes over; a leader cut off from etcd stops leading before the other can start.
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from realstack import wait_for
 
+from kvmrec.api.objects import ObjectKey
 from kvmrec.store.etcd.election import LeaderElection
 from kvmrec.store.etcd.fencing import Fenced
 from kvmrec.store.etcd.gateway import Gateway, put_op
+from kvmrec.store.etcd.placements import EtcdPlacements
 from support.cut_proxy import CutProxy
 
 pytestmark = pytest.mark.integration
@@ -54,6 +57,15 @@ def test_one_leader_of_two_and_the_other_takes_over_when_it_stops(
         assert etcd_gateway.txn(leader.guards(), [put_op(leader.key + b"/w", b"1")]).succeeded
         with pytest.raises(Fenced):
             other.guards()
+        # Only the leader places: its decisions carry its leadership in the compare.
+        etcd_gateway.put(f"{etcd_prefix}/hosts/h1".encode(), b"{}")
+        web = ObjectKey("Domain", "web")
+        now = datetime.now(UTC)
+        with pytest.raises(Fenced):
+            EtcdPlacements(etcd_gateway, etcd_prefix, fence=other).place(web, "h1", "", None, now)
+        assert EtcdPlacements(etcd_gateway, etcd_prefix, fence=leader).place(
+            web, "h1", "fits", None, now
+        )
 
         leader.stop()  # resigns: the other needs no lease expiry
         wait_for(other.is_leader, timeout=10, what="the other to take over")
@@ -85,6 +97,8 @@ def test_a_leader_cut_off_stops_leading_before_another_starts(
         proxy.cut()
         wait_for(b.is_leader, timeout=30, what="b to take over from a cut-off a")
         assert not a.is_leader()
+        with pytest.raises(Fenced):
+            a.guards()
         assert log.items[:3] == [("a", "started"), ("a", "stopped"), ("b", "started")]
     finally:
         proxy.restore()

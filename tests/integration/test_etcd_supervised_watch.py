@@ -6,6 +6,7 @@ Compaction and restarts happen only on a private etcd: the stack's is shared."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -105,6 +106,33 @@ def test_changes_arrive_in_order_and_resume_after_the_connection_drops(
     finally:
         watch.stop()
         through_proxy.close()
+
+
+def test_a_failing_callback_gets_the_same_changes_again_and_a_quiet_watch_stays_live(
+    etcd_gateway: Gateway, etcd_prefix: str
+) -> None:
+    prefix = f"{etcd_prefix}/objects/"
+    mirror = Mirror(etcd_gateway)
+    failures = [RuntimeError("the consumer is not ready yet")]
+
+    def flaky(changes: Sequence[Change]) -> None:
+        if failures:
+            raise failures.pop()
+        mirror.on_changes(changes)
+
+    start = etcd_gateway.range(prefix.encode(), count_only=True).revision + 1
+    watch = EtcdWatching(Gateway(etcd_gateway.endpoints), read_timeout=0.5).watch(
+        [prefix], start, flaky, mirror.on_relist
+    )
+    try:
+        etcd_gateway.put(f"{prefix}a".encode(), b"1")
+        wait_for(lambda: mirror.values() == [b"1"], timeout=10, what="the change, again")
+        time.sleep(2)  # several read timeouts without a change: probed and watched again
+        etcd_gateway.put(f"{prefix}b".encode(), b"2")
+        wait_for(lambda: len(mirror.values()) == 2, timeout=10, what="a change after quiet")
+        assert mirror.values() == [b"1", b"2"]
+    finally:
+        watch.stop()
 
 
 def test_a_watch_carries_on_after_etcd_restarts(private_etcd: PrivateEtcd) -> None:

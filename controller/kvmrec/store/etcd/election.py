@@ -1,12 +1,13 @@
 """Leader election on etcd, with controller-runtime's timings (lease 15 s, renew deadline
 10 s, retry 2 s).
 
-A candidate holds a lease renewed every retry period and campaigns every retry period
-with one transaction: create ``P/election/NAME`` on its lease if no one holds it. The key
-goes with the leader's lease, so a dead leader is replaced once its lease expires (15 s).
-A leader that could not renew for the renew deadline stops leading at once (callback),
-5 s before etcd could let another candidate in. The leader is also a Fence: its writes
-compare that the election key is still on its lease.
+Every retry period a candidate reads ``P/election/NAME``; when no one holds it, it grants
+a lease and campaigns with one transaction: create the key on its lease if still absent.
+The leader renews its lease every retry period. The key goes with the leader's lease, so
+a dead leader is replaced once its lease expires (15 s). A leader that could not renew
+for the renew deadline stops leading at once (callback), 5 s before etcd could let
+another candidate in. The leader is also a Fence: its writes compare that the election
+key is still on its lease.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from kvmrec.store.etcd.gateway import (
     compare,
     delete_op,
     put_op,
-    range_op,
-    range_response,
 )
 from kvmrec.store.etcd.leases import HostLease
 
@@ -127,24 +126,26 @@ class LeaderElection:
                     self._cond.wait(self._retry)
 
     def _attempt(self) -> None:
-        if self._lease.lost:
-            self._lease.reacquire()  # a fresh candidacy: nothing was done under the old one
-        lease = self._lease.id
-        if self.is_leader():
-            kv = self._gateway.get(self.key)
-            if kv is None or kv.lease != lease:  # deleted or taken by hand
-                self._set_leading(False)
-            return
-        result = self._gateway.txn(
-            [compare(self.key, "CREATE", 0)],
-            [put_op(self.key, self.identity.encode(), lease)],
-            [range_op(self.key)],
-        )
-        if result.succeeded:
+        held = self._gateway.get(self.key)
+        mine = not self._lease.lost and held is not None and held.lease == self._lease.id
+        if self.is_leader() and not mine:  # deleted or taken by hand
+            self._set_leading(False)
+        if mine:  # leading, or won by a transaction whose answer was lost
             self._set_leading(True)
             return
-        held = range_response(result.responses[0]).kvs
-        if held and held[0].lease == lease:  # our own key, from before a lost answer
+        if held is not None:
+            # Someone else leads: wait for the key to go without renewing a lease meanwhile
+            # (a follower costs etcd one read per retry period, no writes).
+            if not self._lease.lost:
+                self._lease.close()
+            return
+        if self._lease.lost:
+            self._lease.reacquire()  # a fresh candidacy: nothing was done under the old one
+        result = self._gateway.txn(
+            [compare(self.key, "CREATE", 0)],
+            [put_op(self.key, self.identity.encode(), self._lease.id)],
+        )
+        if result.succeeded:
             self._set_leading(True)
 
     def _lost(self) -> None:
