@@ -110,6 +110,9 @@ class SupervisedWatch:
                     return
                 self._streams.add(stream)
             try:
+                stream.open()
+                if self._is_stopped():  # stopped while opening: close did not see it open
+                    return
                 for message in stream:
                     if message.canceled:
                         if not message.compact_revision:
