@@ -1,3 +1,4 @@
 """Fixtures of the real stack for this folder (shared with tests/faults via realstack)."""
 
+from etcd_fixtures import *  # noqa: F403
 from realstack import *  # noqa: F403 (the fixtures are found by name)

@@ -351,7 +351,10 @@ class WatchStream:
         raise EtcdUnavailable(f"cannot watch: {last}") from last
 
     def close(self) -> None:
-        conn, self._conn, self._response = self._conn, None, None
+        conn, response = self._conn, self._response
+        self._conn, self._response = None, None
+        if response is not None:
+            response.close()  # its file holds the socket open otherwise
         if conn is not None:
             try:
                 if conn.sock is not None:
@@ -371,8 +374,9 @@ class WatchStream:
                 line = response.readline()
             except TimeoutError:
                 raise
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                raise EtcdUnavailable(f"watch connection lost: {exc}") from exc
+            except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
+                # AttributeError: http.client, on a chunked stream cut mid-chunk
+                raise EtcdUnavailable(f"watch connection lost: {exc!r}") from exc
             if not line:
                 if self._response is None:
                     return  # closed by us

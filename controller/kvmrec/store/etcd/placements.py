@@ -1,0 +1,84 @@
+"""Where each Domain runs, in etcd: ``P/placements/KIND/NAME`` holds ``{host, reason, time}``.
+
+Every decision is one transaction that compares what the scheduler read (the placement's
+mod revision, or its absence), that the chosen host is still registered, and the
+scheduler's fence (its leadership): two schedulers racing for one Domain cannot both win,
+and a scheduler that lost its leadership cannot place at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from kvmrec.api.objects import ObjectKey
+from kvmrec.store.etcd.fencing import Fence
+from kvmrec.store.etcd.gateway import Gateway, KeyValue, compare, delete_op, put_op
+from kvmrec.store.fleet import Placed
+from kvmrec.store.fleet_records import Placement
+
+
+class EtcdPlacements:
+    """The Placements of a fleet; ``fence`` guards every write (None: unguarded, for
+    tools that run without an election, such as tests)."""
+
+    def __init__(self, gateway: Gateway, prefix: str = "/kvmrec", fence: Fence | None = None):
+        self._gateway = gateway
+        self._prefix = f"{prefix}/placements/".encode()
+        self._hosts = f"{prefix}/hosts/".encode()
+        self._fence = fence
+
+    def key(self, key: ObjectKey) -> bytes:
+        return self._prefix + f"{key.kind}/{key.name}".encode()
+
+    def placement(self, key: ObjectKey) -> Placed | None:
+        kv = self._gateway.get(self.key(key))
+        return _placed(key, kv) if kv else None
+
+    def placements(self, kind: str | None = None) -> Mapping[ObjectKey, Placed]:
+        start = self._prefix + (f"{kind}/".encode() if kind else b"")
+        found: dict[ObjectKey, Placed] = {}
+        for kv in self._gateway.range(start, prefix=True).kvs:
+            kind_, _, name = kv.key[len(self._prefix) :].decode().partition("/")
+            found[ObjectKey(kind_, name)] = _placed(ObjectKey(kind_, name), kv)
+        return found
+
+    def place(
+        self,
+        key: ObjectKey,
+        host: str,
+        reason: str,
+        expected: int | None,
+        now: datetime,
+    ) -> bool:
+        value = json.dumps({"host": host, "reason": reason, "time": now.isoformat()}).encode()
+        compares = [
+            _at(self.key(key), expected),
+            compare(self._hosts + host.encode(), "CREATE", 0, "GREATER"),
+        ]
+        result = self._gateway.txn([*compares, *self._guards()], [put_op(self.key(key), value)])
+        return result.succeeded
+
+    def unplace(self, key: ObjectKey, expected: int) -> bool:
+        compares = [_at(self.key(key), expected), *self._guards()]
+        return self._gateway.txn(compares, [delete_op(self.key(key))]).succeeded
+
+    def _guards(self) -> Sequence[Mapping[str, Any]]:
+        return self._fence.guards() if self._fence is not None else ()
+
+
+def _at(key: bytes, expected: int | None) -> dict[str, Any]:
+    return compare(key, "CREATE", 0) if expected is None else compare(key, "MOD", expected)
+
+
+def _placed(key: ObjectKey, kv: KeyValue) -> Placed:
+    data = json.loads(kv.value)
+    placement = Placement(
+        key=key,
+        host=str(data["host"]),
+        reason=str(data.get("reason", "")),
+        time=datetime.fromisoformat(data["time"]),
+    )
+    return Placed(placement, kv.mod_revision)

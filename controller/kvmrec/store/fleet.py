@@ -1,0 +1,108 @@
+"""What a fleet asks of its store, beside the desired state and status of ``base``.
+
+    Hosts       the registration of each host, its readiness and cordon flag
+    Placements  which host runs each Domain, changed only by compare-and-swap
+    Election    one scheduler at a time
+    Watching    changes under key prefixes, delivered to a callback, never lost silently
+
+Free of etcd: the records are those of ``fleet_records``; keys and prefixes are text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from kvmrec.api.objects import ObjectKey
+from kvmrec.store.fleet_records import HostRecord, Placement
+
+
+class Hosts(Protocol):
+    def register(self, host: HostRecord, now: datetime) -> None:
+        """Publish the host as live on its own lease, and what stays of it when the lease
+        goes (labels, capacity, version); keeps the cordon flag an operator set."""
+
+    def hosts(self) -> Sequence[HostRecord]:
+        """Every host ever registered, sorted by name, ``ready`` while its live
+        registration exists."""
+
+    def host(self, name: str) -> HostRecord | None: ...
+
+    def set_cordoned(self, name: str, cordoned: bool) -> bool:
+        """Mark a host (un)schedulable; False if no such host was ever registered."""
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A placement with the revision a compare-and-swap compares."""
+
+    placement: Placement
+    revision: int
+
+
+class Placements(Protocol):
+    def placement(self, key: ObjectKey) -> Placed | None: ...
+
+    def placements(self, kind: str | None = None) -> Mapping[ObjectKey, Placed]: ...
+
+    def place(
+        self,
+        key: ObjectKey,
+        host: str,
+        reason: str,
+        expected: int | None,
+        now: datetime,
+    ) -> bool:
+        """Place ``key`` on ``host`` if its placement is still at revision ``expected``
+        (None: still unplaced) and ``host`` is live; False when either changed."""
+
+    def unplace(self, key: ObjectKey, expected: int) -> bool:
+        """Remove the placement if it is still at revision ``expected``."""
+
+
+class Election(Protocol):
+    def start(self) -> None:
+        """Campaign in the background until ``stop``."""
+
+    def is_leader(self) -> bool:
+        """True only while this candidate holds the leadership with time to spare."""
+
+    def leader(self) -> str | None:
+        """The identity of the current leader, if any."""
+
+    def stop(self) -> None:
+        """Resign (if leading) and stop campaigning."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change under a watched prefix."""
+
+    type: str  # "PUT" | "DELETE"
+    key: str
+    value: bytes  # empty for a DELETE
+    revision: int  # the store's revision of the change
+
+
+ChangeCallback = Callable[[Sequence[Change]], None]
+# (prefix, revision): the changes since the last delivered one are lost (compacted);
+# read everything under ``prefix`` at ``revision``, the watch carries on after it.
+RelistCallback = Callable[[str, int], None]
+
+
+class Subscription(Protocol):
+    def stop(self) -> None: ...
+
+
+class Watching(Protocol):
+    def watch(
+        self,
+        prefixes: Sequence[str],
+        start_revision: int,
+        on_changes: ChangeCallback,
+        on_relist: RelistCallback,
+    ) -> Subscription:
+        """Deliver every change under ``prefixes`` from ``start_revision`` on, in order per
+        prefix and one callback at a time, until the subscription is stopped."""

@@ -1,0 +1,62 @@
+"""Placement decisions on the real etcd: each one compare-and-swap, so of two schedulers
+racing for one Domain exactly one wins, and no Domain goes to a host that is not live."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from kvmrec.api.objects import ObjectKey
+from kvmrec.store.etcd.gateway import Gateway
+from kvmrec.store.etcd.placements import EtcdPlacements
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_schedulers_racing_for_one_domain_exactly_one_wins(
+    etcd_gateway: Gateway, etcd_prefix: str
+) -> None:
+    for host in ("h1", "h2"):
+        etcd_gateway.put(f"{etcd_prefix}/hosts/{host}".encode(), b"{}")
+    key = ObjectKey("Domain", "web-1")
+    hosts = ("h1", "h2")
+
+    def decide(host: str, name: ObjectKey, start: threading.Barrier, won: dict[str, bool]) -> None:
+        gateway = Gateway(etcd_gateway.endpoints)  # a scheduler of its own
+        try:
+            scheduler = EtcdPlacements(gateway, etcd_prefix)
+            start.wait()
+            won[host] = scheduler.place(name, host, "fits", None, datetime.now(UTC))
+        finally:
+            gateway.close()
+
+    for round_ in range(20):
+        name = ObjectKey("Domain", f"race-{round_}")
+        start = threading.Barrier(2)
+        won: dict[str, bool] = {}
+        threads = [threading.Thread(target=decide, args=(host, name, start, won)) for host in hosts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(won.values()) == [False, True]
+        placed = EtcdPlacements(etcd_gateway, etcd_prefix).placement(name)
+        assert placed is not None
+        assert won[placed.placement.host]
+
+    placements = EtcdPlacements(etcd_gateway, etcd_prefix)
+    now = datetime.now(UTC)
+    assert not placements.place(key, "gone", "fits", None, now), "no live host 'gone'"
+    assert placements.place(key, "h1", "fits", None, now)
+    first = placements.placement(key)
+    assert first is not None and first.placement.host == "h1"
+    assert not placements.place(key, "h2", "stale read", None, now)
+    assert placements.place(key, "h2", "moved", first.revision, now)
+    assert not placements.unplace(key, first.revision), "a stale revision"
+    second = placements.placement(key)
+    assert second is not None and second.placement.reason == "moved"
+    assert set(placements.placements("Domain")) >= {key}
+    assert placements.unplace(key, second.revision)
+    assert placements.placement(key) is None
