@@ -25,8 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
-from kvmrec import logs, settling
-from kvmrec import store as stores
+from kvmrec import hosting, logs, settling
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
@@ -72,7 +71,7 @@ class Service:
     def __init__(self, settings: Settings, *, clock: clocks.Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or clocks.SystemClock()
-        self.store = stores.open(settings.store_location)
+        self.store, fleet = hosting.open_store(settings)
         self.metrics = Metrics()
         self.endpoint: Endpoint | None = None
         self._loaded = threading.Event()  # the manifests were read once: ready to serve
@@ -95,6 +94,7 @@ class Service:
             # Each reconcile then finds OVSDB unavailable and says so in Ready=Unknown.
             on_disconnect=lambda _why: self._relist_bridges(),
         )
+        self.membership = hosting.member(settings, fleet, self.hypervisor, self.clock, self)
         self.kinds = registry.build(
             self.store,
             self.clock,
@@ -105,6 +105,7 @@ class Service:
             guest=self.guest,
             stop_grace=settings.stop_grace_period,
             on_done=self._note,
+            scope=None if self.membership is None else self.membership.mine,
         )
         self.dependencies = self.kinds.dependencies
         self.workers = engine.Workers(
@@ -131,6 +132,8 @@ class Service:
             return self._reconcile_key(key)
 
     def _reconcile_key(self, key: ObjectKey) -> engine.Result:
+        if self.membership is not None and not self.membership.acting():
+            return engine.Result()  # fenced: the rejoin queues everything again
         reconciler = self.kinds.get(key.kind)
         if reconciler is None:
             raise engine.PermanentError(f"no reconciler for kind {key.kind}")
@@ -284,7 +287,9 @@ class Service:
             self.ovsdb.start_reconnecting()
         for key in self._all_keys():
             self.queue.add(key)
-        if watch:
+        if self.membership is not None:
+            self.membership.start()  # the fleet's store feeds the queue, not a directory
+        elif watch:
             self.source = DirectorySource(
                 self.settings.manifests,
                 self.apply_snapshot,
@@ -293,7 +298,7 @@ class Service:
                 vet=self.vet,
             )
             self.source.start()
-        else:
+        elif self.membership is None:
             self.apply_snapshot(self.vet(scan(self.settings.manifests)))
         self._loaded.set()
         self.workers.start()
@@ -329,6 +334,8 @@ class Service:
         Returns whether the drain finished in time."""
         if self.source is not None:
             self.source.stop()
+        if self.membership is not None:
+            self.membership.stop()
         self.resync.stop(timeout=1.0)
         if self.endpoint is not None:
             self.endpoint.stop()

@@ -72,6 +72,9 @@ class Reconciler(Generic[S, L]):
         self._clock = clock
         self._on_step = on_step
         self.on_done = on_done
+        # In a fleet: whether an object is this host's to reconcile (fleet/scope.py);
+        # another host's is left alone, unwritten.
+        self.scope: Callable[[StoredObject], bool] | None = None
 
     def _turn(self, obj: StoredObject, status: Status | None) -> Turn[S, L]:
         spec = self.of.parse(obj)
@@ -127,7 +130,7 @@ class Reconciler(Generic[S, L]):
         old = self._store.get_status(key) if obj is not None else None
         written: list[Status] = []
         try:
-            if obj is None:
+            if obj is None or (self.scope is not None and not self.scope(obj)):
                 return Result()
             return self._reconcile(obj, old, written)
         finally:

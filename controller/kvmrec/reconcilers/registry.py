@@ -89,9 +89,11 @@ def build(
     stop_grace: float = 60.0,
     on_step: Callable[[ObjectKey, Step], None] | None = None,
     on_done: Done | None = None,
+    scope: Callable[[StoredObject], bool] | None = None,
 ) -> Kinds:
     """Every kind's reconciler. ``on_step``: told of every step acted on (tests);
-    ``on_done``: of how every reconcile ended (reconcilers/reconciling.py)."""
+    ``on_done``: of how every reconcile ended (reconcilers/reconciling.py); ``scope``:
+    which objects are this host's (a fleet's hosts share one desired state)."""
     dependencies = Dependencies(store, hypervisor.network_active, host.net_device_exists)
     reconcilers: list[AnyReconciler] = [
         DomainReconciler(
@@ -112,4 +114,5 @@ def build(
     ]
     for reconciler in reconcilers:
         reconciler.on_done = on_done
+        reconciler.scope = scope
     return Kinds(reconcilers, dependencies)

@@ -10,10 +10,14 @@ file; ``etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`` the store of a fleet of hosts
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvmrec.store.base import Store, StoreError
 
-__all__ = ["Store", "StoreError", "open", "state_file"]
+if TYPE_CHECKING:
+    from kvmrec.store.fleet import FleetParts
+
+__all__ = ["Store", "StoreError", "open", "open_fleet", "state_file"]
 
 _SQLITE = "sqlite://"
 _MEMORY = ":memory:"
@@ -71,3 +75,17 @@ def _etcd(url: str, *, read_only: bool, host: str | None) -> Store:
         return EtcdStore(endpoints, prefix=prefix, host=host, read_only=read_only)
     except ValueError as exc:
         raise StoreError(f"{url}: {exc}") from exc
+
+
+def open_fleet(url: str, *, host: str, shared_kinds: frozenset[str]) -> tuple[Store, FleetParts]:
+    """The etcd store at ``url`` as host ``host`` sees it, with the fleet's parts: its
+    lease (the fence of every write from now on), hosts, placements, watch and election.
+    ``shared_kinds``: the kinds one object of which applies on several hosts."""
+    if not url.startswith("etcd://"):
+        raise StoreError(f"{url}: a fleet host needs an etcd:// store")
+    from kvmrec.store.etcd.fleet import EtcdFleet
+    from kvmrec.store.etcd.store import EtcdStore
+
+    store = _etcd(url, read_only=False, host=host)
+    assert isinstance(store, EtcdStore)
+    return store, EtcdFleet(store, host, shared_kinds=shared_kinds)

@@ -4,6 +4,7 @@
     Placements  which host runs each Domain, changed only by compare-and-swap
     Election    one scheduler at a time
     Watching    changes under key prefixes, delivered to a callback, never lost silently
+    FleetParts  all of these for one host, with its lease and the fleet-wide statuses
 
 Free of etcd: the records are those of ``fleet_records``; keys and prefixes are text.
 """
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.fleet_records import HostRecord, Placement
+from kvmrec.store.records import Status, StoredObject
 
 
 class Hosts(Protocol):
@@ -106,3 +108,80 @@ class Watching(Protocol):
     ) -> Subscription:
         """Deliver every change under ``prefixes`` from ``start_revision`` on, in order per
         prefix and one callback at a time, until the subscription is stopped."""
+
+
+class HostLeasing(Protocol):
+    """A host's lease as its agent holds it (store/etcd/leases.py's ``HostLease``)."""
+
+    @property
+    def lost(self) -> bool: ...
+
+    def on_lost(self, callback: Callable[[], None]) -> None: ...
+
+    def acquire(self) -> int: ...
+
+    def reacquire(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class FleetStatuses(Protocol):
+    """The objects and every host's status of them, as the fleet's scheduler sees them."""
+
+    def list(self, kind: str | None = None) -> Sequence[StoredObject]: ...
+
+    def host_statuses(
+        self, key: ObjectKey | None = None
+    ) -> Sequence[tuple[ObjectKey, str | None, Status]]: ...
+
+    def record_for(
+        self,
+        host: str | None,
+        key: ObjectKey,
+        status: Status,
+        events: Sequence[tuple[str, str, str]],
+        now: datetime,
+    ) -> None:
+        """Store the status ``host`` has of ``key`` (None: the fleet's own, while unplaced)."""
+
+    def forget_status(self, key: ObjectKey, host: str | None) -> None: ...
+
+    def add_event(
+        self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
+    ) -> None: ...
+
+    def remove(self, key: ObjectKey) -> None: ...
+
+
+class FleetParts(Protocol):
+    """Everything one host of a fleet needs of the store beside ``base.Store``."""
+
+    @property
+    def hosts(self) -> Hosts: ...
+
+    @property
+    def placements(self) -> Placements: ...
+
+    @property
+    def watching(self) -> Watching: ...
+
+    @property
+    def lease(self) -> HostLeasing:
+        """This host's lease; the store's writes carry it as their fence."""
+
+    @property
+    def statuses(self) -> FleetStatuses: ...
+
+    @property
+    def objects_prefix(self) -> str: ...
+
+    @property
+    def placements_prefix(self) -> str: ...
+
+    @property
+    def hosts_prefix(self) -> str: ...
+
+    def election(self, name: str, identity: str) -> Election: ...
+
+    def revision(self) -> int:
+        """The store's revision now (list at it, then watch from the next)."""

@@ -64,6 +64,10 @@ class Client:
         self.host = host
         self.fence = fence
         self.read_only = read_only
+        # Kinds whose one object several hosts apply (a Network on every host): a host
+        # that removes one removes only its own status; the fleet's scheduler forgets the
+        # object once no host has any left.
+        self.shared_kinds: frozenset[str] = frozenset()
         self._cache: dict[bytes, tuple[int, bytes | None]] = {}
         self._lock = threading.Lock()
         # The threads of one process take turns to write objects: racing each other

@@ -55,6 +55,9 @@ class Layout:
             return self._key("status", "")
         return self._key("status", key.kind, key.name, "")
 
+    def placement(self, key: ObjectKey) -> bytes:
+        return self._key("placements", key.kind, key.name)
+
     def status(self, key: ObjectKey, host: str | None) -> bytes:
         return self._key("status", key.kind, key.name, host or NO_HOST)
 

@@ -155,16 +155,41 @@ class ObjectKeys:
 
     def _remove(self, key: ObjectKey) -> None:
         etcd = self._etcd
+        if etcd.host is not None and key.kind in etcd.shared_kinds:
+            self.forget_status(key)
+            return
         where, statuses = etcd.layout.object(key), etcd.layout.statuses(key)
         for attempt in range(ATTEMPTS):
             backoff(attempt)
             kv = etcd.read(where)
-            ops = [delete_op(where), delete_op(statuses, prefix=True)]
+            ops = [
+                delete_op(where),
+                delete_op(statuses, prefix=True),
+                delete_op(etcd.layout.placement(key)),
+            ]
             try:
                 etcd.write([etcd.expect(where, kv.mod_revision if kv else 0)], ops)
             except Conflict:
                 continue
             etcd.forget_prefix(statuses)
+            etcd.remember({where: None}, 0)
+            return
+        raise StoreError(f"{etcd.where}: {key} changed by other writers {ATTEMPTS} times")
+
+    def forget_status(self, key: ObjectKey) -> None:
+        """Drop this store's own status of ``key`` (its host's entry)."""
+        etcd = self._etcd
+        etcd.check_writable()
+        where = etcd.layout.status(key, etcd.host)
+        for attempt in range(ATTEMPTS):
+            backoff(attempt)
+            kv = etcd.read(where)
+            if kv is None:
+                return
+            try:
+                etcd.write([etcd.expect(where, kv.mod_revision)], [delete_op(where)])
+            except Conflict:
+                continue
             etcd.remember({where: None}, 0)
             return
         raise StoreError(f"{etcd.where}: {key} changed by other writers {ATTEMPTS} times")

@@ -44,6 +44,21 @@ class EtcdStore(ObjectKeys, StatusKeys, HistoryKeys, LedgerKeys, SourceKeys):
         self._event_lease = EventLease(self._etcd, event_ttl)
 
     @property
+    def client(self) -> Client:
+        return self._etcd
+
+    def scoped(self, host: str | None) -> EtcdStore:
+        """Another view of the same store that reads and writes ``host``'s statuses
+        (None: the fleet's own), sharing its connections, fence and event lease."""
+        view = object.__new__(EtcdStore)
+        etcd = self._etcd
+        view._etcd = Client(
+            etcd.gateway, etcd.layout, host=host, fence=etcd.fence, read_only=etcd.read_only
+        )
+        view._event_lease = self._event_lease
+        return view
+
+    @property
     def prefix(self) -> str:
         return self._etcd.layout.prefix
 

@@ -1,0 +1,67 @@
+"""Which of the fleet's objects one host reconciles.
+
+A host sees the whole desired state but acts only on its share: the Domains placed on it,
+the Snapshots of those Domains, and the host-level objects (Network, OvsBridge,
+SnapshotPolicy) whose ``hostSelector`` picks it. Placements change under the host's feet
+(the scheduler places, a migration moves), so the scope keeps the latest it was told and
+answers from memory: asking costs no store read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+
+from kvmrec.api.kinds import ObjectKey, host_selector
+from kvmrec.fleet.selectors import HOST_LEVEL_KINDS, mismatches
+from kvmrec.store.records import StoredObject
+
+
+class Scope:
+    """The share of one host, ``name`` with ``labels``."""
+
+    def __init__(self, name: str, labels: Mapping[str, str]) -> None:
+        self.name = name
+        self.labels = dict(labels)
+        self._lock = threading.Lock()
+        self._placed: dict[ObjectKey, str] = {}
+
+    def replace_placements(self, placed: Mapping[ObjectKey, str]) -> None:
+        """Everything placed, as a fresh list says (after a relist)."""
+        with self._lock:
+            self._placed = dict(placed)
+
+    def set_placement(self, key: ObjectKey, host: str | None) -> str | None:
+        """One placement changed (None: removed); returns the host it had before."""
+        with self._lock:
+            before = self._placed.get(key)
+            if host is None:
+                self._placed.pop(key, None)
+            else:
+                self._placed[key] = host
+            return before
+
+    def host_of(self, key: ObjectKey) -> str | None:
+        with self._lock:
+            return self._placed.get(key)
+
+    def placed_here(self) -> list[ObjectKey]:
+        with self._lock:
+            return sorted(k for k, host in self._placed.items() if host == self.name)
+
+    def mine(self, obj: StoredObject) -> bool:
+        """Whether this host reconciles ``obj``."""
+        kind = obj.key.kind
+        if kind == "Domain":
+            return self.host_of(obj.key) == self.name
+        if kind == "Snapshot":
+            domain = obj.spec.get("domain")
+            return isinstance(domain, str) and self.host_of(ObjectKey("Domain", domain)) == (
+                self.name
+            )
+        if kind in HOST_LEVEL_KINDS:
+            return not mismatches(self.labels, host_selector(obj.spec))
+        return False
+
+    def mine_of(self, objects: Iterable[StoredObject]) -> list[ObjectKey]:
+        return [obj.key for obj in objects if self.mine(obj)]

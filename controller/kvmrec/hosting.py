@@ -1,0 +1,135 @@
+"""A service that is one host of a fleet: its agent and its candidacy for the scheduler.
+
+``run --store etcd://... --host NAME`` gives the service a :class:`Membership` instead of a
+manifest directory: the agent (fleet/agent.py) registers the host with what libvirt says it
+has, follows the placements and decides which objects are this host's; the leader
+(fleet/leader.py) runs on whichever host wins the election. Everything fleet-specific the
+service needs is here, so service.py stays the same for one host and for many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from kvmrec import __version__
+from kvmrec import store as stores
+from kvmrec.api.kinds import ObjectKey
+from kvmrec.backends import host
+from kvmrec.backends.protocols import Inventories
+from kvmrec.engine import clock as clocks
+from kvmrec.engine.queue import WorkQueue
+from kvmrec.fleet.agent import HostAgent
+from kvmrec.fleet.leader import Leader
+from kvmrec.fleet.scope import Scope
+from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
+from kvmrec.settings import Settings
+from kvmrec.store.base import Store
+from kvmrec.store.fleet import FleetParts
+from kvmrec.store.fleet_records import Capacity, HostRecord
+from kvmrec.store.records import StoredObject
+
+SCHEDULER = "scheduler"  # the election's name
+
+
+def open_store(settings: Settings) -> tuple[Store, FleetParts | None]:
+    """The service's store; with ``settings.host``, as that host of a fleet."""
+    if settings.host is None:
+        return stores.open(settings.store_location), None
+    return stores.open_fleet(str(settings.store), host=settings.host, shared_kinds=HOST_LEVEL_KINDS)
+
+
+class Wakes(Protocol):
+    """What the membership tells the service: reconcile a key, or everything."""
+
+    queue: WorkQueue[ObjectKey]
+
+    def _relist(self) -> None: ...
+
+
+def member(
+    settings: Settings,
+    parts: FleetParts | None,
+    inventory: Inventories,
+    clock: clocks.Clock,
+    service: Wakes,
+) -> Membership | None:
+    """The service's membership of its fleet (None on a single host)."""
+    if parts is None:
+        return None
+    return Membership(
+        settings, parts, inventory, clock, queue=service.queue.add, relist=service._relist
+    )
+
+
+class Membership:
+    """This host's part in the fleet, for the service to start, ask and stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        parts: FleetParts,
+        inventory: Inventories,
+        clock: clocks.Clock,
+        *,
+        queue: Callable[[ObjectKey], None],
+        relist: Callable[[], None],
+    ) -> None:
+        assert settings.host is not None
+        name = self.name = settings.host
+        self.scope = Scope(name, settings.labels)
+        self._inventory = inventory
+        self._clock = clock
+        self.agent = HostAgent(
+            scope=self.scope,
+            describe=self.describe,
+            hosts=parts.hosts,
+            placements=parts.placements,
+            watching=parts.watching,
+            lease=parts.lease,
+            prefixes=(parts.objects_prefix, parts.placements_prefix),
+            revision=parts.revision,
+            queue=queue,
+            relist=relist,
+            now=clock.wall,
+        )
+        self.leader = Leader(
+            election=parts.election(SCHEDULER, name),
+            store=parts.statuses,
+            hosts=parts.hosts,
+            placements=parts.placements,
+            watching=parts.watching,
+            prefixes=[parts.objects_prefix, parts.placements_prefix, parts.hosts_prefix],
+            revision=parts.revision,
+            now=clock.wall,
+        )
+
+    def describe(self) -> HostRecord:
+        """This host as it registers: what libvirt says it has, now."""
+        found = self._inventory.inventory()
+        # libvirt's test driver runs guests of any type: it stands for a KVM host.
+        kvm = "kvm" in found.domain_types or "test" in found.domain_types
+        return HostRecord(
+            name=self.name,
+            labels=dict(self.scope.labels),
+            capacity=Capacity(memory_bytes=found.memory_bytes, vcpus=found.vcpus),
+            domain_type="kvm" if kvm else "qemu",
+            ovs_datapath="system" if host.kernel_datapath() else "netdev",
+            version=__version__,
+            ready=True,
+            last_heartbeat=self._clock.wall(),
+        )
+
+    def start(self) -> None:
+        self.agent.start()
+        self.leader.start()
+
+    def stop(self) -> None:
+        self.leader.stop()
+        self.agent.stop()
+
+    def acting(self) -> bool:
+        return self.agent.acting()
+
+    def mine(self, obj: StoredObject) -> bool:
+        return self.scope.mine(obj)
