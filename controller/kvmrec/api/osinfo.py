@@ -120,7 +120,11 @@ class OsDb:
         return self._by_id.get(os_id)
 
     def close_matches(self, short_id: str, n: int = 3) -> list[str]:
-        return difflib.get_close_matches(short_id, list(self._by_short), n=n, cutoff=0.6)
+        """The ``n`` short ids most like ``short_id`` (as difflib rates them), best first,
+        equals by name."""
+        scored = [(difflib.SequenceMatcher(None, short_id, s).ratio(), s) for s in self._by_short]
+        close = sorted((x for x in scored if x[0] >= 0.6), key=lambda x: (-x[0], x[1]))
+        return [s for _, s in close[:n]]
 
     def problem(self, short_id: str) -> str | None:
         """Why ``short_id`` is not an OS of this database, or None when it is."""
