@@ -9,6 +9,7 @@ a manifest asks for follows ``runStrategy`` (KubeVirt's meanings).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from kvmrec.api import quantities
@@ -95,7 +96,10 @@ def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
     if spec.os_id is not None:
         check("spec.osVariant", spec.os_id, config.os_id)
     seed_path = spec.seed.path if spec.seed is not None else None
-    disks = tuple(d for d in config.disks if seed_path is None or d.path != seed_path)
+    # Only the seed's serial is kvmrec's (its digest); another disk's is not modelled.
+    disks = tuple(
+        replace(d, serial=None) for d in config.disks if seed_path is None or d.path != seed_path
+    )
     wanted = by_bus(d.attachment() for d in spec.disks)
     if wanted != by_bus(disks):
         drift.append(Drift("spec.disks", disk_view(wanted), disk_view(by_bus(disks))))

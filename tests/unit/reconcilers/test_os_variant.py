@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 import testdriver
+import yaml
 from test_cloud_init_seed import World
 
+from kvmrec.api.manifests import parse_file
+from kvmrec.reconcilers import adoption
 from kvmrec.reconcilers.domain import DomainReconciler
 
 pytestmark = pytest.mark.skipif(
@@ -78,3 +81,31 @@ def test_memory_below_the_minimum_is_a_warning_condition(world: World) -> None:
     world.reconcile(key)
     cond = world.status(key).condition("BelowOSMinimum")
     assert cond is not None and cond.status == "False"
+
+
+def test_an_imported_virt_install_guest_keeps_its_variant_and_adoption_changes_nothing(
+    world: World,
+) -> None:
+    name = world.name("vi")
+    world.conn.defineXML(
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>1024</memory>"
+        "<metadata><libosinfo:libosinfo "
+        'xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0">'
+        '<libosinfo:os id="http://debian.org/debian/11"/></libosinfo:libosinfo></metadata>'
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+        "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+        f"<source file='{world.root}/vi.qcow2'/><target dev='sda' bus='sata'/>"
+        "<serial>virt-install-disk</serial></disk></devices></domain>"
+    )
+    live = world.hv.get_domain(name)
+    assert live is not None
+    manifest = adoption.manifest_for(live)
+    assert manifest["spec"]["osVariant"] == "debian11"
+    assert manifest["spec"]["os"] == {"firmware": "bios", "machine": "pc"}
+    (world.root / "vi.qcow2").write_bytes(b"")
+    [parsed] = parse_file(f"{name}.yaml", yaml.safe_dump(manifest).encode())
+    world.store.apply(parsed, world.clock.wall())
+    key = parsed.key
+    plan = world.reconciler.plan(world.store.get(key))  # type: ignore[arg-type]
+    changes = [s for s in plan.steps if s.action not in ("adopt", "start")]
+    assert changes == []
