@@ -372,7 +372,9 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
 
     def done(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         fingerprint = turn.notes.get("fingerprint")
-        if fingerprint is not None:
+        # A seed's sources and the seed file are no part of libvirt's fingerprint: such a
+        # domain is reconciled on every resync.
+        if fingerprint is not None and turn.spec.seed is None:
             self._remember(turn.name, fingerprint)
 
     def forget(self, turn: Turn[DomainSpec, LiveDomain]) -> None:

@@ -11,7 +11,9 @@ is drift (``spec.cloudInit``) like any field, rewrites the definition and, since
 running guest keeps the seed it booted with, needs a restart (RestartRequired). The seed
 file itself is made again whenever what it holds is not the content wanted. kvmrec stamps
 the seed for its domain (the volume's application identifier): a file at that path it did
-not make is never overwritten, and only its own seed is deleted with the domain.
+not make is never overwritten, and only its own seed is deleted with the domain. Neither
+the sources nor the seed file move libvirt's fingerprint, so a domain with a seed is
+reconciled on every resync: a changed source file is found within the resync interval.
 """
 
 from __future__ import annotations

@@ -178,3 +178,25 @@ def test_the_seed_goes_with_the_domain_and_only_its_own(world: World) -> None:
     assert not world.exists(name)
     assert not world.seed(name).exists()
     assert other.exists()
+
+
+def test_a_domain_with_a_seed_is_stale_on_every_resync_so_a_new_source_file_is_found(
+    world: World,
+) -> None:
+    name, plain = world.name("rs"), world.name("rp")
+    source = world.root / "user.yaml"
+    source.write_text(USER_DATA)
+    key = world.apply(name, cloudInit={"userData": {"file": str(source)}})
+    other = world.apply(plain)
+    for _ in range(2):  # the second finds nothing to do: converged
+        world.reconcile(key)
+        world.reconcile(other)
+    assert world.reconciler.stale([key, other]) == [key]
+
+    source.write_text(USER_DATA + "# edited\n")
+    world.reconcile(key)  # what the resync does with a stale key
+    assert (
+        seed_iso.read(str(world.seed(name)))[1]["user-data"] == (USER_DATA + "# edited\n").encode()
+    )
+    restart = world.status(key).condition("RestartRequired")
+    assert restart is not None and restart.status == "True"
