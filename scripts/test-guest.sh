@@ -15,8 +15,9 @@
 #
 #   linux-image-<ver>-amd64   the kernel (linux-image-amd64 is only a metapackage)
 #                             and the modules the guest needs: virtio_pci,
-#                             virtio_console, virtio_net, virtio_blk, ext4 and
-#                             the ACPI power button (button, evdev), with their
+#                             virtio_console, virtio_net, virtio_blk, ext4,
+#                             the ACPI power button (button, evdev) and a SATA
+#                             cdrom with ISO 9660 (ahci, sr_mod, isofs), with their
 #                             dependencies in load order (`modprobe
 #                             --show-depends` against the extracted tree, after
 #                             `depmod -b`: the package ships no modules.dep)
@@ -118,10 +119,11 @@ CMDLINE="console=ttyS0"
 DATA_LABEL=kvmrec-data
 DATA_SIZE=16M
 AGENT_CHANNEL=org.qemu.guest_agent.0
-# Modules /init loads, with their dependencies. The power button ones may be
-# built in (then there is nothing to load) or missing (then acpid has nothing).
+# Modules /init loads, with their dependencies. The optional ones may be built
+# in (then there is nothing to load) or missing: the power button (acpid), and
+# a SATA cdrom with ISO 9660 on it (a cloud-init NoCloud seed the tests mount).
 MODULES=(virtio_pci virtio_console virtio_net virtio_blk crc32c_generic ext4)
-OPTIONAL_MODULES=(button evdev)
+OPTIONAL_MODULES=(button evdev ahci sr_mod isofs)
 # Left out although ext4's soft dependency names it: crc32c-intel refuses a CPU
 # without SSE4.2 (QEMU's default TCG CPU) and crc32c_generic serves anyway.
 EXCLUDED_MODULES=(crc32c_intel)
@@ -409,7 +411,7 @@ resolve_modules() {
             if out=$(modprobe -d "$kroot" -S "$kver" --show-depends "$mod" 2>/dev/null); then
                 printf '%s\n' "$out"
             else
-                log "warning: module $mod not in $KERNEL_PKG (ACPI power button may not work)"
+                log "warning: module $mod not in $KERNEL_PKG (built in, or what needs it will not work)"
             fi
         done
     } | awk -v base="$kroot/lib/modules/$kver/" -v excluded="${EXCLUDED_MODULES[*]}" '

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kvmrec.api import quantities
+from kvmrec.api import osinfo, quantities
+from kvmrec.api.cloud_init import CloudInit
 from kvmrec.api.objects import Manifest as Manifest
 from kvmrec.api.objects import ObjectKey as ObjectKey
 from kvmrec.api.objects import spec_digest as spec_digest
@@ -66,6 +67,7 @@ class Disk:
     backing_image: str | None = None
     clone_from: CloneSource | None = None
     delete_image: bool = False
+    serial: str | None = None  # the cloud-init seed's: its content digest
 
     def attachment(self) -> Disk:
         """Only the fields a libvirt definition holds."""
@@ -77,6 +79,7 @@ class Disk:
             bus=self.bus,
             device=self.device,
             read_only=self.read_only or self.device == "cdrom",
+            serial=self.serial,
         )
 
     @property
@@ -137,6 +140,19 @@ class DomainSpec:
     # ``host``, or on a host whose labels match all of ``host_selector``.
     host: str | None = None
     host_selector: Mapping[str, str] = field(default_factory=dict)
+    # osinfo-db: the short id (osVariant) and the OS's id (None: not in the database here).
+    os_variant: str | None = None
+    os_id: str | None = None
+    machine: str | None = None  # pc | q35; None: libvirt's default, not compared
+    cloud_init: CloudInit | None = None
+    # The cloud-init seed as attached (its path and content digest), set by the Domain
+    # kind once it has read the seed's sources; attached after ``disks``.
+    seed: Disk | None = None
+
+    @property
+    def attached_disks(self) -> tuple[Disk, ...]:
+        """Every disk of the definition: the manifest's, then the seed."""
+        return self.disks if self.seed is None else (*self.disks, self.seed)
 
     @property
     def vcpus_max(self) -> int:
@@ -152,6 +168,9 @@ class DomainSpec:
         max_memory = spec.get("maxMemory")
         graphics = spec.get("graphics", {})
         os_ = spec.get("os", {})
+        variant = spec.get("osVariant")
+        known = osinfo.database().get(variant) if variant else None
+        cloud = spec.get("cloudInit")
         return cls(
             memory=quantities.parse_bytes(spec["memory"]),
             type=spec.get("type", "kvm"),
@@ -190,6 +209,10 @@ class DomainSpec:
             sync_clock=bool(spec.get("syncClock", False)),
             host=spec.get("host"),
             host_selector=host_selector(spec),
+            os_variant=variant,
+            os_id=known.id if known is not None else None,
+            machine=os_.get("machine"),
+            cloud_init=CloudInit.from_spec(cloud) if cloud else None,
         )
 
 

@@ -1,8 +1,9 @@
 """Parsing manifest files into accepted documents, or into problems that name their place.
 
 A file may hold several YAML documents (``---``). Each is checked in turn: that it is a
-mapping, its ``apiVersion`` and ``kind``, then the kind's schema (``crds/``), then the rules
-a schema cannot say (``api/rules.py``: quantities, duplicate names). YAML is composed into
+mapping, its ``apiVersion`` and ``kind``, then the kind's schema (``crds/``), then the defaults
+(a Domain's osVariant's, api/osinfo.py, before the schema's), then the rules a schema
+cannot say (``api/rules.py``: quantities, duplicate names). YAML is composed into
 nodes first so every problem can carry the line of the field it is about.
 
 A file is accepted whole or not at all: if any document has a problem, ``parse_file``
@@ -14,12 +15,13 @@ exceed (documents, nodes with aliases expanded, depth).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from kvmrec.api import rules, schema
+from kvmrec.api import osinfo, rules, schema
 from kvmrec.api.errors import ManifestError, ManifestProblem
 from kvmrec.api.kinds import Manifest, spec_digest
 from kvmrec.api.yaml_loading import Path, _DuplicateKey, _load, _Refused
@@ -153,7 +155,7 @@ def _check_document(
     ]
     if found:
         return found
-    full = schema.with_defaults(kind, document)
+    full = schema.with_defaults(kind, _with_os_defaults(kind_name, document))
     spec = full["spec"]
     found = [
         problem(f, r, path, label)
@@ -172,6 +174,19 @@ def _check_document(
         annotations=dict(metadata.get("annotations", {})),
         digest=spec_digest(document["spec"]),
     )
+
+
+def _with_os_defaults(kind: str, document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Domain's ``osVariant`` defaults the fields its manifest leaves open, before the
+    schema's own defaults fill the rest (an unknown variant is the rules' error)."""
+    spec = document.get("spec")
+    variant = spec.get("osVariant") if kind == "Domain" and isinstance(spec, dict) else None
+    info = osinfo.database().get(variant) if isinstance(variant, str) else None
+    if info is None:
+        return document
+    copied = copy.deepcopy(dict(document))
+    osinfo.fill_defaults(copied["spec"], info)
+    return copied
 
 
 def _nearest(path: Path, lines: Mapping[Path, int]) -> Path:

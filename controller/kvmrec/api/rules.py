@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from kvmrec.api import quantities, schema
+from kvmrec.api import osinfo, quantities, schema
 from kvmrec.api.kinds import derived_mac
 from kvmrec.api.yaml_loading import Path
 from kvmrec.snapshots import schedule
@@ -197,6 +197,16 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
             add(("spec", "os", field), "must not contain '..'")
     if "kernel" in os_ and os_.get("firmware") == "efi":
         add(("spec", "os", "kernel"), "direct kernel boot needs firmware bios")
+    variant = spec.get("osVariant")
+    if isinstance(variant, str):
+        unknown = osinfo.database().problem(variant)
+        if unknown:
+            add(("spec", "osVariant"), unknown)
+    cloud = spec.get("cloudInit") or {}
+    for field in ("userData", "metaData", "networkConfig"):
+        source = cloud.get(field)
+        if isinstance(source, dict) and ".." in source["file"].split("/"):
+            add(("spec", "cloudInit", field, "file"), "must not contain '..'")
     if spec.get("syncClock") and not spec.get("guestAgent"):
         add(("spec", "syncClock"), "needs guestAgent: true (the clock is set through the agent)")
     if "host" in spec and "hostSelector" in spec:

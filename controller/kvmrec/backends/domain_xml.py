@@ -1,11 +1,12 @@
 """Domain model <-> libvirt domain XML.
 
-``build`` writes the complete definition kvmrec wants, including the ownership stamp in
-``<metadata>`` (kvmrec's own XML namespace). ``parse`` reads a definition back into the
-same model, looking only at the fields the model holds: the controllers, addresses, PCI
-slots, emulator path and aliases libvirt adds are never read, so they can never count as
-drift. ``parse(build(x)) == x`` holds for every model, and so it does after libvirt has
-filled in its defaults (the integration tests check that round trip on a real libvirtd).
+``build`` writes the complete definition kvmrec wants, including the ownership stamp and
+the libosinfo OS in ``<metadata>`` (backends/domain_metadata.py). ``parse`` reads a
+definition back into the same model, looking only at the fields the model holds: the
+controllers, addresses, PCI slots, emulator path and aliases libvirt adds are never read,
+so they can never count as drift. ``parse(build(x)) == x`` holds for every model, and so
+it does after libvirt has filled in its defaults (the integration tests check that round
+trip on a real libvirtd).
 """
 
 from __future__ import annotations
@@ -16,26 +17,15 @@ from dataclasses import dataclass
 
 from kvmrec.api import quantities
 from kvmrec.api.kinds import Disk, DomainSpec, Graphics, Interface
+from kvmrec.backends.domain_metadata import OWNER_NS as OWNER_NS
+from kvmrec.backends.domain_metadata import OWNER_PREFIX as OWNER_PREFIX
+from kvmrec.backends.domain_metadata import Owner as Owner
+from kvmrec.backends.domain_metadata import libosinfo_element, read_os_id
+from kvmrec.backends.domain_metadata import owner_element as owner_element
+from kvmrec.backends.domain_metadata import owner_xml as owner_xml
+from kvmrec.backends.domain_metadata import read_owner as read_owner
 
-OWNER_NS = "https://kvmrec.io/xmlns/owner/v1alpha1"
-OWNER_PREFIX = "kvmrec"
 _UUID_NS = uuid.UUID("5b1f3a36-9a4e-4c1c-8f0e-6d5a8f3c2b71")
-
-ET.register_namespace(OWNER_PREFIX, OWNER_NS)
-
-
-@dataclass(frozen=True)
-class Owner:
-    """kvmrec's stamp on an object it manages. ``adopted``: kvmrec took the object over
-    (``kvmrec.io/adopt``) instead of creating it; the stamp keeps that for as long as kvmrec
-    manages it, so a deletion can say what it would destroy."""
-
-    kind: str
-    name: str
-    uid: str
-    generation: int
-    digest: str
-    adopted: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +52,8 @@ class DomainConfig:
     owner: Owner | None
     balloon: bool = False  # a memory balloon: memory can change while the guest runs
     agent_connected: bool = False  # live XML only: qemu-ga is listening in the guest
+    machine: str | None = None  # pc | q35 (libvirt's versioned names, shortened)
+    os_id: str | None = None  # the libosinfo OS of the metadata
 
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -72,28 +64,6 @@ def stable_uuid(name: str) -> str:
     """The UUID kvmrec gives a domain: derived from its name, so every redefinition, every
     restart of the service and every host of a fleet agrees on it."""
     return str(uuid.uuid5(_UUID_NS, f"Domain/{name}"))
-
-
-def owner_xml(owner: Owner) -> str:
-    """The stamp as a standalone element for ``virDomainSetMetadata``, which puts it in
-    kvmrec's namespace itself (and refuses an element that declares one)."""
-    element = owner_element(owner)
-    element.tag = "owner"
-    return ET.tostring(element, encoding="unicode")
-
-
-def owner_element(owner: Owner) -> ET.Element:
-    """kvmrec's stamp, in its own XML namespace (domains and networks alike)."""
-    attributes = {
-        "kind": owner.kind,
-        "name": owner.name,
-        "uid": owner.uid,
-        "generation": str(owner.generation),
-        "digest": owner.digest,
-    }
-    if owner.adopted:
-        attributes["adopted"] = "true"
-    return ET.Element(f"{{{OWNER_NS}}}owner", attributes)
 
 
 def target_devs(disks: tuple[Disk, ...]) -> list[str]:
@@ -119,6 +89,8 @@ def disk_element(disk: Disk, dev: str) -> ET.Element:
     ET.SubElement(element, "target", {"dev": dev, "bus": disk.bus})
     if disk.read_only or disk.device == "cdrom":
         ET.SubElement(element, "readonly")
+    if disk.serial:
+        ET.SubElement(element, "serial").text = disk.serial
     return element
 
 
@@ -145,8 +117,12 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
     root = ET.Element("domain", {"type": spec.type})
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "uuid").text = uuid or stable_uuid(name)
-    if owner is not None:
-        ET.SubElement(root, "metadata").append(owner_element(owner))
+    if owner is not None or spec.os_id is not None:
+        metadata = ET.SubElement(root, "metadata")
+        if owner is not None:
+            metadata.append(owner_element(owner))
+        if spec.os_id is not None:
+            metadata.append(libosinfo_element(spec.os_id))
     ET.SubElement(root, "memory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory_max))
     ET.SubElement(root, "currentMemory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory))
     vcpu = {"placement": "static"}
@@ -154,7 +130,8 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
         vcpu["current"] = str(spec.vcpus)
     ET.SubElement(root, "vcpu", vcpu).text = str(spec.vcpus_max)
     os_ = ET.SubElement(root, "os", {"firmware": "efi"} if spec.firmware == "efi" else {})
-    ET.SubElement(os_, "type", {"arch": "x86_64"}).text = "hvm"
+    machine = {"machine": spec.machine} if spec.machine else {}
+    ET.SubElement(os_, "type", {"arch": "x86_64", **machine}).text = "hvm"
     for tag, value in (("kernel", spec.kernel), ("initrd", spec.initrd), ("cmdline", spec.cmdline)):
         if value is not None:
             ET.SubElement(os_, tag).text = value
@@ -166,7 +143,8 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
     ET.SubElement(root, "on_reboot").text = "restart"
     ET.SubElement(root, "on_crash").text = "destroy"
     devices = ET.SubElement(root, "devices")
-    for disk, dev in zip(spec.disks, target_devs(spec.disks), strict=True):
+    attached = spec.attached_disks
+    for disk, dev in zip(attached, target_devs(attached), strict=True):
         devices.append(disk_element(disk, dev))
     for iface in spec.interfaces:
         devices.append(interface_element(iface))
@@ -232,7 +210,18 @@ def parse(xml: str) -> DomainConfig:
             target.get("name") == AGENT_CHANNEL and target.get("state") == "connected"
             for target in devices.findall("channel/target")
         ),
+        machine=_machine(os_),
+        os_id=read_os_id(root),
     )
+
+
+def _machine(os_: ET.Element | None) -> str | None:
+    """``pc-q35-7.2`` and ``q35`` are q35; ``pc-i440fx-7.2`` and ``pc`` are pc."""
+    type_ = os_.find("type") if os_ is not None else None
+    machine = type_.get("machine") if type_ is not None else None
+    if not machine:
+        return None
+    return "q35" if "q35" in machine else "pc"
 
 
 def _firmware(os_: ET.Element | None) -> str:
@@ -276,6 +265,7 @@ def _disk(element: ET.Element) -> Disk | None:
         bus=target.get("bus", "virtio"),
         device=device,
         read_only=element.find("readonly") is not None,
+        serial=element.findtext("serial") or None,
     )
 
 
@@ -317,20 +307,6 @@ def _bytes(element: ET.Element | None) -> int:
         "T": 1024**4,
     }
     return int(element.text) * factor.get(element.get("unit", "KiB"), 1024)
-
-
-def read_owner(root: ET.Element) -> Owner | None:
-    element = root.find(f"metadata/{{{OWNER_NS}}}owner")
-    if element is None:
-        return None
-    return Owner(
-        kind=element.get("kind", ""),
-        name=element.get("name", ""),
-        uid=element.get("uid", ""),
-        generation=int(element.get("generation", "0")),
-        digest=element.get("digest", ""),
-        adopted=element.get("adopted") == "true",
-    )
 
 
 # Devices a manifest cannot describe: an import says so instead of dropping them silently.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvmrec.api import quantities
+from kvmrec.api import osinfo, quantities
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy
 from kvmrec.backends.domain_xml import Owner
 from kvmrec.backends.libvirt.live import LiveDomain
@@ -95,6 +95,13 @@ def manifest_for(live: LiveDomain) -> dict[str, Any]:
     for field in ("kernel", "initrd", "cmdline"):
         if getattr(config, field) is not None:
             os_[field] = getattr(config, field)
+    known = osinfo.database().by_id(config.os_id) if config.os_id else None
+    if known is not None:
+        # What the variant would default is written as it is, so adopting changes nothing.
+        spec["osVariant"] = known.short_id
+        os_["firmware"] = config.firmware
+        if config.machine is not None:
+            os_["machine"] = config.machine
     if os_:
         spec["os"] = os_
     disks = []

@@ -8,6 +8,7 @@ reconcile does. Where the rest lives:
 
 - comparing, field by field, intent only: reconcilers/domain_diff.py;
 - disk images, and which paths a manifest may name: reconcilers/domain_images.py;
+- the cloud-init seed (made, rebuilt, deleted with the domain): reconcilers/seeds.py;
 - the running guest (live changes, its clock, its addresses): reconcilers/domain_guest.py;
 - what it is after acting (Ready, drift, restarts that needs): reconcilers/domain_report.py;
 - deleting it, and its images: reconcilers/domain_deletion.py;
@@ -47,6 +48,7 @@ from kvmrec.backends.domain_xml import Owner
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
 from kvmrec.backends.libvirt.live import Fingerprint, LiveDomain
+from kvmrec.backends.seed_iso import SeedError
 from kvmrec.engine.clock import Clock
 from kvmrec.reconcilers import adoption, crash_loop, libvirt_jobs, reverts, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
@@ -79,6 +81,7 @@ def _owner(obj: StoredObject, live: LiveDomain | None) -> Owner:
 
 _EVENT_REASONS = {
     "create-image": "ImageCreated",
+    "build-seed": "SeedBuilt",
     "grow-image": "ImageGrown",
     "create": "Created",
     "update": "Redefined",
@@ -101,7 +104,7 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
     kind = KIND
     noun = "domain"
     removal = _REMOVAL
-    errors: ClassVar[tuple[type[Exception], ...]] = (BackendError, images.ImageError)
+    errors: ClassVar[tuple[type[Exception], ...]] = (BackendError, images.ImageError, SeedError)
     reasons: ClassVar[Mapping[str, str]] = _EVENT_REASONS
     quiet_waits: ClassVar[frozenset[str]] = frozenset({libvirt_jobs.WAIT_REASON})
     events = "domain"
@@ -155,7 +158,7 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
     # -- observe -------------------------------------------------------------------------
 
     def parse(self, obj: StoredObject) -> DomainSpec:
-        return DomainSpec.from_spec(obj.spec, obj.key.name)
+        return self._with_seed(obj.key.name, DomainSpec.from_spec(obj.spec, obj.key.name))
 
     def observe(self, obj: StoredObject, spec: DomainSpec) -> LiveDomain | None:
         return self._hv.get_domain(obj.key.name)
@@ -213,6 +216,9 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
         refused = self._refused_disk_paths(spec)
         if refused:
             return Plan(blocked=refused, blocked_reason="DiskPathNotAllowed")
+        seed_steps, blocked = self._os_and_seed(name, spec)
+        if blocked is not None:
+            return blocked
         want = wants_running(spec, live, memory, obj.generation)
         if want and (live is None or not live.active) and self._deps is not None:
             unmet = self._deps.unmet(domain_refs(spec))
@@ -224,11 +230,11 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
                     wait_reason="WaitingForDependency",
                     wait_message=message,
                 )
-        steps: list[Step] = []
+        steps: list[Step] = list(seed_steps)
         image_steps, missing = self._image_steps(name, spec, live)
-        if missing:
-            return Plan(steps=tuple(image_steps), blocked=missing, blocked_reason="ImageMissing")
         steps += image_steps
+        if missing:
+            return Plan(steps=tuple(steps), blocked=missing, blocked_reason="ImageMissing")
 
         owner = _owner(obj, live)
         if live is None:
@@ -295,12 +301,17 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
                 assert step.item is not None
                 self._create_image(spec.disks[step.item])
                 return f"created image {step.detail}"
+            case "build-seed":
+                return self._build_seed(name, spec)
             case "grow-image":
                 assert step.item is not None
                 self._grow_image(name, spec, step.item, live)
                 return f"grew image {spec.disks[step.item].source} to {step.fields[0].desired}"
             case "create" | "update":
                 uuid = live.config.uuid if live is not None else None  # an adopted one's own
+                if live is not None and spec.os_id is None:
+                    # The OS another tool recorded stays, as long as the manifest names none.
+                    spec = replace(spec, os_id=live.config.os_id)
                 self._hv.define_domain(domain_xml.build(name, spec, owner, uuid=uuid))
                 return step.detail if step.action == "create" else f"redefined: {fields}"
             case "adopt" | "stamp":
@@ -361,7 +372,9 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
 
     def done(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         fingerprint = turn.notes.get("fingerprint")
-        if fingerprint is not None:
+        # A seed's sources and the seed file are no part of libvirt's fingerprint: such a
+        # domain is reconciled on every resync.
+        if fingerprint is not None and turn.spec.seed is None:
             self._remember(turn.name, fingerprint)
 
     def forget(self, turn: Turn[DomainSpec, LiveDomain]) -> None:

@@ -19,12 +19,13 @@ from kvmrec.reconcilers.domain_images import DiskImages
 from kvmrec.reconcilers.domain_memory import DomainMemory
 from kvmrec.reconcilers.kind import Turn
 from kvmrec.reconcilers.plans import Plan, Step
+from kvmrec.reconcilers.seeds import Seeds
 from kvmrec.store.records import Status
 
 log = logging.getLogger("kvmrec.reconcilers.domain")
 
 
-class DomainDeletion(DiskImages):
+class DomainDeletion(DiskImages, Seeds):
     """The Domain kind's deletion (a part of reconcilers/domain.py)."""
 
     _stopper: stopping.Stopper
@@ -38,6 +39,8 @@ class DomainDeletion(DiskImages):
 
     def delete_detail(self, turn: Turn[DomainSpec, LiveDomain], detail: str) -> str:
         doomed = [d.source for d in turn.spec.disks if self._deletable(d)]
+        if turn.spec.seed is not None and turn.spec.seed.path is not None:
+            doomed.append(turn.spec.seed.path)
         return detail + (f"; delete {', '.join(doomed)}" if doomed else "")
 
     def held(self, turn: Turn[DomainSpec, LiveDomain], plan: Plan) -> tuple[Status, float] | None:
@@ -80,6 +83,9 @@ class DomainDeletion(DiskImages):
             else:
                 self._hv.delete_volume(disk.pool or "", disk.volume or "")
             removed.append(disk.source)
+        seed = self._delete_seed(name, spec)
+        if seed is not None:
+            removed.append(seed)
         kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
         what = f"domain {name}"
         if live.config.owner is not None and live.config.owner.adopted:

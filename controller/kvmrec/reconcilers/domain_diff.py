@@ -9,6 +9,7 @@ a manifest asks for follows ``runStrategy`` (KubeVirt's meanings).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from kvmrec.api import quantities
@@ -35,6 +36,11 @@ def disk_view(disks: Iterable[Disk]) -> list[dict[str, Any]]:
         item.update(format=d.format, bus=d.bus, device=d.device, readOnly=d.read_only)
         view.append(item)
     return view
+
+
+def seed_view(seed: Disk) -> dict[str, Any]:
+    """The cloud-init seed as attached: where, how, and its content digest."""
+    return {"path": seed.path, "bus": seed.bus, "digest": seed.serial}
 
 
 def iface_key(i: Interface) -> tuple[str, str | None, str | None, str | None, str]:
@@ -85,9 +91,21 @@ def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
     check("spec.os.kernel", spec.kernel, config.kernel)
     check("spec.os.initrd", spec.initrd, config.initrd)
     check("spec.os.cmdline", spec.cmdline, config.cmdline)
+    if spec.machine is not None:
+        check("spec.os.machine", spec.machine, config.machine)
+    if spec.os_id is not None:
+        check("spec.osVariant", spec.os_id, config.os_id)
+    seed_path = spec.seed.path if spec.seed is not None else None
+    # Only the seed's serial is kvmrec's (its digest); another disk's is not modelled.
+    disks = tuple(
+        replace(d, serial=None) for d in config.disks if seed_path is None or d.path != seed_path
+    )
     wanted = by_bus(d.attachment() for d in spec.disks)
-    if wanted != by_bus(config.disks):
-        drift.append(Drift("spec.disks", disk_view(wanted), disk_view(by_bus(config.disks))))
+    if wanted != by_bus(disks):
+        drift.append(Drift("spec.disks", disk_view(wanted), disk_view(by_bus(disks))))
+    if spec.seed is not None:
+        attached = [d for d in config.disks if d.path == seed_path]
+        check("spec.cloudInit", seed_view(spec.seed), seed_view(attached[0]) if attached else None)
     if [iface_key(i) for i in spec.interfaces] != [iface_key(i) for i in config.interfaces]:
         drift.append(
             Drift("spec.interfaces", iface_view(spec.interfaces), iface_view(config.interfaces))
@@ -106,6 +124,8 @@ def live_class(spec: DomainSpec, running: DomainConfig) -> tuple[list[Drift], li
     live: list[Drift] = []
     restart: list[Drift] = []
     for d in diff_config(spec, running):
+        if d.field == "spec.osVariant":
+            continue  # metadata of the definition: nothing the running guest uses
         (live if hot.get(d.field, False) else restart).append(d)
     return live, restart
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from kvmrec.api import osinfo
 from kvmrec.api.kinds import DomainSpec, RestartPolicy, RunStrategy
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.live import LiveDomain
@@ -28,7 +29,20 @@ from kvmrec.reconcilers.domain_guest import GuestSide
 from kvmrec.reconcilers.domain_memory import DomainMemory
 from kvmrec.reconcilers.kind import Report, Turn
 from kvmrec.reconcilers.plans import Plan
+from kvmrec.reconcilers.seeds import seed_details
 from kvmrec.store.records import Drift, Status, StoredObject
+
+
+def _os_minimum(spec: DomainSpec, status: Status) -> tuple[tuple[str, str, str, str], ...]:
+    """``BelowOSMinimum``: memory or vCPUs below what the osVariant's OS needs (a warning:
+    the guest is made as asked)."""
+    known = osinfo.database().by_id(spec.os_id) if spec.os_id is not None else None
+    short = known.below_minimum(spec.memory, spec.vcpus) if known is not None else []
+    if short:
+        return (("BelowOSMinimum", "True", "BelowMinimum", "; ".join(short)),)
+    if status.condition("BelowOSMinimum") is not None:
+        return (("BelowOSMinimum", "False", "AtLeastMinimum", ""),)
+    return ()
 
 
 class DomainReport(GuestSide):
@@ -154,6 +168,7 @@ class DomainReport(GuestSide):
                 "state": live.state,
                 "reason": live.reason,
                 "uuid": live.config.uuid,
+                **seed_details(spec),
             },
             requeue_after=wait,
             conditions=conditions,
@@ -196,4 +211,4 @@ class DomainReport(GuestSide):
             conditions = (("RestartRequired", "True", "DefinitionChanged", picks_up),)
         elif status.condition("RestartRequired") is not None:
             conditions = (("RestartRequired", "False", "UpToDate", ""),)
-        return ready, reason, message, conditions
+        return ready, reason, message, conditions + _os_minimum(spec, status)

@@ -91,7 +91,7 @@ def _flush(
 
 
 # Conditions whose True state is bad news.
-_ABNORMAL_WHEN_TRUE = {"RestartRequired", "Degraded"}
+_ABNORMAL_WHEN_TRUE = {"RestartRequired", "Degraded", "BelowOSMinimum"}
 
 
 def commit(
