@@ -10,7 +10,6 @@ service needs is here, so service.py stays the same for one host and for many.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from kvmrec import __version__
 from kvmrec import store as stores
@@ -18,7 +17,6 @@ from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
 from kvmrec.backends.protocols import Inventories
 from kvmrec.engine import clock as clocks
-from kvmrec.engine.queue import WorkQueue
 from kvmrec.fleet.agent import HostAgent
 from kvmrec.fleet.leader import Leader
 from kvmrec.fleet.scope import Scope
@@ -39,27 +37,19 @@ def open_store(settings: Settings) -> tuple[Store, FleetParts | None]:
     return stores.open_fleet(str(settings.store), host=settings.host, shared_kinds=HOST_LEVEL_KINDS)
 
 
-class Wakes(Protocol):
-    """What the membership tells the service: reconcile a key, or everything."""
-
-    queue: WorkQueue[ObjectKey]
-
-    def _relist(self) -> None: ...
-
-
 def member(
     settings: Settings,
     parts: FleetParts | None,
     inventory: Inventories,
     clock: clocks.Clock,
-    service: Wakes,
+    queue: Callable[[ObjectKey], None],
+    relist: Callable[[], None],
 ) -> Membership | None:
-    """The service's membership of its fleet (None on a single host)."""
+    """The service's membership of its fleet (None on a single host). ``queue``: reconcile
+    a key soon; ``relist``: reconcile every key."""
     if parts is None:
         return None
-    return Membership(
-        settings, parts, inventory, clock, queue=service.queue.add, relist=service._relist
-    )
+    return Membership(settings, parts, inventory, clock, queue=queue, relist=relist)
 
 
 class Membership:
