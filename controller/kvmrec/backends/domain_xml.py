@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import Disk, DomainSpec, Graphics, Interface
+from kvmrec.api.kinds import Cpu, Disk, DomainSpec, Graphics, Interface
+from kvmrec.backends import cpu_xml
 
 OWNER_NS = "https://kvmrec.io/xmlns/owner/v1alpha1"
 OWNER_PREFIX = "kvmrec"
@@ -60,6 +61,7 @@ class DomainConfig:
     disks: tuple[Disk, ...]  # attachments only (see Disk.attachment)
     interfaces: tuple[Interface, ...]  # names are unknown to libvirt: matched by MAC
     owner: Owner | None
+    cpu: Cpu | None = None  # None: QEMU's default CPU
     balloon: bool = False  # a memory balloon: memory can change while the guest runs
     agent_connected: bool = False  # live XML only: qemu-ga is listening in the guest
 
@@ -145,8 +147,13 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
     root = ET.Element("domain", {"type": spec.type})
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "uuid").text = uuid or stable_uuid(name)
+    metadata = ET.SubElement(root, "metadata")
     if owner is not None:
-        ET.SubElement(root, "metadata").append(owner_element(owner))
+        metadata.append(owner_element(owner))
+    if spec.cpu is not None:
+        metadata.append(cpu_xml.stamp(spec.cpu))
+    if not len(metadata):
+        root.remove(metadata)
     ET.SubElement(root, "memory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory_max))
     ET.SubElement(root, "currentMemory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory))
     vcpu = {"placement": "static"}
@@ -162,6 +169,8 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
         ET.SubElement(os_, "boot", {"dev": dev})
     features = ET.SubElement(root, "features")
     ET.SubElement(features, "acpi")
+    if spec.cpu is not None:
+        root.append(cpu_xml.element(spec.cpu))
     ET.SubElement(root, "on_poweroff").text = "destroy"
     ET.SubElement(root, "on_reboot").text = "restart"
     ET.SubElement(root, "on_crash").text = "destroy"
@@ -227,6 +236,7 @@ def parse(xml: str) -> DomainConfig:
             i for i in (_interface(e) for e in devices.findall("interface")) if i is not None
         ),
         owner=read_owner(root),
+        cpu=cpu_xml.parse(root),
         balloon=any(b.get("model") not in (None, "none") for b in devices.findall("memballoon")),
         agent_connected=any(
             target.get("name") == AGENT_CHANNEL and target.get("state") == "connected"

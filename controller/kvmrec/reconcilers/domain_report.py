@@ -87,7 +87,7 @@ class DomainReport(GuestSide):
         if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
             memory = replace(memory, once_generation=obj.generation)
         if live.state == "running" and memory.stopping is None:
-            memory = replace(memory, restarting=False)
+            memory = replace(memory, restarting=False, cpu_refused=None)
         # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
         # clock as far behind as one of its own.
         resumed = status.details.get("state") == "paused" and live.state == "running"
@@ -174,7 +174,11 @@ class DomainReport(GuestSide):
         """``Ready`` (whether, why, what it says) and ``RestartRequired``."""
         want = wants_running(spec, live, memory, obj.generation)
         if plan.wait is not None:
-            ready, reason, message = False, "CrashLoopBackOff", plan.wait_message
+            ready, reason, message = (
+                False,
+                plan.wait_reason or "CrashLoopBackOff",
+                plan.wait_message,
+            )
         elif want is True:
             ready = live.state == "running"
             reason, message = ("Running", "") if ready else ("NotRunning", state_of(live))
