@@ -39,6 +39,7 @@ _COMMANDS = {
     "guest": "guest",
     "prune": "prune",
     "reload": "reload",
+    "doctor": "doctor",
 }
 
 # Global options that take a value: what follows them is not the command.
