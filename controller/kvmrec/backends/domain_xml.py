@@ -64,6 +64,8 @@ class DomainConfig:
     cpu: Cpu | None = None  # None: QEMU's default CPU
     balloon: bool = False  # a memory balloon: memory can change while the guest runs
     agent_connected: bool = False  # live XML only: qemu-ga is listening in the guest
+    vnc_port: int | None = None  # live XML only: the TCP port QEMU's VNC server took
+    serial_pty: str | None = None  # live XML only: the host pty of the serial console
 
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -242,7 +244,25 @@ def parse(xml: str) -> DomainConfig:
             target.get("name") == AGENT_CHANNEL and target.get("state") == "connected"
             for target in devices.findall("channel/target")
         ),
+        vnc_port=_vnc_port(devices),
+        serial_pty=_pty(devices),
     )
+
+
+def _vnc_port(devices: ET.Element) -> int | None:
+    for graphics in devices.findall("graphics"):
+        port = graphics.get("port", "")
+        if graphics.get("type") == "vnc" and port.isdigit():  # -1: autoport, not started
+            return int(port)
+    return None
+
+
+def _pty(devices: ET.Element) -> str | None:
+    for console in devices.findall("console"):
+        source = console.find("source")
+        if console.get("type") == "pty" and source is not None and source.get("path"):
+            return source.get("path")
+    return None
 
 
 def _firmware(os_: ET.Element | None) -> str:

@@ -40,6 +40,7 @@ _COMMANDS = {
     "prune": "prune",
     "reload": "reload",
     "doctor": "doctor",
+    "console": "console",
 }
 
 # Global options that take a value: what follows them is not the command.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from kvmrec.api.kinds import DomainSpec, RestartPolicy, RunStrategy
 from kvmrec.backends.errors import BackendError
@@ -29,6 +30,21 @@ from kvmrec.reconcilers.domain_memory import DomainMemory
 from kvmrec.reconcilers.kind import Report, Turn
 from kvmrec.reconcilers.plans import Plan
 from kvmrec.store.records import Drift, Status, StoredObject
+
+
+def consoles(live: LiveDomain) -> dict[str, Any] | None:
+    """Where to reach a running guest's consoles (``virsh vncdisplay``, ``virsh ttyconsole``);
+    None while it does not run."""
+    running = live.running
+    if running is None or not live.active:
+        return None
+    vnc = None
+    if running.vnc_port is not None:
+        display = running.vnc_port - 5900
+        listen = running.graphics.listen
+        vnc = {"display": f":{display}", "port": running.vnc_port, "listen": listen}
+    serial = {"pty": running.serial_pty} if running.serial_pty else None
+    return {"vnc": vnc, "serial": serial}
 
 
 class DomainReport(GuestSide):
@@ -154,6 +170,7 @@ class DomainReport(GuestSide):
                 "state": live.state,
                 "reason": live.reason,
                 "uuid": live.config.uuid,
+                "consoles": consoles(live),
             },
             requeue_after=wait,
             conditions=conditions,
