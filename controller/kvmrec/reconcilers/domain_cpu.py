@@ -56,13 +56,16 @@ class CpuNotSupported(StepFailed):
         super().__init__(REASON, message, RETRY)
 
 
-def describe(spec: DomainSpec, words: str, seconds: float) -> str:
+def describe(spec: DomainSpec, words: str, seconds: float | None) -> str:
+    """Ready's message: what was asked, libvirt's words, when it is tried again (None: at
+    the next start) and what starts everywhere."""
     asked = cpu_view(spec.cpu) or {"mode": "default"}
     what = ", ".join(f"{k} {v}" for k, v in asked.items() if k != "features")
+    when = "at the next start" if seconds is None else f"in {seconds:.0f} s"
     return (
-        f"this host cannot run the guest's CPU (spec.cpu {what}): {words}; next try in "
-        f"{seconds:.0f} s or when the manifest changes (leave spec.cpu out for QEMU's default "
-        "CPU, or use mode custom with model kvm64, which start everywhere)"
+        f"this host cannot run the guest's CPU (spec.cpu {what}): {words}; next try {when} "
+        "or when the manifest changes (leave spec.cpu out for QEMU's default CPU, or use "
+        "mode custom with model kvm64, which start everywhere)"
     )
 
 

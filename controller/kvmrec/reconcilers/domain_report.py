@@ -17,7 +17,7 @@ from typing import Any
 from kvmrec.api.kinds import DomainSpec, RestartPolicy, RunStrategy
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.live import LiveDomain
-from kvmrec.reconcilers import crash_loop, stopping
+from kvmrec.reconcilers import crash_loop, domain_cpu, stopping
 from kvmrec.reconcilers.domain_diff import (
     diff_config,
     drift_key,
@@ -72,7 +72,13 @@ class DomainReport(GuestSide):
         if memory.stopping is not None:
             return message or "restarting the guest", memory
         memory = replace(self._note_start(memory, now), restarting=False)
-        self._hv.start_domain(name)
+        try:
+            self._hv.start_domain(name)
+        except BackendError as exc:
+            if not domain_cpu.refused(spec, exc):
+                raise
+            # Off now; the next reconcile's start records the refusal and waits.
+            raise domain_cpu.CpuNotSupported(domain_cpu.describe(spec, str(exc), None)) from exc
         return "restarted the guest", memory
 
     @staticmethod

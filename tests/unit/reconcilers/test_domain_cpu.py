@@ -134,3 +134,20 @@ def test_a_cpu_change_of_a_running_guest_needs_a_restart(world: World) -> None:
     restart = status.condition("RestartRequired")
     assert restart is not None and restart.status == "True" and "spec.cpu" in restart.message
     assert world.config(name).cpu is not None and world.config(name).cpu.mode == "host-passthrough"  # type: ignore[union-attr]
+
+
+def test_a_restart_into_a_refused_cpu_ends_in_the_condition_not_a_loop(world: World) -> None:
+    name = world.name("cpu")
+    key = world.apply(name, cpu={"mode": "custom", "model": "kvm64"}, restartPolicy="Auto")
+    world.reconciler.reconcile(key)
+    assert world.running(name)
+    key = world.apply(name, cpu=CPU, restartPolicy="Auto")
+    for _ in range(6):
+        world.clock.advance(5)
+        world.reconciler.reconcile(key)
+    ready = world.status(key).condition("Ready")
+    assert ready is not None and ready.reason == "CpuNotSupported"
+    assert "required features: vmx" in ready.message
+    assert not world.running(name)
+    # The first start, the restart's start, and the one start that recorded the refusal.
+    assert world.host.starts == [name, name, name]
