@@ -11,6 +11,8 @@ from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import Cpu, CpuFeature, DomainSpec
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml
+from kvmrec.backends.libvirt.live import LiveDomain
+from kvmrec.reconcilers.adoption import manifest_for
 from kvmrec.reconcilers.domain_diff import diff_config, live_class
 
 BASE: dict[str, Any] = {"memory": "64Mi"}
@@ -142,3 +144,13 @@ def test_bad_cpus_are_refused_naming_the_field(
         parse_file("c.yaml", text.encode())
     message = str(caught.value)
     assert "c.yaml" in message and field in message and reason in message
+
+
+def test_import_describes_the_cpu() -> None:
+    cpu = {"mode": "custom", "model": "kvm64", "features": [{"name": "pcid", "policy": "disable"}]}
+    xml = domain_xml.build("cpu-test", spec(cpu=cpu), None)
+    live = LiveDomain(domain_xml.parse(xml), "shutoff", "unknown", False, (xml, False, False))
+    assert manifest_for(live)["spec"]["cpu"] == cpu
+    plain = domain_xml.build("cpu-test", spec(), None)
+    live = LiveDomain(domain_xml.parse(plain), "shutoff", "unknown", False, (plain, False, False))
+    assert "cpu" not in manifest_for(live)["spec"]

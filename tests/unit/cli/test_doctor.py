@@ -9,7 +9,8 @@ import pytest
 
 from kvmrec import host_checks
 from kvmrec.backends import host
-from kvmrec.backends.libvirt.probes import LibvirtFacts
+from kvmrec.backends.libvirt.probes import LibvirtFacts, NetworkFacts
+from kvmrec.backends.ovs import probe
 from kvmrec.cli import doctor
 from kvmrec.host_checks import FAIL, OK, WARN, Check
 
@@ -99,3 +100,63 @@ def test_the_table_has_one_row_per_check_in_columns() -> None:
     assert lines[0].split() == ["CHECK", "VERDICT", "DETAIL", "FIX"]
     assert lines[1].split() == ["a-check", "ok", "fine", "-"]
     assert lines[2].endswith("fix it") and lines[2].index("worse") == lines[1].index("fine")
+
+
+class FakeProbes:
+    def __init__(self, network: NetworkFacts | None = None, refusal: str | None = None) -> None:
+        self._network, self._refusal = network, refusal
+        self.tried: list[str] = []
+
+    def network(self, name: str) -> NetworkFacts | None:
+        return self._network
+
+    def cpu_starts(self, mode: str, domain_type: str = "kvm") -> str | None:
+        self.tried.append(mode)
+        return self._refusal
+
+
+def test_host_passthrough_that_does_not_start_is_a_warning_with_the_fix() -> None:
+    probes = FakeProbes(refusal="failed to set MSR 0x10a")
+    check = host_checks.host_passthrough(probes, facts("kvm", "qemu"))  # type: ignore[arg-type]
+    assert check.verdict == WARN and "failed to set MSR 0x10a" in check.detail
+    assert check.fix == host_checks.CPU_FIX and "kvm64" in check.fix
+    assert host_checks.host_passthrough(FakeProbes(), facts("kvm")).verdict == OK  # type: ignore[arg-type]
+    untried = FakeProbes()
+    assert host_checks.host_passthrough(untried, facts("qemu")).verdict == WARN  # type: ignore[arg-type]
+    assert untried.tried == []  # no kvm: nothing started
+
+
+@pytest.mark.parametrize(
+    ("active", "autostart", "verdict", "says"),
+    [
+        (True, True, OK, "active and autostarted"),
+        (True, False, WARN, "virsh net-autostart default"),
+        (False, True, WARN, "virsh net-start default"),
+    ],
+)
+def test_the_default_network(active: bool, autostart: bool, verdict: str, says: str) -> None:
+    net = NetworkFacts("default", active, autostart, "nat", "virbr0", "192.168.122.1/24")
+    check = host_checks.default_network(FakeProbes(net))  # type: ignore[arg-type]
+    assert check.verdict == verdict and says in check.detail + check.fix
+    assert "nat, on virbr0, 192.168.122.1/24" in check.detail
+    assert "bridge" in check.detail + check.fix  # the guide's advice for production
+    assert host_checks.default_network(FakeProbes()).verdict == OK  # type: ignore[arg-type]
+
+
+def test_openvswitch_datapaths(monkeypatch: pytest.MonkeyPatch) -> None:
+    def facts_of(kernel: bool, current: bool = True) -> probe.SwitchFacts:
+        return probe.SwitchFacts("3.1.0", ("netdev", "system"), current, kernel)
+
+    monkeypatch.setattr(probe, "switch_facts", lambda remote: facts_of(True))
+    check = host_checks.openvswitch("unix:x")
+    assert check.verdict == OK and "datapath types that work: netdev, system" in check.detail
+    monkeypatch.setattr(probe, "switch_facts", lambda remote: facts_of(False))
+    check = host_checks.openvswitch("unix:x")
+    assert check.verdict == WARN and "datapathType: netdev" in check.fix
+    monkeypatch.setattr(probe, "switch_facts", lambda remote: facts_of(True, current=False))
+    assert "ovs-vswitchd" in host_checks.openvswitch("unix:x").fix
+
+
+def test_openvswitch_unreachable_is_a_warning() -> None:
+    check = host_checks.openvswitch("unix:/nonexistent/db.sock")
+    assert check.verdict == WARN and "does not answer" in check.detail
