@@ -15,7 +15,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import Controller, condition, domain_manifest, state_of, wait_for
+from realstack import Controller, condition, domain_manifest, plan, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +71,12 @@ def test_a_cpu_the_host_refuses_is_a_condition_and_no_crash_loop(
     assert "Started" not in reasons and "CrashLoopBackOff" not in reasons
     assert reasons.count("CpuNotSupported") == 1
     assert controller.running
+
+    # The dry run says the same: the start waits, it is not due now.
+    code, body = plan(controller)
+    mine = [c for c in body["changes"] if c["name"] == name]
+    assert code == 2 and [c["action"] for c in mine] == ["wait"], mine
+    assert "the host refused spec.cpu" in mine[0]["detail"]
 
     # The definition holds what was asked, as libvirt keeps it.
     xml = conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)

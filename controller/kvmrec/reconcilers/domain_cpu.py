@@ -20,7 +20,7 @@ from datetime import datetime
 
 from kvmrec.api.kinds import DomainSpec
 from kvmrec.backends import protocols
-from kvmrec.backends.errors import BackendError
+from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.reconcilers.domain_diff import cpu_view
 from kvmrec.reconcilers.domain_memory import CpuRefusal, DomainMemory
@@ -47,8 +47,10 @@ _REFUSALS = (
 
 def refused(spec: DomainSpec, exc: BackendError) -> bool:
     """Whether a failed start is the host refusing the CPU the manifest asks for."""
+    if spec.cpu is None or isinstance(exc, Unavailable):
+        return False
     text = str(exc).lower()
-    return spec.cpu is not None and any(words in text for words in _REFUSALS)
+    return any(words in text for words in _REFUSALS)
 
 
 class CpuNotSupported(StepFailed):
