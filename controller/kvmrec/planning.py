@@ -187,4 +187,14 @@ def _plan(
                     "detail": f"crash-loop backoff: start again in {result.wait:.0f}s",
                 }
             )
+        if result.wait_reason == "CpuNotSupported":
+            report.changes.append(
+                {
+                    "kind": obj.key.kind,
+                    "name": obj.key.name,
+                    "action": "wait",
+                    "fields": [],
+                    "detail": f"the host refused spec.cpu: start again in {result.wait:.0f}s",
+                }
+            )
     return report

@@ -103,6 +103,38 @@ class Graphics:
     listen: str = "127.0.0.1"
 
 
+@dataclass(frozen=True)
+class CpuFeature:
+    name: str
+    policy: str = "require"  # require | disable | optional | forbid
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """The guest's CPU: the host's own (host-passthrough), libvirt's closest model of it
+    (host-model), or a named model (custom) with features required or taken away."""
+
+    mode: str  # host-passthrough | host-model | custom
+    model: str | None = None
+    features: tuple[CpuFeature, ...] = ()  # sorted by name: their order means nothing
+
+    @classmethod
+    def from_spec(cls, cpu: Mapping[str, Any]) -> Cpu:
+        return cls(
+            mode=cpu["mode"],
+            model=cpu.get("model"),
+            features=tuple(
+                sorted(
+                    (
+                        CpuFeature(f["name"], f.get("policy", "require"))
+                        for f in cpu.get("features", [])
+                    ),
+                    key=lambda f: f.name,
+                )
+            ),
+        )
+
+
 def derived_mac(domain: str, interface: str) -> str:
     """A stable, locally administered MAC in QEMU's 52:54:00 range, from the names."""
     digest = hashlib.sha256(f"{domain}/{interface}".encode()).digest()
@@ -123,6 +155,7 @@ class DomainSpec:
     autostart: bool = False
     console: str = "serial"
     graphics: Graphics = field(default_factory=Graphics)
+    cpu: Cpu | None = None  # None: QEMU's default CPU, the one that starts everywhere
     guest_agent: bool = False
     firmware: str = "bios"
     boot: tuple[str, ...] = ("hd",)
@@ -184,6 +217,7 @@ class DomainSpec:
             graphics=Graphics(
                 type=graphics.get("type", "none"), listen=graphics.get("listen", "127.0.0.1")
             ),
+            cpu=Cpu.from_spec(spec["cpu"]) if spec.get("cpu") else None,
             guest_agent=bool(spec.get("guestAgent", False)),
             firmware=os_.get("firmware", "bios"),
             # libvirt gives a definition without a boot device <boot dev="hd"/>: say so,

@@ -216,6 +216,8 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
             "hostSelector lets kvmrec choose among matching hosts)",
         )
 
+    problems += _cpu_problems(spec)
+
     names: dict[str, int] = {}
     macs: dict[str, int] = {}
     for i, iface in enumerate(spec.get("interfaces", [])):
@@ -236,4 +238,30 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
         first = macs.setdefault(mac, i)
         if first != i:
             add((*at, "mac"), f"{mac} is already used by spec.interfaces[{first}]")
+    return problems
+
+
+def _cpu_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+    cpu = spec.get("cpu")
+    if not cpu:
+        return []
+    problems: list[tuple[str, str, Path]] = []
+    at: Path = ("spec", "cpu")
+    mode = cpu["mode"]
+    if mode == "custom" and "model" not in cpu:
+        problems.append(("spec.cpu.model", "mode custom needs a model", at))
+    if mode != "custom" and "model" in cpu:
+        where: Path = (*at, "model")
+        problems.append(("spec.cpu.model", f"goes with mode custom, not {mode}", where))
+    if mode == "host-passthrough" and spec.get("type", "kvm") == "qemu":
+        where = (*at, "mode")
+        reason = "needs type kvm (QEMU's emulation, type qemu, has no host CPU to pass through)"
+        problems.append(("spec.cpu.mode", reason, where))
+    seen: dict[str, int] = {}
+    for i, feature in enumerate(cpu.get("features", [])):
+        first = seen.setdefault(feature["name"], i)
+        if first != i:
+            where = (*at, "features", i, "name")
+            reason = f"{feature['name']!r} is already named by spec.cpu.features[{first}]"
+            problems.append((schema.format_path(where), reason, where))
     return problems

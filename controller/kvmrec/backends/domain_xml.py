@@ -16,7 +16,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import Disk, DomainSpec, Graphics, Interface
+from kvmrec.api.kinds import Cpu, Disk, DomainSpec, Graphics, Interface
+from kvmrec.backends import cpu_xml
 from kvmrec.backends.domain_metadata import OWNER_NS as OWNER_NS
 from kvmrec.backends.domain_metadata import OWNER_PREFIX as OWNER_PREFIX
 from kvmrec.backends.domain_metadata import Owner as Owner
@@ -50,10 +51,13 @@ class DomainConfig:
     disks: tuple[Disk, ...]  # attachments only (see Disk.attachment)
     interfaces: tuple[Interface, ...]  # names are unknown to libvirt: matched by MAC
     owner: Owner | None
+    cpu: Cpu | None = None  # None: QEMU's default CPU
     balloon: bool = False  # a memory balloon: memory can change while the guest runs
     agent_connected: bool = False  # live XML only: qemu-ga is listening in the guest
     machine: str | None = None  # pc | q35 (libvirt's versioned names, shortened)
     os_id: str | None = None  # the libosinfo OS of the metadata
+    vnc_port: int | None = None  # live XML only: the TCP port QEMU's VNC server took
+    serial_pty: str | None = None  # live XML only: the host pty of the serial console
 
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -117,12 +121,15 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
     root = ET.Element("domain", {"type": spec.type})
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "uuid").text = uuid or stable_uuid(name)
-    if owner is not None or spec.os_id is not None:
-        metadata = ET.SubElement(root, "metadata")
-        if owner is not None:
-            metadata.append(owner_element(owner))
-        if spec.os_id is not None:
-            metadata.append(libosinfo_element(spec.os_id))
+    metadata = ET.SubElement(root, "metadata")
+    if owner is not None:
+        metadata.append(owner_element(owner))
+    if spec.cpu is not None:
+        metadata.append(cpu_xml.stamp(spec.cpu))
+    if spec.os_id is not None:
+        metadata.append(libosinfo_element(spec.os_id))
+    if not len(metadata):
+        root.remove(metadata)
     ET.SubElement(root, "memory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory_max))
     ET.SubElement(root, "currentMemory", {"unit": "KiB"}).text = str(quantities.to_kib(spec.memory))
     vcpu = {"placement": "static"}
@@ -139,6 +146,8 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
         ET.SubElement(os_, "boot", {"dev": dev})
     features = ET.SubElement(root, "features")
     ET.SubElement(features, "acpi")
+    if spec.cpu is not None:
+        root.append(cpu_xml.element(spec.cpu))
     ET.SubElement(root, "on_poweroff").text = "destroy"
     ET.SubElement(root, "on_reboot").text = "restart"
     ET.SubElement(root, "on_crash").text = "destroy"
@@ -205,6 +214,7 @@ def parse(xml: str) -> DomainConfig:
             i for i in (_interface(e) for e in devices.findall("interface")) if i is not None
         ),
         owner=read_owner(root),
+        cpu=cpu_xml.parse(root),
         balloon=any(b.get("model") not in (None, "none") for b in devices.findall("memballoon")),
         agent_connected=any(
             target.get("name") == AGENT_CHANNEL and target.get("state") == "connected"
@@ -212,6 +222,8 @@ def parse(xml: str) -> DomainConfig:
         ),
         machine=_machine(os_),
         os_id=read_os_id(root),
+        vnc_port=_vnc_port(devices),
+        serial_pty=_pty(devices),
     )
 
 
@@ -222,6 +234,22 @@ def _machine(os_: ET.Element | None) -> str | None:
     if not machine:
         return None
     return "q35" if "q35" in machine else "pc"
+
+
+def _vnc_port(devices: ET.Element) -> int | None:
+    for graphics in devices.findall("graphics"):
+        port = graphics.get("port", "")
+        if graphics.get("type") == "vnc" and port.isdigit():  # -1: autoport, not started
+            return int(port)
+    return None
+
+
+def _pty(devices: ET.Element) -> str | None:
+    for console in devices.findall("console"):
+        source = console.find("source")
+        if console.get("type") == "pty" and source is not None and source.get("path"):
+            return source.get("path")
+    return None
 
 
 def _firmware(os_: ET.Element | None) -> str:

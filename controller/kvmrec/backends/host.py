@@ -20,3 +20,34 @@ def kernel_datapath() -> bool:
     whether it is loaded is the question.
     """
     return os.path.isdir("/sys/module/openvswitch")
+
+
+# -- what the host checks (kvmrec doctor) read from /sys, /proc and /dev --------------------
+
+VENDOR_MODULES = ("kvm_intel", "kvm_amd", "kvm_pvm")  # VT-x, AMD-V, PVM (no VT-x needed)
+
+
+def loaded_modules(names: tuple[str, ...]) -> list[str]:
+    """Of ``names``, the kernel modules that are loaded (or built in) here."""
+    return [name for name in names if os.path.isdir(f"/sys/module/{name}")]
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The flags of the first CPU in /proc/cpuinfo (every CPU of a host has the same)."""
+    try:
+        with open(cpuinfo) as text:
+            for line in text:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def nested_parameter(module: str) -> str | None:
+    """``/sys/module/MODULE/parameters/nested`` ("Y", "1", "N", "0"); None without one."""
+    try:
+        with open(f"/sys/module/{module}/parameters/nested") as text:
+            return text.read().strip()
+    except OSError:
+        return None

@@ -101,6 +101,8 @@ def waiting_for(obj: Mapping[str, Any]) -> list[str]:
         elif cond["reason"] == "CrashLoopBackOff":
             failures = details.get("quickFailures", 0)
             waits.append(f"crash-loop backoff ({failures} quick failures): {cond['message']}")
+        elif cond["reason"] == "CpuNotSupported" and cond["type"] == "Ready":
+            waits.append(f"a CPU this host runs: {cond['message']}")
         elif cond["type"] == "RestartRequired" and cond["status"] == "True":
             waits.append(f"a restart: {cond['message']}" if cond["message"] else "a restart")
     stopping = details.get("stopping")

@@ -42,6 +42,8 @@ _COMMANDS = {
     "apply": "apply",
     "delete": "delete",
     "publish": "publish",
+    "doctor": "doctor",
+    "console": "console",
 }
 
 # Global options that take a value: what follows them is not the command.

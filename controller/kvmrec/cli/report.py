@@ -113,6 +113,8 @@ def build(
                 "state": status.details.get("state"),
                 # A running Domain's addresses, host name and OS (guest agent, DHCP leases).
                 "guest": status.details.get("guest"),
+                # A running Domain's VNC display and serial console pty.
+                "consoles": status.details.get("consoles"),
                 "details": dict(status.details),
             }
         )
@@ -165,8 +167,16 @@ def _guest_columns(guest: dict[str, Any] | None) -> list[str]:
     return [ips or "-", guest.get("hostname") or "-", guest.get("os") or "-"]
 
 
+def _console_columns(consoles: dict[str, Any] | None) -> list[str]:
+    """VNC (display and port, as ``virsh vncdisplay``) and CONSOLE (the serial pty)."""
+    vnc = (consoles or {}).get("vnc")
+    serial = (consoles or {}).get("serial")
+    shown = f"{vnc['listen']}{vnc['display']}({vnc['port']})" if vnc else "-"
+    return [shown, serial["pty"] if serial else "-"]
+
+
 def header(*, wide: bool = False, hosts: bool = False) -> list[str]:
-    extra = ["IP", "HOSTNAME", "OS"] if wide else []
+    extra = ["IP", "HOSTNAME", "OS", "VNC", "CONSOLE"] if wide else []
     on = ["HOST"] if hosts else []
     return ["KIND", "NAME", *on, "STATE", *extra, "READY", "SYNCED", "GEN", "DRIFT", "MESSAGE"]
 
@@ -190,6 +200,7 @@ def row(obj: dict[str, Any], *, wide: bool = False, hosts: bool = False) -> list
         *([obj.get("host") or "-"] if hosts else []),
         str(obj["state"] or "-"),
         *(_guest_columns(obj.get("guest")) if wide else []),
+        *(_console_columns(obj.get("consoles")) if wide else []),
         "yes" if obj["ready"] else "no",
         "yes" if obj["synced"] else "no",
         f"{obj['observedGeneration']}/{obj['generation']}",

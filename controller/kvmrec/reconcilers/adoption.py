@@ -21,6 +21,7 @@ from kvmrec.api import osinfo, quantities
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy
 from kvmrec.backends.domain_xml import Owner
 from kvmrec.backends.libvirt.live import LiveDomain
+from kvmrec.reconcilers.domain_diff import cpu_view
 from kvmrec.reconcilers.plans import Step
 
 
@@ -87,6 +88,9 @@ def manifest_for(live: LiveDomain) -> dict[str, Any]:
         spec["graphics"] = {"type": "vnc", "listen": config.graphics.listen}
     if config.guest_agent:
         spec["guestAgent"] = True
+    cpu = cpu_view(config.cpu)
+    if cpu is not None:
+        spec["cpu"] = cpu
     os_: dict[str, Any] = {}
     if config.firmware != "bios":
         os_["firmware"] = config.firmware

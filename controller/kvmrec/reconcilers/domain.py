@@ -50,7 +50,7 @@ from kvmrec.backends.libvirt.guest_agent import GuestAgent
 from kvmrec.backends.libvirt.live import Fingerprint, LiveDomain
 from kvmrec.backends.seed_iso import SeedError
 from kvmrec.engine.clock import Clock
-from kvmrec.reconcilers import adoption, crash_loop, libvirt_jobs, reverts, stopping
+from kvmrec.reconcilers import adoption, crash_loop, domain_cpu, libvirt_jobs, reverts, stopping
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.domain_deletion import DomainDeletion
@@ -264,13 +264,17 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
             steps.append(Step("autostart", (Drift("spec.autostart", spec.autostart, autostart),)))
 
         wait: float | None = None
-        wait_message = ""
+        wait_message, wait_reason = "", "CrashLoopBackOff"
         state = live.state if live is not None else "undefined"
         active = live is not None and live.active
         if want is True and state == "paused":
             steps.append(Step("resume", (Drift("spec.runStrategy", spec.run_strategy, state),)))
         elif want is True and not active:
-            backoff = crash_loop.wait(memory, now)
+            backoff = crash_loop.wait(memory, now) or domain_cpu.held(
+                spec, memory, obj.generation, now
+            )
+            if isinstance(backoff, domain_cpu.Held):
+                wait_reason = domain_cpu.REASON
             if backoff is None:
                 steps.append(
                     Step("start", (Drift("spec.runStrategy", spec.run_strategy.value, state),))
@@ -283,7 +287,7 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
             return Plan(
                 steps=tuple(steps),
                 wait=wait,
-                wait_reason="CrashLoopBackOff",
+                wait_reason=wait_reason,
                 wait_message=wait_message,
             )
         return Plan(steps=tuple(steps))
@@ -345,7 +349,7 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
                 return "resumed the paused guest" + self._sync_clock(name, spec)
             case "start":
                 turn.notes["memory"] = self._note_start(memory, now)
-                started = self._hv.start_domain(name)
+                started = domain_cpu.start(self._hv, turn, memory)
                 was = live.state if live is not None else "new"
                 reason = f", {live.reason}" if live is not None and live.state == "shutoff" else ""
                 if not started:

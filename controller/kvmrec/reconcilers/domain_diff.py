@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import Disk, DomainSpec, Interface, RunStrategy
+from kvmrec.api.kinds import Cpu, Disk, DomainSpec, Interface, RunStrategy
+from kvmrec.backends import cpu_xml
 from kvmrec.backends.domain_xml import DomainConfig
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.reconcilers.domain_memory import DomainMemory
@@ -61,6 +62,18 @@ def iface_view(ifaces: Iterable[Interface]) -> list[dict[str, Any]]:
     return view
 
 
+def cpu_view(cpu: Cpu | None) -> dict[str, Any] | None:
+    """A CPU as the manifest writes it; None for QEMU's default."""
+    if cpu is None or cpu_xml.is_default(cpu):
+        return None
+    view: dict[str, Any] = {"mode": cpu.mode}
+    if cpu.model is not None:
+        view["model"] = cpu.model
+    if cpu.features:
+        view["features"] = [{"name": f.name, "policy": f.policy} for f in cpu.features]
+    return view
+
+
 def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
     """Fields of a definition that differ from the spec, named as in the manifest."""
     drift: list[Drift] = []
@@ -85,6 +98,7 @@ def diff_config(spec: DomainSpec, config: DomainConfig) -> list[Drift]:
         if config.graphics.type == "vnc":
             actual["listen"] = config.graphics.listen
         check("spec.graphics", desired, actual)
+    check("spec.cpu", cpu_view(spec.cpu), cpu_view(config.cpu))  # never live: a restart
     check("spec.guestAgent", spec.guest_agent, config.guest_agent)
     check("spec.os.firmware", spec.firmware, config.firmware)
     check("spec.os.boot", list(spec.boot), list(config.boot))

@@ -3,10 +3,11 @@
 It is stored in the Domain's status details under the keys kvmrec has always used
 (``stopping``, ``lastStop``, ``restarting``, ``restartFor``, ``restartDidNotFix``,
 ``lastStart``, ``lastFailure``, ``quickFailures``, ``guest``, ``guestReads``,
-``onceGeneration``), so a state file written before the memory was typed reads the same,
-and ``kvmrec status -o json`` / ``describe`` show what they showed. ``load`` accepts any of
-the keys absent; ``dump`` writes only those that hold something. The values are frozen: a
-change is a new value (``dataclasses.replace``), handed back to the reconcile that stores it.
+``onceGeneration``, ``cpuRefused``), so a state file written before the memory was typed
+reads the same, and ``kvmrec status -o json`` / ``describe`` show what they showed. ``load``
+accepts any of the keys absent; ``dump`` writes only those that hold something. The values
+are frozen: a change is a new value (``dataclasses.replace``), handed back to the reconcile
+that stores it.
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class CpuRefusal:
+    """The host refused to start the guest with its CPU (reconcilers/domain_cpu.py)."""
+
+    at: datetime
+    generation: int  # of the manifest whose CPU was refused
+    message: str  # libvirt's words
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any]) -> CpuRefusal:
+        return cls(datetime.fromisoformat(raw["at"]), int(raw["generation"]), str(raw["message"]))
+
+    def dump(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "generation": self.generation, "message": self.message}
+
+
+@dataclass(frozen=True)
 class DomainMemory:
     """Everything the Domain kind carries from one reconcile to the next."""
 
@@ -88,6 +105,7 @@ class DomainMemory:
     crash: CrashLoop = field(default_factory=CrashLoop)
     guest: Guest = field(default_factory=Guest)
     once_generation: int | None = None  # runStrategy Once: the generation that ran
+    cpu_refused: CpuRefusal | None = None  # the last start refused for the CPU
 
     @classmethod
     def load(cls, details: Mapping[str, Any]) -> DomainMemory:
@@ -97,6 +115,7 @@ class DomainMemory:
         quick = details.get("quickFailures")
         reads = details.get("guestReads")
         once = details.get("onceGeneration")
+        refused = details.get("cpuRefused")
         return cls(
             stopping=Stop.load(stopping) if isinstance(stopping, Mapping) else None,
             last_stop=(
@@ -117,6 +136,7 @@ class DomainMemory:
                 int(reads) if reads is not None else None,
             ),
             once_generation=int(once) if once is not None else None,
+            cpu_refused=CpuRefusal.load(refused) if isinstance(refused, Mapping) else None,
         )
 
     def into(self, details: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,6 +168,8 @@ class DomainMemory:
             out["guestReads"] = self.guest.reads
         if self.once_generation is not None:
             out["onceGeneration"] = self.once_generation
+        if self.cpu_refused is not None:
+            out["cpuRefused"] = self.cpu_refused.dump()
         return out
 
 
@@ -164,6 +186,7 @@ KEYS = frozenset(
         "guest",
         "guestReads",
         "onceGeneration",
+        "cpuRefused",
     }
 )
 """The status details keys the memory is stored under."""

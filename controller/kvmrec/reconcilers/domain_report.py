@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from kvmrec.api import osinfo
 from kvmrec.api.kinds import DomainSpec, RestartPolicy, RunStrategy
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.live import LiveDomain
-from kvmrec.reconcilers import crash_loop, stopping
+from kvmrec.reconcilers import crash_loop, domain_cpu, stopping
 from kvmrec.reconcilers.domain_diff import (
     diff_config,
     drift_key,
@@ -45,6 +46,21 @@ def _os_minimum(spec: DomainSpec, status: Status) -> tuple[tuple[str, str, str, 
     return ()
 
 
+def consoles(live: LiveDomain) -> dict[str, Any] | None:
+    """Where to reach a running guest's consoles (``virsh vncdisplay``, ``virsh ttyconsole``);
+    None while it does not run."""
+    running = live.running
+    if running is None or not live.active:
+        return None
+    vnc = None
+    if running.vnc_port is not None:
+        display = running.vnc_port - 5900
+        listen = running.graphics.listen
+        vnc = {"display": f":{display}", "port": running.vnc_port, "listen": listen}
+    serial = {"pty": running.serial_pty} if running.serial_pty else None
+    return {"vnc": vnc, "serial": serial}
+
+
 class DomainReport(GuestSide):
     """The Domain kind's report and restarts (a part of reconcilers/domain.py)."""
 
@@ -70,7 +86,13 @@ class DomainReport(GuestSide):
         if memory.stopping is not None:
             return message or "restarting the guest", memory
         memory = replace(self._note_start(memory, now), restarting=False)
-        self._hv.start_domain(name)
+        try:
+            self._hv.start_domain(name)
+        except BackendError as exc:
+            if not domain_cpu.refused(spec, exc):
+                raise
+            # Off now; the next reconcile's start records the refusal and waits.
+            raise domain_cpu.CpuNotSupported(domain_cpu.describe(spec, str(exc), None)) from exc
         return "restarted the guest", memory
 
     @staticmethod
@@ -101,7 +123,7 @@ class DomainReport(GuestSide):
         if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
             memory = replace(memory, once_generation=obj.generation)
         if live.state == "running" and memory.stopping is None:
-            memory = replace(memory, restarting=False)
+            memory = replace(memory, restarting=False, cpu_refused=None)
         # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
         # clock as far behind as one of its own.
         resumed = status.details.get("state") == "paused" and live.state == "running"
@@ -169,6 +191,7 @@ class DomainReport(GuestSide):
                 "reason": live.reason,
                 "uuid": live.config.uuid,
                 **seed_details(spec),
+                "consoles": consoles(live),
             },
             requeue_after=wait,
             conditions=conditions,
@@ -189,7 +212,11 @@ class DomainReport(GuestSide):
         """``Ready`` (whether, why, what it says) and ``RestartRequired``."""
         want = wants_running(spec, live, memory, obj.generation)
         if plan.wait is not None:
-            ready, reason, message = False, "CrashLoopBackOff", plan.wait_message
+            ready, reason, message = (
+                False,
+                plan.wait_reason or "CrashLoopBackOff",
+                plan.wait_message,
+            )
         elif want is True:
             ready = live.state == "running"
             reason, message = ("Running", "") if ready else ("NotRunning", state_of(live))

@@ -189,6 +189,10 @@ def test_waiting_for_a_dependency_and_the_crash_loop_backoff() -> None:
         "its deletion: the manifest is gone",
     ]
     obj["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "CpuNotSupported", "message": "no vmx"}
+    ]
+    assert describe.waiting_for(obj)[0] == "a CPU this host runs: no vmx"
+    obj["conditions"] = [
         {"type": "Synced", "status": "False", "reason": "InUse", "message": "still used by a, b"}
     ]
     assert describe.waiting_for(obj) == [

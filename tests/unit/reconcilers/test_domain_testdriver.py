@@ -23,7 +23,15 @@ from hypothesis import strategies as st
 from testdriver import INACTIVE, URI, new_prefix, remove_domains
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import ADOPT_ANNOTATION, Disk, DomainSpec, Manifest, ObjectKey
+from kvmrec.api.kinds import (
+    ADOPT_ANNOTATION,
+    Cpu,
+    CpuFeature,
+    Disk,
+    DomainSpec,
+    Manifest,
+    ObjectKey,
+)
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import DomainConfig, Owner
 from kvmrec.engine.workers import PermanentError, Result
@@ -548,6 +556,22 @@ spec_strategy = st.builds(
     kernel=st.none() | st.from_regex(r"/[a-z0-9/._-]{1,40}", fullmatch=True),
     initrd=st.none() | st.from_regex(r"/[a-z0-9/._-]{1,40}", fullmatch=True),
     cmdline=st.none() | st.from_regex(r"[a-z0-9=._-]+( [a-z0-9=._-]+){0,4}", fullmatch=True),
+    cpu=st.none()
+    | st.builds(Cpu, mode=st.sampled_from(["host-passthrough", "host-model"]))
+    | st.builds(
+        Cpu,
+        mode=st.just("custom"),
+        model=st.sampled_from(["kvm64", "Skylake-Server", "EPYC"]),
+        features=st.lists(
+            st.builds(
+                CpuFeature,
+                name=st.sampled_from(["vmx", "svm", "pcid", "avx2"]),
+                policy=st.sampled_from(["require", "disable", "optional", "forbid"]),
+            ),
+            max_size=3,
+            unique_by=lambda f: f.name,
+        ).map(lambda fs: tuple(sorted(fs, key=lambda f: f.name))),
+    ),
 )
 owner_strategy = st.none() | st.builds(
     Owner,

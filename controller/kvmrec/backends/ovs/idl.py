@@ -62,6 +62,15 @@ def fetch_schema(remote: str, timeout: float) -> Any:
 
     ovsdbapp's ``idlutils.get_schema_helper`` does the same but blocks forever on a
     server that accepts the connection and never answers."""
+    reply = ask(remote, "get_schema", [_SCHEMA], timeout, "read the schema from")
+    if reply.error is not None:
+        raise BackendError(f"{remote} has no {_SCHEMA} database: {reply.error}")
+    return reply.result
+
+
+def ask(remote: str, method: str, params: list[Any], timeout: float, what: str) -> Any:
+    """One JSON-RPC request to the server and its reply, or ``Unavailable`` within
+    ``timeout`` (``what`` says what the request was for, in the error)."""
     deadline = time.monotonic() + timeout
     error, stream = ovs.stream.Stream.open_block(
         ovs.stream.Stream.open(remote), int(timeout * 1000)
@@ -71,7 +80,7 @@ def fetch_schema(remote: str, timeout: float) -> Any:
     rpc = ovs.jsonrpc.Connection(stream)
     reply: Any = None
     try:
-        request = ovs.jsonrpc.Message.create_request("get_schema", [_SCHEMA])
+        request = ovs.jsonrpc.Message.create_request(method, params)
         error = rpc.send(request)
         while not error:
             error, reply = rpc.recv()
@@ -89,12 +98,10 @@ def fetch_schema(remote: str, timeout: float) -> Any:
             poller.timer_wait(int(remaining * 1000) + 1)
             poller.block()
         if error:
-            raise Unavailable(f"cannot read the schema from {remote}: {_strerror(error)}")
+            raise Unavailable(f"cannot {what} {remote}: {_strerror(error)}")
     finally:
         rpc.close()
-    if reply.error is not None:
-        raise BackendError(f"{remote} has no {_SCHEMA} database: {reply.error}")
-    return reply.result
+    return reply
 
 
 def _strerror(error: int) -> str:
