@@ -42,6 +42,7 @@ _COMMANDS = {
     "apply": "apply",
     "delete": "delete",
     "publish": "publish",
+    "hosts": "hosts",
 }
 
 # Global options that take a value: what follows them is not the command.
