@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kvmrec.api import quantities
+from kvmrec.api import domain_size, quantities
 from kvmrec.api.objects import Manifest as Manifest
 from kvmrec.api.objects import ObjectKey as ObjectKey
 from kvmrec.api.objects import spec_digest as spec_digest
@@ -153,9 +153,9 @@ class DomainSpec:
         graphics = spec.get("graphics", {})
         os_ = spec.get("os", {})
         return cls(
-            memory=quantities.parse_bytes(spec["memory"]),
+            memory=domain_size.memory(spec),
             type=spec.get("type", "kvm"),
-            vcpus=int(spec.get("vcpus", 1)),
+            vcpus=domain_size.vcpus(spec),
             max_vcpus=spec.get("maxVcpus"),
             max_memory=quantities.parse_bytes(max_memory) if max_memory is not None else None,
             run_strategy=RunStrategy(spec.get("runStrategy", "Always")),

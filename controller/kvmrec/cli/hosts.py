@@ -21,12 +21,14 @@ from typing import Any
 
 from kvmrec import config
 from kvmrec import store as stores
+from kvmrec.api import domain_size
+from kvmrec.api.objects import ObjectKey
 from kvmrec.cli import report, where
 from kvmrec.cli.ages import age
-from kvmrec.fleet.allocation import allocations, parsed
 from kvmrec.store.base import StoreError
 from kvmrec.store.fleet import FleetView
 from kvmrec.store.fleet_records import Capacity, HostRecord, Placement
+from kvmrec.store.records import StoredObject
 
 HEADER = ["NAME", "READY", "LABELS", "DOMAINS", "MEMORY", "VCPUS", "VERSION", "LAST HEARTBEAT"]
 
@@ -78,17 +80,22 @@ def build(view: FleetView) -> dict[str, Any]:
 
 def entries(
     hosts: Sequence[HostRecord],
-    domains: Sequence[Any],
-    placements: Mapping[Any, Placement],
+    domains: Sequence[StoredObject],
+    placements: Mapping[ObjectKey, Placement],
 ) -> list[dict[str, Any]]:
-    """One entry per host: what it registered, and what the Domains placed on it take.
-    A placement of a Domain that no longer exists counts for nothing."""
-    present = {obj.key for obj in domains}
-    used = allocations(parsed(domains), placements)
+    """One entry per host: what it registered, and what the Domains placed on it take, as
+    the scheduler counts it (a placement of a Domain that no longer exists counts for
+    nothing)."""
+    used: dict[str, Capacity] = {}
     counts: dict[str, int] = {}
-    for key, placement in placements.items():
-        if key in present:
-            counts[placement.host] = counts.get(placement.host, 0) + 1
+    for obj in domains:
+        placed = placements.get(obj.key)
+        if placed is None:
+            continue
+        was = used.get(placed.host, Capacity(0, 0))
+        memory, vcpus = domain_size.memory(obj.spec), domain_size.vcpus(obj.spec)
+        used[placed.host] = Capacity(was.memory_bytes + memory, was.vcpus + vcpus)
+        counts[placed.host] = counts.get(placed.host, 0) + 1
     return [
         {
             "name": host.name,

@@ -25,11 +25,11 @@ from datetime import datetime
 
 from kvmrec.api.kinds import DomainSpec, ObjectKey
 from kvmrec.fleet import selectors
-from kvmrec.fleet.allocation import Domain, allocations
-from kvmrec.fleet.allocation import parsed as parsed  # the leader parses through here
 from kvmrec.reconcilers.dependencies import domain_refs
 from kvmrec.store.fleet_records import Capacity, HostRecord, Placement
 from kvmrec.store.records import StoredObject
+
+Domain = tuple[StoredObject, DomainSpec]
 
 _MIB = 1024**2
 
@@ -76,6 +76,26 @@ class Unschedulable:
 
 
 Decision = Scheduled | Unschedulable
+
+
+def parsed(objects: Iterable[StoredObject]) -> list[Domain]:
+    """The Domains among ``objects``, each with its parsed spec."""
+    return [
+        (o, DomainSpec.from_spec(o.spec, o.key.name)) for o in objects if o.key.kind == "Domain"
+    ]
+
+
+def allocations(
+    domains: Iterable[Domain], placements: Mapping[ObjectKey, Placement]
+) -> dict[str, Capacity]:
+    """What the placed Domains take of each host (hosts without any are left out)."""
+    used: dict[str, Capacity] = {}
+    for obj, spec in domains:
+        placed = placements.get(obj.key)
+        if placed is not None:
+            was = used.get(placed.host, Capacity(0, 0))
+            used[placed.host] = Capacity(was.memory_bytes + spec.memory, was.vcpus + spec.vcpus)
+    return used
 
 
 def schedule(
