@@ -12,11 +12,15 @@ JSON object, beside the floors:
   the standard library's sqlite3 and nothing else;
 - virsh: ``virsh -c test:///default list``, the libvirt client's own answer (if installed).
 
+With ``--etcd HOST:PORT`` the fleet's read-only commands are timed too: ``hosts`` and
+``status --store etcd://...`` on a prefix of the bench's own (deleted afterwards) holding
+the same N Domains placed on three hosts registered under live leases.
+
 The commands run with bytecode caching on (as an installed package has it), whatever
 ``PYTHONDONTWRITEBYTECODE`` says; the first run of each is a warm-up and is not counted.
 
 Usage:
-  python bench/cli_latency.py [-n 1000] [--runs 20] [--state FILE]
+  python bench/cli_latency.py [-n 1000] [--runs 20] [--state FILE] [--etcd HOST:PORT]
 """
 
 from __future__ import annotations
@@ -32,11 +36,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kvmrec import store as stores
+from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.service import Service
 from kvmrec.settings import Settings
+from kvmrec.store.etcd.gateway import Gateway, parse_endpoints
+from kvmrec.store.etcd.hosts import EtcdHosts
+from kvmrec.store.etcd.leases import HostLease
+from kvmrec.store.etcd.placements import EtcdPlacements
+from kvmrec.store.fleet_records import Capacity, HostRecord
 
 PREFIX = "kl-"
 
@@ -76,6 +91,40 @@ def make_state(directory: Path, n: int) -> Path:
     return settings.state
 
 
+@contextmanager
+def fleet(endpoints: str, n: int) -> Iterator[str]:
+    """An etcd store of N Domains placed on three live hosts; yields its URL."""
+    prefix = f"/kvmrec-bench-{uuid.uuid4().hex[:8]}"
+    gateway = Gateway(parse_endpoints(endpoints))
+    leases: list[HostLease] = []
+    now = datetime.now(UTC)
+    try:
+        url = f"etcd://{endpoints}{prefix}"
+        store = stores.open(url)
+        names = [f"{PREFIX}{i:04d}" for i in range(n)]
+        spec = {"type": "kvm", "memory": "64Mi", "vcpus": 1}
+        store.apply_many([Manifest("Domain", name, spec, f"{name}.yaml", 0) for name in names], now)
+        store.close()
+        hosts = [f"bench-{i}" for i in range(3)]
+        for host in hosts:
+            lease = HostLease(gateway, EtcdHosts(gateway, prefix).live_key(host))
+            lease.acquire()
+            leases.append(lease)
+            record = HostRecord(
+                host, {"bench": "yes"}, Capacity(64 << 30, 32), "kvm", None, "bench", True, now
+            )
+            EtcdHosts(gateway, prefix, lease).register(record, now)
+        placements = EtcdPlacements(gateway, prefix)
+        for i, name in enumerate(names):
+            placements.place(ObjectKey("Domain", name), hosts[i % 3], "bench", None, now)
+        yield url
+    finally:
+        for lease in leases:
+            lease.close()
+        gateway.delete(f"{prefix}/".encode(), prefix=True)
+        gateway.close()
+
+
 def kvmrec_command() -> list[str]:
     """The ``kvmrec`` script beside this interpreter, as an operator runs it; else -m."""
     script = Path(sys.executable).with_name("kvmrec")
@@ -100,6 +149,7 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=1000, help="objects in the state (default 1000)")
     parser.add_argument("--runs", type=int, default=20, help="processes per command")
     parser.add_argument("--state", type=Path, help="an existing state file to read instead")
+    parser.add_argument("--etcd", metavar="HOST:PORT", help="time the fleet's commands too")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -135,6 +185,17 @@ def main() -> int:
                 for name, argv in commands.items()
             },
         }
+        if args.etcd:
+            with fleet(args.etcd, args.n) as url:
+                result["fleet"] = {
+                    name: timed([*kvmrec, *argv, "--store", url], args.runs, env)
+                    for name, argv in {
+                        "hosts": ["hosts"],
+                        "hosts_json": ["hosts", "-o", "json"],
+                        "status": ["status"],
+                        "status_json": ["status", "-o", "json"],
+                    }.items()
+                }
     print(json.dumps(result, indent=2))
     return 0
 

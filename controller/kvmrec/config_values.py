@@ -1,10 +1,11 @@
 """The keys of the configuration file, and the values each of them takes.
 
 Every field of :class:`~kvmrec.settings.Settings` of a type YAML can spell (paths, URIs,
-numbers, booleans, lists of paths) is a key, under the field's name, and so are the
-process's ``log_level`` and ``log_format``. A value is checked against the field's type and
-range; a relative path is taken from a base directory (the file's own). ``kvmrec.config``
-reads the file and names the file, line and key of a :class:`BadValue`.
+numbers, booleans, lists of paths, a host's labels as a mapping) is a key, under the
+field's name, and so are the process's ``log_level`` and ``log_format``. A value is
+checked against the field's type and range; a relative path is taken from a base directory
+(the file's own). ``kvmrec.config`` reads the file and names the file, line and key of a
+:class:`BadValue`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _describe(hint: Any) -> str | None:
         return f"{inner} or null" if inner and len(rest) < len(args) else inner
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
+    if origin is Mapping and args == (str, str):
+        return "a mapping of label keys to values (zone: a)"
     if origin in (tuple, list, frozenset):
         homogeneous = len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis)
         return f"a list of {_SCALARS[args[0]][1]}" if homogeneous and args[0] in _SCALARS else None
@@ -99,6 +102,9 @@ def check(value: Any, hint: Any, base: Path) -> Any:
                 except BadValue as exc:
                     raise BadValue(f"item {index + 1}: {exc}") from None
             return origin(items)
+    elif origin is Mapping:
+        if isinstance(value, dict):
+            return _labels(value)
     elif hint is bool:
         if isinstance(value, bool):
             return value
@@ -116,6 +122,26 @@ def check(value: Any, hint: Any, base: Path) -> Any:
     elif hint is Path and isinstance(value, str) and value:
         return base / Path(value).expanduser()  # an absolute path replaces the base
     raise BadValue(f"expected {_describe(hint)}, got {_show(value)}")
+
+
+def _labels(value: Mapping[Any, Any]) -> Mapping[str, str]:
+    """A host's labels (``run --label``'s), each key and value spelt as a label's must be.
+    A value YAML reads as another type (``ssd: true``) is refused, not turned into text:
+    quoted, it says what the operator means."""
+    from kvmrec.api import selectors  # only for a file that sets labels
+
+    labels: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise BadValue(f"{key!r}: a label key is a string, got {_show(key)}")
+        if not isinstance(item, str):
+            raise BadValue(f"{key}: a label value is a string, got {_show(item)} (quote it)")
+        try:
+            name, text = selectors.label(f"{key}={item}")
+        except ValueError as exc:
+            raise BadValue(str(exc).removeprefix("selector ")) from None
+        labels[name] = text
+    return types.MappingProxyType(labels)
 
 
 def _show(value: Any) -> str:

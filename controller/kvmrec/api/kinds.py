@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kvmrec.api import osinfo, quantities
+from kvmrec.api import domain_size, osinfo, quantities
 from kvmrec.api.cloud_init import CloudInit
 from kvmrec.api.objects import Manifest as Manifest
 from kvmrec.api.objects import ObjectKey as ObjectKey
@@ -205,9 +205,9 @@ class DomainSpec:
         known = osinfo.database().get(variant) if variant else None
         cloud = spec.get("cloudInit")
         return cls(
-            memory=quantities.parse_bytes(spec["memory"]),
+            memory=domain_size.memory(spec),
             type=spec.get("type", "kvm"),
-            vcpus=int(spec.get("vcpus", 1)),
+            vcpus=domain_size.vcpus(spec),
             max_vcpus=spec.get("maxVcpus"),
             max_memory=quantities.parse_bytes(max_memory) if max_memory is not None else None,
             run_strategy=RunStrategy(spec.get("runStrategy", "Always")),

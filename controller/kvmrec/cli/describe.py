@@ -23,6 +23,7 @@ from kvmrec import config
 from kvmrec import store as stores
 from kvmrec.api.objects import ObjectKey
 from kvmrec.cli import report, where
+from kvmrec.cli.ages import age
 from kvmrec.store.base import Store, StoreError
 
 EVENTS = 10  # the last events shown, as many as kubectl describe shows at a glance
@@ -118,27 +119,6 @@ def waiting_for(obj: Mapping[str, Any]) -> list[str]:
         why = f" ({held['reason']}: {held['message']})" if held and held["message"] else ""
         waits.append(f"its deletion: the manifest is gone{why}")
     return waits
-
-
-def age(since: str | None, now: datetime) -> str:
-    """How long ago, as kubectl shows it: 12s, 5m10s, 45m, 3h20m, 20h, 3d4h, 12d."""
-    if not since:
-        return "-"
-    seconds = max(0, int((now - datetime.fromisoformat(since)).total_seconds()))
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if seconds < 120:
-        return f"{seconds}s"
-    if minutes < 10:
-        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
-    if hours < 3:
-        return f"{minutes}m"
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if days < 8:
-        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    return f"{days}d"
 
 
 def _spec_lines(spec: Mapping[str, Any]) -> list[str]:

@@ -44,6 +44,7 @@ _COMMANDS = {
     "publish": "publish",
     "doctor": "doctor",
     "console": "console",
+    "hosts": "hosts",
 }
 
 # Global options that take a value: what follows them is not the command.

@@ -45,13 +45,9 @@ def with_source_error(status: Status, error: SourceError | None) -> Status:
 def _statuses_by_host(store: Store) -> Callable[[ObjectKey], list[tuple[str | None, Status]]]:
     """Each object's statuses with the host each is of: one per host for a kind that
     applies to several hosts, one of no host (None) while unplaced or in a store of one
-    host. A store without ``host_statuses`` (a state file) has no hosts."""
-    host_statuses = getattr(store, "host_statuses", None)
-    if host_statuses is None:
-        statuses = store.statuses()
-        return lambda key: [(None, statuses.get(key) or Status())]
+    host (a state file)."""
     by_key: dict[ObjectKey, list[tuple[str | None, Status]]] = {}
-    for key, host, status in host_statuses():
+    for key, host, status in store.host_statuses():
         by_key.setdefault(key, []).append((host, status))
     return lambda key: by_key.get(key) or [(None, Status())]
 

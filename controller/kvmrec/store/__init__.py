@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from kvmrec.store.base import Store, StoreError
 
 if TYPE_CHECKING:
-    from kvmrec.store.fleet import FleetParts
+    from kvmrec.store.fleet import FleetParts, FleetView
 
-__all__ = ["Store", "StoreError", "open", "open_fleet", "state_file"]
+__all__ = ["Store", "StoreError", "open", "open_fleet", "open_fleet_view", "state_file"]
 
 _SQLITE = "sqlite://"
 _MEMORY = ":memory:"
@@ -89,3 +89,16 @@ def open_fleet(url: str, *, host: str, shared_kinds: frozenset[str]) -> tuple[St
     store = _etcd(url, read_only=False, host=host)
     assert isinstance(store, EtcdStore)
     return store, EtcdFleet(store, host, shared_kinds=shared_kinds)
+
+
+def open_fleet_view(url: str) -> FleetView:
+    """The fleet in the etcd store at ``url`` as a read-only command sees it: its hosts,
+    placements and objects, without a lease (nothing is registered, nothing written)."""
+    if not url.startswith("etcd://"):
+        raise StoreError(f"{url}: not a fleet's store (etcd://HOST:PORT[,...][/PREFIX])")
+    from kvmrec.store.etcd.store import EtcdStore
+    from kvmrec.store.etcd.view import EtcdFleetView
+
+    store = _etcd(url, read_only=True, host=None)
+    assert isinstance(store, EtcdStore)
+    return EtcdFleetView(store)

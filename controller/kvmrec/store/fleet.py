@@ -5,6 +5,8 @@
     Election    one scheduler at a time
     Watching    changes under key prefixes, delivered to a callback, never lost silently
     FleetParts  all of these for one host, with its lease and the fleet-wide statuses
+    FleetView   what an operator's command reads of a fleet: hosts, placements, objects;
+                it holds no lease and writes nothing
 
 Free of etcd: the records are those of ``fleet_records``; keys and prefixes are text.
 """
@@ -185,3 +187,16 @@ class FleetParts(Protocol):
 
     def revision(self) -> int:
         """The store's revision now (list at it, then watch from the next)."""
+
+
+class FleetView(Protocol):
+    """A fleet as a read-only command sees it (``kvmrec hosts``): no lease, no write."""
+
+    def hosts(self) -> Sequence[HostRecord]:
+        """Every host ever registered, sorted by name (``Hosts.hosts``)."""
+
+    def placements(self) -> Mapping[ObjectKey, Placement]: ...
+
+    def list(self, kind: str | None = None) -> Sequence[StoredObject]: ...
+
+    def close(self) -> None: ...

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.store.records import Status
+from support import etcd
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -108,6 +110,17 @@ def test_table_and_json_output_loads_no_yaml_nor_the_kinds_models(
         modules = loaded(tmp_path, command, "--state", str(state), "-o", output)
         assert "yaml" not in modules
         assert "kvmrec.api.kinds" not in modules
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_hosts_loads_no_sqlite_yaml_kinds_or_backend(output: str, tmp_path: Path) -> None:
+    # An empty prefix of the stack's etcd: the command only reads, so nothing to clean up.
+    url = f"etcd://{etcd.endpoints()}/kvmrec-test-{uuid.uuid4().hex[:12]}"
+    modules = loaded(tmp_path, "hosts", "--store", url, "-o", output)
+    assert "kvmrec.store.etcd.view" in modules  # the probe saw the command run
+    assert forbidden(modules) == []
+    assert "kvmrec.store.sqlite" not in modules and "yaml" not in modules
+    assert "kvmrec.api.kinds" not in modules  # memory and vCPUs read without the models
 
 
 def test_the_probe_sees_what_a_command_that_validates_loads(tmp_path: Path) -> None:

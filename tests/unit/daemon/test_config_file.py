@@ -269,6 +269,40 @@ def test_a_flag_wins_over_the_file_even_when_it_equals_the_default(
     assert settings.connect == "test:///file"  # the file wins over the environment
 
 
+def test_a_fleet_host_takes_its_store_name_and_labels_from_the_file(
+    tmp_path: Path, captured: dict[str, Any]
+) -> None:
+    path = write(
+        tmp_path,
+        "store: etcd://127.0.0.1:9/kvmrec\nhost: hv-1\nlabels: {zone: a, kvmrec.io/disk: ssd}\n",
+    )
+    assert main(["run", "--config", str(path)]) == 1
+    settings = captured["settings"]
+    assert (settings.store, settings.host) == ("etcd://127.0.0.1:9/kvmrec", "hv-1")
+    assert dict(settings.labels) == {"zone": "a", "kvmrec.io/disk": "ssd"}
+    # --label flags replace the file's labels as a whole, as any flag replaces its key.
+    assert main(["run", "--config", str(path), "--label", "zone=b"]) == 1
+    assert dict(captured["settings"].labels) == {"zone": "b"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("labels: [zone=a]\n", "line 1: labels: expected a mapping of label keys to values"),
+        ("labels: {ssd: true}\n", "labels: ssd: a label value is a string, got True (quote it)"),
+        ("labels: {1: a}\n", "labels: 1: a label key is a string, got 1"),
+        ("labels: {a b: c}\n", "labels: 'a b=c': 'a b' is not a label key"),
+        ("labels: {zone: -a}\n", "labels: 'zone=-a': '-a' is not a label value"),
+    ],
+)
+def test_wrong_labels_are_errors_naming_the_label(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as raised:
+        config.load(path)
+    assert message in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
 def test_without_a_file_the_defaults_and_environment_stand(
     tmp_path: Path, captured: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
