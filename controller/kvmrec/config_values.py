@@ -31,7 +31,17 @@ _PROCESS_KEYS: dict[str, Any] = {"log_level": LogLevel, "log_format": LogFormat}
 
 # Counts and durations that zero would break (a resync every 0 s, no worker, modulo zero);
 # every other number only has to be finite and not negative.
-_POSITIVE = frozenset({"resync", "rescan", "workers", "full_resync_every", "stuck_after"})
+_POSITIVE = frozenset(
+    {
+        "resync",
+        "rescan",
+        "workers",
+        "full_resync_every",
+        "stuck_after",
+        "overcommit_memory",
+        "overcommit_cpu",
+    }
+)
 
 # -- which keys there are ------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from kvmrec.backends.protocols import Inventories
 from kvmrec.engine import clock as clocks
 from kvmrec.fleet.agent import HostAgent
 from kvmrec.fleet.leader import Leader
+from kvmrec.fleet.scheduling import Overcommit
 from kvmrec.fleet.scope import Scope
 from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
 from kvmrec.settings import Settings
@@ -92,6 +93,7 @@ class Membership:
             prefixes=[parts.objects_prefix, parts.placements_prefix, parts.hosts_prefix],
             revision=parts.revision,
             now=clock.wall,
+            overcommit=Overcommit(settings.overcommit_memory, settings.overcommit_cpu),
         )
 
     def describe(self) -> HostRecord:

@@ -35,6 +35,13 @@ class Settings:
     """This hypervisor's labels in a fleet (``run --label KEY=VALUE``), which placement
     matches a Domain's ``hostSelector`` against."""
 
+    overcommit_memory: float = 1.0
+    """How much of a fleet host's memory the scheduler hands out (fleet/scheduling.py):
+    guest memory is really used, so by default none is promised twice."""
+
+    overcommit_cpu: float = 4.0
+    """vCPUs per host CPU the scheduler hands out: most vCPUs idle most of the time."""
+
     resync: float = 300.0
     """Five minutes bounds how long drift that raised no libvirt event (an autostart flag
     flipped, a definition edited) can last; a no-op resync is one XML read per guest."""

@@ -385,3 +385,11 @@ def test_resolve_reports_keys_a_flag_overrides(tmp_path: Path) -> None:
     assert resolved.settings.resync == 60.0
     assert resolved.overridden == {"workers"}
     assert resolved.file.path == path
+
+
+def test_the_fleet_schedulers_overcommit_comes_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "overcommit_memory: 1.5\novercommit_cpu: 8\n")
+    assert config.load(path).values == {"overcommit_memory": 1.5, "overcommit_cpu": 8.0}
+    path = write(tmp_path, "overcommit_cpu: 0\n")
+    with pytest.raises(config.ConfigError, match="overcommit_cpu"):
+        config.load(path)
