@@ -3,22 +3,13 @@
 A file may hold several YAML documents (``---``). Each is checked in turn: that it is a
 mapping, its ``apiVersion`` and ``kind``, then the kind's schema (``crds/``), then rules a
 schema cannot say (quantities, duplicate names). YAML is composed into nodes first so every
-problem can carry the line of the field it is about, and duplicate keys (which PyYAML would
-silently collapse) are errors.
+problem can carry the line of the field it is about.
 
 A file is accepted whole or not at all: if any document has a problem, ``parse_file``
 raises ``ManifestError`` with all of them, and the caller keeps the file's last good state.
 
-Bounded work. kvmrec parses whatever lands in its directory, as root, in the process that
-converges the host, so no file may make it work without bound. The source reads at most
-1 MiB of a file; here a file holds at most ``MAX_DOCUMENTS`` documents, a document at most
-``MAX_NODES`` YAML nodes and ``MAX_DEPTH`` levels of nesting. Nodes are counted with their
-aliases expanded, while the document is being composed: an alias stands for a copy of its
-anchor's whole tree once the document is constructed, validated and compared, so the few
-hundred bytes of a "billion laughs" (anchors of lists of aliases of anchors...) are refused
-at the alias that crosses the limit, before any of that work; aliases used modestly (a
-shared block of settings) stay allowed. An alias to a node that contains it (a recursive
-structure, which PyYAML would build) is refused outright. Each refusal names the line.
+The YAML itself is loaded by ``api/yaml_loading.py``, within bounds no file can make kvmrec
+exceed (documents, nodes with aliases expanded, depth).
 """
 
 from __future__ import annotations
@@ -32,23 +23,11 @@ import yaml
 from kvmrec.api import quantities, schema
 from kvmrec.api.errors import ManifestError, ManifestProblem
 from kvmrec.api.kinds import Manifest, derived_mac, spec_digest
+from kvmrec.api.yaml_loading import Path, _DuplicateKey, _load, _Refused
 from kvmrec.snapshots import schedule
 
 MIN_MEMORY = 1024 * 1024
-
-# Far beyond any real host (each Domain is one document; a production host has dozens),
-# yet small enough that a file of empty documents costs nothing.
-MAX_DOCUMENTS = 1_000
-# A Domain with 16 disks and 16 interfaces is about 300 nodes, a Network with a thousand
-# DHCP leases about 7,000; a hundred thousand is generous, and still parsed, validated and
-# compared in well under a second.
-MAX_NODES = 100_000
-# A manifest nests about 7 levels deep (spec.ip.dhcp.hosts[0].mac). The parser, the
-# validator and the comparisons all recurse, so depth is bounded well below Python's
-# recursion limit.
-MAX_DEPTH = 100
 READ_ONLY_BUSES = ("virtio", "scsi")
-Path = tuple[str | int, ...]
 
 
 def parse_file(source: str, data: bytes) -> list[Manifest]:
@@ -412,152 +391,3 @@ def _nearest(path: Path, lines: Mapping[Path, int]) -> Path:
         if path[:end] in lines:
             return path[:end]
     return ()
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int, path: Path) -> None:
-        super().__init__(key)
-        self.key = key
-        self.line = line
-        self.path = path
-        self.document: int | None = None
-
-
-class _Refused(Exception):
-    """A document (or file) over one of the limits; ``line`` is where it went over."""
-
-    def __init__(self, reason: str, line: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.line = line
-        self.document: int | None = None
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, counting while it composes: nodes (aliases expanded) and depth.
-
-    ``compose_node`` is where PyYAML turns every node and every alias of a document into
-    the node graph; it is called once per node written in the file, so the counting costs
-    one addition each, and an alias adds its anchor's expanded size (memoized per node, so
-    the count itself stays linear however deep the aliases go)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self._nodes = 0  # of the current document, aliases expanded
-        self._depth = 0
-        self._open: set[str] = set()  # anchors of the collections being composed
-        self._sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded
-
-    def compose_document(self) -> yaml.Node | None:
-        self._nodes, self._sizes = 0, {}
-        return super().compose_document()
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.AliasEvent):
-            if event.anchor in self._open:
-                raise _Refused(
-                    f"alias *{event.anchor} refers to a node that contains it "
-                    "(a recursive structure)",
-                    line,
-                )
-            target = self.anchors.get(event.anchor)
-            if target is not None:  # else PyYAML reports the undefined alias
-                self._count(self._size(target), line, f"alias *{event.anchor}")
-            return super().compose_node(parent, index)
-        self._count(1, line, None)
-        if self._depth >= MAX_DEPTH:
-            raise _Refused(f"nested more than {MAX_DEPTH} levels deep", line)
-        anchor = event.anchor if isinstance(event, yaml.CollectionStartEvent) else None
-        self._depth += 1
-        if anchor is not None:
-            self._open.add(anchor)
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-            if anchor is not None:
-                self._open.discard(anchor)
-
-    def _count(self, nodes: int, line: int, alias: str | None) -> None:
-        self._nodes += nodes
-        if self._nodes <= MAX_NODES:
-            return
-        if alias is None:
-            raise _Refused(f"more than {MAX_NODES} YAML nodes in one document", line)
-        raise _Refused(
-            f"{alias} expands the document to more than {MAX_NODES} YAML nodes; "
-            "aliases that multiply a document (a 'billion laughs') are refused",
-            line,
-        )
-
-    def _size(self, node: yaml.Node) -> int:
-        known = self._sizes.get(id(node))
-        if known is not None:
-            return known
-        size = 1
-        if isinstance(node, yaml.MappingNode):
-            size += sum(self._size(k) + self._size(v) for k, v in node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            size += sum(self._size(item) for item in node.value)
-        self._sizes[id(node)] = size
-        return size
-
-
-def _load(text: str) -> list[tuple[Any, dict[Path, int]]]:
-    """Documents of ``text`` with a map from field path to 1-based line."""
-    loader = _BoundedLoader(text)
-    try:
-        documents: list[tuple[Any, dict[Path, int]]] = []
-        count = 0
-        while loader.check_node():
-            count += 1
-            if count > MAX_DOCUMENTS:
-                mark = loader.peek_event().start_mark  # type: ignore[no-untyped-call]
-                too_many = _Refused(
-                    f"more than {MAX_DOCUMENTS} documents in one file (split it into several)",
-                    mark.line + 1,
-                )
-                too_many.document = count
-                raise too_many
-            try:
-                node = loader.get_node()
-            except _Refused as exc:
-                exc.document = count
-                raise
-            if node is None:
-                continue
-            lines: dict[Path, int] = {}
-            try:
-                _index_lines(node, (), lines)
-            except _DuplicateKey as exc:
-                exc.document = len(documents) + 1
-                raise
-            documents.append((loader.construct_document(node), lines))
-        return documents
-    finally:
-        loader.dispose()
-
-
-def _index_lines(
-    node: yaml.Node, path: Path, lines: dict[Path, int], seen_nodes: set[int] | None = None
-) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    # An alias is the same node again: walk it once, or an alias bomb costs exponential time.
-    seen_nodes = set() if seen_nodes is None else seen_nodes
-    if id(node) in seen_nodes:
-        return
-    seen_nodes.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen and key != "<<":
-                raise _DuplicateKey(key, key_node.start_mark.line + 1, (*path, key))
-            seen.add(key)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _index_lines(value_node, (*path, key), lines, seen_nodes)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index_lines(item, (*path, i), lines, seen_nodes)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from kvmrec.api import manifests
+from kvmrec.api import yaml_loading
 from kvmrec.api.errors import ManifestError
-from kvmrec.api.manifests import MAX_DEPTH, MAX_DOCUMENTS, MAX_NODES, parse_file
+from kvmrec.api.manifests import parse_file
+from kvmrec.api.yaml_loading import MAX_DEPTH, MAX_DOCUMENTS, MAX_NODES
 from kvmrec.cli.main import main
 from kvmrec.sources.directory import DEFAULT_MAX_FILE_BYTES, scan
 
@@ -100,7 +101,7 @@ def test_aliases_used_modestly_are_accepted() -> None:
 def test_one_anchor_aliased_right_up_to_the_limit_is_still_accepted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(manifests, "MAX_NODES", 60)
+    monkeypatch.setattr(yaml_loading, "MAX_NODES", 60)
     # The document's nodes: 1 root mapping + 3 pairs (6) + spec mapping + 2 pairs (4), ...
     spec = "  memory: 64Mi\n  os: {boot: &b [hd, cdrom]}\n"
     text = domain("edge", spec)
@@ -119,7 +120,7 @@ def test_one_anchor_aliased_right_up_to_the_limit_is_still_accepted(
 
 def test_too_many_nodes_without_any_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     # A smaller limit, for speed: PyYAML's pure-Python scanner takes seconds over 100,000.
-    monkeypatch.setattr(manifests, "MAX_NODES", 5000)
+    monkeypatch.setattr(yaml_loading, "MAX_NODES", 5000)
     text = domain("big", "  memory: 64Mi\n  x:\n" + "    - 0\n" * 5000)
     message, _ = refused(text)
     assert message.startswith("bomb.yaml: line ")
