@@ -31,6 +31,14 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
+_ACTIVE = {
+    libvirt.VIR_DOMAIN_RUNNING: True,
+    libvirt.VIR_DOMAIN_BLOCKED: True,
+    libvirt.VIR_DOMAIN_PAUSED: True,
+    libvirt.VIR_DOMAIN_SHUTDOWN: True,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: True,
+    libvirt.VIR_DOMAIN_SHUTOFF: False,
+}
 # virDomainGetControlInfo: libvirt is running a job on the domain (a snapshot, a revert, a
 # save, a migration), or a command of one in QEMU's monitor.
 _CONTROL_BUSY = names.codes("VIR_DOMAIN_CONTROL_JOB", "VIR_DOMAIN_CONTROL_OCCUPIED")
@@ -52,7 +60,10 @@ class Domains(OnConnection):
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             code, reason = dom.state()
             autostart = bool(dom.autostart())
-            active = dom.isActive() == 1
+            # The state tells for all but a crash (a crashed guest may be kept or gone).
+            active = _ACTIVE.get(code)
+            if active is None:
+                active = dom.isActive() == 1
             running_xml = dom.XMLDesc(0) if active else None
             busy = active and _busy(dom)
         paused = code == libvirt.VIR_DOMAIN_PAUSED
