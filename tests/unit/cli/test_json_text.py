@@ -24,7 +24,7 @@ VALUES: list[Any] = [
     {},
     [],
     "plain",
-    "ünïcödé \u2603 \"quoted\" \\ \n\t\x01",
+    'ünïcödé \u2603 "quoted" \\ \n\t\x01',
     0,
     -12,
     3.5,
