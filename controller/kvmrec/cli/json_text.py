@@ -31,9 +31,7 @@ def dumps(value: Any) -> str:
 
 
 def _write(value: Any, newline: str, out: list[str]) -> None:
-    if isinstance(value, str):
-        out.append(encode_basestring_ascii(value))
-    elif isinstance(value, dict):
+    if isinstance(value, dict):
         if not value:
             out.append("{}")
             return
@@ -45,7 +43,7 @@ def _write(value: Any, newline: str, out: list[str]) -> None:
             out.append(separator)
             out.append(encode_basestring_ascii(key))
             out.append(": ")
-            _write(item, inner, out)
+            _item(item, inner, out)
             separator = "," + inner
         out.append(newline + "}")
     elif isinstance(value, list | tuple):
@@ -56,8 +54,28 @@ def _write(value: Any, newline: str, out: list[str]) -> None:
         separator = "[" + inner
         for item in value:
             out.append(separator)
-            _write(item, inner, out)
+            _item(item, inner, out)
             separator = "," + inner
         out.append(newline + "]")
     else:
+        _item(value, newline, out)
+
+
+def _item(value: Any, newline: str, out: list[str]) -> None:
+    # The common leaves without a call into the encoder (the text is the encoder's).
+    kind = type(value)
+    if kind is str:
+        out.append(encode_basestring_ascii(value))
+    elif kind is bool or value is None:
+        out.append(_CONSTANTS[value])
+    elif kind is int:
+        out.append(int.__repr__(value))
+    elif isinstance(value, dict | list | tuple):
+        _write(value, newline, out)
+    elif isinstance(value, str):
+        out.append(encode_basestring_ascii(value))
+    else:
         out.append(_scalar(value))
+
+
+_CONSTANTS = {True: "true", False: "false", None: "null"}
