@@ -43,6 +43,12 @@ def test_a_withdrawn_or_lapsed_expectation_drops_nothing(monkeypatch: pytest.Mon
     assert not seen.is_echo("a", DEFINED)
 
 
+def test_without_watched_events_nothing_is_kept() -> None:
+    seen = Echoes(enabled=False)
+    seen.expect("a", STARTED)
+    assert not seen.is_echo("a", STARTED)
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     manifests = tmp_path / "manifests"

@@ -104,7 +104,7 @@ class Connection:
         self._closed = threading.Event()
         self._reconnecting = False
         self._last_error = ""
-        self.echoes = Echoes()
+        self.echoes = Echoes(enabled=on_domain_event is not None)
 
     def open(self) -> None:
         """Connect now; raises ``Unavailable`` if libvirtd does not answer."""
