@@ -11,6 +11,11 @@ crosses the limit, before any of that work; aliases used modestly (a shared bloc
 settings) stay allowed. An alias to a node that contains it (a recursive structure, which
 PyYAML would build) is refused outright. Each refusal names the line. Duplicate keys, which
 PyYAML would silently collapse, are refused too.
+
+Speed: libyaml (PyYAML's C parser) reads the text into events, about six times faster
+than PyYAML's pure-Python scanner; the nodes are still composed here, in Python, where
+the bounds are counted, so the bounds hold the same on both. A file libyaml finds no valid
+YAML in is read again by the pure-Python parser, whose words (and lines) the error gives.
 """
 
 from __future__ import annotations
@@ -18,6 +23,15 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
+
+_CParser: Any
+try:
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML built without libyaml: the pure-Python parser alone
+    _CParser = None
 
 # Far beyond any real host (each Domain is one document; a production host has dozens),
 # yet small enough that a file of empty documents costs nothing.
@@ -52,16 +66,16 @@ class _Refused(Exception):
         self.document: int | None = None
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, counting while it composes: nodes (aliases expanded) and depth.
+class _Bounded(Composer):
+    """PyYAML's composer, counting while it composes: nodes (aliases expanded) and depth.
 
     ``compose_node`` is where PyYAML turns every node and every alias of a document into
     the node graph; it is called once per node written in the file, so the counting costs
     one addition each, and an alias adds its anchor's expanded size (memoized per node, so
     the count itself stays linear however deep the aliases go)."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
+    def __init__(self) -> None:
+        Composer.__init__(self)
         self._nodes = 0  # of the current document, aliases expanded
         self._depth = 0
         self._open: set[str] = set()  # anchors of the collections being composed
@@ -72,7 +86,7 @@ class _BoundedLoader(yaml.SafeLoader):
         return super().compose_document()
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()  # type: ignore[attr-defined]
         line = event.start_mark.line + 1
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open:
@@ -124,16 +138,45 @@ class _BoundedLoader(yaml.SafeLoader):
         return size
 
 
+class _BoundedLoader(_Bounded, yaml.SafeLoader):
+    """The pure-Python safe loader, bounded."""
+
+    def __init__(self, text: str) -> None:
+        yaml.SafeLoader.__init__(self, text)
+        _Bounded.__init__(self)
+
+
+if _CParser is not None:
+
+    class _FastBoundedLoader(_Bounded, _CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+        """libyaml's events, composed (and bounded) by ``_Bounded``: its methods come
+        before ``CParser``'s own composer in the resolution order."""
+
+        def __init__(self, text: str) -> None:
+            _CParser.__init__(self, text)
+            _Bounded.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+
 def _load(text: str) -> list[tuple[Any, dict[Path, int]]]:
     """Documents of ``text`` with a map from field path to 1-based line."""
-    loader = _BoundedLoader(text)
+    if _CParser is not None:
+        try:
+            return _load_with(_FastBoundedLoader(text))
+        except yaml.YAMLError:
+            pass  # told in the pure-Python parser's words, below
+    return _load_with(_BoundedLoader(text))
+
+
+def _load_with(loader: Any) -> list[tuple[Any, dict[Path, int]]]:
     try:
         documents: list[tuple[Any, dict[Path, int]]] = []
         count = 0
         while loader.check_node():
             count += 1
             if count > MAX_DOCUMENTS:
-                mark = loader.peek_event().start_mark  # type: ignore[no-untyped-call]
+                mark = loader.peek_event().start_mark
                 too_many = _Refused(
                     f"more than {MAX_DOCUMENTS} documents in one file (split it into several)",
                     mark.line + 1,

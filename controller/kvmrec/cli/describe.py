@@ -11,7 +11,6 @@ no such object or no state file.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ import yaml
 from kvmrec import config
 from kvmrec import store as stores
 from kvmrec.api.objects import ObjectKey
-from kvmrec.cli import report, where
+from kvmrec.cli import json_text, report, where
 from kvmrec.cli.ages import age
 from kvmrec.store.base import Store, StoreError
 
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvmrec describe: {key}: no such object", file=sys.stderr)
         return 1
     if args.output == "json":
-        print(json.dumps(body, indent=2, default=str))
+        print(json_text.dumps(body))
     elif args.output == "yaml":
         print(yaml.safe_dump(body, sort_keys=False, default_flow_style=False), end="")
     else:

@@ -17,13 +17,13 @@ gains a HOST column when any entry has a host.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from kvmrec.api.objects import ObjectKey
 from kvmrec.api.selectors import Selector
+from kvmrec.cli import json_text
 from kvmrec.store.base import Store
 from kvmrec.store.records import SourceError, Status
 
@@ -129,7 +129,7 @@ def exit_code(report: dict[str, Any], *, objects_only: bool = False) -> int:
 
 def render(report: dict[str, Any], output: str) -> str:
     if output == "json":
-        return json.dumps(report, indent=2, default=str)
+        return json_text.dumps(report)
     if output == "yaml":
         import yaml  # only for -o yaml
 

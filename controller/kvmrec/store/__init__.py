@@ -1,7 +1,7 @@
 """Where kvmrec keeps what it was asked for and what it found.
 
 ``records`` holds the plain data types, ``base`` the ``Store`` interface split by concern,
-``sqlite`` the single-host implementation (the only package that imports peewee) and
+``sqlite`` the single-host implementation (the standard library's sqlite3) and
 ``lock`` the one-controller-per-state-file lock. :func:`open` picks the implementation from
 a URL, so callers never name one: a plain path or ``sqlite:///PATH`` is a sqlite state
 file; ``etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`` the store of a fleet of hosts.

@@ -11,7 +11,7 @@ Why here. The lock guards the state file, and the state file's layout (the datab
 not inside :class:`~kvmrec.store.sqlite.SqliteStore` because the store has readers that
 must never be shut out (``kvmrec status`` and ``plan`` read the file while the service
 runs, which WAL allows): the lock means "one controller", not "one opener". An etcd store
-would give the same guarantee with a lease, in this package too. It needs no peewee.
+would give the same guarantee with a lease, in this package too.
 
 Why ``flock`` on a file of its own. The kernel drops the lock when the holder dies, however
 it dies (``kill -9``, OOM), so there is no stale pid file to clean up after a crash.

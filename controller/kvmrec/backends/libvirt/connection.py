@@ -8,7 +8,8 @@ class on one ``Connection``; libvirt/hypervisor.py puts them together.
 Events: libvirt needs its default event loop registered before the first connection is
 opened, and a thread to run it; ``_EventLoop`` does both once per process. Lifecycle
 callbacks only hand the domain's (or network's) name to ``on_domain_event``
-(``on_network_event``), which enqueues a key; they never do work on the event thread.
+(``on_network_event``), which enqueues a key; they never do work on the event thread. A
+lifecycle event that only echoes one of kvmrec's own calls is dropped (libvirt/echoes.py).
 
 Reconnection: keepalive probes notice a dead daemon, the close callback drops the
 connection, and a reconnect thread tries again with capped backoff. Calls made meanwhile
@@ -28,6 +29,7 @@ from typing import Any
 import libvirt
 
 from kvmrec.backends.errors import BackendError, NotFound, Unavailable
+from kvmrec.backends.libvirt.echoes import Echoes
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class Connection:
         self._closed = threading.Event()
         self._reconnecting = False
         self._last_error = ""
+        self.echoes = Echoes(enabled=on_domain_event is not None)
 
     def open(self) -> None:
         """Connect now; raises ``Unavailable`` if libvirtd does not answer."""
@@ -131,9 +134,12 @@ class Connection:
         self._network_callback_ids = []
         if self._on_domain_event is not None:
             for event in _WATCHED_EVENTS:
-                self._callback_ids.append(
-                    conn.domainEventRegisterAny(None, event, self._domain_event, None)
+                callback = (
+                    self._lifecycle_event
+                    if event == libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+                    else self._domain_event
                 )
+                self._callback_ids.append(conn.domainEventRegisterAny(None, event, callback, None))
         if self._on_network_event is not None:
             with contextlib.suppress(libvirt.libvirtError):  # drivers without networks
                 self._network_callback_ids.append(
@@ -168,6 +174,10 @@ class Connection:
         # Runs on the event thread: hand the name over and return.
         if self._on_domain_event is not None:
             self._on_domain_event(dom.name())
+
+    def _lifecycle_event(self, conn: Any, dom: Any, event: int, *details: Any) -> None:
+        if not self.echoes.is_echo(dom.name(), event):
+            self._domain_event(conn, dom, event, *details)
 
     def _network_event(self, _conn: Any, net: Any, *_details: Any) -> None:
         if self._on_network_event is not None:

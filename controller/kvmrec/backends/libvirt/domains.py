@@ -8,6 +8,8 @@ resync.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,7 @@ import libvirt
 
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import Owner
-from kvmrec.backends.libvirt import names
+from kvmrec.backends.libvirt import echoes, names
 from kvmrec.backends.libvirt.connection import OnConnection
 from kvmrec.backends.libvirt.live import Fingerprint, LiveDomain
 
@@ -28,6 +30,14 @@ _STATES = {
     libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+_ACTIVE = {
+    libvirt.VIR_DOMAIN_RUNNING: True,
+    libvirt.VIR_DOMAIN_BLOCKED: True,
+    libvirt.VIR_DOMAIN_PAUSED: True,
+    libvirt.VIR_DOMAIN_SHUTDOWN: True,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: True,
+    libvirt.VIR_DOMAIN_SHUTOFF: False,
 }
 # virDomainGetControlInfo: libvirt is running a job on the domain (a snapshot, a revert, a
 # save, a migration), or a command of one in QEMU's monitor.
@@ -50,7 +60,10 @@ class Domains(OnConnection):
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             code, reason = dom.state()
             autostart = bool(dom.autostart())
-            active = dom.isActive() == 1
+            # The state tells for all but a crash (a crashed guest may be kept or gone).
+            active = _ACTIVE.get(code)
+            if active is None:
+                active = dom.isActive() == 1
             running_xml = dom.XMLDesc(0) if active else None
             busy = active and _busy(dom)
         paused = code == libvirt.VIR_DOMAIN_PAUSED
@@ -91,20 +104,34 @@ class Domains(OnConnection):
             return result
 
     def define_domain(self, xml: str) -> None:
-        with self._call("define domain") as conn:
-            conn.defineXML(xml)
+        name = _name_of(xml)
+        if name is not None:
+            self.connection.echoes.expect(name, echoes.DEFINED)
+        try:
+            with self._call("define domain") as conn:
+                conn.defineXML(xml)
+        except BaseException:
+            if name is not None:
+                self.connection.echoes.withdraw(name, echoes.DEFINED)
+            raise
 
     def start_domain(self, name: str) -> bool:
         """Start the domain; False when it was already running by then: seen shut off in
         the midst of a libvirt job that starts it again (a revert restarts QEMU)."""
-        with self._call(f"start domain {name}") as conn:
-            dom = conn.lookupByName(name)
-            try:
-                dom.create()
-            except libvirt.libvirtError:
-                if dom.isActive() == 1:
-                    return False
-                raise
+        self.connection.echoes.expect(name, echoes.STARTED)
+        try:
+            with self._call(f"start domain {name}") as conn:
+                dom = conn.lookupByName(name)
+                try:
+                    dom.create()
+                except libvirt.libvirtError:
+                    if dom.isActive() == 1:
+                        self.connection.echoes.withdraw(name, echoes.STARTED)
+                        return False
+                    raise
+        except BaseException:
+            self.connection.echoes.withdraw(name, echoes.STARTED)
+            raise
         return True
 
     def resume_domain(self, name: str) -> None:
@@ -206,3 +233,12 @@ def _busy(dom: Any) -> bool:
         return dom.controlInfo()[0] in _CONTROL_BUSY
     except libvirt.libvirtError:
         return False  # stopped meanwhile, or a driver without control info
+
+
+_NAME = re.compile(r"<name>([^<]*)</name>")
+
+
+def _name_of(xml: str) -> str | None:
+    """The domain's name in a definition: its first ``<name>`` (libvirt's own order)."""
+    found = _NAME.search(xml)
+    return html.unescape(found.group(1)) if found else None

@@ -1,4 +1,4 @@
-"""The single-host store: one sqlite file in WAL mode (the only package that imports peewee).
+"""The single-host store: one sqlite file in WAL mode, through the standard library's sqlite3.
 
 ``connection`` opens the file and runs its transactions, ``schema`` migrates it, ``codec``
 turns records into columns; ``objects``, ``statuses``, ``history``, ``ledger`` and

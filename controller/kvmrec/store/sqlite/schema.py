@@ -10,9 +10,8 @@ and a newer one is refused.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
-
-import peewee
 
 from kvmrec.store.base import StoreError
 
@@ -72,31 +71,32 @@ def _ddl(statements: Sequence[str]) -> Callable[[Execute], None]:
 MIGRATIONS: list[Callable[[Execute], None]] = [_ddl(_SCHEMA_1), _ddl(_SCHEMA_2), _ddl(_SCHEMA_3)]
 
 
-def version(db: peewee.SqliteDatabase) -> int:
-    if not db.table_exists("meta"):
+def version(db: sqlite3.Connection) -> int:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+    if found.fetchone() is None:
         return 0
-    row = db.execute_sql(  # type: ignore[no-untyped-call]
-        "SELECT value FROM meta WHERE key = 'schema_version'"
-    ).fetchone()
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
 
 
-def migrate(db: peewee.SqliteDatabase, where: str) -> None:
-    """Apply the migrations ``db`` has not seen; refuse a file newer than this kvmrec."""
+def migrate(db: sqlite3.Connection, where: str) -> None:
+    """Apply the migrations ``db`` (in autocommit mode) has not seen; refuse a file newer
+    than this kvmrec."""
     current = version(db)
     if current > len(MIGRATIONS):
         raise StoreError(
             f"{where}: schema version {current} is newer than this kvmrec "
             f"({len(MIGRATIONS)}); upgrade kvmrec"
         )
-
-    def execute(sql: str) -> object:
-        return db.execute_sql(sql)  # type: ignore[no-untyped-call]
-
     for number in range(current + 1, len(MIGRATIONS) + 1):
-        with db.atomic():
-            MIGRATIONS[number - 1](execute)
-            db.execute_sql(  # type: ignore[no-untyped-call]
+        db.execute("BEGIN")
+        try:
+            MIGRATIONS[number - 1](db.execute)
+            db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(number),),
             )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")

@@ -1,0 +1,55 @@
+"""libyaml's events composed under the same bounds: the fast loader and the pure-Python one
+load the same documents with the same lines, and refuse the same files at the same line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kvmrec.api import yaml_loading
+from kvmrec.api.yaml_loading import MAX_DEPTH, MAX_DOCUMENTS, _BoundedLoader, _load, _load_with
+
+HEAD = "apiVersion: kvmrec.io/v1alpha1\nkind: Domain\nmetadata:\n  name: d\nspec:\n"
+
+TEXTS = {
+    "plain": HEAD + "  memory: 64Mi\n  disks:\n  - source: /x.qcow2\n    bus: virtio\n",
+    "flow": HEAD + "  os: {boot: [hd, cdrom]}\n  memory: '64Mi'\n",
+    "documents": HEAD + "  memory: 64Mi\n---\n---\n" + HEAD + "  memory: 1Gi\n",
+    "modest aliases": HEAD + "  a: &s {x: 1}\n  b: *s\n  c:\n    <<: *s\n    y: 2\n",
+    "bomb": HEAD
+    + "  l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n"
+    + "".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+    "recursive": HEAD + "  a: &a [1, *a]\n",
+    "deep": HEAD + "  x: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "\n",
+    "deep block": HEAD + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(MAX_DEPTH + 5)),
+    "duplicate key": HEAD + "  memory: 64Mi\n  memory: 1Gi\n",
+    "documents over": "---\n" * (MAX_DOCUMENTS + 2),
+}
+
+
+def outcome(load: Any) -> Any:
+    try:
+        return ("ok", load())
+    except (yaml_loading._Refused, yaml_loading._DuplicateKey) as exc:
+        return (type(exc).__name__, str(exc), exc.line, exc.document)
+
+
+@pytest.mark.skipif(yaml_loading._CParser is None, reason="PyYAML without libyaml")
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_the_fast_loader_agrees_with_the_pure_python_one(name: str) -> None:
+    text = TEXTS[name]
+    fast = outcome(lambda: _load_with(yaml_loading._FastBoundedLoader(text)))
+    assert fast == outcome(lambda: _load_with(_BoundedLoader(text)))
+    assert outcome(lambda: _load(text)) == fast
+
+
+def test_invalid_yaml_is_told_in_the_pure_python_parsers_words() -> None:
+    import yaml
+
+    text = HEAD + "  os: {boot: [hd, cdrom}\n"
+    with pytest.raises(yaml.MarkedYAMLError) as slow:
+        _load_with(_BoundedLoader(text))
+    with pytest.raises(yaml.MarkedYAMLError) as caught:
+        _load(text)
+    assert str(caught.value) == str(slow.value)
