@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvmrec.store.etcd.gateway import Gateway, parse_endpoints
-from support.private_etcd import PrivateEtcd
+from support.etcd_cluster import PrivateEtcd
 
 
 @pytest.fixture

@@ -12,20 +12,20 @@ from realstack import wait_for
 from kvmrec.store.etcd.fencing import Fenced
 from kvmrec.store.etcd.gateway import Gateway, put_op
 from kvmrec.store.etcd.leases import HostLease
-from support.cut_proxy import CutProxy
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def proxy(etcd_gateway: Gateway) -> Iterator[CutProxy]:
-    forwarder = CutProxy(etcd_gateway.endpoints[0])
+def proxy(etcd_gateway: Gateway) -> Iterator[TcpProxy]:
+    forwarder = TcpProxy(etcd_gateway.endpoints[0])
     yield forwarder
     forwarder.close()
 
 
 def test_a_lease_cut_off_from_etcd_fences_before_its_ttl_and_is_not_replaced_silently(
-    etcd_gateway: Gateway, etcd_prefix: str, proxy: CutProxy
+    etcd_gateway: Gateway, etcd_prefix: str, proxy: TcpProxy
 ) -> None:
     key = f"{etcd_prefix}/hosts/h1".encode()
     lease = HostLease(Gateway([proxy.endpoint]), key)
@@ -38,7 +38,7 @@ def test_a_lease_cut_off_from_etcd_fences_before_its_ttl_and_is_not_replaced_sil
         guards = lease.guards()
         assert etcd_gateway.txn(guards, [put_op(key + b"/probe", b"1")]).succeeded
 
-        proxy.cut()
+        proxy.cut("refuse")
         # Fenced after TTL - margin without a renewal; the lease itself is still alive in
         # etcd then (the renewal stopped less than a TTL ago), so the host stops first.
         wait_for(lost.is_set, timeout=14, what="the lease to be known lost")

@@ -12,7 +12,7 @@ from kvmrec.store.etcd.gateway import Gateway
 from kvmrec.store.etcd.hosts import EtcdHosts
 from kvmrec.store.etcd.leases import HostLease
 from kvmrec.store.fleet_records import Capacity, HostRecord
-from support.cut_proxy import CutProxy
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_a_host_that_stops_renewing_is_not_ready_within_20_seconds(
     etcd_gateway: Gateway, etcd_prefix: str
 ) -> None:
     hosts = EtcdHosts(etcd_gateway, etcd_prefix)
-    proxy = CutProxy(etcd_gateway.endpoints[0])  # h1 reaches etcd through it
+    proxy = TcpProxy(etcd_gateway.endpoints[0])  # h1 reaches etcd through it
     leases = {}
     registered = datetime.now(UTC)
     for name, path in (("h1", Gateway([proxy.endpoint])), ("h2", etcd_gateway)):
@@ -54,7 +54,7 @@ def test_a_host_that_stops_renewing_is_not_ready_within_20_seconds(
         assert not hosts.set_cordoned("nope", True)
 
         # h1 dies without a word: its renewals stop, its lease expires.
-        proxy.cut()
+        proxy.cut("refuse")
         wait_for(
             lambda: not hosts.host("h1").ready,  # type: ignore[union-attr]
             timeout=20,

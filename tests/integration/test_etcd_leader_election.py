@@ -14,7 +14,7 @@ from kvmrec.store.etcd.election import LeaderElection
 from kvmrec.store.etcd.fencing import Fenced
 from kvmrec.store.etcd.gateway import Gateway, put_op
 from kvmrec.store.etcd.placements import EtcdPlacements
-from support.cut_proxy import CutProxy
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_a_leader_cut_off_stops_leading_before_another_starts(
     etcd_gateway: Gateway, etcd_prefix: str
 ) -> None:
     log = Log()
-    proxy = CutProxy(etcd_gateway.endpoints[0])
+    proxy = TcpProxy(etcd_gateway.endpoints[0])
     a = LeaderElection(
         Gateway([proxy.endpoint], timeout=1),
         "scheduler",
@@ -94,7 +94,7 @@ def test_a_leader_cut_off_stops_leading_before_another_starts(
     try:
         wait_for(a.is_leader, timeout=10, what="a leading")
         b.start()
-        proxy.cut()
+        proxy.cut("refuse")
         wait_for(b.is_leader, timeout=30, what="b to take over from a cut-off a")
         assert not a.is_leader()
         with pytest.raises(Fenced):

@@ -15,8 +15,8 @@ from realstack import wait_for
 from kvmrec.store.etcd.gateway import Gateway
 from kvmrec.store.etcd.watch import EtcdWatching
 from kvmrec.store.fleet import Change
-from support.cut_proxy import CutProxy
-from support.private_etcd import PrivateEtcd
+from support.etcd_cluster import PrivateEtcd
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +61,14 @@ def _etcd_state(gateway: Gateway, prefix: str) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def proxy_to_stack(etcd_gateway: Gateway) -> Iterator[CutProxy]:
-    proxy = CutProxy(etcd_gateway.endpoints[0])
+def proxy_to_stack(etcd_gateway: Gateway) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(etcd_gateway.endpoints[0])
     yield proxy
     proxy.close()
 
 
 def test_changes_arrive_in_order_and_resume_after_the_connection_drops(
-    etcd_gateway: Gateway, etcd_prefix: str, proxy_to_stack: CutProxy
+    etcd_gateway: Gateway, etcd_prefix: str, proxy_to_stack: TcpProxy
 ) -> None:
     prefix = f"{etcd_prefix}/objects/"
     other = f"{etcd_prefix}/placements/"
@@ -88,7 +88,7 @@ def test_changes_arrive_in_order_and_resume_after_the_connection_drops(
             b"v0", b"v1", b"v2", b"v3", b"v4"
         ]  # fmt: skip
 
-        proxy_to_stack.cut()
+        proxy_to_stack.cut("refuse")
         for i in range(5, 10):
             etcd_gateway.put(f"{prefix}k{i}".encode(), f"v{i}".encode())
         etcd_gateway.delete(f"{prefix}k0".encode())
@@ -162,7 +162,7 @@ def test_a_compaction_under_a_running_watch_makes_the_consumer_relist_and_carry_
     private_etcd: PrivateEtcd,
 ) -> None:
     direct = Gateway([private_etcd.endpoint])
-    proxy = CutProxy(private_etcd.endpoint)
+    proxy = TcpProxy(private_etcd.endpoint)
     through_proxy = Gateway([proxy.endpoint], timeout=2)
     mirror = Mirror(direct)
     direct.put(b"/c/old", b"0")
@@ -174,7 +174,7 @@ def test_a_compaction_under_a_running_watch_makes_the_consumer_relist_and_carry_
         direct.put(b"/c/a", b"1")
         wait_for(lambda: mirror.values() == [b"1"], timeout=10, what="the first change")
 
-        proxy.cut()  # the watch misses what follows, and it is compacted away
+        proxy.cut("refuse")  # the watch misses what follows, and it is compacted away
         direct.put(b"/c/b", b"2")
         direct.delete(b"/c/old")
         compacted = direct.put(b"/c/a", b"3")

@@ -1,4 +1,4 @@
-"""etcd for the fleet tests: a three-member cluster of one test, and a minimal client.
+"""etcd of a test's own: a three-member cluster, a single member, and a minimal client.
 
 Production etcd has three members, so a fleet must keep working when one is lost and
 stop acting, saying why, when two are (no quorum: writes refused). ``EtcdCluster``
@@ -6,6 +6,8 @@ runs three ``etcd`` processes (Debian's etcd-server) on free loopback ports with
 dirs of their own under the test's tmp dir, and stops and starts single members; it
 never touches the stack's etcd on 2379. Elections are tuned short (heartbeat 100 ms,
 election timeout 1 s) so a lost leader is replaced within a couple of seconds.
+``PrivateEtcd`` is one such member, for what the shared etcd must never undergo
+(compaction, restarts).
 
 ``put``/``get``/``delete_prefix`` speak etcd's JSON gateway (``/v3/kv/...``) with a
 timeout of their own: a test must see a refused or hung request as an error, at once.
@@ -165,7 +167,11 @@ class EtcdCluster:
     def start(self, timeout: float = 30.0) -> None:
         for i in range(self.size):
             self.start_member(i)
-        self.wait_writable(timeout)
+        try:
+            self.wait_writable(timeout)
+        except EtcdError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for i in range(self.size):
@@ -190,6 +196,43 @@ class EtcdCluster:
         raise EtcdError(f"the cluster took no write within {timeout}s ({last}); logs: {logs}")
 
     def __enter__(self) -> EtcdCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+class PrivateEtcd:
+    """One etcd member of a test's own, its data under ``root``; restartable on that data."""
+
+    def __init__(self, root: Path) -> None:
+        self.cluster = EtcdCluster(root, size=1)
+
+    @property
+    def member(self) -> Member:
+        return self.cluster.members[0]
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port), as kvmrec's Gateway takes an endpoint."""
+        return ("127.0.0.1", self.member.client_port)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.member.client_port}"
+
+    @property
+    def url(self) -> str:
+        return self.member.client_url
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.cluster.start(timeout)
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+    def __enter__(self) -> PrivateEtcd:
         self.start()
         return self
 

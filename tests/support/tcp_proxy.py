@@ -47,6 +47,11 @@ class TcpProxy:
         self._thread.start()
 
     @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port), as kvmrec's Gateway takes an endpoint."""
+        return (self.host, self.port)
+
+    @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 

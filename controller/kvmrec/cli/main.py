@@ -109,11 +109,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # `kvmrec status | head` should stop quietly, as other Unix tools do.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv is None:
         argv = sys.argv[1:]
     command = _command_in(argv)
+    if command not in _SERVICES:
+        # `kvmrec status | head` should stop quietly, as other Unix tools do. Not a
+        # service: a write to a socket its peer reset (etcd going away) would kill it.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if command in _SERVICES:
         early_stop.guard()  # until the daemon's own signal handling (kvmrec/daemon.py)
     try:

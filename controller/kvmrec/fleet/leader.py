@@ -39,6 +39,7 @@ from kvmrec.store.records import Status, StoredObject
 log = logging.getLogger(__name__)
 
 PERIOD = 30.0  # seconds between passes when nothing wakes the leader
+RETRY = 2.0  # seconds before a pass that failed is tried again
 DEBOUNCE = 0.2  # a burst of changes (an apply of many manifests) makes one pass
 
 
@@ -104,20 +105,25 @@ class Leader:
                 self._unsubscribe()
                 self._stopping.wait(1.0)
                 continue
-            if self._subscription is None:
-                self._subscription = self._watching.watch(
-                    self._prefixes,
-                    self._revision() + 1,
-                    lambda _changes: self._wake.set(),
-                    lambda _prefix, _revision: self._wake.set(),
-                )
             try:
+                self._subscribe()
                 self.run_once()
             except Exception as exc:  # etcd away or a lost compare: the next pass retries
                 log.warning("scheduler pass: %s", exc)
+                self._stopping.wait(RETRY)  # etcd is usually back within seconds
+                continue
             self._wake.wait(self._period)
             self._wake.clear()
             self._stopping.wait(DEBOUNCE)
+
+    def _subscribe(self) -> None:
+        if self._subscription is None:
+            self._subscription = self._watching.watch(
+                self._prefixes,
+                self._revision() + 1,
+                lambda _changes: self._wake.set(),
+                lambda _prefix, _revision: self._wake.set(),
+            )
 
     def _unsubscribe(self) -> None:
         if self._subscription is not None:

@@ -15,6 +15,7 @@ holds a connection of its own and yields the decoded messages as they arrive; su
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import socket
@@ -330,6 +331,7 @@ class WatchStream:
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
         self._response: http.client.HTTPResponse | None = None
+        self._sock: socket.socket | None = None
 
     def open(self) -> None:
         last: Exception | None = None
@@ -337,6 +339,7 @@ class WatchStream:
             conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
             try:
                 conn.request("POST", "/v3/watch", self._body)
+                sock = conn.sock  # the connection forgets it if the response closes it
                 response = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
@@ -346,21 +349,22 @@ class WatchStream:
                 conn.close()
                 last = EtcdError(f"watch refused: HTTP {response.status}")
                 continue
-            self._conn, self._response = conn, response
+            self._conn, self._response, self._sock = conn, response, sock
             return
         raise EtcdUnavailable(f"cannot watch: {last}") from last
 
     def close(self) -> None:
-        conn, response = self._conn, self._response
-        self._conn, self._response = None, None
+        conn, response, sock = self._conn, self._response, self._sock
+        self._conn, self._response, self._sock = None, None, None
+        # The socket first: a reader blocked in readline() holds the response's buffer
+        # lock until its recv returns, so closing the response first would wait for the
+        # next message or the read timeout.
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         if response is not None:
             response.close()  # its file holds the socket open otherwise
         if conn is not None:
-            try:
-                if conn.sock is not None:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
     def __iter__(self) -> Iterator[WatchMessage]:
