@@ -110,11 +110,15 @@ class Daemon:
     def _serve(self, signals: _Signals) -> None:
         """READY=1, then act on signals until one says stop."""
         settings = self.service.settings
+        source = (
+            f"host {settings.host} of {settings.store}"
+            if settings.host
+            else f"manifests {settings.manifests}, state {settings.state}"
+        )
         log.info(
-            "kvmrec running: manifests %s, libvirt %s, state %s, config %s",
-            settings.manifests,
+            "kvmrec running: %s, libvirt %s, config %s",
+            source,
             settings.connect,
-            settings.state,
             self.config.file.path or "(none)",
         )
         self._overridden(self.config)

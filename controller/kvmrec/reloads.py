@@ -38,8 +38,10 @@ def path_for(state: Path) -> Path:
 
 
 def write(state: Path, reloads: Reloads) -> None:
-    """Replace the record; raises OSError."""
+    """Replace the record; raises OSError. A fleet host keeps no state file, but its
+    record still lives where its ``state`` setting says (created 0700 if missing)."""
     target = path_for(state)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".new")
     body = {
         "pid": reloads.pid,
