@@ -140,7 +140,7 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
     features = ET.SubElement(root, "features")
     ET.SubElement(features, "acpi")
     ET.SubElement(root, "on_poweroff").text = "destroy"
-    ET.SubElement(root, "on_reboot").text = "restart"
+    ET.SubElement(root, "on_reboot").text = spec.on_reboot
     ET.SubElement(root, "on_crash").text = "destroy"
     devices = ET.SubElement(root, "devices")
     attached = spec.attached_disks

@@ -3,10 +3,11 @@
 It is stored in the Domain's status details under the keys kvmrec has always used
 (``stopping``, ``lastStop``, ``restarting``, ``restartFor``, ``restartDidNotFix``,
 ``lastStart``, ``lastFailure``, ``quickFailures``, ``guest``, ``guestReads``,
-``onceGeneration``), so a state file written before the memory was typed reads the same,
-and ``kvmrec status -o json`` / ``describe`` show what they showed. ``load`` accepts any of
-the keys absent; ``dump`` writes only those that hold something. The values are frozen: a
-change is a new value (``dataclasses.replace``), handed back to the reconcile that stores it.
+``onceGeneration``; ``install``, the phase of an install from media), so a state file
+written before the memory was typed reads the same, and ``kvmrec status -o json`` /
+``describe`` show what they showed. ``load`` accepts any of the keys absent; ``dump``
+writes only those that hold something. The values are frozen: a change is a new value
+(``dataclasses.replace``), handed back to the reconcile that stores it.
 """
 
 from __future__ import annotations
@@ -76,6 +77,41 @@ class Guest:
     reads: int | None = None  # reads made while it was incomplete
 
 
+INSTALLING = "Installing"
+INSTALLED = "Installed"
+
+
+@dataclass(frozen=True)
+class InstallPhase:
+    """An install from media (reconcilers/installs.py): under way, or done for good."""
+
+    phase: str  # INSTALLING | INSTALLED
+    since: datetime  # when the phase began
+    booted: bool = False  # the installer has run (a power off after that ends the install)
+    files: tuple[str, ...] = ()  # kernel and initrd kvmrec copied out of an ISO, to delete
+    how: str = ""  # Installed: "Installed", or "Existing" (defined before any install)
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any]) -> InstallPhase:
+        return cls(
+            str(raw["phase"]),
+            datetime.fromisoformat(raw["since"]),
+            bool(raw.get("booted")),
+            tuple(str(f) for f in raw.get("files") or ()),
+            str(raw.get("how", "")),
+        )
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"phase": self.phase, "since": self.since.isoformat()}
+        if self.phase == INSTALLING:
+            out["booted"] = self.booted
+        if self.files:
+            out["files"] = list(self.files)
+        if self.how:
+            out["how"] = self.how
+        return out
+
+
 @dataclass(frozen=True)
 class DomainMemory:
     """Everything the Domain kind carries from one reconcile to the next."""
@@ -88,6 +124,7 @@ class DomainMemory:
     crash: CrashLoop = field(default_factory=CrashLoop)
     guest: Guest = field(default_factory=Guest)
     once_generation: int | None = None  # runStrategy Once: the generation that ran
+    install: InstallPhase | None = None
 
     @classmethod
     def load(cls, details: Mapping[str, Any]) -> DomainMemory:
@@ -97,6 +134,7 @@ class DomainMemory:
         quick = details.get("quickFailures")
         reads = details.get("guestReads")
         once = details.get("onceGeneration")
+        install = details.get("install")
         return cls(
             stopping=Stop.load(stopping) if isinstance(stopping, Mapping) else None,
             last_stop=(
@@ -117,6 +155,7 @@ class DomainMemory:
                 int(reads) if reads is not None else None,
             ),
             once_generation=int(once) if once is not None else None,
+            install=InstallPhase.load(install) if isinstance(install, Mapping) else None,
         )
 
     def into(self, details: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,6 +187,8 @@ class DomainMemory:
             out["guestReads"] = self.guest.reads
         if self.once_generation is not None:
             out["onceGeneration"] = self.once_generation
+        if self.install is not None:
+            out["install"] = self.install.dump()
         return out
 
 
@@ -164,6 +205,7 @@ KEYS = frozenset(
         "guest",
         "guestReads",
         "onceGeneration",
+        "install",
     }
 )
 """The status details keys the memory is stored under."""
