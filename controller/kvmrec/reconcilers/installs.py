@@ -125,7 +125,7 @@ class Installs:
         ):
             # The installer's end. The guest comes back from its disk (``restarting``: kvmrec
             # brings it back whatever the strategy), and it was no crash.
-            turn.events.append(("Normal", "Installed", "the installer powered the guest off"))
+            turn.events.append(("Normal", "InstallEnded", "the installer powered the guest off"))
             phase = InstallPhase(INSTALLED, now, files=phase.files, how="Installed")
             return replace(memory, install=phase, crash=CrashLoop(), restarting=True)
         memory = replace(memory, install=replace(phase, files=_known(phase, media)))

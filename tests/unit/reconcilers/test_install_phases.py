@@ -119,7 +119,7 @@ def test_a_cdrom_install_boots_the_installer_then_the_disk_and_never_again(world
     assert world.running(name)
     assert world.phase(key) == "Installed"
     assert world.installed(key) == ("True", "Installed")
-    assert "Installed" in world.reasons(key)
+    assert "InstallEnded" in world.reasons(key)
     assert world.status(key).condition("Ready").status == "True"  # type: ignore[union-attr]
 
     # The installed guest powers off: runStrategy Always starts it again, from its disk.
