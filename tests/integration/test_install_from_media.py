@@ -2,8 +2,9 @@
 
 The installer is the test guest itself, on an ISO made here with the Debian installer's
 layout (install.amd/vmlinuz, install.amd/initrd.gz): booted with ``kvmrec.installer=1``
-(the install's extraArgs) its /init notes the install on the data disk and powers off.
-kvmrec then boots the guest from its own definition (here the test guest's kernel without
+(the install's extraArgs) its /init notes the install on the data disk and powers off
+(``kvmrec.installer=reboot``: reboots, which the installer's on_reboot destroy turns into
+its end). kvmrec then boots the guest from its own definition (here the test guest's kernel without
 that argument), which finds the note; a restart of kvmrec and a third start of the guest
 do not install again.
 """
@@ -54,8 +55,16 @@ def marker_lines(conn: Any, name: str) -> list[str]:
     return out.splitlines()
 
 
+# The installer powers the guest off at its end, or reboots it (as most installers do; the
+# installer's definition has on_reboot destroy, so that ends the install too).
+@pytest.mark.parametrize("ends", ["1", "reboot"], ids=["poweroff", "reboot"])
 def test_a_location_install_runs_once_and_the_installed_guest_finds_what_it_wrote(
-    controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, tmp_path: Path
+    controller: Controller,
+    conn: Any,
+    prefix: str,
+    guest_image: GuestImage,
+    tmp_path: Path,
+    ends: str,
 ) -> None:
     name = f"{prefix}-inst"
     controller.disk_roots.append(guest_image.dir)
@@ -67,7 +76,7 @@ def test_a_location_install_runs_once_and_the_installed_guest_finds_what_it_wrot
             "install.amd/initrd.gz": guest_image.initrd.read_bytes(),
         },
     )
-    install = {"location": str(iso), "extraArgs": "console=ttyS0 kvmrec.installer=1"}
+    install = {"location": str(iso), "extraArgs": f"console=ttyS0 kvmrec.installer={ends}"}
     spec = guest_spec(guest_image, name, data=data, install=install)
     controller.write("inst.yaml", domain_manifest(name, "qemu", **spec))
     controller.start()

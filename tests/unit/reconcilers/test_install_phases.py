@@ -19,6 +19,7 @@ from kvmrec.api.errors import ManifestError
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import installer_media
+from kvmrec.cli import describe
 from kvmrec.engine.workers import PermanentError
 from kvmrec.reconcilers.domain import DomainReconciler
 from support import installer_iso
@@ -335,3 +336,18 @@ def test_a_bad_install_section_names_its_field(install: dict[str, Any], message:
         parse_file("bad.yaml", yaml.safe_dump(document).encode())
     assert "spec.install" in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_describe_says_an_installing_guest_waits_for_its_installer() -> None:
+    obj = {
+        "conditions": [],
+        "details": {"install": {"phase": "Installing", "since": "2026-01-01T00:00:00+00:00"}},
+        "lastError": None,
+        "retries": 0,
+        "deleting": False,
+    }
+    assert describe.waiting_for(obj) == [
+        "the installer to power the guest off (then it boots from its disk)"
+    ]
+    obj["details"] = {"install": {"phase": "Installed", "since": "2026-01-01T00:00:00+00:00"}}
+    assert describe.waiting_for(obj) == []
