@@ -211,5 +211,5 @@ class DomainReport(GuestSide):
             conditions = (("RestartRequired", "True", "DefinitionChanged", picks_up),)
         elif status.condition("RestartRequired") is not None:
             conditions = (("RestartRequired", "False", "UpToDate", ""),)
-        installed = installs.condition(spec, memory)
+        installed = installs.condition(spec, memory, status)
         return ready, reason, message, conditions + _os_minimum(spec, status) + installed

@@ -41,9 +41,10 @@ from kvmrec.reconcilers.domain_memory import (
 )
 from kvmrec.reconcilers.kind import Turn
 from kvmrec.reconcilers.plans import Plan, Step
-from kvmrec.store.records import Drift
+from kvmrec.store.records import Drift, Status
 
 Condition = tuple[str, str, str, str]
+_CALLED_OFF = "spec.install was removed during the install"
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,13 @@ def installing(memory: DomainMemory) -> bool:
     return memory.install is not None and memory.install.phase == INSTALLING
 
 
-def condition(spec: DomainSpec, memory: DomainMemory) -> tuple[Condition, ...]:
+def condition(spec: DomainSpec, memory: DomainMemory, status: Status) -> tuple[Condition, ...]:
     """The ``Installed`` condition of a domain with an install phase."""
     phase = memory.install
     if phase is None:
+        was = status.condition("Installed")
+        if was is not None and was.reason == "Installing":
+            return (("Installed", "False", "CalledOff", _CALLED_OFF),)
         return ()
     if phase.phase == INSTALLED:
         if phase.how == "Existing":
@@ -74,7 +78,7 @@ def condition(spec: DomainSpec, memory: DomainMemory) -> tuple[Condition, ...]:
         said = f"installed at {phase.since.isoformat()}; it boots from its disk"
         return (("Installed", "True", "Installed", said),)
     if spec.install is None:
-        return (("Installed", "False", "CalledOff", "spec.install was removed during the install"),)
+        return (("Installed", "False", "CalledOff", _CALLED_OFF),)
     said = (
         f"booting the installer ({spec.install.field} {spec.install.source}) until it powers "
         "the guest off; then kvmrec boots it from its disk"
@@ -102,6 +106,8 @@ class Installs:
         what the guest is to be defined with in that phase."""
         spec, live, now = turn.spec, turn.live, turn.now
         install, phase = spec.install, memory.install
+        if install is None and phase is not None and phase.phase == INSTALLING and not phase.files:
+            return replace(memory, install=None)  # called off, and nothing of it left to delete
         if install is None or (phase is not None and phase.phase == INSTALLED):
             return memory
         media = self._media(turn.name, install, memory)

@@ -273,6 +273,18 @@ def test_removing_install_during_the_install_calls_it_off(world: World) -> None:
     assert not kernel.exists()
     assert "install" not in world.status(key).details
     assert world.config(name).kernel is None
+    assert world.installed(key) == ("False", "CalledOff")
+
+    # A cdrom install called off: nothing to delete, the phase is dropped all the same.
+    name = world.name("off-cd")
+    key = world.apply(name, install={"cdrom": str(iso)})
+    world.reconcile(key)
+    assert world.config(name).boot == ("cdrom", "hd")
+    world.apply(name)
+    world.reconcile(key)
+    assert world.config(name).disks == () and world.config(name).boot == ("hd",)
+    assert "install" not in world.status(key).details
+    assert world.installed(key) == ("False", "CalledOff")
 
 
 def test_install_media_outside_the_disk_roots_are_refused(world: World, tmp_path: Path) -> None:
