@@ -363,3 +363,21 @@ def test_describe_says_an_installing_guest_waits_for_its_installer() -> None:
     ]
     obj["details"] = {"install": {"phase": "Installed", "since": "2026-01-01T00:00:00+00:00"}}
     assert describe.waiting_for(obj) == []
+
+
+def test_deleting_a_domain_mid_install_deletes_the_kernel_and_initrd_kvmrec_copied(
+    world: World,
+) -> None:
+    name = world.name("del")
+    iso = installer(world.root)
+    key = world.apply(name, install={"location": str(iso)})
+    world.reconcile(key)
+    kernel = world.root / f"{name}-install-vmlinuz"
+    initrd = world.root / f"{name}-install-initrd"
+    assert kernel.exists() and initrd.exists()
+    world.dom(name).destroy()  # else the deletion first waits for a clean power off
+    world.store.mark_deleting(key, world.clock.wall())
+    world.reconcile(key)
+    assert not world.exists(name)
+    assert not kernel.exists() and not initrd.exists()
+    assert iso.exists()
