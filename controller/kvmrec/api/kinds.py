@@ -16,6 +16,7 @@ from typing import Any
 
 from kvmrec.api import domain_size, osinfo, quantities
 from kvmrec.api.cloud_init import CloudInit
+from kvmrec.api.installs import Install
 from kvmrec.api.objects import Manifest as Manifest
 from kvmrec.api.objects import ObjectKey as ObjectKey
 from kvmrec.api.objects import spec_digest as spec_digest
@@ -181,6 +182,8 @@ class DomainSpec:
     # The cloud-init seed as attached (its path and content digest), set by the Domain
     # kind once it has read the seed's sources; attached after ``disks``.
     seed: Disk | None = None
+    install: Install | None = None  # installer media, used until the guest is installed
+    on_reboot: str = "restart"  # destroy while installing: an installer's reboot ends it
 
     @property
     def attached_disks(self) -> tuple[Disk, ...]:
@@ -247,6 +250,7 @@ class DomainSpec:
             os_id=known.id if known is not None else None,
             machine=os_.get("machine"),
             cloud_init=CloudInit.from_spec(cloud) if cloud else None,
+            install=Install.from_spec(spec["install"]) if spec.get("install") else None,
         )
 
 

@@ -207,6 +207,17 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
         source = cloud.get(field)
         if isinstance(source, dict) and ".." in source["file"].split("/"):
             add(("spec", "cloudInit", field, "file"), "must not contain '..'")
+    install = spec.get("install")
+    if isinstance(install, dict):
+        if ("cdrom" in install) == ("location" in install):
+            add(("spec", "install"), "needs either cdrom or location")
+        if "extraArgs" in install and "location" not in install:
+            add(("spec", "install", "extraArgs"), "goes with location (the installer's kernel)")
+        for field in ("cdrom", "location"):
+            if field in install and ".." in install[field].split("/"):
+                add(("spec", "install", field), "must not contain '..'")
+        if "location" in install and os_.get("firmware") == "efi":
+            add(("spec", "install", "location"), "direct kernel boot needs firmware bios")
     if spec.get("syncClock") and not spec.get("guestAgent"):
         add(("spec", "syncClock"), "needs guestAgent: true (the clock is set through the agent)")
     if "host" in spec and "hostSelector" in spec:

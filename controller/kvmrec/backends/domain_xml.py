@@ -149,7 +149,7 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
     if spec.cpu is not None:
         root.append(cpu_xml.element(spec.cpu))
     ET.SubElement(root, "on_poweroff").text = "destroy"
-    ET.SubElement(root, "on_reboot").text = "restart"
+    ET.SubElement(root, "on_reboot").text = spec.on_reboot
     ET.SubElement(root, "on_crash").text = "destroy"
     devices = ET.SubElement(root, "devices")
     attached = spec.attached_disks

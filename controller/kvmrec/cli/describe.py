@@ -105,6 +105,9 @@ def waiting_for(obj: Mapping[str, Any]) -> list[str]:
             waits.append(f"a CPU this host runs: {cond['message']}")
         elif cond["type"] == "RestartRequired" and cond["status"] == "True":
             waits.append(f"a restart: {cond['message']}" if cond["message"] else "a restart")
+    install = details.get("install")
+    if isinstance(install, Mapping) and install.get("phase") == "Installing":
+        waits.append("the installer to power the guest off (then it boots from its disk)")
     stopping = details.get("stopping")
     if isinstance(stopping, Mapping):
         waits.append(f"the guest to stop (to {stopping.get('purpose', 'stop')})")

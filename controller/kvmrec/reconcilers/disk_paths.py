@@ -29,7 +29,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DiskPolicy"]
+from kvmrec.settings import Settings
+
+__all__ = ["DiskPolicy", "own_file"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,11 @@ class DiskPolicy:
 def _inside(path: str, root: str) -> bool:
     """``path`` is below ``root`` (not the root itself: a disk is a file in it)."""
     return path.startswith(root.rstrip("/") + "/") and path != root
+
+
+def own_file(policy: DiskPolicy | None, filename: str) -> str:
+    """Where kvmrec keeps a file it makes for a domain (a seed, an installer's kernel): in
+    the first disk root, next to the disks."""
+    roots = policy.roots if policy is not None and policy.roots else ()
+    root = roots[0] if roots else os.fspath(Settings.disk_roots[0])
+    return os.path.join(root, filename)

@@ -9,6 +9,7 @@ reconcile does. Where the rest lives:
 - comparing, field by field, intent only: reconcilers/domain_diff.py;
 - disk images, and which paths a manifest may name: reconcilers/domain_images.py;
 - the cloud-init seed (made, rebuilt, deleted with the domain): reconcilers/seeds.py;
+- installs from media (until the guest powers off, then installed): reconcilers/installs.py;
 - the running guest (live changes, its clock, its addresses): reconcilers/domain_guest.py;
 - what it is after acting (Ready, drift, restarts that needs): reconcilers/domain_report.py;
 - deleting it, and its images: reconcilers/domain_deletion.py;
@@ -20,37 +21,31 @@ to the definition; what the guest cannot take raises ``RestartRequired``, and wi
 meanings); restarts of a guest that keeps failing back off (reconcilers/crash_loop.py);
 stopping, restarting and deleting power it off cleanly (reconcilers/stopping.py). While
 libvirt runs a job of its own on the guest, it is left alone (reconcilers/libvirt_jobs.py);
-how the last revert by hand ended is ``Reverted`` (reconcilers/reverts.py). Only domains
-with kvmrec's stamp are touched, unless the manifest adopts one (reconcilers/adoption.py).
+how the last revert by hand ended is ``Reverted`` (reconcilers/reverts.py); a CPU the host
+refuses is a condition (reconcilers/domain_cpu.py). Only domains with kvmrec's stamp are
+touched, unless the manifest adopts one (reconcilers/adoption.py).
 
-Fast resync: after a reconcile that found nothing to do, the domain's fingerprint (its
-definition, its live XML, paused and autostart) is remembered; a periodic resync
-reconciles only the domains whose fingerprint moved.
+Fast resync (reconcilers/converged.py): after a reconcile that found nothing to do, the
+domain's fingerprint is remembered; a periodic resync reconciles only those it moved.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from kvmrec.api.kinds import (
-    DeletionPolicy,
-    DomainSpec,
-    ObjectKey,
-    RestartPolicy,
-)
+from kvmrec.api.kinds import DeletionPolicy, DomainSpec, ObjectKey, RestartPolicy
 from kvmrec.backends import domain_xml, images, protocols
 from kvmrec.backends.domain_xml import Owner
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
-from kvmrec.backends.libvirt.live import Fingerprint, LiveDomain
+from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.backends.seed_iso import SeedError
 from kvmrec.engine.clock import Clock
 from kvmrec.reconcilers import adoption, crash_loop, domain_cpu, libvirt_jobs, reverts, stopping
+from kvmrec.reconcilers.converged import Converged
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
 from kvmrec.reconcilers.domain_deletion import DomainDeletion
@@ -82,6 +77,8 @@ def _owner(obj: StoredObject, live: LiveDomain | None) -> Owner:
 _EVENT_REASONS = {
     "create-image": "ImageCreated",
     "build-seed": "SeedBuilt",
+    "extract-installer": "InstallerCopied",
+    "remove-installer": "InstallerRemoved",
     "grow-image": "ImageGrown",
     "create": "Created",
     "update": "Redefined",
@@ -131,29 +128,14 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
         self._guest = guest or GuestAgent(hypervisor)
         self._stopper = stopping.Stopper(hypervisor, self._guest, stop_grace)
         self._disks = None if disk_roots is None else DiskPolicy.of(disk_roots, allow_device_disks)
-        self._lock = threading.Lock()
-        self._converged: dict[str, Fingerprint] = {}
+        self._converged = Converged()  # reconcilers/converged.py
         self._jobs = libvirt_jobs.Jobs(clock)
 
     # -- fast resync ---------------------------------------------------------------------
 
     def stale(self, keys: list[ObjectKey]) -> list[ObjectKey]:
         """The keys whose domains changed since they were last found converged."""
-        fingerprints = self._hv.fingerprints()
-        with self._lock:
-            converged = dict(self._converged)
-        return [
-            key
-            for key in keys
-            if key.name not in converged or fingerprints.get(key.name) != converged[key.name]
-        ]
-
-    def _remember(self, name: str, fingerprint: Fingerprint | None) -> None:
-        with self._lock:
-            if fingerprint is None:
-                self._converged.pop(name, None)
-            else:
-                self._converged[name] = fingerprint
+        return self._converged.stale(keys, self._hv.fingerprints())
 
     # -- observe -------------------------------------------------------------------------
 
@@ -182,28 +164,20 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
         return [ref.managed for ref in domain_refs(self.parse(obj))]
 
     def prepare(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
-        self._remember(turn.name, None)
+        self._converged.remember(turn.name, None)
         live = turn.live
         memory = DomainMemory.load(turn.status.details)
+        kvmrec_stopped = memory.stopping is not None or memory.restarting
         if live is not None and not live.active and memory.stopping is not None:
             stopped, memory = stopping.finished(live, memory, turn.now)
             turn.events.append(("Normal", "Stopped", stopped))
             turn.status = replace(turn.status, details=memory.into(turn.status.details))
-        turn.notes["memory"] = memory
+        turn.notes["memory"] = self._install_prepare(turn, memory, kvmrec_stopped)
 
     # -- decide --------------------------------------------------------------------------
 
     def decide(self, turn: Turn[DomainSpec, LiveDomain]) -> Plan:
-        return self._decide(turn.obj, turn.spec, turn.live, self._memory(turn), turn.now)
-
-    def _decide(
-        self,
-        obj: StoredObject,
-        spec: DomainSpec,
-        live: LiveDomain | None,
-        memory: DomainMemory,
-        now: datetime,
-    ) -> Plan:
+        obj, spec, live, memory, now = turn.obj, turn.spec, turn.live, self._memory(turn), turn.now
         name = obj.key.name
         waiting = self._jobs.plan(name, live) if live is not None else None
         if waiting is not None:
@@ -219,6 +193,9 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
         seed_steps, blocked = self._os_and_seed(name, spec)
         if blocked is not None:
             return blocked
+        copy_installer, remove_installer, blocked = self._install_steps(turn, memory)
+        if blocked is not None:
+            return blocked
         want = wants_running(spec, live, memory, obj.generation)
         if want and (live is None or not live.active) and self._deps is not None:
             unmet = self._deps.unmet(domain_refs(spec))
@@ -230,8 +207,10 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
                     wait_reason="WaitingForDependency",
                     wait_message=message,
                 )
-        steps: list[Step] = list(seed_steps)
-        image_steps, missing = self._image_steps(name, spec, live)
+        steps: list[Step] = [*seed_steps, *copy_installer]
+        # The installer's kernel is there once copied out, before the definition is written.
+        unbooted = replace(spec, kernel=None, initrd=None) if copy_installer else spec
+        image_steps, missing = self._image_steps(name, unbooted, live)
         steps += image_steps
         if missing:
             return Plan(steps=tuple(steps), blocked=missing, blocked_reason="ImageMissing")
@@ -283,6 +262,7 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
                 wait, wait_message = backoff.seconds, backoff.message
         elif want is False and active:
             steps.append(Step("stop", (Drift("spec.runStrategy", spec.run_strategy.value, state),)))
+        steps += remove_installer
         if wait is not None:
             return Plan(
                 steps=tuple(steps),
@@ -307,6 +287,8 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
                 return f"created image {step.detail}"
             case "build-seed":
                 return self._build_seed(name, spec)
+            case "extract-installer" | "remove-installer":
+                return self._install_act(turn, step)
             case "grow-image":
                 assert step.item is not None
                 self._grow_image(name, spec, step.item, live)
@@ -379,10 +361,10 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
         # A seed's sources and the seed file are no part of libvirt's fingerprint: such a
         # domain is reconciled on every resync.
         if fingerprint is not None and turn.spec.seed is None:
-            self._remember(turn.name, fingerprint)
+            self._converged.remember(turn.name, fingerprint)
 
     def forget(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
-        self._remember(turn.name, None)
+        self._converged.remember(turn.name, None)
 
 
 class DomainReconciler(Reconciler[DomainSpec, LiveDomain]):

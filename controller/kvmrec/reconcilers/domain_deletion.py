@@ -17,6 +17,7 @@ from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.reconcilers import recording, stopping
 from kvmrec.reconcilers.domain_images import DiskImages
 from kvmrec.reconcilers.domain_memory import DomainMemory
+from kvmrec.reconcilers.installs import Installs
 from kvmrec.reconcilers.kind import Turn
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.reconcilers.seeds import Seeds
@@ -25,7 +26,7 @@ from kvmrec.store.records import Status
 log = logging.getLogger("kvmrec.reconcilers.domain")
 
 
-class DomainDeletion(DiskImages, Seeds):
+class DomainDeletion(DiskImages, Seeds, Installs):
     """The Domain kind's deletion (a part of reconcilers/domain.py)."""
 
     _stopper: stopping.Stopper
@@ -86,6 +87,7 @@ class DomainDeletion(DiskImages, Seeds):
         seed = self._delete_seed(name, spec)
         if seed is not None:
             removed.append(seed)
+        removed += self._remove_installer_files(DomainMemory.load(turn.status.details).install)
         kept = "; deleted images " + ", ".join(removed) if removed else " (disk images kept)"
         what = f"domain {name}"
         if live.config.owner is not None and live.config.owner.adopted:

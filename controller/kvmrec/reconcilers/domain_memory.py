@@ -3,11 +3,11 @@
 It is stored in the Domain's status details under the keys kvmrec has always used
 (``stopping``, ``lastStop``, ``restarting``, ``restartFor``, ``restartDidNotFix``,
 ``lastStart``, ``lastFailure``, ``quickFailures``, ``guest``, ``guestReads``,
-``onceGeneration``, ``cpuRefused``), so a state file written before the memory was typed
-reads the same, and ``kvmrec status -o json`` / ``describe`` show what they showed. ``load``
-accepts any of the keys absent; ``dump`` writes only those that hold something. The values
-are frozen: a change is a new value (``dataclasses.replace``), handed back to the reconcile
-that stores it.
+``onceGeneration``, ``cpuRefused``; ``install``, the phase of an install from media), so
+a state file written before the memory was typed reads the same, and ``kvmrec status -o
+json`` / ``describe`` show what they showed. ``load`` accepts any of the keys absent;
+``dump`` writes only those that hold something. The values are frozen: a change is a new
+value (``dataclasses.replace``), handed back to the reconcile that stores it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,41 @@ class Guest:
     reads: int | None = None  # reads made while it was incomplete
 
 
+INSTALLING = "Installing"
+INSTALLED = "Installed"
+
+
+@dataclass(frozen=True)
+class InstallPhase:
+    """An install from media (reconcilers/installs.py): under way, or done for good."""
+
+    phase: str  # INSTALLING | INSTALLED
+    since: datetime  # when the phase began
+    booted: bool = False  # the installer has run (a power off after that ends the install)
+    files: tuple[str, ...] = ()  # kernel and initrd kvmrec copied out of an ISO, to delete
+    how: str = ""  # Installed: "Installed", or "Existing" (defined before any install)
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any]) -> InstallPhase:
+        return cls(
+            str(raw["phase"]),
+            datetime.fromisoformat(raw["since"]),
+            bool(raw.get("booted")),
+            tuple(str(f) for f in raw.get("files") or ()),
+            str(raw.get("how", "")),
+        )
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"phase": self.phase, "since": self.since.isoformat()}
+        if self.phase == INSTALLING:
+            out["booted"] = self.booted
+        if self.files:
+            out["files"] = list(self.files)
+        if self.how:
+            out["how"] = self.how
+        return out
+
+
 @dataclass(frozen=True)
 class CpuRefusal:
     """The host refused to start the guest with its CPU (reconcilers/domain_cpu.py)."""
@@ -106,6 +141,7 @@ class DomainMemory:
     guest: Guest = field(default_factory=Guest)
     once_generation: int | None = None  # runStrategy Once: the generation that ran
     cpu_refused: CpuRefusal | None = None  # the last start refused for the CPU
+    install: InstallPhase | None = None
 
     @classmethod
     def load(cls, details: Mapping[str, Any]) -> DomainMemory:
@@ -116,6 +152,7 @@ class DomainMemory:
         reads = details.get("guestReads")
         once = details.get("onceGeneration")
         refused = details.get("cpuRefused")
+        install = details.get("install")
         return cls(
             stopping=Stop.load(stopping) if isinstance(stopping, Mapping) else None,
             last_stop=(
@@ -137,6 +174,7 @@ class DomainMemory:
             ),
             once_generation=int(once) if once is not None else None,
             cpu_refused=CpuRefusal.load(refused) if isinstance(refused, Mapping) else None,
+            install=InstallPhase.load(install) if isinstance(install, Mapping) else None,
         )
 
     def into(self, details: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,6 +208,8 @@ class DomainMemory:
             out["onceGeneration"] = self.once_generation
         if self.cpu_refused is not None:
             out["cpuRefused"] = self.cpu_refused.dump()
+        if self.install is not None:
+            out["install"] = self.install.dump()
         return out
 
 
@@ -187,6 +227,7 @@ KEYS = frozenset(
         "guestReads",
         "onceGeneration",
         "cpuRefused",
+        "install",
     }
 )
 """The status details keys the memory is stored under."""

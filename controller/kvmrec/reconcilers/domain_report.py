@@ -18,7 +18,7 @@ from kvmrec.api import osinfo
 from kvmrec.api.kinds import DomainSpec, RestartPolicy, RunStrategy
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.live import LiveDomain
-from kvmrec.reconcilers import crash_loop, domain_cpu, stopping
+from kvmrec.reconcilers import crash_loop, domain_cpu, installs, stopping
 from kvmrec.reconcilers.domain_diff import (
     diff_config,
     drift_key,
@@ -97,7 +97,7 @@ class DomainReport(GuestSide):
 
     @staticmethod
     def _note_start(memory: DomainMemory, now: datetime) -> DomainMemory:
-        memory = crash_loop.note_start(memory, now)
+        memory = installs.phase_started(crash_loop.note_start(memory, now))
         return replace(memory, guest=replace(memory.guest, reads=None))
 
     @staticmethod
@@ -238,4 +238,5 @@ class DomainReport(GuestSide):
             conditions = (("RestartRequired", "True", "DefinitionChanged", picks_up),)
         elif status.condition("RestartRequired") is not None:
             conditions = (("RestartRequired", "False", "UpToDate", ""),)
-        return ready, reason, message, conditions + _os_minimum(spec, status)
+        installed = installs.condition(spec, memory, status)
+        return ready, reason, message, conditions + _os_minimum(spec, status) + installed

@@ -24,9 +24,8 @@ from dataclasses import replace
 from kvmrec.api import osinfo
 from kvmrec.api.kinds import Disk, DomainSpec
 from kvmrec.backends import domain_xml, seed_iso
-from kvmrec.reconcilers.disk_paths import DiskPolicy
+from kvmrec.reconcilers.disk_paths import DiskPolicy, own_file
 from kvmrec.reconcilers.plans import Plan, Step
-from kvmrec.settings import Settings
 from kvmrec.store.records import Drift
 
 # The seed's file name for each manifest field.
@@ -52,9 +51,7 @@ class Seeds:
     _disks: DiskPolicy | None
 
     def _seed_path(self, name: str) -> str:
-        roots = self._disks.roots if self._disks is not None and self._disks.roots else ()
-        root = roots[0] if roots else os.fspath(Settings.disk_roots[0])
-        return os.path.join(root, f"{name}-cidata.iso")
+        return own_file(self._disks, f"{name}-cidata.iso")
 
     def _seed_files(self, name: str, spec: DomainSpec) -> tuple[dict[str, bytes], str | None]:
         """The seed's files, or why they cannot be read (field by field)."""
