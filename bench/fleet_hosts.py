@@ -11,7 +11,7 @@ Driven over stdin/stdout by bench/fleet.py, one JSON line per command:
   stats   counters, resident memory, CPU seconds, queue state
   reset   zero the counters
   resync  one periodic resync pass on every host, until every queue is idle
-  full    the hourly full pass (every key queued) on every host, until idle
+  full    the hourly full pass (every key of the host's share) on every host, until idle
   quit    stop the services and exit
 """
 
@@ -166,8 +166,10 @@ def main() -> int:
             answer["took_s"] = round(wait_idle(services), 3)
         elif command == "full":
             for service in services:
-                for key in service.store.keys():  # noqa: SIM118 (the Store method)
-                    service.queue.add(key)
+                # The next periodic pass is the hourly one, which reconciles every key.
+                every = service.settings.full_resync_every
+                service._resyncs = -(-(service._resyncs + 1) // every) * every - 1
+                service.resync.resync()
             answer["took_s"] = round(wait_idle(services), 3)
         elif command == "idle":
             answer["took_s"] = round(wait_idle(services), 3)
