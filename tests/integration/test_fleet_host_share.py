@@ -1,5 +1,6 @@
 """A fleet host reconciles its own share only: a Domain placed on another host is neither
-read nor recorded by it, on joining or on the hourly pass that reconciles everything."""
+read nor recorded by it, on joining or on the hourly pass that reconciles everything; and
+a reconcile that changes nothing reads its object and status in one request, writing none."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from kvmrec.api.manifests import parse_file
 from kvmrec.api.objects import ObjectKey
 from kvmrec.service import Service
 from kvmrec.settings import Settings
-from kvmrec.store.etcd.gateway import Gateway
+from kvmrec.store.etcd.gateway import Gateway, decode
 from kvmrec.store.etcd.placements import EtcdPlacements
 from kvmrec.store.etcd.store import EtcdStore
 
@@ -46,6 +47,32 @@ def _history(gateway: Gateway, etcd_prefix: str, name: str) -> int:
     return gateway.range(key, prefix=True, count_only=True).count
 
 
+def _counting(gateway: Gateway, about: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, each request ``gateway`` sends that names a key containing ``about``:
+    its path, and "write" for a transaction that puts or deletes."""
+    sent: list[str] = []
+    post = gateway.post
+
+    def counted(path: str, body: Any) -> dict[str, Any]:
+        keys = [decode(op["key"]) for op in _ops(body) if "key" in op]
+        if any(about.encode() in key for key in keys):
+            writes = [op for op in body.get("success", ()) if "request_range" not in op]
+            sent.append(f"{path} write" if writes else path)
+        return post(path, body)
+
+    monkeypatch.setattr(gateway, "post", counted)
+    return sent
+
+
+def _ops(body: Any) -> list[dict[str, Any]]:
+    if "success" not in body:
+        return [body]
+    ops = [*body.get("compare", ())]
+    for op in [*body["success"], *body.get("failure", ())]:
+        ops.extend(op.values())
+    return ops
+
+
 def _idle(service: Service) -> bool:
     return not service.queue.is_busy() and not service.queue.pending_delayed()
 
@@ -57,6 +84,7 @@ def test_a_domain_placed_elsewhere_is_not_reconciled_here(
     etcd_gateway: Gateway,
     etcd_prefix: str,
     prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     here, there = f"{prefix}-here", f"{prefix}-there"
     domain_type = stack["KVMREC_DOMAIN_TYPE"]
@@ -77,8 +105,14 @@ def test_a_domain_placed_elsewhere_is_not_reconciled_here(
     wait_for(lambda: _history(etcd_gateway, etcd_prefix, here) > 0, 30, f"{here} recorded")
     wait_for(lambda: _idle(fleet_host), 30, "the host's queue idle")
 
+    assert isinstance(fleet_host.store, EtcdStore)
+    sent = _counting(fleet_host.store.client.gateway, f"/Domain/{here}", monkeypatch)
     fleet_host.resync.resync()  # the pass that reconciles every key of the host's share
     wait_for(lambda: _idle(fleet_host), 30, "the host's queue idle after the full pass")
+
+    # The host's one Domain, unchanged: its object and status in one read, no write. (The
+    # Domain reconciler reads the status once more for a revert's condition.)
+    assert sent == ["/v3/kv/txn", "/v3/kv/txn"]
 
     assert _history(etcd_gateway, etcd_prefix, there) == 0
     status = etcd_gateway.range(f"{etcd_prefix}/status/Domain/{there}/{prefix}-h1".encode())

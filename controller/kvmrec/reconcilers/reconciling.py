@@ -125,9 +125,9 @@ class Reconciler(Generic[S, L]):
     # -- act -----------------------------------------------------------------------------
 
     def reconcile(self, key: ObjectKey) -> Result:
-        # One read of the object and one of its status (the store may combine them).
-        obj = self._store.get(key)
-        old = self._store.get_status(key) if obj is not None else None
+        # The object and its status in one read (one request to etcd, not two).
+        obj, old = self._store.get_with_status(key)
+        old = old if obj is not None else None
         written: list[Status] = []
         try:
             if obj is None or (self.scope is not None and not self.scope(obj)):
