@@ -123,6 +123,7 @@ def main() -> int:
     parser.add_argument("--store", required=True)
     parser.add_argument("--drivers", type=Path, required=True, help="dir of NAME.xml files")
     parser.add_argument("--workers", type=int, default=Settings.workers)
+    parser.add_argument("--ovsdb", default=Settings.ovsdb)
     parser.add_argument("hosts", nargs="+")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -137,6 +138,7 @@ def main() -> int:
             host=name,
             connect=f"test://{(args.drivers / f'{name}.xml').absolute()}",
             workers=args.workers,
+            ovsdb=args.ovsdb,
             resync=3600.0,
             manifests=args.drivers / "none",
             state=args.drivers / f"{name}.unused.db",
