@@ -106,12 +106,19 @@ class Hosts:
         self.send(command)
         return self.answer()
 
+    def quit(self) -> None:
+        """Ask the process to stop its hosts (``stop`` waits for it)."""
+        try:
+            self.send("quit")
+        except OSError:
+            self.proc.kill()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.ask("quit")
-                self.proc.wait(timeout=30)
-            except (RuntimeError, OSError, subprocess.TimeoutExpired):
+                self.answer()
+                self.proc.wait(timeout=60)
+            except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired):
                 self.proc.kill()
         self.proc.wait()
 
@@ -386,6 +393,8 @@ def main() -> int:
             }
             groups.pop()
     finally:
+        for group in groups:
+            group.quit()  # every process stops its hosts at once
         for group in groups:
             group.stop()
         gateway.delete(f"{prefix}/".encode(), prefix=True)

@@ -178,8 +178,13 @@ def main() -> int:
         elif command == "quit":
             break
         print(json.dumps(answer), flush=True)
-    for service in services:
-        service.stop()
+    # Each stop waits for its threads (a watch's read timeout, the election's retry):
+    # all at once, not one after another.
+    stopping = [threading.Thread(target=service.stop) for service in services]
+    for thread in stopping:
+        thread.start()
+    for thread in stopping:
+        thread.join()
     print(json.dumps({"command": "quit"}), flush=True)
     return 0
 

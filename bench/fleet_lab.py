@@ -76,7 +76,6 @@ def fleet(uris: dict[str, str], names: list[str], virt_type: str, etcd: str) -> 
             for host, uri in uris.items():
                 command = [sys.executable, "-m", "kvmrec", "run", "--store", url]
                 command += ["--host", host, "--connect", uri, "--resync", "3600"]
-                command += ["--state", str(Path(tmp) / f"{host}.db")]
                 procs.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
             deadline = time.monotonic() + 120
             while len(gateway.range(f"{prefix}/hosts/".encode(), prefix=True).kvs) < len(uris):
