@@ -9,7 +9,7 @@ service needs is here, so service.py stays the same for one host and for many.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kvmrec import __version__
 from kvmrec import store as stores
@@ -125,3 +125,8 @@ class Membership:
 
     def mine(self, obj: StoredObject) -> bool:
         return self.scope.mine(obj)
+
+    def share(self, keys: Iterable[ObjectKey]) -> list[ObjectKey]:
+        """The keys this host may have work for: all but the Domains placed elsewhere or
+        nowhere (known from memory; the reconcile still asks ``mine`` of the object)."""
+        return [key for key in keys if key.kind != "Domain" or self.scope.placed_here_now(key)]

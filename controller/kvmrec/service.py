@@ -216,8 +216,12 @@ class Service:
 
     def _relist(self) -> None:
         """After a reconnect: events were lost while libvirt was away, so look at everything."""
-        for key in self._all_keys():
+        for key in self._share(self._all_keys()):
             self.queue.add(key)
+
+    def _share(self, keys: list[ObjectKey]) -> list[ObjectKey]:
+        # A fleet host leaves the Domains placed elsewhere alone: not read, not recorded.
+        return keys if self.membership is None else self.membership.share(keys)
 
     def _all_keys(self) -> list[ObjectKey]:
         keys = list(self.store.keys())
@@ -226,7 +230,7 @@ class Service:
         return keys
 
     def _resync_keys(self) -> Iterable[ObjectKey]:
-        keys = self._all_keys()
+        keys = self._share(self._all_keys())
         # The full pass (hourly by default) also forgets history past its keeping time; the
         # passes between stay free of writes.
         if self._resyncs % self.settings.full_resync_every == 0:
@@ -287,7 +291,7 @@ class Service:
             # Not fatal: only OvsBridge objects need it, and they say so in their status.
             log.warning("%s; will keep retrying", exc)
             self.ovsdb.start_reconnecting()
-        for key in self._all_keys():
+        for key in self._share(self._all_keys()):
             self.queue.add(key)
         if self.membership is not None:
             self.membership.start()  # the fleet's store feeds the queue, not a directory

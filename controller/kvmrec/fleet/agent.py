@@ -157,7 +157,10 @@ class HostAgent:
         for change in changes:
             key = _key_after(change.key, self._objects_prefix)
             if key is not None:
-                self._queue(key)
+                # A Domain placed elsewhere is not this host's to look at; once it is placed
+                # here, the placement's own change queues it.
+                if key.kind != "Domain" or self.scope.placed_here_now(key):
+                    self._queue(key)
                 continue
             key = _key_after(change.key, self._placements_prefix)
             if key is None:

@@ -45,6 +45,9 @@ class Scope:
         with self._lock:
             return self._placed.get(key)
 
+    def placed_here_now(self, key: ObjectKey) -> bool:
+        return self.host_of(key) == self.name
+
     def placed_here(self) -> list[ObjectKey]:
         with self._lock:
             return sorted(k for k, host in self._placed.items() if host == self.name)
