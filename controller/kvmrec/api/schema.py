@@ -198,9 +198,22 @@ def _type_name(value: object) -> str:
 
 def with_defaults(kind: KindSchema, document: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a valid ``document`` with every schema default filled in."""
-    result = copy.deepcopy(dict(document))
-    _fill(kind.schema, result, kind.schema)
+    plan = kind._built.get("defaults")
+    if plan is None:
+        plan = kind._built["defaults"] = _plan(kind.schema, kind.schema, {})
+    result: dict[str, Any] = _copy_containers(dict(document))
+    _fill(plan, result)
     return result
+
+
+def _copy_containers(value: Any) -> Any:
+    """A copy of the mappings and lists of a loaded document: filling in defaults adds to
+    mappings only, so the scalars (immutable) are shared."""
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -215,18 +228,54 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
     return merged
 
 
-def _fill(schema: Mapping[str, Any], value: Any, root: Mapping[str, Any]) -> None:
-    schema = _resolve(schema, root)
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+class _Defaults:
+    """What filling in defaults does at one schema node, worked out once per kind: each
+    property's default (if any) and its own node, and the node of an array's items."""
+
+    __slots__ = ("items", "keep", "properties")
+
+    def __init__(self) -> None:
+        self.properties: list[tuple[str, bool, Any, bool, _Defaults]] = []
+        self.items: _Defaults | None = None
+        self.keep: list[Mapping[str, Any]] = []  # the resolved schemas the plan is keyed by
+
+
+def _plan(
+    schema: Mapping[str, Any], root: Mapping[str, Any], planned: dict[int, _Defaults]
+) -> _Defaults:
+    # Keyed by the schema mapping itself (kept alive by the plan), so a $ref that comes
+    # round to itself ends the walk instead of recursing.
+    known = planned.get(id(schema))
+    if known is not None:
+        return known
+    node = planned[id(schema)] = _Defaults()
+    node.keep.append(schema)
+    resolved = _resolve(schema, root)
+    for name, prop in resolved.get("properties", {}).items():
+        prop = _resolve(prop, root)
+        node.keep.append(prop)
+        has = "default" in prop
+        default = prop.get("default")
+        shared = isinstance(default, _IMMUTABLE)
+        node.properties.append((name, has, default, shared, _plan(prop, root, planned)))
+    if "items" in resolved:
+        node.items = _plan(resolved["items"], root, planned)
+    return node
+
+
+def _fill(plan: _Defaults, value: Any) -> None:
     if isinstance(value, dict):
-        for name, prop in schema.get("properties", {}).items():
-            prop = _resolve(prop, root)
-            if name not in value and "default" in prop:
-                value[name] = copy.deepcopy(prop["default"])
+        for name, has, default, shared, sub in plan.properties:
+            if name not in value and has:
+                value[name] = default if shared else copy.deepcopy(default)
             if name in value:
-                _fill(prop, value[name], root)
-    elif isinstance(value, list) and "items" in schema:
+                _fill(sub, value[name])
+    elif isinstance(value, list) and plan.items is not None:
         for item in value:
-            _fill(schema["items"], item, root)
+            _fill(plan.items, item)
 
 
 @dataclass(frozen=True)

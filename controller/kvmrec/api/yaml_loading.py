@@ -16,6 +16,9 @@ Speed: libyaml (PyYAML's C parser) reads the text into events, about six times f
 than PyYAML's pure-Python scanner; the nodes are still composed here, in Python, where
 the bounds are counted, so the bounds hold the same on both. A file libyaml finds no valid
 YAML in is read again by the pure-Python parser, whose words (and lines) the error gives.
+A file that cannot reach any bound, which ``_within_bounds`` tells from its characters
+alone (small, no anchor or alias, few enough collections to nest that deep), is composed
+by libyaml too: the same nodes, about twice as fast.
 """
 
 from __future__ import annotations
@@ -159,10 +162,34 @@ if _CParser is not None:
             Resolver.__init__(self)
 
 
+# Every node of a document takes a character of its own, but for the empty value of a key
+# or of an entry (``a:``, ``-``): at most two nodes a character, so a text this short holds
+# fewer than MAX_NODES nodes (and, each document after the first starting with ``---``,
+# fewer than MAX_DOCUMENTS documents).
+_SHORT = MAX_NODES // 4
+# Every collection has an indicator of its own: a block sequence its entries' ``-``, a
+# block mapping its keys' ``:`` (or ``?``), a flow collection its ``[`` or ``{``.
+_COLLECTION_INDICATORS = "-:?[{"
+
+
+def _within_bounds(text: str) -> bool:
+    """Whether ``text`` cannot go over a bound, told from its characters alone.
+
+    No ``&`` and no ``*``: no anchor and no alias, so nothing expands and nothing
+    recurses. Short: fewer nodes than MAX_NODES. Fewer collection indicators than
+    MAX_DEPTH: fewer collections than that, so no deeper nesting (each level is one). Every
+    character is counted, quoted or not, so the test errs only towards the bounded path."""
+    if len(text) > _SHORT or "&" in text or "*" in text:
+        return False
+    return sum(map(text.count, _COLLECTION_INDICATORS)) < MAX_DEPTH
+
+
 def _load(text: str) -> list[tuple[Any, dict[Path, int]]]:
     """Documents of ``text`` with a map from field path to 1-based line."""
     if _CParser is not None:
         try:
+            if _within_bounds(text):
+                return _load_with(yaml.CSafeLoader(text))
             return _load_with(_FastBoundedLoader(text))
         except yaml.YAMLError:
             pass  # told in the pure-Python parser's words, below

@@ -15,12 +15,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from kvmrec.api.kinds import Cpu, CpuFeature
+from kvmrec.backends import xml_text
 
 CPU_NS = "https://kvmrec.io/xmlns/cpu/v1alpha1"
 CPU_PREFIX = "kvmrec-cpu"
 QEMU_DEFAULT_MODEL = "qemu64"  # what QEMU gives an x86_64 guest that names no CPU
 
-ET.register_namespace(CPU_PREFIX, CPU_NS)
+xml_text.register_namespace(CPU_PREFIX, CPU_NS)
 
 
 def element(cpu: Cpu) -> ET.Element:

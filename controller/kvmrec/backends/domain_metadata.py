@@ -17,13 +17,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from kvmrec.backends import xml_text
+
 OWNER_NS = "https://kvmrec.io/xmlns/owner/v1alpha1"
 OWNER_PREFIX = "kvmrec"
 LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 LIBOSINFO_PREFIX = "libosinfo"
 
-ET.register_namespace(OWNER_PREFIX, OWNER_NS)
-ET.register_namespace(LIBOSINFO_PREFIX, LIBOSINFO_NS)
+xml_text.register_namespace(OWNER_PREFIX, OWNER_NS)
+xml_text.register_namespace(LIBOSINFO_PREFIX, LIBOSINFO_NS)
 
 
 @dataclass(frozen=True)

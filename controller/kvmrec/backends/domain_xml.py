@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from kvmrec.api import quantities
 from kvmrec.api.kinds import Cpu, Disk, DomainSpec, Graphics, Interface
-from kvmrec.backends import cpu_xml
+from kvmrec.backends import cpu_xml, xml_text
 from kvmrec.backends.domain_metadata import OWNER_NS as OWNER_NS
 from kvmrec.backends.domain_metadata import OWNER_PREFIX as OWNER_PREFIX
 from kvmrec.backends.domain_metadata import Owner as Owner
@@ -174,7 +174,7 @@ def build(name: str, spec: DomainSpec, owner: Owner | None, *, uuid: str | None 
     # would be the only thing keeping an idle headless guest busy.
     model = "virtio" if spec.memory_max > spec.memory else "none"
     ET.SubElement(devices, "memballoon", {"model": model})
-    return ET.tostring(root, encoding="unicode")
+    return xml_text.tostring(root)
 
 
 def parse(xml: str) -> DomainConfig:

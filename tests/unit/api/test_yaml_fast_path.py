@@ -53,3 +53,37 @@ def test_invalid_yaml_is_told_in_the_pure_python_parsers_words() -> None:
     with pytest.raises(yaml.MarkedYAMLError) as caught:
         _load(text)
     assert str(caught.value) == str(slow.value)
+
+
+def test_only_a_text_that_cannot_reach_a_bound_is_composed_by_libyaml() -> None:
+    within = yaml_loading._within_bounds
+    assert within(TEXTS["plain"]) and within(TEXTS["flow"]) and within(TEXTS["documents"])
+    for name in ("modest aliases", "bomb", "recursive", "deep", "deep block", "documents over"):
+        assert not within(TEXTS[name]), name
+    # An anchor or alias in a quoted scalar would be harmless; it is refused all the same.
+    assert not within(HEAD + "  memory: '64Mi &x'\n")
+    assert not within(HEAD + "  x: [" + "0," * yaml_loading._SHORT + "0]\n")
+    assert not within(HEAD + "".join(f"  k{i}: 1\n" for i in range(MAX_DEPTH)))
+
+
+@pytest.mark.skipif(yaml_loading._CParser is None, reason="PyYAML without libyaml")
+@pytest.mark.parametrize(
+    "text",
+    [
+        TEXTS["plain"],
+        TEXTS["flow"],
+        TEXTS["documents"],
+        TEXTS["duplicate key"],
+        HEAD + "  a: [x: 1, {y: [2, 3]}]\n  ? b\n  : c\n  t: 2026-12-01\n  n: ~\n  e:\n",
+        HEAD + "  -\n",
+    ],
+)
+def test_libyaml_composes_what_the_bounded_composer_does(text: str) -> None:
+    import yaml
+
+    assert yaml_loading._within_bounds(text)
+    try:
+        slow = outcome(lambda: _load_with(_BoundedLoader(text)))
+    except yaml.YAMLError as exc:
+        slow = ("invalid", str(exc))
+    assert outcome(lambda: _load(text)) == slow
