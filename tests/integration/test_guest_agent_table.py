@@ -20,6 +20,7 @@ from realstack import (
     agent_command,
     copy_data_disk,
     domain_manifest,
+    guest_clock,
     guest_exec,
     guest_spec,
     state_of,
@@ -32,13 +33,18 @@ BOOT = 90.0  # seconds for a TCG guest to boot and its agent to answer, with roo
 
 
 def _run_guest(
-    controller: Controller, conn: Any, guest_image: GuestImage, name: str, **spec: Any
+    controller: Controller,
+    conn: Any,
+    guest_image: GuestImage,
+    name: str,
+    resync: float = 30.0,
+    **spec: Any,
 ) -> None:
     controller.disk_roots.append(guest_image.dir)
     controller.write(
         f"{name}.yaml", domain_manifest(name, "qemu", **guest_spec(guest_image, name, **spec))
     )
-    controller.start()
+    controller.start(resync=resync)
     wait_for(lambda: agent_answers(conn, name), BOOT, "the agent answers")
 
 
@@ -153,3 +159,26 @@ def test_reboot_through_the_agent_then_acpi_when_the_agent_is_silent(
     events = controller.cli("events", f"Domain/{name}").stdout
     assert "rebooted through the guest agent by hand" in events
     assert "rebooted through ACPI by hand (the guest agent did not answer)" in events
+
+
+def test_sync_clock_sets_a_guest_clock_read_off_the_hosts(
+    controller: Controller, conn: Any, prefix: str, guest_image: GuestImage
+) -> None:
+    name = f"{prefix}-clk"
+    _run_guest(controller, conn, guest_image, name, resync=2.0, syncClock=True)
+    wait_for(lambda: "clockOffsetSeconds" in ((controller.object(name) or {}).get("guest") or {}))
+    # Put the guest clock five minutes behind, as a long pause would.
+    behind = int((time.time() - 300) * 1e9)
+    agent_command(conn, name, {"execute": "guest-set-time", "arguments": {"time": behind}})
+    assert guest_clock(conn, name) < time.time() - 200
+
+    wait_for(
+        lambda: "ClockSynced" in controller.cli("events", f"Domain/{name}").stdout,
+        60,
+        "the clock set on a resync",
+    )
+    assert abs(guest_clock(conn, name) - time.time()) < 5
+    events = controller.cli("events", f"Domain/{name}").stdout
+    assert "the guest clock was -" in events and "s off the host's" in events
+    offset = (controller.object(name) or {})["guest"]["clockOffsetSeconds"]
+    assert offset is None or abs(offset) < 5
