@@ -16,6 +16,7 @@ Everything goes through libvirt's typed calls but two raw agent commands: ``gues
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -120,9 +121,12 @@ class GuestAgent:
                 )
                 answered = True
                 addresses = _addresses(found or {}, "agent")
-                offset = self.clock_offset(name)
             except BackendError:
                 answered = False
+        if answered:
+            # Its clock is a bonus: what the agent said stands without it.
+            with contextlib.suppress(BackendError):
+                offset = self.clock_offset(name)
         if not addresses and leases:
             found = self.call(
                 name,
@@ -144,7 +148,8 @@ class GuestAgent:
 
     def clock_offset(self, name: str) -> float | None:
         """The guest clock minus the host's (read around the call), to 0.1 s; None when
-        the agent cannot tell its time (a qemu-ga without guest-get-time)."""
+        the agent cannot tell its time (a qemu-ga without guest-get-time); raises
+        ``AgentUnavailable`` when it does not answer."""
         before = time.time()
         try:
             answer = self.call(name, "read the guest clock", lambda dom: dom.getTime(0))
