@@ -90,12 +90,49 @@ class Disk:
 
 @dataclass(frozen=True)
 class Interface:
+    """One NIC, attached one of four ways: to a libvirt ``network``, to a ``bridge``,
+    directly to a host NIC through macvtap (``dev`` and ``mode``), or as an SR-IOV
+    virtual function passed through by its PCI ``address`` (``vlan`` tags its traffic)."""
+
     name: str
     mac: str
     network: str | None = None
     bridge: str | None = None
     virtualport: str | None = None
-    model: str = "virtio"
+    model: str = "virtio"  # "" for hostdev: the guest drives the VF itself
+    dev: str | None = None  # direct: the host NIC
+    mode: str | None = None  # direct: bridge | vepa | private | passthrough
+    address: str | None = None  # hostdev: the VF's PCI address, 0000:03:10.2
+    vlan: int | None = None  # hostdev: the VLAN tag
+
+    @property
+    def type(self) -> str:
+        """network | bridge | direct | hostdev, as libvirt's <interface type>."""
+        if self.network:
+            return "network"
+        if self.dev:
+            return "direct"
+        if self.address:
+            return "hostdev"
+        return "bridge"
+
+
+def interface(domain: str, i: Mapping[str, Any]) -> Interface:
+    """An interface of a validated spec (schema defaults filled in) of ``domain``."""
+    source = i.get("source") or {}
+    hostdev = i.get("type") == "hostdev"
+    return Interface(
+        name=i["name"],
+        mac=i.get("mac") or derived_mac(domain, i["name"]),
+        network=i.get("network"),
+        bridge=i.get("bridge"),
+        virtualport=i.get("virtualport"),
+        model="" if hostdev else i.get("model", "virtio"),
+        dev=source.get("dev"),
+        mode=source.get("mode", "bridge") if source.get("dev") else None,
+        address=source["address"].lower() if source.get("address") else None,
+        vlan=i.get("vlan"),
+    )
 
 
 @dataclass(frozen=True)
@@ -230,17 +267,7 @@ class DomainSpec:
             initrd=os_.get("initrd"),
             cmdline=os_.get("cmdline") or None,
             disks=tuple(_disk(d) for d in spec.get("disks", [])),
-            interfaces=tuple(
-                Interface(
-                    name=i["name"],
-                    mac=i.get("mac") or derived_mac(name, i["name"]),
-                    network=i.get("network"),
-                    bridge=i.get("bridge"),
-                    virtualport=i.get("virtualport"),
-                    model=i.get("model", "virtio"),
-                )
-                for i in spec.get("interfaces", [])
-            ),
+            interfaces=tuple(interface(name, i) for i in spec.get("interfaces", [])),
             deletion_policy=DeletionPolicy(spec.get("deletionPolicy", "Delete")),
             grace_period=spec.get("terminationGracePeriodSeconds"),
             sync_clock=bool(spec.get("syncClock", False)),

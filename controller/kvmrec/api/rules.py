@@ -7,6 +7,7 @@ problems as (field, reason, path); the path lets the caller name the line.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from kvmrec.api.yaml_loading import Path
 from kvmrec.snapshots import schedule
 
 MIN_MEMORY = 1024 * 1024
+_PCI = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]$")
 READ_ONLY_BUSES = ("virtio", "scsi")
 
 
@@ -231,15 +233,17 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
 
     names: dict[str, int] = {}
     macs: dict[str, int] = {}
+    functions: dict[str, int] = {}
     for i, iface in enumerate(spec.get("interfaces", [])):
         at = ("spec", "interfaces", i)
-        if ("network" in iface) == ("bridge" in iface):
-            add(at, "needs either network or bridge")
-        if "virtualport" in iface and "network" in iface:
-            add(
-                (*at, "virtualport"),
-                "goes with bridge; a network's own definition says whether it is Open vSwitch",
-            )
+        for path, reason in interface_problems(iface):
+            add((*at, *path), reason)
+        address = (iface.get("source") or {}).get("address")
+        if iface.get("type") == "hostdev" and isinstance(address, str):
+            first = functions.setdefault(address.lower(), i)
+            if first != i:
+                reason = f"{address} is already used by spec.interfaces[{first}]"
+                add((*at, "source", "address"), reason)
         first = names.setdefault(iface["name"], i)
         if first != i:
             add((*at, "name"), f"{iface['name']!r} is already used by spec.interfaces[{first}]")
@@ -275,4 +279,49 @@ def _cpu_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
             where = (*at, "features", i, "name")
             reason = f"{feature['name']!r} is already named by spec.cpu.features[{first}]"
             problems.append((schema.format_path(where), reason, where))
+    return problems
+
+
+def interface_problems(iface: Mapping[str, Any]) -> list[tuple[Path, str]]:
+    """What is wrong with one interface's attachment: (path under it, reason)."""
+    problems: list[tuple[Path, str]] = []
+    given = [f for f in ("network", "bridge", "source") if f in iface]
+    kind = iface.get("type") or ("network" if "network" in iface else "bridge")
+    if len(given) != 1:
+        return [((), "needs either network or bridge, or source with type direct or hostdev")]
+    wants = {"network": "network", "bridge": "bridge", "direct": "source", "hostdev": "source"}
+    if wants[kind] != given[0]:
+        if given[0] == "source":
+            return [(("type",), "must be direct or hostdev with source")]
+        return [(("type",), f"{kind} does not go with {given[0]}")]
+    if "virtualport" in iface and kind != "bridge":
+        why = (
+            "a network's own definition says whether it is Open vSwitch"
+            if kind == "network"
+            else f"a {kind} interface has no bridge port"
+        )
+        problems.append((("virtualport",), f"goes with bridge; {why}"))
+    if "vlan" in iface and kind != "hostdev":
+        problems.append((("vlan",), "goes with type hostdev (the VF's tag on the PF)"))
+    source = iface.get("source") or {}
+    if kind == "direct":
+        if "dev" not in source:
+            problems.append((("source",), "needs dev (the host NIC) for type direct"))
+        if "address" in source:
+            problems.append((("source", "address"), "goes with type hostdev, not direct"))
+    elif kind == "hostdev":
+        if "address" not in source:
+            problems.append((("source",), "needs address (the VF's PCI address) for type hostdev"))
+        for field in ("dev", "mode"):
+            if field in source:
+                problems.append((("source", field), "goes with type direct, not hostdev"))
+        if iface.get("model", "virtio") != "virtio":
+            problems.append(
+                (("model",), "a hostdev interface has no model (the guest drives the VF)")
+            )
+        address = source.get("address")
+        if isinstance(address, str) and _PCI.match(address):
+            slot = int(address.split(":")[2].split(".")[0], 16)
+            if slot > 0x1F:
+                problems.append((("source", "address"), f"slot {slot:#04x} is above 0x1f"))
     return problems

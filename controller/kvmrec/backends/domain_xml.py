@@ -25,6 +25,9 @@ from kvmrec.backends.domain_metadata import libosinfo_element, read_os_id
 from kvmrec.backends.domain_metadata import owner_element as owner_element
 from kvmrec.backends.domain_metadata import owner_xml as owner_xml
 from kvmrec.backends.domain_metadata import read_owner as read_owner
+from kvmrec.backends.interface_xml import KNOWN_TYPES as INTERFACE_TYPES
+from kvmrec.backends.interface_xml import element as interface_element
+from kvmrec.backends.interface_xml import parse as _interface
 
 _UUID_NS = uuid.UUID("5b1f3a36-9a4e-4c1c-8f0e-6d5a8f3c2b71")
 
@@ -95,18 +98,6 @@ def disk_element(disk: Disk, dev: str) -> ET.Element:
         ET.SubElement(element, "readonly")
     if disk.serial:
         ET.SubElement(element, "serial").text = disk.serial
-    return element
-
-
-def interface_element(iface: Interface) -> ET.Element:
-    kind = "network" if iface.network else "bridge"
-    element = ET.Element("interface", {"type": kind})
-    ET.SubElement(element, "mac", {"address": iface.mac})
-    source = {"network": iface.network} if iface.network else {"bridge": iface.bridge or ""}
-    ET.SubElement(element, "source", source)
-    if iface.virtualport:
-        ET.SubElement(element, "virtualport", {"type": iface.virtualport})
-    ET.SubElement(element, "model", {"type": iface.model})
     return element
 
 
@@ -297,28 +288,6 @@ def _disk(element: ET.Element) -> Disk | None:
     )
 
 
-def _interface(element: ET.Element) -> Interface | None:
-    mac = element.find("mac")
-    source = element.find("source")
-    kind = element.get("type")
-    if kind not in ("network", "bridge") or source is None:
-        return None
-    model = element.find("model")
-    # A running guest's interface on a network that forwards to a bridge shows as
-    # type='bridge' with the network still named in its source: it is a network interface,
-    # and its virtualport is the network's business.
-    network = source.get("network")
-    virtualport = element.find("virtualport")
-    return Interface(
-        name="",
-        mac=mac.get("address", "") if mac is not None else "",
-        network=network,
-        bridge=None if network else source.get("bridge"),
-        virtualport=virtualport.get("type") if virtualport is not None and not network else None,
-        model=model.get("type", "") if model is not None else "",
-    )
-
-
 def _bytes(element: ET.Element | None) -> int:
     if element is None or not element.text:
         return 0
@@ -360,7 +329,7 @@ def unmodelled(xml: str) -> list[str]:
         elif disk.find("source") is None:
             found.append(f"an empty {disk.get('device')} drive")
     for iface in devices.findall("interface"):
-        if iface.get("type") not in ("network", "bridge"):
+        if iface.get("type") not in INTERFACE_TYPES:
             found.append(f"a {iface.get('type')} interface")
     for graphics in devices.findall("graphics"):
         if graphics.get("type") != "vnc":

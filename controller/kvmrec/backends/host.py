@@ -10,6 +10,13 @@ def net_device_exists(name: str) -> bool:
     return bool(name) and "/" not in name and os.path.exists(f"/sys/class/net/{name}")
 
 
+def pci_device_exists(address: str) -> bool:
+    """Whether the host has a PCI device (an SR-IOV VF) at ``0000:03:10.2``."""
+    return (
+        bool(address) and "/" not in address and os.path.exists(f"/sys/bus/pci/devices/{address}")
+    )
+
+
 def kernel_datapath() -> bool:
     """Whether Open vSwitch bridges of datapath type "system" (the kernel's) can work here.
 

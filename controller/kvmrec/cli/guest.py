@@ -1,4 +1,5 @@
-"""``kvmrec guest DOMAIN info|ping|set-password USER``: ask a guest's QEMU agent.
+"""``kvmrec guest DOMAIN info|ping|set-password USER|reboot|time|fsinfo|users``: ask a
+guest's QEMU agent (the last four: cli/guest_table.py).
 
 ``info`` prints what the guest says about itself (host name, OS, kernel, addresses; the
 DHCP leases of its libvirt networks when the agent gives none), ``ping`` whether and how
@@ -22,14 +23,15 @@ from kvmrec import config
 from kvmrec.backends import protocols
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
+from kvmrec.backends.libvirt.guest_table import GuestTable
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.backends.libvirt.live import LiveDomain
-from kvmrec.cli import by_hand, where
+from kvmrec.cli import by_hand, guest_table, where
 
 
 def add_parser(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "guest", help="ask a guest's agent: info, ping, set-password"
+        "guest", help="ask a guest's agent: info, ping, set-password, reboot, time, fsinfo, users"
     )
     parser.add_argument("domain")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -54,6 +56,7 @@ def add_parser(commands: Any) -> None:
         default=None,
         help="read the password from this file's first line (default: standard input)",
     )
+    guest_table.add_verbs(verbs, common)
     parser.set_defaults(handler=run)
 
 
@@ -73,7 +76,14 @@ def run(args: argparse.Namespace) -> int:
             seconds = agent.ping(args.domain)
             print(f"the guest agent of {args.domain} answered in {seconds * 1000:.0f} ms")
             return 0
-        return _set_password(args, agent, settings.state)
+        if args.verb == "set-password":
+            return _set_password(args, agent, settings.state)
+        code, text = guest_table.run(args, live, GuestTable(agent), settings.state)
+        if code:
+            print(f"kvmrec guest {args.verb}: {text}", file=sys.stderr)
+        else:
+            print(text)
+        return code
     except BackendError as exc:
         print(f"kvmrec guest {args.verb}: {exc}", file=sys.stderr)
         return 1

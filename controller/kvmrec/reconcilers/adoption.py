@@ -128,10 +128,18 @@ def manifest_for(live: LiveDomain) -> dict[str, Any]:
     interfaces = []
     for index, iface in enumerate(config.interfaces):
         item = {"name": f"net{index}", "mac": iface.mac}
-        item.update({"network": iface.network} if iface.network else {"bridge": iface.bridge})
+        if iface.type == "direct":
+            item.update(type="direct", source={"dev": iface.dev, "mode": iface.mode})
+        elif iface.type == "hostdev":
+            item.update(type="hostdev", source={"address": iface.address})
+            if iface.vlan is not None:
+                item["vlan"] = iface.vlan
+        else:
+            item.update({"network": iface.network} if iface.network else {"bridge": iface.bridge})
         if iface.virtualport and not iface.network:
             item["virtualport"] = iface.virtualport
-        item["model"] = iface.model
+        if iface.model:
+            item["model"] = iface.model
         interfaces.append(item)
     if interfaces:
         spec["interfaces"] = interfaces

@@ -22,6 +22,9 @@ from kvmrec.store.records import StoredObject
 NETWORK = "Network"
 OVS_BRIDGE = "OvsBridge"
 BRIDGE = "Bridge"  # a plain Linux bridge: never managed, only required to exist
+HOST_NIC = "HostNic"  # the host NIC of a direct (macvtap) interface: never managed
+PCI_DEVICE = "PciDevice"  # the SR-IOV VF of a hostdev interface: never managed
+_HOST_DEVICES = (HOST_NIC, PCI_DEVICE)
 
 # What waits for a dependency is queued again the moment a managed one turns Ready; this
 # retry covers those kvmrec does not manage (no event says they appeared).
@@ -39,6 +42,11 @@ class Ref:
         return f"{self.kind}/{self.name}"
 
     @property
+    def manageable(self) -> bool:
+        """Whether an object of kvmrec's may stand for it (not a host NIC, not a VF)."""
+        return self.kind not in _HOST_DEVICES
+
+    @property
     def managed(self) -> ObjectKey:
         """The key of the object that would manage it (a plain bridge: an OvsBridge)."""
         return ObjectKey(OVS_BRIDGE if self.kind == BRIDGE else self.kind, self.name)
@@ -49,6 +57,10 @@ def domain_refs(spec: DomainSpec) -> list[Ref]:
     for iface in spec.interfaces:
         if iface.network:
             ref = Ref(NETWORK, iface.network)
+        elif iface.dev:
+            ref = Ref(HOST_NIC, iface.dev)
+        elif iface.address:
+            ref = Ref(PCI_DEVICE, iface.address)
         elif iface.virtualport == "openvswitch":
             ref = Ref(OVS_BRIDGE, iface.bridge or "")
         else:
@@ -81,15 +93,27 @@ class Dependencies:
         store: Store,
         network_active: Callable[[str], bool | None],
         device_exists: Callable[[str], bool],
+        pci_device_exists: Callable[[str], bool] = lambda _address: True,
     ) -> None:
+        """``device_exists``: whether a network device (a bridge, a host NIC) is there;
+        ``pci_device_exists``: whether the host has a PCI device at an address."""
         self._store = store
         self._network_active = network_active
         self._device_exists = device_exists
+        self._pci_device_exists = pci_device_exists
 
     def unmet(self, refs: Iterable[Ref]) -> list[str]:
         """What is missing, one message per dependency; empty when all are there."""
         missing: list[str] = []
         for ref in refs:
+            if ref.kind == HOST_NIC:
+                if not self._device_exists(ref.name):
+                    missing.append(f"host NIC {ref.name} does not exist")
+                continue
+            if ref.kind == PCI_DEVICE:
+                if not self._pci_device_exists(ref.name):
+                    missing.append(f"PCI device {ref.name} does not exist on this host")
+                continue
             obj = self._store.get(ref.managed)
             if obj is not None and not obj.deleting:
                 status = self._store.get_status(obj.key)

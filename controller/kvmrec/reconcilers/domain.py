@@ -161,7 +161,7 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
 
     def woken_by_deletion(self, obj: StoredObject) -> list[ObjectKey]:
         # A deletion of a network or bridge it used, held while it was there, may go on.
-        return [ref.managed for ref in domain_refs(self.parse(obj))]
+        return [ref.managed for ref in domain_refs(self.parse(obj)) if ref.manageable]
 
     def prepare(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         self._converged.remember(turn.name, None)

@@ -44,8 +44,9 @@ def seed_view(seed: Disk) -> dict[str, Any]:
     return {"path": seed.path, "bus": seed.bus, "digest": seed.serial}
 
 
-def iface_key(i: Interface) -> tuple[str, str | None, str | None, str | None, str]:
-    return (i.mac, i.network, i.bridge, i.virtualport, i.model)
+def iface_key(i: Interface) -> tuple[Any, ...]:
+    """What must match for an interface to be the one asked for (its name is kvmrec's)."""
+    return (i.mac, i.network, i.bridge, i.virtualport, i.model, i.dev, i.mode, i.address, i.vlan)
 
 
 def iface_view(ifaces: Iterable[Interface]) -> list[dict[str, Any]]:
@@ -54,10 +55,18 @@ def iface_view(ifaces: Iterable[Interface]) -> list[dict[str, Any]]:
         item: dict[str, Any] = {"mac": i.mac}
         if i.name:
             item["name"] = i.name
-        item.update({"network": i.network} if i.network else {"bridge": i.bridge})
+        if i.type in ("direct", "hostdev"):
+            item["type"] = i.type
+            source = {"dev": i.dev, "mode": i.mode} if i.dev else {"address": i.address}
+            item["source"] = source
+            if i.vlan is not None:
+                item["vlan"] = i.vlan
+        else:
+            item.update({"network": i.network} if i.network else {"bridge": i.bridge})
         if i.virtualport:
             item["virtualport"] = i.virtualport
-        item["model"] = i.model
+        if i.model:
+            item["model"] = i.model
         view.append(item)
     return view
 

@@ -31,6 +31,9 @@ GUEST_INFO_RETRY = 1.0
 GUEST_INFO_RETRY_LATER = 5.0
 GUEST_INFO_FAST_TRIES = 30
 GUEST_INFO_TRIES = 90
+# A guest clock this far (seconds) from the host's is set again under syncClock, whenever
+# its offset is read; closer is the agent's own latency, not drift.
+CLOCK_TOLERANCE = 2.0
 
 
 class GuestSide:
@@ -51,6 +54,27 @@ class GuestSide:
             log.warning("Domain/%s: guest clock not set: %s", name, exc)
             return f"; its clock was not set: {exc}"
         return "; set its clock through the guest agent"
+
+    def _correct_clock(
+        self, name: str, spec: DomainSpec, memory: DomainMemory
+    ) -> tuple[str, DomainMemory]:
+        """Under syncClock, set a guest clock read too far off the host's (a pause, a
+        suspend of the host, an RTC left behind); what was done, and the offset after."""
+        info = memory.guest.info or {}
+        offset = info.get("clockOffsetSeconds")
+        if not spec.sync_clock or not isinstance(offset, int | float):
+            return "", memory
+        if abs(offset) < CLOCK_TOLERANCE:
+            return "", memory
+        done = self._sync_clock(name, spec)
+        try:
+            after = self._guest.clock_offset(name)
+        except BackendError:
+            after = None
+        guest = replace(memory.guest, info={**info, "clockOffsetSeconds": after})
+        return f"the guest clock was {offset:+.1f} s off the host's{done}", replace(
+            memory, guest=guest
+        )
 
     def _read_guest(
         self, name: str, spec: DomainSpec, live: LiveDomain, memory: DomainMemory

@@ -166,6 +166,9 @@ class DomainReport(GuestSide):
         if memory.stopping is not None:
             wait = self._stopper.next_step_in(spec, memory.stopping, now)
         guest_wait, memory = self._read_guest(name, spec, live, memory)
+        corrected, memory = self._correct_clock(name, spec, memory)
+        if corrected:
+            events.append(("Normal", "ClockSynced", corrected))
         if guest_wait is not None:
             wait = guest_wait if wait is None else min(wait, guest_wait)
 

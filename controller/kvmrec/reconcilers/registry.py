@@ -94,7 +94,9 @@ def build(
     """Every kind's reconciler. ``on_step``: told of every step acted on (tests);
     ``on_done``: of how every reconcile ended (reconcilers/reconciling.py); ``scope``:
     which objects are this host's (a fleet's hosts share one desired state)."""
-    dependencies = Dependencies(store, hypervisor.network_active, host.net_device_exists)
+    dependencies = Dependencies(
+        store, hypervisor.network_active, host.net_device_exists, host.pci_device_exists
+    )
     reconcilers: list[AnyReconciler] = [
         DomainReconciler(
             store,

@@ -91,10 +91,13 @@ class GuestInfo:
     os_id: str | None = None
     kernel: str | None = None
     addresses: tuple[GuestAddress, ...] = field(default_factory=tuple)
+    # The guest clock minus the host's, in seconds, when the agent told its time.
+    clock_offset: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "agent": self.agent,
+            "clockOffsetSeconds": self.clock_offset,
             "hostname": self.hostname,
             "os": self.os,
             "osId": self.os_id,
