@@ -4,9 +4,9 @@ The lease is known lost at TTL - margin after the last renewal was sent, at leas
 (5 s) before etcd can expire it, and the scheduler waits a fencing window more before it
 starts the guests elsewhere (fleet/recovery.py has the arithmetic): by then this host
 runs none of them. As Proxmox's watchdog, the fence does not ask etcd anything (it is
-what went away) and writes nothing: it acts on what the host already knows, the Domains
-placed on it and which of them are HA, and says what it did in the log. A second sweep a
-few seconds on catches a guest a reconcile started just before the loss.
+what went away) and writes nothing: it acts on what the host already knows (which Domains
+are HA, from its reconciles) and on what its libvirt runs, and logs what it did. Sweeps every
+second for a few seconds catch a guest a reconcile started just before the loss.
 
 A Domain that is not HA is left running: nothing else will start it, and its host's
 status says HostNotReady until the host is back.
@@ -24,7 +24,9 @@ from kvmrec.store.records import StoredObject
 
 log = logging.getLogger(__name__)
 
-SECOND_SWEEP = 3.0  # seconds after the first: a start in flight at the loss has ended
+SWEEP_EVERY = 1.0  # seconds between sweeps
+SWEEPS = 4  # at least: a start in flight at the loss (a few seconds) has ended by the last
+PATIENCE = 60  # sweeps at most while libvirt refuses (it drops a client it lost for a while)
 
 
 class _Live(Protocol):
@@ -49,12 +51,10 @@ class SelfFence:
         scope: Scope,
         guests: Destroyer,
         *,
-        second_sweep: float = SECOND_SWEEP,
         wait: Callable[[float], object] | None = None,
     ) -> None:
         self._scope = scope
         self._guests = guests
-        self._second_sweep = second_sweep
         self._wait = wait or threading.Event().wait
         self._lock = threading.Lock()
         self._ha: set[str] = set()
@@ -75,23 +75,39 @@ class SelfFence:
             known = set(self._ha)
         return sorted(k.name for k in self._scope.placed_here() if k.name in known)
 
-    def fence(self) -> list[str]:
-        """Destroy every HA guest placed here, twice; the names destroyed."""
-        destroyed = self._sweep(self.ha_here())
-        self._wait(self._second_sweep)
-        return sorted(set(destroyed) | set(self._sweep(self.ha_here())))
+    def known(self) -> list[str]:
+        with self._lock:
+            return sorted(self._ha)
 
-    def _sweep(self, names: Iterable[str]) -> list[str]:
-        done = []
+    def fence(self) -> list[str]:
+        """Destroy every HA guest running here, sweep after sweep; the names destroyed.
+
+        Placed here or not: a host that was frozen past its lease may learn that a guest
+        was relocated before it learns that its lease is lost, and the copy it still runs
+        is then the one that must go. The sweeps go on until one met no error (libvirt
+        may have dropped a client that was frozen, and the connection come back later)."""
+        destroyed: set[str] = set()
+        for sweep in range(1, PATIENCE + 1):
+            done, failed = self._sweep(self.known())
+            destroyed |= set(done)
+            if sweep >= SWEEPS and not failed:
+                break
+            self._wait(SWEEP_EVERY)
+        return sorted(destroyed)
+
+    def _sweep(self, names: Iterable[str]) -> tuple[list[str], bool]:
+        """(the guests destroyed, whether any could not be looked at or destroyed)"""
+        done, failed = [], False
         for name in names:
             try:
                 live = self._guests.get_domain(name)
                 if live is None or live.state not in ("running", "paused", "pmsuspended"):
                     continue
                 self._guests.destroy_domain(name)
-            except Exception as exc:  # not defined here, libvirt away: the lock manager's turn
+            except Exception as exc:  # libvirt away: the next sweep, and the lock manager
                 log.error("fencing: cannot destroy HA guest %s: %s", name, exc)
+                failed = True
                 continue
             done.append(name)
             log.error("fencing: destroyed HA guest %s (this host's lease is lost)", name)
-        return done
+        return done, failed

@@ -256,31 +256,32 @@ class Guests:
 
 def test_a_host_that_lost_its_lease_destroys_its_running_ha_guests_only() -> None:
     scope = Scope("h1", {})
-    ha, plain, elsewhere, stopped = (
+    ha, plain, elsewhere, stale, stopped = (
         ha_domain("ha")[0],
         domain("plain")[0],
         ha_domain("elsewhere")[0],
+        ha_domain("stale")[0],
         ha_domain("stopped")[0],
     )
-    scope.replace_placements(
-        {ha.key: "h1", plain.key: "h1", elsewhere.key: "h2", stopped.key: "h1"}
-    )
-    guests = Guests(
-        {"ha": "running", "plain": "running", "elsewhere": "running", "stopped": "shutoff"}
-    )
+    placements = {ha.key: "h1", plain.key: "h1", elsewhere.key: "h2", stale.key: "h2"}
+    scope.replace_placements({**placements, stopped.key: "h1"})
+    # "stale" runs here though placed on h2: this host was frozen while it was relocated.
+    guests = Guests({"ha": "running", "plain": "running", "stale": "running", "stopped": "shutoff"})
     sweeps: list[float] = []
 
     def wait(seconds: float) -> None:
+        if not sweeps:
+            guests.states["ha"] = "running"  # a start in flight at the loss ended after it
         sweeps.append(seconds)
-        guests.states["ha"] = "running"  # a start in flight at the loss ended after the sweep
 
     fence = SelfFence(scope, guests, wait=wait)
-    for obj in (ha, plain, elsewhere, stopped):
+    for obj in (ha, plain, elsewhere, stale, stopped):
         fence.note(obj)
-    assert fence.fence() == ["ha"]
-    assert guests.destroyed == ["ha", "ha"]  # the second sweep caught it again
-    assert guests.states["plain"] == "running" and guests.states["elsewhere"] == "running"
-    assert sweeps == [3.0]
+    assert fence.fence() == ["ha", "stale"]
+    assert guests.destroyed == ["ha", "stale", "ha"]  # the next sweep caught "ha" again
+    assert guests.states["plain"] == "running"  # not HA: nothing else would start it
+    assert sweeps == [1.0, 1.0, 1.0]  # four sweeps over three seconds
+    assert fence.ha_here() == ["ha", "stopped"]
 
 
 def test_the_scheduler_places_an_ha_domain_only_where_its_disks_are_shared() -> None:
@@ -293,3 +294,23 @@ def test_the_scheduler_places_an_ha_domain_only_where_its_disks_are_shared() -> 
     alone = scheduling.schedule(hosts[:1], [vm], {}, [])[vm[0].key]
     assert isinstance(alone, scheduling.Unschedulable)
     assert f"does not share {SHARED}/vm.qcow2" in alone.message
+
+
+def test_the_fence_sweeps_on_while_libvirt_refuses() -> None:
+    scope = Scope("h1", {})
+    ha = ha_domain("ha")[0]
+    scope.replace_placements({ha.key: "h1"})
+    guests = Guests({"ha": "running"})
+    refusals = iter(range(6))
+
+    def destroy(name: str) -> None:
+        if next(refusals, None) is not None:
+            raise OSError("libvirt is unavailable")
+        Guests.destroy_domain(guests, name)
+
+    guests.destroy_domain = destroy  # type: ignore[method-assign]
+    sweeps: list[float] = []
+    fence = SelfFence(scope, guests, wait=sweeps.append)
+    fence.note(ha)
+    assert fence.fence() == ["ha"]
+    assert len(sweeps) == 6 and guests.states["ha"] == "shutoff"
