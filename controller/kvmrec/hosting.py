@@ -9,7 +9,9 @@ service needs is here, so service.py stays the same for one host and for many.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from kvmrec import __version__
 from kvmrec import store as stores
@@ -19,14 +21,18 @@ from kvmrec.backends.protocols import Inventories
 from kvmrec.engine import clock as clocks
 from kvmrec.fleet.agent import HostAgent
 from kvmrec.fleet.leader import Leader
+from kvmrec.fleet.relocation import Relocator
 from kvmrec.fleet.scheduling import Overcommit
 from kvmrec.fleet.scope import Scope
 from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
+from kvmrec.fleet.self_fence import Destroyer, SelfFence
 from kvmrec.settings import Settings
 from kvmrec.store.base import Store
 from kvmrec.store.fleet import FleetParts
 from kvmrec.store.fleet_records import Capacity, HostRecord
 from kvmrec.store.records import StoredObject
+
+log = logging.getLogger(__name__)
 
 SCHEDULER = "scheduler"  # the election's name
 
@@ -38,10 +44,14 @@ def open_store(settings: Settings) -> tuple[Store, FleetParts | None]:
     return stores.open_fleet(str(settings.store), host=settings.host, shared_kinds=HOST_LEVEL_KINDS)
 
 
+class Backend(Inventories, Destroyer, Protocol):
+    """What a fleet host asks of libvirt for itself: what it has, and its fence."""
+
+
 def member(
     settings: Settings,
     parts: FleetParts | None,
-    inventory: Inventories,
+    inventory: Backend,
     clock: clocks.Clock,
     queue: Callable[[ObjectKey], None],
     relist: Callable[[], None],
@@ -60,7 +70,7 @@ class Membership:
         self,
         settings: Settings,
         parts: FleetParts,
-        inventory: Inventories,
+        inventory: Backend,
         clock: clocks.Clock,
         *,
         queue: Callable[[ObjectKey], None],
@@ -69,6 +79,9 @@ class Membership:
         assert settings.host is not None
         name = self.name = settings.host
         self.scope = Scope(name, settings.labels)
+        self.fence = SelfFence(self.scope, inventory)
+        self._lease, self._hosts = parts.lease, parts.hosts
+        self._settings = settings
         self._inventory = inventory
         self._clock = clock
         self.agent = HostAgent(
@@ -84,6 +97,15 @@ class Membership:
             relist=relist,
             now=clock.wall,
         )
+        overcommit = Overcommit(settings.overcommit_memory, settings.overcommit_cpu)
+        relocator = Relocator(
+            store=parts.statuses,
+            placements=parts.placements,
+            window=settings.fencing_window,
+            clock=clock.monotonic,
+            overcommit=overcommit,
+            wake=lambda: self.leader.wake(),
+        )
         self.leader = Leader(
             election=parts.election(SCHEDULER, name),
             store=parts.statuses,
@@ -93,7 +115,8 @@ class Membership:
             prefixes=[parts.objects_prefix, parts.placements_prefix, parts.hosts_prefix],
             revision=parts.revision,
             now=clock.wall,
-            overcommit=Overcommit(settings.overcommit_memory, settings.overcommit_cpu),
+            overcommit=overcommit,
+            relocator=relocator,
         )
 
     def describe(self) -> HostRecord:
@@ -110,23 +133,43 @@ class Membership:
             version=__version__,
             ready=True,
             last_heartbeat=self._clock.wall(),
+            shared_storage=tuple(str(p) for p in self._settings.shared_storage),
         )
 
     def start(self) -> None:
+        self._lease.on_lost(self._fence)  # before the agent's own: fence, then rejoin
         self.agent.start()
         self.leader.start()
 
     def stop(self) -> None:
         self.leader.stop()
+        if self.fence.ha_here() and not self._lease.lost:
+            # Its HA guests run on without kvmrec: the scheduler must not take the lease's
+            # end for a death and start them elsewhere.
+            try:
+                self._hosts.set_stopped(self.name, self._clock.wall())
+                log.warning("host %s stops with HA guests running: they stay here", self.name)
+            except Exception as exc:
+                log.error("host %s: cannot say it stopped on purpose: %s", self.name, exc)
         self.agent.stop()
 
     def acting(self) -> bool:
         return self.agent.acting()
 
     def mine(self, obj: StoredObject) -> bool:
+        self.fence.note(obj)
         return self.scope.mine(obj)
 
     def share(self, keys: Iterable[ObjectKey]) -> list[ObjectKey]:
         """The keys this host may have work for: all but the Domains placed elsewhere or
         nowhere (known from memory; the reconcile still asks ``mine`` of the object)."""
         return [key for key in keys if key.kind != "Domain" or self.scope.placed_here_now(key)]
+
+    def _fence(self) -> None:
+        destroyed = self.fence.fence()
+        if destroyed:
+            log.error(
+                "host %s fenced itself: destroyed %s; they may be started elsewhere",
+                self.name,
+                ", ".join(destroyed),
+            )

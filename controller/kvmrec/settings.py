@@ -42,6 +42,18 @@ class Settings:
     overcommit_cpu: float = 4.0
     """vCPUs per host CPU the scheduler hands out: most vCPUs idle most of the time."""
 
+    shared_storage: tuple[Path, ...] = ()
+    """Directories this fleet host shares with others (NFS, a cluster file system, the
+    same mount everywhere): registered with the host, and the only places the scheduler
+    accepts an HA Domain's disks (fleet/recovery.py). None by default: nothing is assumed
+    shared that the operator has not said is."""
+
+    fencing_window: float = 5.0
+    """Seconds the scheduler waits, after it has seen a host's lease expired, before it
+    starts that host's HA guests elsewhere: time for the cut-off host to finish destroying
+    them, on top of the 5 s by which its own fence precedes the expiry (fleet/recovery.py
+    does the arithmetic)."""
+
     resync: float = 300.0
     """Five minutes bounds how long drift that raised no libvirt event (an autostart flag
     flipped, a definition edited) can last; a no-op resync is one XML read per guest."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from kvmrec.api import domain_size, osinfo, quantities
 from kvmrec.api.cloud_init import CloudInit
+from kvmrec.api.high_availability import HighAvailability
 from kvmrec.api.installs import Install
 from kvmrec.api.objects import Manifest as Manifest
 from kvmrec.api.objects import ObjectKey as ObjectKey
@@ -211,6 +212,7 @@ class DomainSpec:
     # ``host``, or on a host whose labels match all of ``host_selector``.
     host: str | None = None
     host_selector: Mapping[str, str] = field(default_factory=dict)
+    high_availability: HighAvailability | None = None  # None: left where its host is
     # osinfo-db: the short id (osVariant) and the OS's id (None: not in the database here).
     os_variant: str | None = None
     os_id: str | None = None
@@ -273,6 +275,7 @@ class DomainSpec:
             sync_clock=bool(spec.get("syncClock", False)),
             host=spec.get("host"),
             host_selector=host_selector(spec),
+            high_availability=HighAvailability.from_spec(spec),
             os_variant=variant,
             os_id=known.id if known is not None else None,
             machine=os_.get("machine"),

@@ -230,6 +230,7 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
         )
 
     problems += _cpu_problems(spec)
+    problems += _high_availability_problems(spec)
 
     names: dict[str, int] = {}
     macs: dict[str, int] = {}
@@ -253,6 +254,24 @@ def _domain_problems(name: str, spec: Mapping[str, Any]) -> list[tuple[str, str,
         first = macs.setdefault(mac, i)
         if first != i:
             add((*at, "mac"), f"{mac} is already used by spec.interfaces[{first}]")
+    return problems
+
+
+def _high_availability_problems(spec: Mapping[str, Any]) -> list[tuple[str, str, Path]]:
+    """An HA guest is started by the fleet wherever its disks are shared: by path only
+    (a pool's volume has no path to check before a host resolves it), never by autostart."""
+    if not (spec.get("highAvailability") or {}).get("restart"):
+        return []
+    problems: list[tuple[str, str, Path]] = []
+    if spec.get("autostart"):
+        path: Path = ("spec", "autostart")
+        why = "must be false with highAvailability.restart (the fleet decides where it starts)"
+        problems.append((schema.format_path(path), why, path))
+    for i, disk in enumerate(spec.get("disks", [])):
+        if "path" not in disk and disk.get("device", "disk") != "cdrom":
+            path = ("spec", "disks", i)
+            why = "needs a path with highAvailability.restart (on storage the hosts share)"
+            problems.append((schema.format_path(path), why, path))
     return problems
 
 

@@ -7,6 +7,8 @@ Every host campaigns (store/etcd/election.py); the leader, and only while it lea
   (``Unschedulable`` in the Domain's fleet-level status, naming every host);
 - marks the status of every object on a host whose lease has expired ``HostNotReady``,
   without touching its guests (the host may only be cut off);
+- relocates the HA Domains of a host that is dead past its fencing window
+  (fleet/relocation.py);
 - forgets a deleted Domain that no host holds, and a deleted host-level object once every
   host has cleaned up after it.
 
@@ -24,6 +26,7 @@ from datetime import datetime
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.fleet import scheduling
+from kvmrec.fleet.relocation import Relocator
 from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
 from kvmrec.store.fleet import (
     Election,
@@ -49,6 +52,7 @@ class PassResult:
     unschedulable: int = 0
     marked: int = 0
     collected: int = 0
+    relocated: int = 0
 
 
 class Leader:
@@ -67,7 +71,9 @@ class Leader:
         now: Callable[[], datetime],
         overcommit: scheduling.Overcommit = scheduling.DEFAULT_OVERCOMMIT,
         period: float = PERIOD,
+        relocator: Relocator | None = None,
     ) -> None:
+        """``relocator``: restarts the HA Domains of dead hosts elsewhere (None: none is)."""
         self._election = election
         self._store = store
         self._hosts = hosts
@@ -78,6 +84,7 @@ class Leader:
         self._now = now
         self._overcommit = overcommit
         self._period = period
+        self._relocator = relocator
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,6 +172,8 @@ class Leader:
                 self._store.record_for(None, key, status, [event], now)
                 result.unschedulable += 1
         result.marked = self._mark_not_ready(hosts, statuses, now)
+        if self._relocator is not None and self._election.is_leader():
+            result.relocated = self._relocator.run_once(hosts, domains, host_level, statuses, now)
         result.collected = self._collect(objects, placements, statuses)
         return result
 

@@ -6,7 +6,8 @@ As in the Kubernetes scheduler, each unplaced Domain goes through filters, then 
   ``spec.host``, or its labels match ``spec.hostSelector``; it offers the domain type (a
   kvm Domain needs a kvm host, a kvm host runs qemu guests too); the Networks and
   OvsBridges the Domain's interfaces use apply on it (a network or bridge kvmrec does not
-  manage is the operator's to provide, as on a single host); its free memory and vCPUs fit:
+  manage is the operator's to provide, as on a single host); an HA Domain's disks are on
+  storage it shares (fleet/shared_storage.py); its free memory and vCPUs fit:
   capacity times the overcommit ratio, less what the Domains placed on it take.
 - score: the host left least allocated once the Domain is on it (the mean of its memory
   and vCPU fractions), so Domains spread; ties go by host name, so a pass is deterministic.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kvmrec.api.kinds import DomainSpec, ObjectKey
-from kvmrec.fleet import selectors
+from kvmrec.fleet import selectors, shared_storage
 from kvmrec.reconcilers.dependencies import domain_refs
 from kvmrec.store.fleet_records import Capacity, HostRecord, Placement
 from kvmrec.store.records import StoredObject
@@ -171,6 +172,9 @@ def _lacks(
     lacks = selectors.mismatches(host.labels, spec.host_selector)
     if spec.type == "kvm" and host.domain_type != "kvm":
         lacks.append(f"no kvm (domain type {host.domain_type} only)")
+    unshared = shared_storage.unshared(spec, host.shared_storage)
+    if unshared:
+        lacks.append(f"does not share {', '.join(unshared)} (HA disks need shared_storage)")
     for ref in domain_refs(spec):
         if ref.managed in managed and ref.managed not in applies:
             lacks.append(f"{ref.managed} does not apply here (its hostSelector)")

@@ -37,6 +37,10 @@ class Hosts(Protocol):
     def set_cordoned(self, name: str, cordoned: bool) -> bool:
         """Mark a host (un)schedulable; False if no such host was ever registered."""
 
+    def set_stopped(self, name: str, when: datetime) -> bool:
+        """Say the host's kvmrec stopped on purpose, its guests left running (cleared
+        when it registers again): its lease's end is no death."""
+
 
 @dataclass(frozen=True)
 class Placed:

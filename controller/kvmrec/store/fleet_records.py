@@ -41,6 +41,11 @@ class HostRecord:
     ready: bool
     last_heartbeat: datetime | None
     cordoned: bool = False  # takes no new Domains; those on it stay
+    # Directories it shares with other hosts (the ``shared_storage`` setting): an HA
+    # Domain's disks must be under one of them.
+    shared_storage: tuple[str, ...] = ()
+    # Its kvmrec stopped on purpose and left its guests running: not dead (HA leaves it be).
+    stopped: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
                      etcd deletes it when the lease expires (NotReady within the TTL plus
                      etcd's half-second expiry check)
     P/hostinfo/NAME  labels, capacity, version, cordon flag, last heartbeat: kept when the
-                     lease goes, so ``kvmrec hosts`` still shows a dead host
+                     lease goes, so ``kvmrec hosts`` still shows a dead host; ``stopped``
+                     when its kvmrec stopped on purpose (cleared by registering)
 
 With nothing changing, a host writes nothing but its lease renewals: a Ready host's last
 heartbeat is read from its lease (granted TTL minus remaining TTL ago), not written per
@@ -94,6 +95,9 @@ class EtcdHosts:
     def set_cordoned(self, name: str, cordoned: bool) -> bool:
         return self._update_info(name, {"cordoned": cordoned})
 
+    def set_stopped(self, name: str, when: datetime) -> bool:
+        return self._update_info(name, {"stopped": when.isoformat()})
+
     def record_last_heartbeat(self, name: str, when: datetime) -> bool:
         """Keep ``when`` as the host's last heartbeat if it is later than the one kept."""
         info = self._gateway.get(self._info + name.encode())
@@ -136,6 +140,8 @@ class EtcdHosts:
             ready=live_kv is not None,
             last_heartbeat=heartbeat,
             cordoned=bool(info.get("cordoned", False)),
+            shared_storage=tuple(str(p) for p in data.get("shared_storage", ())),
+            stopped=live_kv is None and bool(info.get("stopped")),
         )
 
     def _last_renewal(self, lease: int, now: datetime) -> datetime | None:
@@ -156,6 +162,7 @@ def _host_json(host: HostRecord) -> dict[str, Any]:
         "domain_type": host.domain_type,
         "ovs_datapath": host.ovs_datapath,
         "version": host.version,
+        "shared_storage": list(host.shared_storage),
     }
 
 
