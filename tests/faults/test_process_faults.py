@@ -26,7 +26,7 @@ import libvirt
 import pytest
 from realstack import REPO, Controller, condition, ovs_ports, state_of, wait_for
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
 OWNER_NS = "https://kvmrec.io/xmlns/owner/v1alpha1"
 STACK_SCRIPT = REPO / "scripts" / "real-stack.sh"

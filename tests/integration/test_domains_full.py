@@ -247,6 +247,7 @@ def test_a_live_change_the_guest_refuses_stays_in_status_until_a_restart(
     assert restart is not None and restart["status"] == "False"
 
 
+@pytest.mark.disruptive
 def test_libvirtd_restart_is_survived_and_healing_goes_on(
     controller: Controller, prefix: str, stack: dict[str, str]
 ) -> None:

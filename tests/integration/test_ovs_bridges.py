@@ -166,6 +166,7 @@ def test_hand_changes_to_the_bridge_are_healed_and_guest_ports_kept(
     )
 
 
+@pytest.mark.disruptive
 def test_ovs_restarted_with_a_new_database_under_a_running_kvmrec(
     controller: Controller, names: dict[str, str], cleanup: None
 ) -> None:

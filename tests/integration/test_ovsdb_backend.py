@@ -488,6 +488,7 @@ def test_a_hung_ovsdb_server_is_noticed_by_the_inactivity_probe(
 # -- OVS restarts ----------------------------------------------------------------------------
 
 
+@pytest.mark.disruptive
 def test_vswitchd_restart_is_noticed(
     ovsdb: Ovsdb, bridges: Callable[[str], str], recorder: Recorder
 ) -> None:
@@ -515,6 +516,7 @@ def test_vswitchd_restart_is_noticed(
         assert_stack_up()
 
 
+@pytest.mark.disruptive
 def test_ovsdb_server_restart(
     ovsdb: Ovsdb, bridges: Callable[[str], str], recorder: Recorder
 ) -> None:
@@ -556,6 +558,7 @@ def test_marker_removed_means_look_at_everything(ovsdb: Ovsdb, recorder: Recorde
     assert recorder.disconnects_since(since) == 0
 
 
+@pytest.mark.disruptive
 def test_database_recreated(
     ovsdb: Ovsdb, bridges: Callable[[str], str], recorder: Recorder
 ) -> None:
