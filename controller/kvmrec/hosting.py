@@ -9,23 +9,27 @@ service needs is here, so service.py stays the same for one host and for many.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
 
 from kvmrec import __version__
 from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
-from kvmrec.backends.protocols import Inventories
+from kvmrec.backends.protocols import Inventories, LiveMigrations
 from kvmrec.engine import clock as clocks
 from kvmrec.fleet.agent import HostAgent
 from kvmrec.fleet.leader import Leader
+from kvmrec.fleet.migrating import HostMigrations
 from kvmrec.fleet.scope import Scope
 from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
 from kvmrec.settings import Settings
 from kvmrec.store.base import Store
 from kvmrec.store.fleet import FleetParts
 from kvmrec.store.fleet_records import Capacity, HostRecord
-from kvmrec.store.records import StoredObject
+from kvmrec.store.records import Status, StoredObject
 
 SCHEDULER = "scheduler"  # the election's name
 
@@ -37,10 +41,15 @@ def open_store(settings: Settings) -> tuple[Store, FleetParts | None]:
     return stores.open_fleet(str(settings.store), host=settings.host, shared_kinds=HOST_LEVEL_KINDS)
 
 
+class _Host(Inventories, LiveMigrations, Protocol):
+    """What a fleet host asks of its libvirt beside the reconcilers' needs."""
+
+
 def member(
     settings: Settings,
     parts: FleetParts | None,
-    inventory: Inventories,
+    store: Store,
+    libvirt: _Host,
     clock: clocks.Clock,
     queue: Callable[[ObjectKey], None],
     relist: Callable[[], None],
@@ -49,7 +58,45 @@ def member(
     a key soon; ``relist``: reconcile every key."""
     if parts is None:
         return None
-    return Membership(settings, parts, inventory, clock, queue=queue, relist=relist)
+    return Membership(settings, parts, store, libvirt, clock, queue=queue, relist=relist)
+
+
+class _Reporter:
+    """A migration's progress and end in the Domain's status (this host's) and events."""
+
+    def __init__(self, store: Store, clock: clocks.Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def migrating(self, key: ObjectKey, message: str) -> None:
+        now = self._clock.wall()
+        status = (self._store.get_status(key) or Status()).with_condition(
+            "Migrating", "True", "Migrating", message, now
+        )
+        self._store.record(key, status, [], now)
+
+    def ended(self, key: ObjectKey, type_: str, reason: str, message: str) -> None:
+        now = self._clock.wall()
+        old = self._store.get_status(key)
+        if old is not None and old.condition("Migrating") is not None:
+            status = old.with_condition("Migrating", "False", reason, message, now)
+            self._store.record(key, status, [(type_, reason, message)], now)
+        else:
+            self._store.add_event(key, type_, reason, message, now)
+
+
+class _MigrationClock:
+    def __init__(self, clock: clocks.Clock) -> None:
+        self._clock = clock
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def wall(self) -> datetime:
+        return self._clock.wall()
 
 
 class Membership:
@@ -59,7 +106,8 @@ class Membership:
         self,
         settings: Settings,
         parts: FleetParts,
-        inventory: Inventories,
+        store: Store,
+        libvirt: _Host,
         clock: clocks.Clock,
         *,
         queue: Callable[[ObjectKey], None],
@@ -68,8 +116,9 @@ class Membership:
         assert settings.host is not None
         name = self.name = settings.host
         self.scope = Scope(name, settings.labels)
-        self._inventory = inventory
+        self._inventory = libvirt
         self._clock = clock
+        self._settings = settings
         self.agent = HostAgent(
             scope=self.scope,
             describe=self.describe,
@@ -93,6 +142,20 @@ class Membership:
             revision=parts.revision,
             now=clock.wall,
         )
+        self.migrations = HostMigrations(
+            scope=self.scope,
+            backend=libvirt,
+            hosts=parts.hosts,
+            placements=parts.placements,
+            migrations=parts.migrations,
+            watching=parts.watching,
+            prefix=parts.migrations_prefix,
+            revision=parts.revision,
+            reporter=_Reporter(store, clock),
+            clock=_MigrationClock(clock),
+            acting=self.acting,
+            stall_timeout=settings.migration_stall_timeout,
+        )
 
     def describe(self) -> HostRecord:
         """This host as it registers: what libvirt says it has, now."""
@@ -108,13 +171,17 @@ class Membership:
             version=__version__,
             ready=True,
             last_heartbeat=self._clock.wall(),
+            migration_uri=self._settings.migration_uri or self._settings.connect,
+            migration_address=self._settings.migration_address,
         )
 
     def start(self) -> None:
         self.agent.start()
         self.leader.start()
+        self.migrations.start()
 
     def stop(self) -> None:
+        self.migrations.stop()
         self.leader.stop()
         self.agent.stop()
 

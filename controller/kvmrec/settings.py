@@ -35,6 +35,22 @@ class Settings:
     """This hypervisor's labels in a fleet (``run --label KEY=VALUE``), which placement
     matches a Domain's ``hostSelector`` against."""
 
+    migration_uri: str | None = None
+    """The URI another host's libvirtd reaches this host's by for a peer-to-peer live
+    migration (``run --migration-uri``); None: ``connect``."""
+
+    migration_address: str | None = None
+    """The address a migration's QEMU stream connects to on this host; None: libvirt's
+    default (the host name)."""
+
+    shared_storage: tuple[Path, ...] = ()
+    """Directories every host of the fleet sees at the same path: disks there stay where
+    they are when a guest migrates; any other disk is local (copied with --copy-storage)."""
+
+    migration_stall_timeout: float = 150.0
+    """A migration whose data remaining has not decreased for this long is cancelled (the
+    guest stays where it was), as KubeVirt's progressTimeout."""
+
     resync: float = 300.0
     """Five minutes bounds how long drift that raised no libvirt event (an autostart flag
     flipped, a definition edited) can last; a no-op resync is one XML read per guest."""

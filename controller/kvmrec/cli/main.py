@@ -42,6 +42,10 @@ _COMMANDS = {
     "apply": "apply",
     "delete": "delete",
     "publish": "publish",
+    "migrate": "migrate",
+    "cordon": "maintenance",
+    "uncordon": "maintenance",
+    "drain": "maintenance",
 }
 
 # Global options that take a value: what follows them is not the command.

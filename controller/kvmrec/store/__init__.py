@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from kvmrec.store.base import Store, StoreError
 
 if TYPE_CHECKING:
-    from kvmrec.store.fleet import FleetParts
+    from kvmrec.store.fleet import FleetControl, FleetParts
 
-__all__ = ["Store", "StoreError", "open", "open_fleet", "state_file"]
+__all__ = ["Store", "StoreError", "open", "open_control", "open_fleet", "state_file"]
 
 _SQLITE = "sqlite://"
 _MEMORY = ":memory:"
@@ -89,3 +89,15 @@ def open_fleet(url: str, *, host: str, shared_kinds: frozenset[str]) -> tuple[St
     store = _etcd(url, read_only=False, host=host)
     assert isinstance(store, EtcdStore)
     return store, EtcdFleet(store, host, shared_kinds=shared_kinds)
+
+
+def open_control(url: str) -> FleetControl:
+    """The fleet in the etcd store at ``url`` as an operator's commands change it."""
+    if not url.startswith("etcd://"):
+        raise StoreError(f"{url}: hosts, placements and migrations live in an etcd:// store")
+    from kvmrec.store.etcd.fleet import EtcdControl
+    from kvmrec.store.etcd.store import EtcdStore
+
+    store = _etcd(url, read_only=False, host=None)
+    assert isinstance(store, EtcdStore)
+    return EtcdControl(store)
