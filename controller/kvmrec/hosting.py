@@ -27,7 +27,7 @@ from kvmrec.fleet.scope import Scope
 from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
 from kvmrec.settings import Settings
 from kvmrec.store.base import Store
-from kvmrec.store.fleet import FleetParts
+from kvmrec.store.fleet import FleetParts, FleetStatuses
 from kvmrec.store.fleet_records import Capacity, HostRecord
 from kvmrec.store.records import Status, StoredObject
 
@@ -64,8 +64,10 @@ def member(
 class _Reporter:
     """A migration's progress and end in the Domain's status (this host's) and events."""
 
-    def __init__(self, store: Store, clock: clocks.Clock) -> None:
+    def __init__(self, store: Store, fleet: FleetStatuses, host: str, clock: clocks.Clock):
         self._store = store
+        self._fleet = fleet
+        self._host = host
         self._clock = clock
 
     def migrating(self, key: ObjectKey, message: str) -> None:
@@ -78,7 +80,11 @@ class _Reporter:
     def ended(self, key: ObjectKey, type_: str, reason: str, message: str) -> None:
         now = self._clock.wall()
         old = self._store.get_status(key)
-        if old is not None and old.condition("Migrating") is not None:
+        if reason == "Migrated":
+            # The guest is the target's now: its status there is the one that counts.
+            self._fleet.forget_status(key, self._host)
+            self._store.add_event(key, type_, reason, message, now)
+        elif old is not None and old.condition("Migrating") is not None:
             status = old.with_condition("Migrating", "False", reason, message, now)
             self._store.record(key, status, [(type_, reason, message)], now)
         else:
@@ -151,7 +157,7 @@ class Membership:
             watching=parts.watching,
             prefix=parts.migrations_prefix,
             revision=parts.revision,
-            reporter=_Reporter(store, clock),
+            reporter=_Reporter(store, parts.statuses, name, clock),
             clock=_MigrationClock(clock),
             acting=self.acting,
             stall_timeout=settings.migration_stall_timeout,

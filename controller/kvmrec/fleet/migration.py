@@ -152,7 +152,8 @@ class Runner:
             self._clock.sleep(POLL)
             now = self._clock.monotonic()
             progress = job.progress()
-            if progress is not None:
+            # Until QEMU has sized the job (data_total 0) nothing has moved yet.
+            if progress is not None and progress.get("data_total", 0) > 0:
                 remaining = progress.get("data_remaining", 0)
                 if least is None or remaining < least:
                     least, last_progress = remaining, now
