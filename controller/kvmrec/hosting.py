@@ -80,8 +80,8 @@ class _Reporter:
     def ended(self, key: ObjectKey, type_: str, reason: str, message: str) -> None:
         now = self._clock.wall()
         old = self._store.get_status(key)
-        if reason == "Migrated":
-            # The guest is the target's now: its status there is the one that counts.
+        if reason in ("Migrated", "Evicted"):
+            # The guest is another host's now: its status there is the one that counts.
             self._fleet.forget_status(key, self._host)
             self._store.add_event(key, type_, reason, message, now)
         elif old is not None and old.condition("Migrating") is not None:

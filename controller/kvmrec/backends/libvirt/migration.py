@@ -227,19 +227,24 @@ def _open(uri: str) -> Iterator[Any]:
 
 
 def _cpu_lacks(conn: Any, xml: str, source_caps: str, target: str) -> list[str]:
-    """The guest's CPU against what the target can give it."""
+    """The guest's CPU against what the target's hypervisor can give a guest of its type,
+    arch and machine (libvirt's compareHypervisorCPU: the host's CPU alone says nothing
+    of a TCG guest). A host-passthrough guest needs the source host's CPU there."""
     mode = migration_checks.cpu_mode(xml)
     if mode is None:
         return []
+    root = ET.fromstring(xml)
+    os_type = root.find("./os/type")
+    arch = os_type.get("arch") if os_type is not None else None
+    machine = os_type.get("machine") if os_type is not None else None
     if mode == "host-passthrough":
         host_cpu = ET.fromstring(source_caps).find("./host/cpu")
         if host_cpu is None:
             return []
         wanted = ET.tostring(host_cpu, encoding="unicode")
-        result = conn.compareCPU(wanted, 0)
     else:
         wanted = migration_checks.cpu_xml(xml) or ""
-        result = conn.compareCPU(wanted, 0)
+    result = conn.compareHypervisorCPU(None, arch, machine, root.get("type"), wanted, 0)
     if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
         return [f"its CPU ({mode}) is not one {target} offers"]
     return []
