@@ -61,6 +61,16 @@ def disks(xml: str, shared: Sequence[str], *, copy_storage: bool) -> DiskCheck:
     return DiskCheck(tuple(blockers), tuple(local))
 
 
+def on_shared(xml: str, shared: Sequence[str]) -> bool:
+    """Whether any disk file of the domain ``xml`` is under a ``shared`` directory."""
+    for disk in ET.fromstring(xml).findall("./devices/disk"):
+        source = disk.find("source")
+        path = None if source is None else (source.get("file") or source.get("dev"))
+        if path is not None and _shared(path, shared):
+            return True
+    return False
+
+
 def cpu_mode(xml: str) -> str | None:
     """The guest CPU's mode (host-passthrough, host-model, custom), None without one."""
     cpu = ET.fromstring(xml).find("./cpu")

@@ -50,6 +50,12 @@ def test_disks_and_cdroms_on_shared_storage_pass() -> None:
     ).blockers
 
 
+def test_whether_a_disk_is_on_shared_storage() -> None:
+    assert migration_checks.on_shared(domain(disk("/srv/shared/g.qcow2")), SHARED)
+    assert not migration_checks.on_shared(domain(disk("/var/lib/libvirt/images/g.qcow2")), SHARED)
+    assert not migration_checks.on_shared(domain(""), SHARED)
+
+
 def test_the_cpu_mode() -> None:
     assert migration_checks.cpu_mode(domain("")) is None
     assert migration_checks.cpu_mode(domain("", "<cpu mode='host-passthrough'/>")) == (

@@ -78,6 +78,11 @@ class Migrations(OnConnection):
         if target.address:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{target.address}"
         made: list[str] = []
+        with self.connection.domain_call(name, "read disks") as dom:
+            if migration_checks.on_shared(dom.XMLDesc(0), self.shared):
+                # libvirt cannot tell storage the operator declared shared (--shared-storage)
+                # from a local directory; kvmrec takes the declaration as the check.
+                flags |= libvirt.VIR_MIGRATE_UNSAFE
         if copy_storage:
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
             with self.connection.domain_call(name, "read disks") as dom:
