@@ -10,17 +10,20 @@ service needs is here, so service.py stays the same for one host and for many.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Protocol
 
 from kvmrec import __version__
 from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends import host
-from kvmrec.backends.protocols import Inventories
+from kvmrec.backends.protocols import Inventories, LiveMigrations
 from kvmrec.engine import clock as clocks
 from kvmrec.fleet.agent import HostAgent
 from kvmrec.fleet.leader import Leader
+from kvmrec.fleet.migrating import HostMigrations
 from kvmrec.fleet.relocation import Relocator
 from kvmrec.fleet.scheduling import Overcommit
 from kvmrec.fleet.scope import Scope
@@ -28,9 +31,9 @@ from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
 from kvmrec.fleet.self_fence import Destroyer, SelfFence
 from kvmrec.settings import Settings
 from kvmrec.store.base import Store
-from kvmrec.store.fleet import FleetParts
+from kvmrec.store.fleet import FleetParts, FleetStatuses
 from kvmrec.store.fleet_records import Capacity, HostRecord
-from kvmrec.store.records import StoredObject
+from kvmrec.store.records import Status, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +47,16 @@ def open_store(settings: Settings) -> tuple[Store, FleetParts | None]:
     return stores.open_fleet(str(settings.store), host=settings.host, shared_kinds=HOST_LEVEL_KINDS)
 
 
-class Backend(Inventories, Destroyer, Protocol):
-    """What a fleet host asks of libvirt for itself: what it has, and its fence."""
+class _Host(Inventories, Destroyer, LiveMigrations, Protocol):
+    """What a fleet host asks of its libvirt beside the reconcilers' needs: what it has,
+    its fence, its live migrations."""
 
 
 def member(
     settings: Settings,
     parts: FleetParts | None,
-    inventory: Backend,
+    store: Store,
+    libvirt: _Host,
     clock: clocks.Clock,
     queue: Callable[[ObjectKey], None],
     relist: Callable[[], None],
@@ -60,7 +65,51 @@ def member(
     a key soon; ``relist``: reconcile every key."""
     if parts is None:
         return None
-    return Membership(settings, parts, inventory, clock, queue=queue, relist=relist)
+    return Membership(settings, parts, store, libvirt, clock, queue=queue, relist=relist)
+
+
+class _Reporter:
+    """A migration's progress and end in the Domain's status (this host's) and events."""
+
+    def __init__(self, store: Store, fleet: FleetStatuses, host: str, clock: clocks.Clock):
+        self._store = store
+        self._fleet = fleet
+        self._host = host
+        self._clock = clock
+
+    def migrating(self, key: ObjectKey, message: str) -> None:
+        now = self._clock.wall()
+        status = (self._store.get_status(key) or Status()).with_condition(
+            "Migrating", "True", "Migrating", message, now
+        )
+        self._store.record(key, status, [], now)
+
+    def ended(self, key: ObjectKey, type_: str, reason: str, message: str) -> None:
+        now = self._clock.wall()
+        old = self._store.get_status(key)
+        if reason in ("Migrated", "Evicted"):
+            # The guest is another host's now: its status there is the one that counts.
+            self._fleet.forget_status(key, self._host)
+            self._store.add_event(key, type_, reason, message, now)
+        elif old is not None and old.condition("Migrating") is not None:
+            status = old.with_condition("Migrating", "False", reason, message, now)
+            self._store.record(key, status, [(type_, reason, message)], now)
+        else:
+            self._store.add_event(key, type_, reason, message, now)
+
+
+class _MigrationClock:
+    def __init__(self, clock: clocks.Clock) -> None:
+        self._clock = clock
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def wall(self) -> datetime:
+        return self._clock.wall()
 
 
 class Membership:
@@ -70,7 +119,8 @@ class Membership:
         self,
         settings: Settings,
         parts: FleetParts,
-        inventory: Backend,
+        store: Store,
+        libvirt: _Host,
         clock: clocks.Clock,
         *,
         queue: Callable[[ObjectKey], None],
@@ -79,11 +129,11 @@ class Membership:
         assert settings.host is not None
         name = self.name = settings.host
         self.scope = Scope(name, settings.labels)
-        self.fence = SelfFence(self.scope, inventory)
+        self.fence = SelfFence(self.scope, libvirt)
         self._lease, self._hosts = parts.lease, parts.hosts
-        self._settings = settings
-        self._inventory = inventory
+        self._inventory = libvirt
         self._clock = clock
+        self._settings = settings
         self.agent = HostAgent(
             scope=self.scope,
             describe=self.describe,
@@ -118,6 +168,20 @@ class Membership:
             overcommit=overcommit,
             relocator=relocator,
         )
+        self.migrations = HostMigrations(
+            scope=self.scope,
+            backend=libvirt,
+            hosts=parts.hosts,
+            placements=parts.placements,
+            migrations=parts.migrations,
+            watching=parts.watching,
+            prefix=parts.migrations_prefix,
+            revision=parts.revision,
+            reporter=_Reporter(store, parts.statuses, name, clock),
+            clock=_MigrationClock(clock),
+            acting=self.acting,
+            stall_timeout=settings.migration_stall_timeout,
+        )
 
     def describe(self) -> HostRecord:
         """This host as it registers: what libvirt says it has, now."""
@@ -134,14 +198,18 @@ class Membership:
             ready=True,
             last_heartbeat=self._clock.wall(),
             shared_storage=tuple(str(p) for p in self._settings.shared_storage),
+            migration_uri=self._settings.migration_uri or self._settings.connect,
+            migration_address=self._settings.migration_address,
         )
 
     def start(self) -> None:
         self._lease.on_lost(self._fence)  # before the agent's own: fence, then rejoin
         self.agent.start()
         self.leader.start()
+        self.migrations.start()
 
     def stop(self) -> None:
+        self.migrations.stop()
         self.leader.stop()
         if self.fence.ha_here() and not self._lease.lost:
             # Its HA guests run on without kvmrec: the scheduler must not take the lease's

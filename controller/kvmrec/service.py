@@ -94,8 +94,9 @@ class Service:
             # Each reconcile then finds OVSDB unavailable and says so in Ready=Unknown.
             on_disconnect=lambda _why: self._relist_bridges(),
         )
+        self.hypervisor.shared = tuple(str(p) for p in settings.shared_storage)
         self.membership = hosting.member(
-            settings, fleet, self.hypervisor, self.clock, self.queue.add, self._relist
+            settings, fleet, self.store, self.hypervisor, self.clock, self.queue.add, self._relist
         )
         self.kinds = registry.build(
             self.store,

@@ -43,16 +43,29 @@ class Settings:
     """vCPUs per host CPU the scheduler hands out: most vCPUs idle most of the time."""
 
     shared_storage: tuple[Path, ...] = ()
-    """Directories this fleet host shares with others (NFS, a cluster file system, the
-    same mount everywhere): registered with the host, and the only places the scheduler
-    accepts an HA Domain's disks (fleet/recovery.py). None by default: nothing is assumed
-    shared that the operator has not said is."""
+    """Directories this fleet host shares with the others at the same path (NFS, a cluster
+    file system): registered with the host; disks there stay where they are when a guest
+    migrates (any other disk is local, copied with --copy-storage), and they are the only
+    places the scheduler accepts an HA Domain's disks (fleet/recovery.py). None by default:
+    nothing is assumed shared that the operator has not said is."""
 
     fencing_window: float = 5.0
     """Seconds the scheduler waits, after it has seen a host's lease expired, before it
     starts that host's HA guests elsewhere: time for the cut-off host to finish destroying
     them, on top of the 5 s by which its own fence precedes the expiry (fleet/recovery.py
     does the arithmetic)."""
+
+    migration_uri: str | None = None
+    """The URI another host's libvirtd reaches this host's by for a peer-to-peer live
+    migration (``run --migration-uri``); None: ``connect``."""
+
+    migration_address: str | None = None
+    """The address a migration's QEMU stream connects to on this host; None: libvirt's
+    default (the host name)."""
+
+    migration_stall_timeout: float = 150.0
+    """A migration whose data remaining has not decreased for this long is cancelled (the
+    guest stays where it was), as KubeVirt's progressTimeout."""
 
     resync: float = 300.0
     """Five minutes bounds how long drift that raised no libvirt event (an autostart flag

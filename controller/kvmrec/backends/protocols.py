@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kvmrec.backends.domain_xml import Owner
@@ -169,6 +170,52 @@ class Inventories(Protocol):
     """What the host offers its guests (a fleet host registers it)."""
 
     def inventory(self) -> HostInventory: ...
+
+
+@dataclass(frozen=True)
+class MigrationTarget:
+    """The host a guest migrates to: its name, the URI its libvirtd is reached by from
+    the source's, and the address QEMU's stream goes to (None: libvirt's default)."""
+
+    host: str
+    uri: str
+    address: str | None = None
+
+
+class MigrationJob(Protocol):
+    """A migration libvirt is carrying out."""
+
+    def done(self) -> bool: ...
+
+    def progress(self) -> Mapping[str, int] | None:
+        """data_total, data_remaining, data_processed (bytes) and rate (bytes/s) now;
+        None when no job is running."""
+
+    def abort(self) -> None: ...
+
+    def error(self) -> str | None:
+        """Once done: why it failed, None when it succeeded."""
+
+    def completed(self) -> Mapping[str, int]:
+        """Once succeeded: time_elapsed and downtime (ms) as the target's libvirt says."""
+
+
+class LiveMigrations(Protocol):
+    """Peer-to-peer live migration of this host's guests to another host's libvirtd."""
+
+    def blockers(self, name: str, target: MigrationTarget, *, copy_storage: bool) -> list[str]:
+        """What keeps guest ``name`` from migrating to ``target`` ([] when nothing does)."""
+
+    def begin(self, name: str, target: MigrationTarget, *, copy_storage: bool) -> MigrationJob:
+        """Start the migration (for ``copy_storage``, its local disks are made at the
+        target first)."""
+
+    def runs_here(self, name: str) -> bool: ...
+
+    def runs_at(self, name: str, target: MigrationTarget) -> bool: ...
+
+    def evict(self, name: str) -> None:
+        """Stop the guest at once and forget its definition here (its disks stay)."""
 
 
 class LibvirtHost(DomainHost, SnapshotHost, Networks, Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +56,36 @@ class _Labels(argparse.Action):
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--migration-uri",
+        default=None,
+        metavar="URI",
+        help="the URI other hosts' libvirtd reach this one's by for live migration "
+        "(default: --connect)",
+    )
+    parser.add_argument(
+        "--migration-address",
+        default=None,
+        metavar="ADDRESS",
+        help="the address migration streams to this host connect to (default: its name)",
+    )
+    parser.add_argument(
+        "--shared-storage",
+        type=Path,
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a directory every host sees at the same path (repeatable): disks there are "
+        "not copied when a guest migrates",
+    )
+    parser.add_argument(
+        "--migration-stall-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="cancel a migration whose data remaining has not decreased for this long "
+        "(default 150)",
+    )
     parser.add_argument(
         "--host",
         type=_host,

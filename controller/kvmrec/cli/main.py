@@ -45,6 +45,10 @@ _COMMANDS = {
     "doctor": "doctor",
     "console": "console",
     "hosts": "hosts",
+    "migrate": "migrate",
+    "cordon": "maintenance",
+    "uncordon": "maintenance",
+    "drain": "maintenance",
 }
 
 # Global options that take a value: what follows them is not the command.

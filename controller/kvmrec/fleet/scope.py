@@ -4,7 +4,8 @@ A host sees the whole desired state but acts only on its share: the Domains plac
 the Snapshots of those Domains, and the host-level objects (Network, OvsBridge,
 SnapshotPolicy) whose ``hostSelector`` picks it. Placements change under the host's feet
 (the scheduler places, a migration moves), so the scope keeps the latest it was told and
-answers from memory: asking costs no store read.
+answers from memory: asking costs no store read. A Domain that is migrating is held out
+of the share until its placement says where it runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Scope:
         self.labels = dict(labels)
         self._lock = threading.Lock()
         self._placed: dict[ObjectKey, str] = {}
+        self._held: set[ObjectKey] = set()
 
     def replace_placements(self, placed: Mapping[ObjectKey, str]) -> None:
         """Everything placed, as a fresh list says (after a relist)."""
@@ -41,12 +43,30 @@ class Scope:
                 self._placed[key] = host
             return before
 
+    def hold(self, key: ObjectKey) -> None:
+        """Keep Domain ``key`` out of this host's share while it migrates: neither the
+        guest leaving (libvirt undefines it here) nor one that arrived is reconciled."""
+        with self._lock:
+            self._held.add(key)
+
+    def release(self, key: ObjectKey) -> None:
+        with self._lock:
+            self._held.discard(key)
+
+    def held(self, key: ObjectKey) -> bool:
+        with self._lock:
+            return key in self._held
+
     def host_of(self, key: ObjectKey) -> str | None:
         with self._lock:
             return self._placed.get(key)
 
     def placed_here_now(self, key: ObjectKey) -> bool:
         return self.host_of(key) == self.name
+
+    def _ours(self, key: ObjectKey) -> bool:
+        with self._lock:
+            return key not in self._held and self._placed.get(key) == self.name
 
     def placed_here(self) -> list[ObjectKey]:
         with self._lock:
@@ -56,12 +76,10 @@ class Scope:
         """Whether this host reconciles ``obj``."""
         kind = obj.key.kind
         if kind == "Domain":
-            return self.host_of(obj.key) == self.name
+            return self._ours(obj.key)
         if kind == "Snapshot":
             domain = obj.spec.get("domain")
-            return isinstance(domain, str) and self.host_of(ObjectKey("Domain", domain)) == (
-                self.name
-            )
+            return isinstance(domain, str) and self._ours(ObjectKey("Domain", domain))
         if kind in HOST_LEVEL_KINDS:
             return not mismatches(self.labels, host_selector(obj.spec))
         return False

@@ -15,9 +15,17 @@ from typing import TYPE_CHECKING
 from kvmrec.store.base import Store, StoreError
 
 if TYPE_CHECKING:
-    from kvmrec.store.fleet import FleetParts, FleetView
+    from kvmrec.store.fleet import FleetControl, FleetParts, FleetView
 
-__all__ = ["Store", "StoreError", "open", "open_fleet", "open_fleet_view", "state_file"]
+__all__ = [
+    "Store",
+    "StoreError",
+    "open",
+    "open_control",
+    "open_fleet",
+    "open_fleet_view",
+    "state_file",
+]
 
 _SQLITE = "sqlite://"
 _MEMORY = ":memory:"
@@ -102,3 +110,15 @@ def open_fleet_view(url: str) -> FleetView:
     store = _etcd(url, read_only=True, host=None)
     assert isinstance(store, EtcdStore)
     return EtcdFleetView(store)
+
+
+def open_control(url: str) -> FleetControl:
+    """The fleet in the etcd store at ``url`` as an operator's commands change it."""
+    if not url.startswith("etcd://"):
+        raise StoreError(f"{url}: hosts, placements and migrations live in an etcd:// store")
+    from kvmrec.store.etcd.fleet import EtcdControl
+    from kvmrec.store.etcd.store import EtcdStore
+
+    store = _etcd(url, read_only=False, host=None)
+    assert isinstance(store, EtcdStore)
+    return EtcdControl(store)

@@ -2,6 +2,7 @@
 
     Hosts       the registration of each host, its readiness and cordon flag
     Placements  which host runs each Domain, changed only by compare-and-swap
+    Migrations  requests to move a Domain to another host, and how each stands
     Election    one scheduler at a time
     Watching    changes under key prefixes, delivered to a callback, never lost silently
     FleetParts  all of these for one host, with its lease and the fleet-wide statuses
@@ -19,7 +20,8 @@ from datetime import datetime
 from typing import Protocol
 
 from kvmrec.api.objects import ObjectKey
-from kvmrec.store.fleet_records import HostRecord, Placement
+from kvmrec.store.base import Store
+from kvmrec.store.fleet_records import HostRecord, Migration, Placement
 from kvmrec.store.records import Status, StoredObject
 
 
@@ -40,6 +42,9 @@ class Hosts(Protocol):
     def set_stopped(self, name: str, when: datetime) -> bool:
         """Say the host's kvmrec stopped on purpose, its guests left running (cleared
         when it registers again): its lease's end is no death."""
+
+    def set_draining(self, name: str, draining: bool) -> bool:
+        """Mark a host as being drained (shown by ``kvmrec hosts``); False if unknown."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,30 @@ class Placements(Protocol):
 
     def unplace(self, key: ObjectKey, expected: int) -> bool:
         """Remove the placement if it is still at revision ``expected``."""
+
+
+class Migrations(Protocol):
+    """Requests to move Domains between hosts, one per Domain, each changed by
+    compare-and-swap on its revision."""
+
+    def migrations(self) -> tuple[Mapping[ObjectKey, Migration], int]:
+        """Every request, and the store's revision they were read at."""
+
+    def migration(self, key: ObjectKey) -> Migration | None: ...
+
+    def request(self, migration: Migration, placement_revision: int) -> bool:
+        """Store a new request if the Domain's placement is still at
+        ``placement_revision`` and no request, or only a finished one at
+        ``migration.revision``, is there (0: none); False when either changed."""
+
+    def update(self, migration: Migration) -> bool:
+        """Store what ``migration`` says now if its record is still at its revision."""
+
+    def start(self, migration: Migration, seen: int) -> bool:
+        """Mark the request Running if no request changed since revision ``seen`` (the
+        limits were counted at it)."""
+
+    def remove(self, key: ObjectKey, revision: int) -> bool: ...
 
 
 class Election(Protocol):
@@ -169,6 +198,9 @@ class FleetParts(Protocol):
     def placements(self) -> Placements: ...
 
     @property
+    def migrations(self) -> Migrations: ...
+
+    @property
     def watching(self) -> Watching: ...
 
     @property
@@ -187,6 +219,9 @@ class FleetParts(Protocol):
     @property
     def hosts_prefix(self) -> str: ...
 
+    @property
+    def migrations_prefix(self) -> str: ...
+
     def election(self, name: str, identity: str) -> Election: ...
 
     def revision(self) -> int:
@@ -202,5 +237,24 @@ class FleetView(Protocol):
     def placements(self) -> Mapping[ObjectKey, Placement]: ...
 
     def list(self, kind: str | None = None) -> Sequence[StoredObject]: ...
+
+    def close(self) -> None: ...
+
+
+class FleetControl(Protocol):
+    """An operator's view of a fleet (``kvmrec migrate``, ``cordon``, ``drain``): the
+    store as every host shares it, and its hosts, placements and migrations."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def hosts(self) -> Hosts: ...
+
+    @property
+    def placements(self) -> Placements: ...
+
+    @property
+    def migrations(self) -> Migrations: ...
 
     def close(self) -> None: ...

@@ -10,7 +10,7 @@ by any store and tests can build them by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -46,6 +46,11 @@ class HostRecord:
     shared_storage: tuple[str, ...] = ()
     # Its kvmrec stopped on purpose and left its guests running: not dead (HA leaves it be).
     stopped: bool = False
+    draining: bool = False  # its Domains are being moved away (kvmrec drain)
+    # Where a source's libvirtd reaches this host's for a peer-to-peer migration, and the
+    # address QEMU's migration stream connects to (None: libvirt's default, its hostname).
+    migration_uri: str | None = None
+    migration_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,3 +61,31 @@ class Placement:
     host: str
     reason: str
     time: datetime
+
+
+MigrationState = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A request to move Domain ``key`` from ``source`` to ``to``, and how it stands.
+
+    ``mode`` "live" moves the running guest; "restart" (``drain --force``) stops it on
+    its host and lets the scheduler start it elsewhere. ``progress`` is what the last
+    reading of libvirt's job said (data_remaining, data_total, rate in bytes/s)."""
+
+    key: ObjectKey
+    source: str
+    to: str
+    requested: datetime
+    state: MigrationState = "Pending"
+    reason: str = ""
+    copy_storage: bool = False
+    mode: Literal["live", "restart"] = "live"
+    progress: Mapping[str, int] = field(default_factory=dict)
+    revision: int = 0  # the store's revision of the record, for compare-and-swap
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES

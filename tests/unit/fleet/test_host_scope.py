@@ -40,3 +40,15 @@ def test_host_level_objects_follow_their_host_selector() -> None:
     assert scope.mine_of([network("here", zone="a"), network("there", zone="b")]) == [
         ObjectKey("Network", "here")
     ]
+
+
+def test_a_held_domain_is_no_part_of_the_share_until_released() -> None:
+    scope = Scope("lab1", {})
+    scope.set_placement(ObjectKey("Domain", "web"), "lab1")
+    web = stored("Domain", "web", {"type": "kvm", "memory": "64Mi"})
+    snap = stored("Snapshot", "s1", {"domain": "web"})
+    assert scope.mine(web) and scope.mine(snap)
+    scope.hold(web.key)
+    assert not scope.mine(web) and not scope.mine(snap)
+    scope.release(web.key)
+    assert scope.mine(web) and scope.mine(snap)

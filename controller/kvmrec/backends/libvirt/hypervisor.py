@@ -14,14 +14,15 @@ from typing import Any
 from kvmrec.backends.libvirt.connection import Connection
 from kvmrec.backends.libvirt.domains import Domains
 from kvmrec.backends.libvirt.inventory import Inventory
+from kvmrec.backends.libvirt.migration import Migrations
 from kvmrec.backends.libvirt.networks import Networks
 from kvmrec.backends.libvirt.snapshots import Snapshots
 from kvmrec.backends.libvirt.storage import Storage
 
 
-class Hypervisor(Domains, Snapshots, Storage, Networks, Inventory):
-    """Domains, snapshots, storage volumes, networks and the host's inventory on one
-    libvirt URI."""
+class Hypervisor(Domains, Snapshots, Storage, Networks, Inventory, Migrations):
+    """Domains, snapshots, storage volumes, networks, the host's inventory and live
+    migrations out of it on one libvirt URI."""
 
     def __init__(
         self,

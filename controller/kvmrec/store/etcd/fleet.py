@@ -17,6 +17,7 @@ from kvmrec.store.records import Status, StoredObject
 from .election import LeaderElection
 from .hosts import EtcdHosts
 from .leases import HostLease
+from .migrations import EtcdMigrations
 from .placements import EtcdPlacements
 from .store import EtcdStore
 from .watch import EtcdWatching
@@ -34,6 +35,7 @@ class EtcdFleet:
         etcd.shared_kinds = shared_kinds
         self._hosts = EtcdHosts(gateway, prefix, self._lease)
         self._placements = EtcdPlacements(gateway, prefix, fence=self._lease)
+        self._migrations = EtcdMigrations(gateway, prefix, fence=self._lease)
         self._watching = EtcdWatching(gateway)
         self._statuses = _FleetView(store)
 
@@ -44,6 +46,10 @@ class EtcdFleet:
     @property
     def placements(self) -> EtcdPlacements:
         return self._placements
+
+    @property
+    def migrations(self) -> EtcdMigrations:
+        return self._migrations
 
     @property
     def watching(self) -> EtcdWatching:
@@ -68,6 +74,10 @@ class EtcdFleet:
     @property
     def hosts_prefix(self) -> str:
         return f"{self._prefix}/hosts/"
+
+    @property
+    def migrations_prefix(self) -> str:
+        return f"{self._prefix}/migrations/"
 
     def election(self, name: str, identity: str) -> LeaderElection:
         return LeaderElection(self._gateway, name, identity, self._prefix)
@@ -118,3 +128,18 @@ class _FleetView:
 
     def remove(self, key: ObjectKey) -> None:
         self._view(None).remove(key)
+
+
+class EtcdControl:
+    """An operator's view of the fleet in ``store`` (store/fleet.py's ``FleetControl``):
+    its writes carry no host's fence."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        gateway, prefix = store.client.gateway, store.client.layout.prefix
+        self.store = store
+        self.hosts = EtcdHosts(gateway, prefix)
+        self.placements = EtcdPlacements(gateway, prefix)
+        self.migrations = EtcdMigrations(gateway, prefix)
+
+    def close(self) -> None:
+        self.store.close()

@@ -56,8 +56,9 @@ class EtcdHosts:
         live = json.dumps(_host_json(host)).encode()
         for _ in range(_ATTEMPTS):
             info_kv = self._gateway.get(self._info + host.name.encode())
-            cordoned = bool(_loads(info_kv).get("cordoned", False))
-            info = _host_json(host) | {"last_heartbeat": now.isoformat(), "cordoned": cordoned}
+            kept = _loads(info_kv)
+            flags = {f: bool(kept.get(f, False)) for f in ("cordoned", "draining")}
+            info = _host_json(host) | {"last_heartbeat": now.isoformat()} | flags
             result = self._gateway.txn(
                 [_unchanged(self._info + host.name.encode(), info_kv)],
                 [
@@ -97,6 +98,9 @@ class EtcdHosts:
 
     def set_stopped(self, name: str, when: datetime) -> bool:
         return self._update_info(name, {"stopped": when.isoformat()})
+
+    def set_draining(self, name: str, draining: bool) -> bool:
+        return self._update_info(name, {"draining": draining})
 
     def record_last_heartbeat(self, name: str, when: datetime) -> bool:
         """Keep ``when`` as the host's last heartbeat if it is later than the one kept."""
@@ -142,6 +146,9 @@ class EtcdHosts:
             cordoned=bool(info.get("cordoned", False)),
             shared_storage=tuple(str(p) for p in data.get("shared_storage", ())),
             stopped=live_kv is None and bool(info.get("stopped")),
+            draining=bool(info.get("draining", False)),
+            migration_uri=_text(data.get("migration_uri")),
+            migration_address=_text(data.get("migration_address")),
         )
 
     def _last_renewal(self, lease: int, now: datetime) -> datetime | None:
@@ -163,6 +170,8 @@ def _host_json(host: HostRecord) -> dict[str, Any]:
         "ovs_datapath": host.ovs_datapath,
         "version": host.version,
         "shared_storage": list(host.shared_storage),
+        "migration_uri": host.migration_uri,
+        "migration_address": host.migration_address,
     }
 
 
@@ -179,6 +188,10 @@ def _loads(kv: KeyValue | None) -> dict[str, Any]:
 
 def _name(key: bytes, prefix: bytes) -> str:
     return key[len(prefix) :].decode()
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _time(text: Any) -> datetime | None:
