@@ -1,7 +1,8 @@
 """``kvmrec hosts``: the hosts of a fleet, as ``kubectl get nodes`` shows nodes.
 
 One line per host that ever registered: whether its lease is alive (``Ready``, else
-``NotReady``; ``SchedulingDisabled`` beside it when cordoned), its labels, how many Domains
+``NotReady``; ``SchedulingDisabled`` beside it when cordoned, ``Draining`` while ``kvmrec
+drain`` moves its guests away), its labels, how many Domains
 are placed on it, the memory and vCPUs those Domains' specs take of its capacity (without
 the scheduler's overcommit), its kvmrec version and how long ago its lease was last
 renewed. ``-o json|yaml`` prints the shape of DESIGN.md's fleet contract.
@@ -107,6 +108,7 @@ def entries(
             "version": host.version,
             "lastHeartbeatTime": report.iso(host.last_heartbeat),
             "cordoned": host.cordoned,
+            "draining": host.draining,
         }
         for host in hosts
     ]
@@ -142,6 +144,8 @@ def row(host: Mapping[str, Any], now: datetime) -> list[str]:
     ready = "Ready" if host["ready"] else "NotReady"
     if host["cordoned"]:
         ready += ",SchedulingDisabled"
+    if host.get("draining"):
+        ready += ",Draining"
     labels = ",".join(f"{k}={v}" for k, v in sorted(host["labels"].items()))
     used, total = host["allocated"], host["capacity"]
     return [

@@ -20,7 +20,9 @@ NOW = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 GIB = 1 << 30
 
 
-def _host(name: str, *, ready: bool = True, cordoned: bool = False, **labels: str) -> HostRecord:
+def _host(
+    name: str, *, ready: bool = True, cordoned: bool = False, draining: bool = False, **labels: str
+) -> HostRecord:
     return HostRecord(
         name=name,
         labels=labels,
@@ -31,6 +33,7 @@ def _host(name: str, *, ready: bool = True, cordoned: bool = False, **labels: st
         ready=ready,
         last_heartbeat=NOW - timedelta(seconds=3 if ready else 330),
         cordoned=cordoned,
+        draining=draining,
     )
 
 
@@ -98,6 +101,7 @@ def test_json_is_the_fleet_contract() -> None:
         "version": "0.9.1",
         "lastHeartbeatTime": "2024-03-01T08:59:57Z",
         "cordoned": False,
+        "draining": False,
     }
     assert (second["name"], second["ready"], second["cordoned"]) == ("hv-2", False, True)
     assert second["allocated"] == {"memoryBytes": 2 * GIB, "vcpus": 1}
@@ -178,3 +182,11 @@ def test_the_view_is_closed_after_reading(
     code = main(["hosts", "--config", "/dev/null", "--store", "etcd://h:1/p", "-o", "json"])
     assert code == 2 and opened == ["etcd://h:1/p"] and fleet.closed
     assert [h["name"] for h in json.loads(capsys.readouterr().out)["hosts"]] == ["hv-1", "hv-2"]
+
+
+def test_a_draining_host_says_so_beside_scheduling_disabled() -> None:
+    fleet = FakeFleet([_host("hv-1", cordoned=True, draining=True)], [], {})
+    result = hosts.build(fleet)
+    assert (result["hosts"][0]["cordoned"], result["hosts"][0]["draining"]) == (True, True)
+    line = hosts.render(result, "table", NOW).splitlines()[1]
+    assert line.split()[1] == "Ready,SchedulingDisabled,Draining"

@@ -135,6 +135,8 @@ class SupervisedWatch:
                     continue
                 log.warning("watch %s: etcd does not answer", prefix)
             except (EtcdUnavailable, _Again) as exc:
+                if self._is_stopped():
+                    return  # the stream was closed under the reader by stop()
                 log.warning("watch %s: %s; watching again from %d", prefix, exc, next_revision)
             except EtcdError as exc:
                 log.warning("watch %s: %s", prefix, exc)
