@@ -170,7 +170,8 @@ def main() -> int:
             for service in services:
                 # The next periodic pass is the hourly one, which reconciles every key.
                 every = service.settings.full_resync_every
-                service._resyncs = -(-(service._resyncs + 1) // every) * every - 1
+                passes = service.resync_keys.passes
+                service.resync_keys.passes = -(-(passes + 1) // every) * every - 1
                 service.resync.resync()
             answer["took_s"] = round(wait_idle(services), 3)
         elif command == "idle":

@@ -22,8 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from datetime import timedelta
+from collections.abc import Callable
 
 from kvmrec import hosting, logs, settling
 from kvmrec.api.kinds import ObjectKey
@@ -37,12 +36,12 @@ from kvmrec.engine import queue as queues
 from kvmrec.engine import workers as engine
 from kvmrec.metrics import Endpoint, Metrics
 from kvmrec.reconcilers import recording, registry
+from kvmrec.resync_keys import ResyncKeys
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource
 from kvmrec.sources.manifests import ManifestSync, of_directory
 from kvmrec.sources.scanning import Snapshot, scan
-from kvmrec.store.base import StoreError
 from kvmrec.store.records import Status, StoredObject
 
 log = logging.getLogger(__name__)
@@ -124,8 +123,15 @@ class Service:
         self._keys_lock = threading.Lock()
         self._keys: set[ObjectKey] = set()
         self._sync_lock = threading.Lock()
-        self._resyncs = 0
-        self.resync = engine.Resync(self.queue, self._resync_keys, period=settings.resync)
+        self.resync_keys = ResyncKeys(
+            settings,
+            self.store,
+            self.kinds,
+            self.clock,
+            self.metrics,
+            keys=lambda: self._share(self._all_keys()),
+        )
+        self.resync = engine.Resync(self.queue, self.resync_keys, period=settings.resync)
         self.source: DirectorySource | None = None
 
     # -- wiring --------------------------------------------------------------------------
@@ -229,25 +235,6 @@ class Service:
         with self._keys_lock:
             self._keys = set(keys)
         return keys
-
-    def _resync_keys(self) -> Iterable[ObjectKey]:
-        keys = self._share(self._all_keys())
-        # The full pass (hourly by default) also forgets history past its keeping time; the
-        # passes between stay free of writes.
-        if self._resyncs % self.settings.full_resync_every == 0:
-            before = self.clock.wall() - timedelta(days=self.settings.history_days)
-            try:
-                self.store.prune_history(before)
-            except StoreError as exc:
-                log.error("pruning history: %s", exc)
-        self.metrics.last_resync.set(self.clock.wall().timestamp())
-        self._resyncs += 1
-        if self._resyncs % self.settings.full_resync_every == 0:
-            return keys  # a full pass: what no fingerprint or event shows is caught here
-        try:
-            return self.kinds.stale(keys)
-        except Unavailable:
-            return keys  # the reconciles report the outage in each object's status
 
     def vet(self, snapshot: Snapshot) -> Snapshot:
         """StrictModes (sources/trust.py), unless the settings say the manifests are trusted.

@@ -29,7 +29,8 @@ from realstack import (
     wait_for,
 )
 
-from kvmrec.api.kinds import DomainSpec, derived_mac
+from kvmrec.api.domain_parts import derived_mac
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml
 

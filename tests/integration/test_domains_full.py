@@ -27,7 +27,8 @@ from realstack import (
     wait_for,
 )
 
-from kvmrec.api.kinds import Disk, DomainSpec, Graphics, Interface, derived_mac
+from kvmrec.api.domain_parts import Disk, Graphics, Interface, derived_mac
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.backends import domain_xml
 from kvmrec.reconcilers.domain import diff_config
 

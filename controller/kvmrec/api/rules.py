@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvmrec.api import osinfo, quantities, schema
-from kvmrec.api.kinds import derived_mac
+from kvmrec.api.domain_parts import derived_mac
 from kvmrec.api.yaml_loading import Path
 from kvmrec.snapshots import schedule
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kvmrec.api.kinds import Cpu, CpuFeature
+from kvmrec.api.domain_parts import Cpu, CpuFeature
 from kvmrec.backends import xml_text
 
 CPU_NS = "https://kvmrec.io/xmlns/cpu/v1alpha1"

@@ -16,7 +16,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import Cpu, Disk, DomainSpec, Graphics, Interface
+from kvmrec.api.domain_parts import Cpu, Disk, Graphics, Interface
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.backends import cpu_xml, xml_text
 from kvmrec.backends.domain_metadata import OWNER_NS as OWNER_NS
 from kvmrec.backends.domain_metadata import OWNER_PREFIX as OWNER_PREFIX

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kvmrec.api.kinds import Interface
+from kvmrec.api.domain_parts import Interface
 
 KNOWN_TYPES = ("network", "bridge", "direct", "hostdev")
 

@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import Cpu, Disk, DomainSpec, Interface, RunStrategy
+from kvmrec.api.domain_parts import Cpu, Disk, Interface
+from kvmrec.api.kinds import DomainSpec, RunStrategy
 from kvmrec.backends import cpu_xml
 from kvmrec.backends.domain_xml import DomainConfig
 from kvmrec.backends.libvirt.live import LiveDomain

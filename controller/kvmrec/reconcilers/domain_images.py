@@ -8,7 +8,8 @@ under the roots.
 
 from __future__ import annotations
 
-from kvmrec.api.kinds import Disk, DomainSpec
+from kvmrec.api.domain_parts import Disk
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.backends import domain_xml, images, protocols
 from kvmrec.backends.errors import BackendError
 from kvmrec.backends.libvirt.live import LiveDomain

@@ -27,8 +27,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from kvmrec.api.domain_parts import Disk
 from kvmrec.api.installs import Install
-from kvmrec.api.kinds import Disk, DomainSpec, RunStrategy
+from kvmrec.api.kinds import DomainSpec, RunStrategy
 from kvmrec.backends import installer_media
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.reconcilers.disk_paths import DiskPolicy, own_file

@@ -22,7 +22,8 @@ import os
 from dataclasses import replace
 
 from kvmrec.api import osinfo
-from kvmrec.api.kinds import Disk, DomainSpec
+from kvmrec.api.domain_parts import Disk
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.backends import domain_xml, seed_iso
 from kvmrec.reconcilers.disk_paths import DiskPolicy, own_file
 from kvmrec.reconcilers.plans import Plan, Step

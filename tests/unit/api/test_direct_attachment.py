@@ -12,8 +12,9 @@ from dataclasses import replace
 import pytest
 import yaml
 
+from kvmrec.api.domain_parts import Interface, derived_mac
 from kvmrec.api.errors import ManifestError, ManifestProblem
-from kvmrec.api.kinds import DomainSpec, Interface, derived_mac
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml
 from kvmrec.backends.libvirt.live import LiveDomain

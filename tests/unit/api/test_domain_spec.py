@@ -11,18 +11,9 @@ import re
 
 import pytest
 
+from kvmrec.api.domain_parts import CloneSource, Disk, Graphics, Interface, derived_mac
 from kvmrec.api.errors import ManifestError, ManifestProblem
-from kvmrec.api.kinds import (
-    CloneSource,
-    DeletionPolicy,
-    Disk,
-    DomainSpec,
-    Graphics,
-    Interface,
-    RestartPolicy,
-    RunStrategy,
-    derived_mac,
-)
+from kvmrec.api.kinds import DeletionPolicy, DomainSpec, RestartPolicy, RunStrategy
 from kvmrec.api.manifests import parse_file
 
 SOURCE = "team/web.yaml"

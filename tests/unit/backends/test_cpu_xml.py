@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from kvmrec.api.domain_parts import Cpu, CpuFeature
 from kvmrec.api.errors import ManifestError
-from kvmrec.api.kinds import Cpu, CpuFeature, DomainSpec
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml
 from kvmrec.backends.libvirt.live import LiveDomain

@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
-from kvmrec.api.kinds import Disk, DomainSpec
+from kvmrec.api.domain_parts import Disk
+from kvmrec.api.kinds import DomainSpec
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_metadata import LIBOSINFO_NS, Owner
 

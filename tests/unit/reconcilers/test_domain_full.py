@@ -41,7 +41,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from testdriver import INACTIVE, URI, new_prefix, remove_domains
 
-from kvmrec.api.kinds import ADOPT_ANNOTATION, DomainSpec, ObjectKey, derived_mac
+from kvmrec.api.domain_parts import derived_mac
+from kvmrec.api.kinds import ADOPT_ANNOTATION, DomainSpec, ObjectKey
 from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml, images
 from kvmrec.backends.domain_xml import DomainConfig, Owner

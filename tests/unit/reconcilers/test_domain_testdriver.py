@@ -23,15 +23,8 @@ from hypothesis import strategies as st
 from testdriver import INACTIVE, URI, new_prefix, remove_domains
 
 from kvmrec.api import quantities
-from kvmrec.api.kinds import (
-    ADOPT_ANNOTATION,
-    Cpu,
-    CpuFeature,
-    Disk,
-    DomainSpec,
-    Manifest,
-    ObjectKey,
-)
+from kvmrec.api.domain_parts import Cpu, CpuFeature, Disk
+from kvmrec.api.kinds import ADOPT_ANNOTATION, DomainSpec, Manifest, ObjectKey
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import DomainConfig, Owner
 from kvmrec.engine.workers import PermanentError, Result

@@ -23,13 +23,8 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from kvmrec.store.etcd.gateway import (
-    EtcdError,
-    EtcdUnavailable,
-    Gateway,
-    WatchEvent,
-    WatchStream,
-)
+from kvmrec.store.etcd.gateway import EtcdError, EtcdUnavailable, Gateway
+from kvmrec.store.etcd.watch_stream import WatchEvent, WatchStream
 from kvmrec.store.fleet import Change, ChangeCallback, RelistCallback
 
 log = logging.getLogger(__name__)
@@ -102,8 +97,12 @@ class SupervisedWatch:
         next_revision = start_revision
         delay = BACKOFF_FIRST
         while not self._is_stopped():
-            stream = self._gateway.watch(
-                key, prefix=True, start_revision=next_revision, timeout=self._read_timeout
+            stream = WatchStream(
+                self._gateway,
+                key,
+                prefix=True,
+                start_revision=next_revision,
+                timeout=self._read_timeout,
             )
             with self._cond:
                 if self._stopped:
