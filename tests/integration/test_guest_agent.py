@@ -312,7 +312,7 @@ def test_resume_sets_the_guest_clock_when_asked(
     )
     wait_for(lambda: (controller.object(name) or {}).get("generation") == 2, 30, "generation 2")
     conn.lookupByName(name).suspend()
-    wait_for(lambda: (controller.object(name) or {}).get("state") == "paused", 30, "seen paused")
+    wait_for(lambda: (controller.object(name) or {}).get("state") == "paused", 60, "seen paused")
     time.sleep(8)
     conn.lookupByName(name).resume()
     wait_for(lambda: "resumed by hand; set its clock" in _events(controller, name), 30, "synced")

@@ -48,6 +48,17 @@ _SILENT_AGENT = (
 )
 
 
+def _silent(exc: Any) -> bool:
+    """Whether libvirt says the agent does not answer: in so many words, or by timing out
+    on the domain's agent lock that an earlier command to a silent agent still holds
+    ("cannot acquire state change lock (held by agent=...)")."""
+    code = exc.get_error_code()
+    if code in names.codes(*_SILENT_AGENT):
+        return True
+    held = "held by agent" in (exc.get_error_message() or "")
+    return held and code in names.codes("VIR_ERR_OPERATION_TIMEOUT")
+
+
 class AgentUnavailable(BackendError):
     """The guest agent is not connected or does not answer."""
 
@@ -86,7 +97,7 @@ class GuestAgent:
             try:
                 return call(dom)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in names.codes(*_SILENT_AGENT):
+                if _silent(exc):
                     raise AgentUnavailable(
                         f"{what} ({name}): the guest agent does not answer: "
                         f"{exc.get_error_message()}"
