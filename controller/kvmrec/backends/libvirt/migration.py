@@ -209,8 +209,11 @@ class _Job:
     def completed(self) -> Mapping[str, int]:
         try:
             with _open(self._target.uri) as conn:
+                # KEEP_COMPLETED: reading them here must not take them from the operator's
+                # `virsh domjobinfo --completed` on the destination.
                 stats = conn.lookupByName(self._name).jobStats(
                     libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                    | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
                 )
         except libvirt.libvirtError:
             return {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,6 +175,10 @@ def parse_endpoints(text: str) -> list[tuple[str, int]]:
     return endpoints
 
 
+ELECTION_ROUNDS = 3
+ELECTION_PAUSE = 0.5  # seconds, then 1 s: an election is over in about one
+
+
 class Gateway:
     """Requests to etcd, from any thread, failing over between endpoints."""
 
@@ -187,27 +192,36 @@ class Gateway:
         self._connections.close()
 
     def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One request; EtcdError for etcd's own refusals, EtcdUnavailable when none answers."""
+        """One request; EtcdError for etcd's own refusals, EtcdUnavailable when none answers.
+
+        A member that answers "no leader" (a cluster electing one after losing its leader,
+        which takes etcd about a second) is asked again, twice, after a pause; a cluster of
+        which no member answers at all fails at once."""
         payload = json.dumps(body).encode()
         last: Exception | None = None
         count = len(self.endpoints)
-        for attempt in range(count):
-            index = (self._preferred + attempt) % count
-            try:
-                status, data = self._connections.send(index, path, payload)
-            except (OSError, http.client.HTTPException) as exc:
-                last = exc
-                continue
-            self._preferred = index
-            answer: dict[str, Any] = json.loads(data) if data else {}
-            if status != 200:
-                code = answer.get("code")
-                message = str(answer.get("message") or answer.get("error") or data[:200])
-                if code in (4, 14):  # DeadlineExceeded, Unavailable: no quorum, leader lost
-                    last = EtcdUnavailable(message, code)
+        for round_ in range(ELECTION_ROUNDS):
+            electing = False
+            for attempt in range(count):
+                index = (self._preferred + attempt) % count
+                try:
+                    status, data = self._connections.send(index, path, payload)
+                except (OSError, http.client.HTTPException) as exc:
+                    last = exc
                     continue
-                raise EtcdError(message, code)
-            return answer
+                self._preferred = index
+                answer: dict[str, Any] = json.loads(data) if data else {}
+                if status != 200:
+                    code = answer.get("code")
+                    message = str(answer.get("message") or answer.get("error") or data[:200])
+                    if code in (4, 14):  # DeadlineExceeded, Unavailable: no quorum, no leader
+                        last, electing = EtcdUnavailable(message, code), True
+                        continue
+                    raise EtcdError(message, code)
+                return answer
+            if not electing or round_ == ELECTION_ROUNDS - 1:
+                break
+            time.sleep(ELECTION_PAUSE * (round_ + 1))
         host, port = self.endpoints[self._preferred % count]
         raise EtcdUnavailable(f"etcd at {host}:{port} does not answer: {last}") from last
 
