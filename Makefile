@@ -11,7 +11,7 @@ MANIFESTS ?= manifests/examples
 STATE ?= .state/state.db
 DEV_CONFIG := .state/config.yaml
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 
 .PHONY: run test unit integration lint bench stack-up stack-down stack-status venv clean guest-image \
 	lab-up lab-down lab-status

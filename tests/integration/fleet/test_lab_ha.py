@@ -225,7 +225,7 @@ def test_power_loss_restarts_the_ha_guest_elsewhere_and_leaves_the_other(
         (entry,) = ha_fleet.statuses(plain)
         return any(c["reason"] == "HostNotReady" for c in entry["conditions"])
 
-    wait_for("HostNotReady on the non-HA guest", not_ready, 30)
+    wait_for("HostNotReady on the non-HA guest", not_ready, 60)
     assert not any(active(lab_guests, h, plain) for h in lab.hosts)
 
 
