@@ -171,7 +171,7 @@ class Leader:
                 event = ("Warning", "Unschedulable", decision.message)
                 self._store.record_for(None, key, status, [event], now)
                 result.unschedulable += 1
-        result.marked = self._mark_not_ready(hosts, statuses, now)
+        result.marked = self._mark_not_ready(hosts, statuses, placements, now)
         if self._relocator is not None and self._election.is_leader():
             result.relocated = self._relocator.run_once(hosts, domains, host_level, statuses, now)
         result.collected = self._collect(objects, placements, statuses)
@@ -181,24 +181,33 @@ class Leader:
         self,
         hosts: Sequence[HostRecord],
         statuses: Mapping[ObjectKey, Mapping[str | None, Status]],
+        placements: Mapping[ObjectKey, Placement],
         now: datetime,
     ) -> int:
+        """Marks what each expired host reported, and each Domain placed there that it
+        died before reporting (its status would otherwise say nothing of the host)."""
         away = {h.name: h for h in hosts if not h.ready}
+        marks: dict[tuple[ObjectKey, str], Status] = {
+            (key, host): status
+            for key, by_host in statuses.items()
+            for host, status in by_host.items()
+            if host is not None and host in away
+        }
+        for key, placement in placements.items():
+            if placement.host in away:
+                marks.setdefault((key, placement.host), Status())
         marked = 0
-        for key, by_host in sorted(statuses.items()):
-            for host, status in by_host.items():
-                if host is None or host not in away:
-                    continue
-                since = away[host].last_heartbeat
-                message = f"host {host} is not Ready: its lease has expired" + (
-                    f" (last heartbeat {since.isoformat(timespec='seconds')})" if since else ""
-                )
-                ready = status.condition("Ready")
-                if ready is not None and ready.reason == "HostNotReady":
-                    continue
-                new = status.with_condition("Ready", "Unknown", "HostNotReady", message, now)
-                self._store.record_for(host, key, new, [("Warning", "HostNotReady", message)], now)
-                marked += 1
+        for (key, host), status in sorted(marks.items()):
+            ready = status.condition("Ready")
+            if ready is not None and ready.reason == "HostNotReady":
+                continue
+            since = away[host].last_heartbeat
+            message = f"host {host} is not Ready: its lease has expired" + (
+                f" (last heartbeat {since.isoformat(timespec='seconds')})" if since else ""
+            )
+            new = status.with_condition("Ready", "Unknown", "HostNotReady", message, now)
+            self._store.record_for(host, key, new, [("Warning", "HostNotReady", message)], now)
+            marked += 1
         return marked
 
     def _collect(

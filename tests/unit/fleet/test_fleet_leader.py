@@ -162,6 +162,16 @@ def test_objects_of_an_expired_host_are_marked_once_and_its_guests_are_not_moved
     assert leader(world).run_once().marked == 0
 
 
+def test_a_domain_its_host_died_before_reporting_is_marked_too() -> None:
+    web = domain("web")[0]
+    world = World([host("h1"), replace(host("h2"), ready=False)], [web])
+    world.placed[web.key] = Placed(Placement(web.key, "h2", "earlier", T0), 1)
+    assert leader(world).run_once().marked == 1
+    ready = world.status[(web.key, "h2")].condition("Ready")
+    assert ready is not None and (ready.status, ready.reason) == ("Unknown", "HostNotReady")
+    assert leader(world).run_once().marked == 0
+
+
 def test_deletions_are_collected_only_once_no_host_holds_them() -> None:
     gone = domain("gone", deleting=True)[0]
     held = domain("held", deleting=True)[0]
