@@ -10,9 +10,7 @@ service needs is here, so service.py stays the same for one host and for many.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Protocol
 
 from kvmrec import __version__
@@ -24,6 +22,7 @@ from kvmrec.engine import clock as clocks
 from kvmrec.fleet.agent import HostAgent
 from kvmrec.fleet.leader import Leader
 from kvmrec.fleet.migrating import HostMigrations
+from kvmrec.fleet.migration_status import MigrationClock, MigrationReporter
 from kvmrec.fleet.relocation import Relocator
 from kvmrec.fleet.scheduling import Overcommit
 from kvmrec.fleet.scope import Scope
@@ -31,9 +30,9 @@ from kvmrec.fleet.selectors import HOST_LEVEL_KINDS
 from kvmrec.fleet.self_fence import Destroyer, SelfFence
 from kvmrec.settings import Settings
 from kvmrec.store.base import Store
-from kvmrec.store.fleet import FleetParts, FleetStatuses
+from kvmrec.store.fleet import FleetParts
 from kvmrec.store.fleet_records import Capacity, HostRecord
-from kvmrec.store.records import Status, StoredObject
+from kvmrec.store.records import StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -66,50 +65,6 @@ def member(
     if parts is None:
         return None
     return Membership(settings, parts, store, libvirt, clock, queue=queue, relist=relist)
-
-
-class _Reporter:
-    """A migration's progress and end in the Domain's status (this host's) and events."""
-
-    def __init__(self, store: Store, fleet: FleetStatuses, host: str, clock: clocks.Clock):
-        self._store = store
-        self._fleet = fleet
-        self._host = host
-        self._clock = clock
-
-    def migrating(self, key: ObjectKey, message: str) -> None:
-        now = self._clock.wall()
-        status = (self._store.get_status(key) or Status()).with_condition(
-            "Migrating", "True", "Migrating", message, now
-        )
-        self._store.record(key, status, [], now)
-
-    def ended(self, key: ObjectKey, type_: str, reason: str, message: str) -> None:
-        now = self._clock.wall()
-        old = self._store.get_status(key)
-        if reason in ("Migrated", "Evicted"):
-            # The guest is another host's now: its status there is the one that counts.
-            self._fleet.forget_status(key, self._host)
-            self._store.add_event(key, type_, reason, message, now)
-        elif old is not None and old.condition("Migrating") is not None:
-            status = old.with_condition("Migrating", "False", reason, message, now)
-            self._store.record(key, status, [(type_, reason, message)], now)
-        else:
-            self._store.add_event(key, type_, reason, message, now)
-
-
-class _MigrationClock:
-    def __init__(self, clock: clocks.Clock) -> None:
-        self._clock = clock
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    def wall(self) -> datetime:
-        return self._clock.wall()
 
 
 class Membership:
@@ -177,8 +132,8 @@ class Membership:
             watching=parts.watching,
             prefix=parts.migrations_prefix,
             revision=parts.revision,
-            reporter=_Reporter(store, parts.statuses, name, clock),
-            clock=_MigrationClock(clock),
+            reporter=MigrationReporter(store, parts.statuses, name, clock),
+            clock=MigrationClock(clock),
             acting=self.acting,
             stall_timeout=settings.migration_stall_timeout,
         )

@@ -11,6 +11,7 @@ import pytest
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.etcd.gateway import Gateway
 from kvmrec.store.etcd.placements import EtcdPlacements
+from kvmrec.store.fleet import Change
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +61,20 @@ def test_two_schedulers_racing_for_one_domain_exactly_one_wins(
     assert set(placements.placements("Domain")) >= {key}
     assert placements.unplace(key, second.revision)
     assert placements.placement(key) is None
+
+
+def test_a_watched_change_names_the_domain_and_its_host(
+    etcd_gateway: Gateway, etcd_prefix: str
+) -> None:
+    etcd_gateway.put(f"{etcd_prefix}/hosts/h1".encode(), b"{}")
+    placements = EtcdPlacements(etcd_gateway, etcd_prefix)
+    key = ObjectKey("Domain", "web-1")
+    assert placements.place(key, "h1", "fits", None, datetime.now(UTC))
+    kv = etcd_gateway.get(placements.key(key))
+    assert kv is not None
+    put = Change("PUT", kv.key.decode(), kv.value, kv.mod_revision)
+    assert placements.placement_change(put) == (key, "h1")
+    gone = Change("DELETE", kv.key.decode(), b"", kv.mod_revision + 1)
+    assert placements.placement_change(gone) == (key, None)
+    other = Change("PUT", f"{etcd_prefix}/objects/Domain/web-1", b"{}", 1)
+    assert placements.placement_change(other) is None

@@ -3,9 +3,12 @@
 
 ``Fleet`` knows the store (its prefix under some etcd), the lab's libvirt URIs and where
 each host reaches etcd (its own proxy, so a test can cut one host off). ``start`` launches
-hosts in parallel (Popen does not wait) and waits until ``kvmrec hosts`` shows them Ready;
-``kill9``, ``stop`` and ``restart`` act on one. ``apply``/``delete``/``status``/``hosts``
-run the CLI against the store as an operator would; ``wait`` polls with a deadline.
+hosts in parallel (Popen does not wait) and waits until etcd holds their live keys;
+``kill9``, ``signal`` and ``stop`` act on one. With ``mount_namespaces`` each host's kvmrec
+runs in its lab host's mount namespace (``nsenter``), seeing that host's own
+/var/lib/libvirt, as on a hypervisor: what tests of local disks need.
+``apply``/``delete``/``status``/``hosts`` run the CLI against the store as an operator
+would; ``wait`` polls with a deadline.
 Manifests are written under the test's directory with names the caller prefixed, so
 every guest name is unique across the lab and its cleanup can find it.
 """
@@ -85,6 +88,9 @@ class Fleet:
     uris: Mapping[str, str]
     labels: Mapping[str, Mapping[str, str]]
     host_endpoints: Mapping[str, str] = field(default_factory=dict)
+    # host -> the pid file of a process in that host's mount namespace (its libvirtd)
+    mount_namespaces: Mapping[str, Path] = field(default_factory=dict)
+    options: Sequence[str] = ()  # more ``kvmrec run`` options, for every host
     hosts: dict[str, FleetHost] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,31 +110,45 @@ class Fleet:
 
     # -- the host processes --------------------------------------------------------------
 
-    def launch(self, name: str) -> None:
+    def launch(self, name: str, *extra: str) -> None:
+        """Start host ``name``'s kvmrec with the fleet's ``options`` and ``extra``."""
         host = self.hosts[name]
         assert not host.running, f"{name} runs already"
         labels = [arg for k, v in host.labels.items() for arg in ("--label", f"{k}={v}")]
+        enter: list[str] = []
+        if name in self.mount_namespaces:
+            pid = self.mount_namespaces[name].read_text().strip()
+            enter = ["nsenter", "-t", pid, "-m", "--"]
         with host.log.open("ab") as log:
             host.proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "kvmrec", "run",
+                    *enter, sys.executable, "-m", "kvmrec", "run",
                     "--store", host.store_url(self.prefix),
                     "--host", name, *labels,
                     "--connect", host.uri,
                     "--stop-grace-period", "0",  # OS-less guests never power off when asked
                     "--resync", "10",
+                    *self.options, *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ),
             )  # fmt: skip
 
-    def start(self, names: Iterable[str] | None = None, timeout: float = 60) -> None:
+    def start(
+        self, names: Iterable[str] | None = None, timeout: float = 60, extra: Sequence[str] = ()
+    ) -> None:
         """Start hosts (all by default) at once; wait until every one is Ready."""
         names = list(names or self.hosts)
         for name in names:
-            self.launch(name)
+            self.launch(name, *extra)
         self.wait(lambda: all(self.ready(n) for n in names), timeout, f"{names} Ready")
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to host ``name``'s kvmrec (SIGSTOP freezes it: no renewal, no fence)."""
+        proc = self.hosts[name].proc
+        assert proc is not None
+        proc.send_signal(sig)
 
     def kill9(self, name: str) -> None:
         host = self.hosts[name]
@@ -141,6 +161,7 @@ class Fleet:
         if not host.running:
             return
         assert host.proc is not None
+        host.proc.send_signal(signal.SIGCONT)  # a frozen host must hear the SIGTERM
         host.proc.send_signal(signal.SIGTERM)
         try:
             host.proc.wait(timeout)
@@ -175,6 +196,10 @@ class Fleet:
             check=False,
         )
 
+    def kvmrec(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The CLI on this fleet's store."""
+        return self.cli(*args, "--store", self.url, timeout=timeout)
+
     def write(self, directory: Path, manifests: Mapping[str, str]) -> Path:
         """Manifests as files ``NAME.yaml`` (JSON is YAML) in ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
@@ -187,16 +212,21 @@ class Fleet:
     def apply(self, manifests: Mapping[str, str]) -> None:
         """``kvmrec apply -f DIR`` of ``manifests`` (name -> text); fails on a non-zero exit."""
         directory = self.write(self.root / f"apply-{time.monotonic_ns()}", manifests)
-        done = self.cli("apply", "-f", str(directory), "--store", self.url)
+        done = self.kvmrec("apply", "-f", str(directory))
+        assert done.returncode == 0, f"apply: {done.returncode}: {done.stdout}{done.stderr}"
+
+    def apply_file(self, path: Path) -> None:
+        """``kvmrec apply -f PATH``; fails on a non-zero exit."""
+        done = self.kvmrec("apply", "-f", str(path))
         assert done.returncode == 0, f"apply: {done.returncode}: {done.stdout}{done.stderr}"
 
     def delete(self, kind: str, name: str) -> None:
-        done = self.cli("delete", f"{kind}/{name}", "--store", self.url)
+        done = self.kvmrec("delete", f"{kind}/{name}")
         assert done.returncode == 0, f"delete: {done.returncode}: {done.stdout}{done.stderr}"
 
     def status(self) -> dict[str, Any]:
         """``kvmrec status -o json`` ({} when it printed nothing readable)."""
-        done = self.cli("status", "--store", self.url, "-o", "json")
+        done = self.kvmrec("status", "-o", "json")
         try:
             body: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
         except json.JSONDecodeError:
@@ -212,6 +242,18 @@ class Fleet:
     def domain(self, name: str) -> dict[str, Any] | None:
         found = self.objects("Domain", name)
         return found[0] if found else None
+
+    def running_on(self, name: str) -> str | None:
+        """The host whose status says Domain ``name`` runs there, Ready."""
+        for obj in self.objects("Domain", name):
+            ready = ready_condition(obj)
+            if ready is not None and ready["status"] == "True" and obj.get("host"):
+                return str(obj["host"])
+        return None
+
+    def logs(self) -> str:
+        """The tail of every host's log, for a failure's message."""
+        return "\n".join(f"== {n}\n{h.log_text()[-4000:]}" for n, h in self.hosts.items())
 
     # -- what etcd holds ---------------------------------------------------------------
 
@@ -269,8 +311,7 @@ class Fleet:
             if value:
                 return value
             if time.monotonic() > deadline:
-                tails = {n: h.log_text()[-2000:] for n, h in self.hosts.items()}
-                pytest.fail(f"not within {timeout}s: {what}; host logs: {tails}")
+                pytest.fail(f"not within {timeout}s: {what}; host logs:\n{self.logs()}")
             time.sleep(0.3)
 
     def wait_domain(
@@ -336,11 +377,20 @@ ZONES = {"lab1": "a", "lab2": "b", "lab3": "c"}
 
 @contextlib.contextmanager
 def lab_fleet_of(
-    lab: Lab, root: Path, endpoints: str, proxy_to: tuple[str, int] | None = None
+    lab: Lab,
+    root: Path,
+    endpoints: str,
+    proxy_to: tuple[str, int] | None = None,
+    *,
+    options: Sequence[str] = (),
+    namespaced: bool = False,
+    start: bool = True,
 ) -> Iterator[LabFleet]:
-    """Every lab host running kvmrec on a new prefix of the etcd at ``endpoints`` (through
-    a proxy per host to ``proxy_to``, if given), labelled ``zone=a|b|c``; afterwards the
-    hosts stopped, their guests removed from every lab host, the prefix deleted."""
+    """Every lab host running kvmrec (``start``; else none yet) on a new prefix of the etcd
+    at ``endpoints`` (through a proxy per host to ``proxy_to``, if given), labelled
+    ``zone=a|b|c``, with ``options``, in its host's mount namespace if ``namespaced``;
+    afterwards the hosts stopped, their guests removed from every lab host, the local
+    images named for them removed, the prefix deleted."""
     name = f"kf-{uuid.uuid4().hex[:6]}"
     prefix = f"/kvmrec-test-{name}"
     with contextlib.ExitStack() as stack:
@@ -354,12 +404,16 @@ def lab_fleet_of(
             lab.uris,
             {h: {"zone": ZONES.get(h, h)} for h in lab.hosts},
             host_endpoints={h: p.address for h, p in proxies.items()},
+            mount_namespaces={h: lab.libvirtd_pid_file(h) for h in lab.hosts if namespaced},
+            options=options,
         )
         guests = LabGuests(lab, name)
         stack.callback(_forget, fleet)
+        stack.callback(_remove_local_images, lab, name)
         stack.callback(guests.cleanup)
         stack.callback(fleet.stop_all)  # first: a running host would heal what is removed
-        fleet.start()
+        if start:
+            fleet.start()
         yield LabFleet(lab, fleet, guests, proxies)
 
 
@@ -370,3 +424,9 @@ def _forget(fleet: Fleet) -> None:
             gateway.delete(f"{fleet.prefix}/".encode(), prefix=True)
         finally:
             gateway.close()
+
+
+def _remove_local_images(lab: Lab, prefix: str) -> None:
+    for host in lab.hosts:
+        for image in lab.local_images(host).glob(f"{prefix}-*"):
+            image.unlink(missing_ok=True)

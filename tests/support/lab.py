@@ -52,6 +52,10 @@ class Lab:
     def host_dir(self, host: str) -> Path:
         return self.dir / "hosts" / host
 
+    def libvirtd_pid_file(self, host: str) -> Path:
+        """The pid file of the host's libvirtd: a process in the host's mount namespace."""
+        return self.host_dir(host) / "run" / "libvirt" / "libvirtd.pid"
+
     def qemu_pid(self, host: str, guest: str) -> int:
         """The pid of a running guest's QEMU on ``host`` (to kill it as a power loss would)."""
         return int((self.host_dir(host) / "run" / "libvirt" / "qemu" / f"{guest}.pid").read_text())

@@ -14,7 +14,6 @@ and queues its whole share before it acts again.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -22,7 +21,14 @@ from datetime import datetime
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.fleet.scope import Scope
-from kvmrec.store.fleet import Change, HostLeasing, Hosts, Placements, Subscription, Watching
+from kvmrec.store.fleet import (
+    Change,
+    FollowedPlacements,
+    HostLeasing,
+    Hosts,
+    Subscription,
+    Watching,
+)
 from kvmrec.store.fleet_records import HostRecord
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,7 @@ class HostAgent:
         scope: Scope,
         describe: Callable[[], HostRecord],
         hosts: Hosts,
-        placements: Placements,
+        placements: FollowedPlacements,
         watching: Watching,
         lease: HostLeasing,
         prefixes: tuple[str, str],
@@ -162,10 +168,10 @@ class HostAgent:
                 if key.kind != "Domain" or self.scope.placed_here_now(key):
                     self._queue(key)
                 continue
-            key = _key_after(change.key, self._placements_prefix)
-            if key is None:
+            placed = self._placements.placement_change(change)
+            if placed is None:
                 continue
-            host = _placed_host(change)
+            key, host = placed
             before = self.scope.set_placement(key, host)
             if self.scope.name in (before, host):
                 self._queue(key)
@@ -182,13 +188,3 @@ def _key_after(key: str, prefix: str) -> ObjectKey | None:
         return None
     kind, _, name = key[len(prefix) :].strip("/").partition("/")
     return ObjectKey(kind, name) if kind and name and "/" not in name else None
-
-
-def _placed_host(change: Change) -> str | None:
-    if change.type == "DELETE" or not change.value:
-        return None
-    try:  # the value is the store's JSON placement record: {"host", "reason", "time"}
-        host = json.loads(change.value).get("host")
-    except ValueError:
-        return None
-    return host if isinstance(host, str) else None

@@ -75,6 +75,12 @@ class Placements(Protocol):
         """Remove the placement if it is still at revision ``expected``."""
 
 
+class FollowedPlacements(Placements, Protocol):
+    def placement_change(self, change: Change) -> tuple[ObjectKey, str | None] | None:
+        """The Domain a watched change of a placement is about and the host it names now
+        (None: unplaced); None when the change is not of a placement."""
+
+
 class Migrations(Protocol):
     """Requests to move Domains between hosts, one per Domain, each changed by
     compare-and-swap on its revision."""
@@ -195,7 +201,7 @@ class FleetParts(Protocol):
     def hosts(self) -> Hosts: ...
 
     @property
-    def placements(self) -> Placements: ...
+    def placements(self) -> FollowedPlacements: ...
 
     @property
     def migrations(self) -> Migrations: ...

@@ -17,13 +17,11 @@ declares in ``shared_storage``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,11 +31,8 @@ from typing import Any
 import libvirt
 import pytest
 
-from kvmrec.api.objects import ObjectKey
-from kvmrec.store.etcd.gateway import Gateway, parse_endpoints
-from kvmrec.store.etcd.placements import EtcdPlacements
-from support.lab import Lab, LabGuests, stack_etcd_url
-from support.tcp_proxy import TcpProxy
+from support.fleet import LabFleet, lab_fleet_of
+from support.lab import Lab, LabGuests, stack_etcd_address, stack_etcd_url
 
 pytestmark = pytest.mark.integration
 
@@ -55,77 +50,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float =
 def make_qcow2(path: Path) -> Path:
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"], check=True)
     return path
-
-
-class HaFleet:
-    """kvmrec hosts of one test on the lab, one store prefix, a proxy per host."""
-
-    def __init__(
-        self, lab: Lab, root: Path, prefix: str, proxies: dict[str, TcpProxy], config: str
-    ) -> None:
-        self.lab, self.root, self.prefix, self.proxies = lab, root, prefix.rstrip("/"), proxies
-        self.config = root / "kvmrec.yaml"
-        self.config.write_text(config)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        etcd = stack_etcd_url().removeprefix("http://")
-        self.url = f"etcd://{etcd}{self.prefix}"
-        self.gateway = Gateway(parse_endpoints(etcd))
-        self.placements = EtcdPlacements(self.gateway, self.prefix)
-
-    def log(self, host: str) -> str:
-        path = self.root / f"{host}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def start(self, host: str) -> None:
-        libvirtd = (self.lab.host_dir(host) / "run" / "libvirt" / "libvirtd.pid").read_text()
-        command = [
-            "nsenter", "-t", libvirtd.strip(), "-m", "--",
-            sys.executable, "-m", "kvmrec", "run",
-            "--store", f"etcd://{self.proxies[host].address}{self.prefix}",
-            "--host", host,
-            "--connect", self.lab.uris[host],
-            "--config", str(self.config),
-            "--stop-grace-period", "0",
-        ]  # fmt: skip
-        with (self.root / f"{host}.log").open("ab") as log:
-            self.procs[host] = subprocess.Popen(command, stdout=log, stderr=log, env=os.environ)
-        wait_for(f"{host} to join", lambda: "joined the fleet" in self.log(host), 30)
-
-    def kill(self, host: str, sig: int = signal.SIGKILL) -> None:
-        self.procs[host].send_signal(sig)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.gateway.close()
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "kvmrec", *args, "--store", self.url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    def apply(self, path: Path) -> None:
-        done = self.cli("apply", "-f", str(path))
-        assert done.returncode == 0, done.stderr + done.stdout
-
-    def host_of(self, name: str) -> str | None:
-        placed = self.placements.placement(ObjectKey("Domain", name))
-        return placed.placement.host if placed else None
-
-    def statuses(self, name: str) -> list[dict[str, Any]]:
-        done = self.cli("status", f"Domain/{name}", "-o", "json")
-        return [o for o in json.loads(done.stdout)["objects"] if o["name"] == name]
 
 
 def domain_manifest(name: str, domain_type: str, **spec: Any) -> dict[str, Any]:
@@ -159,36 +83,38 @@ def active(guests: LabGuests, host: str, name: str) -> bool:
 
 
 @pytest.fixture
-def ha_fleet(
-    lab: Lab,
-    tmp_path: Path,
-    etcd_prefix: str,
-    lab_etcd_proxies: dict[str, TcpProxy],
-    shared_dir: Path,
-    lab_guests: LabGuests,
-) -> Iterator[HaFleet]:
-    """The fleet; torn down (hosts stopped, guests removed) before the shared directory."""
-    config = json.dumps(
-        {
-            "shared_storage": [str(lab.shared), "/var/lib/libvirt/images"],
-            "disk_roots": [str(lab.shared), "/var/lib/libvirt/images"],
-            "fencing_window": 3.0,
-        }
+def ha_lab(lab: Lab, tmp_path: Path, shared_dir: Path) -> Iterator[LabFleet]:
+    """The fleet, no host started yet; torn down (hosts stopped, guests removed) before
+    the shared directory."""
+    config = tmp_path / "kvmrec.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "shared_storage": [str(lab.shared), "/var/lib/libvirt/images"],
+                "disk_roots": [str(lab.shared), "/var/lib/libvirt/images"],
+                "fencing_window": 3.0,
+            }
+        )
     )
-    fleet = HaFleet(lab, tmp_path, etcd_prefix, lab_etcd_proxies, config)
-    try:
+    etcd = stack_etcd_url().removeprefix("http://")
+    with lab_fleet_of(
+        lab,
+        tmp_path / "fleet",
+        etcd,
+        proxy_to=stack_etcd_address(),
+        options=("--config", str(config)),
+        namespaced=True,
+        start=False,
+    ) as fleet:
         yield fleet
-    finally:
-        fleet.stop_all()
-        lab_guests.cleanup()
 
 
 def test_power_loss_restarts_the_ha_guest_elsewhere_and_leaves_the_other(
-    lab: Lab, shared_dir: Path, lab_guests: LabGuests, ha_fleet: HaFleet
+    lab: Lab, shared_dir: Path, ha_lab: LabFleet
 ) -> None:
-    ha, plain = lab_guests.name("ha"), lab_guests.name("plain")
+    ha, plain = ha_lab.guests.name("ha"), ha_lab.guests.name("plain")
     disk = make_qcow2(shared_dir / "ha.qcow2")
-    ha_fleet.start("lab1")  # alone: both guests go to lab1
+    ha_lab.fleet.start(["lab1"])  # alone: both guests go to lab1
     manifests = write_manifests(
         shared_dir / "domains.yaml",
         domain_manifest(
@@ -196,46 +122,45 @@ def test_power_loss_restarts_the_ha_guest_elsewhere_and_leaves_the_other(
         ),
         domain_manifest(plain, lab.domain_type),
     )
-    ha_fleet.apply(manifests)
+    ha_lab.fleet.apply_file(manifests)
     for name in (ha, plain):
-        wait_for(f"{name} running on lab1", lambda n=name: active(lab_guests, "lab1", n), 60)
-    ha_fleet.start("lab2")
-    ha_fleet.start("lab3")
+        wait_for(f"{name} running on lab1", lambda n=name: active(ha_lab.guests, "lab1", n), 60)
+    ha_lab.fleet.start(["lab2", "lab3"])
 
     pids = [lab.qemu_pid("lab1", ha), lab.qemu_pid("lab1", plain)]
     killed = time.monotonic()
-    ha_fleet.kill("lab1")
+    ha_lab.fleet.signal("lab1", signal.SIGKILL)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
 
     def running_elsewhere() -> str | None:
-        return next((h for h in ("lab2", "lab3") if active(lab_guests, h, ha)), None)
+        return next((h for h in ("lab2", "lab3") if active(ha_lab.guests, h, ha)), None)
 
     target = wait_for("the HA guest running elsewhere", running_elsewhere, 60, every=0.1)
     took = time.monotonic() - killed
     print(f"HA recovery: {ha} running on {target} {took:.1f} s after the kill")
-    assert ha_fleet.host_of(ha) == target
-    (fleet_status,) = [s for s in ha_fleet.statuses(ha) if s["host"] is None]
+    assert ha_lab.fleet.placement(ha) == target
+    (fleet_status,) = [s for s in ha_lab.fleet.objects("Domain", ha) if s["host"] is None]
     assert fleet_status["conditions"][0]["reason"] == "Relocated"
     # The non-HA guest stays placed on the dead host, its status says why, and it runs
     # nowhere.
-    assert ha_fleet.host_of(plain) == "lab1"
+    assert ha_lab.fleet.placement(plain) == "lab1"
 
     def not_ready() -> bool:
-        (entry,) = ha_fleet.statuses(plain)
+        (entry,) = ha_lab.fleet.objects("Domain", plain)
         return any(c["reason"] == "HostNotReady" for c in entry["conditions"])
 
     wait_for("HostNotReady on the non-HA guest", not_ready, 60)
-    assert not any(active(lab_guests, h, plain) for h in lab.hosts)
+    assert not any(active(ha_lab.guests, h, plain) for h in lab.hosts)
 
 
 def test_a_cut_off_host_destroys_its_ha_guest_before_it_starts_elsewhere(
-    lab: Lab, shared_dir: Path, lab_guests: LabGuests, ha_fleet: HaFleet
+    lab: Lab, shared_dir: Path, ha_lab: LabFleet
 ) -> None:
-    ha = lab_guests.name("ha")
+    ha = ha_lab.guests.name("ha")
     disk = make_qcow2(shared_dir / "ha.qcow2")
-    ha_fleet.start("lab1")
-    ha_fleet.apply(
+    ha_lab.fleet.start(["lab1"])
+    ha_lab.fleet.apply_file(
         write_manifests(
             shared_dir / "ha.yaml",
             domain_manifest(
@@ -243,8 +168,8 @@ def test_a_cut_off_host_destroys_its_ha_guest_before_it_starts_elsewhere(
             ),
         )
     )
-    wait_for("the guest running on lab1", lambda: active(lab_guests, "lab1", ha), 60)
-    ha_fleet.start("lab2")
+    wait_for("the guest running on lab1", lambda: active(ha_lab.guests, "lab1", ha), 60)
+    ha_lab.fleet.start(["lab2"])
 
     # Poll both hosts from threads of their own: when each was first seen changed.
     seen: dict[str, float] = {}
@@ -252,12 +177,12 @@ def test_a_cut_off_host_destroys_its_ha_guest_before_it_starts_elsewhere(
 
     def watch(host: str, running: bool, label: str) -> None:
         while not stop.is_set() and label not in seen:
-            if active(lab_guests, host, ha) == running:
+            if active(ha_lab.guests, host, ha) == running:
                 seen[label] = time.monotonic()
             time.sleep(0.05)
 
     cut = time.monotonic()
-    ha_fleet.proxies["lab1"].cut()
+    ha_lab.proxies["lab1"].cut()
     watchers = [
         threading.Thread(target=watch, args=("lab1", False, "destroyed"), daemon=True),
         threading.Thread(target=watch, args=("lab2", True, "started"), daemon=True),
@@ -274,20 +199,25 @@ def test_a_cut_off_host_destroys_its_ha_guest_before_it_starts_elsewhere(
         f"started on lab2 {seen['started'] - cut:.1f} s after it"
     )
     assert seen["destroyed"] < seen["started"]
-    assert "fencing: destroyed HA guest " + ha in ha_fleet.log("lab1")
-    assert ha_fleet.host_of(ha) == "lab2"
+    assert "fencing: destroyed HA guest " + ha in ha_lab.fleet.hosts["lab1"].log_text()
+    assert ha_lab.fleet.placement(ha) == "lab2"
 
     # Back: lab1 registers again and leaves the relocated guest alone, stopped, autostart off.
-    joins = ha_fleet.log("lab1").count("joined the fleet")
-    ha_fleet.proxies["lab1"].restore()
-    wait_for("lab1 to rejoin", lambda: ha_fleet.log("lab1").count("joined the fleet") > joins, 60)
+    lab1 = ha_lab.fleet.hosts["lab1"]
+    joins = lab1.log_text().count("joined the fleet")
+    ha_lab.proxies["lab1"].restore()
+    wait_for(
+        "lab1 to rejoin",
+        lambda: ha_lab.fleet.hosts["lab1"].log_text().count("joined the fleet") > joins,
+        60,
+    )
     deadline = time.monotonic() + 10  # its relisted share has been reconciled by then
     while time.monotonic() < deadline:
-        assert not active(lab_guests, "lab1", ha), "lab1 started the relocated guest"
+        assert not active(ha_lab.guests, "lab1", ha), "lab1 started the relocated guest"
         time.sleep(0.2)
-    stale = lab_guests.conn("lab1").lookupByName(ha)
+    stale = ha_lab.guests.conn("lab1").lookupByName(ha)
     assert not stale.autostart()
-    assert active(lab_guests, "lab2", ha)
+    assert active(ha_lab.guests, "lab2", ha)
 
 
 @pytest.fixture
@@ -301,14 +231,14 @@ def same_path_images(lab: Lab, prefix: str) -> Iterator[str]:
 
 
 def test_a_host_that_failed_to_fence_keeps_the_disk_lease(
-    lab: Lab, same_path_images: str, shared_dir: Path, lab_guests: LabGuests, ha_fleet: HaFleet
+    lab: Lab, same_path_images: str, shared_dir: Path, ha_lab: LabFleet
 ) -> None:
-    ha = lab_guests.name("ha")
+    ha = ha_lab.guests.name("ha")
     one, two = (lab.local_images(h) / Path(same_path_images).name for h in ("lab1", "lab2"))
     assert one.stat().st_ino != two.stat().st_ino  # two files: QEMU's own lock cannot clash
-    ha_fleet.start("lab1")
+    ha_lab.fleet.start(["lab1"])
     spec = {"disks": [{"path": same_path_images}]}
-    ha_fleet.apply(
+    ha_lab.fleet.apply_file(
         write_manifests(
             shared_dir / "ha.yaml",
             domain_manifest(
@@ -316,25 +246,25 @@ def test_a_host_that_failed_to_fence_keeps_the_disk_lease(
             ),
         )
     )
-    wait_for("the guest running on lab1", lambda: active(lab_guests, "lab1", ha), 60)
+    wait_for("the guest running on lab1", lambda: active(ha_lab.guests, "lab1", ha), 60)
     pid = lab.qemu_pid("lab1", ha)
-    ha_fleet.start("lab2")
+    ha_lab.fleet.start(["lab2"])
 
-    ha_fleet.kill("lab1", signal.SIGSTOP)  # frozen: it neither renews nor fences
-    wait_for("the guest relocated to lab2", lambda: ha_fleet.host_of(ha) == "lab2", 90)
+    ha_lab.fleet.signal("lab1", signal.SIGSTOP)  # frozen: it neither renews nor fences
+    wait_for("the guest relocated to lab2", lambda: ha_lab.fleet.placement(ha) == "lab2", 90)
     lease = hashlib.sha256(same_path_images.encode()).hexdigest()
 
     def refused() -> bool:
-        entries = [s for s in ha_fleet.statuses(ha) if s["host"] == "lab2"]
+        entries = [s for s in ha_lab.fleet.objects("Domain", ha) if s["host"] == "lab2"]
         return any(f"Lockspace resource '{lease}' is locked" in str(e) for e in entries)
 
     wait_for("lab2's start refused by the disk lease", refused, 60)
-    assert not running(lab_guests, "lab2", ha)  # (a refused start is active a moment)
-    assert running(lab_guests, "lab1", ha) and lab.qemu_pid("lab1", ha) == pid
+    assert not running(ha_lab.guests, "lab2", ha)  # (a refused start is active a moment)
+    assert running(ha_lab.guests, "lab1", ha) and lab.qemu_pid("lab1", ha) == pid
 
-    ha_fleet.kill("lab1", signal.SIGCONT)  # awake: its lease is lost, it fences
-    wait_for("the guest running on lab2", lambda: running(lab_guests, "lab2", ha), 90)
+    ha_lab.fleet.signal("lab1", signal.SIGCONT)  # awake: its lease is lost, it fences
+    wait_for("the guest running on lab2", lambda: running(ha_lab.guests, "lab2", ha), 90)
     # (a start lab1 had in flight when it froze may try again and be refused a moment)
-    wait_for("lab1's copy gone", lambda: not active(lab_guests, "lab1", ha), 30)
-    assert running(lab_guests, "lab2", ha)
-    assert "fencing: destroyed HA guest " + ha in ha_fleet.log("lab1")
+    wait_for("lab1's copy gone", lambda: not active(ha_lab.guests, "lab1", ha), 30)
+    assert running(ha_lab.guests, "lab2", ha)
+    assert "fencing: destroyed HA guest " + ha in ha_lab.fleet.hosts["lab1"].log_text()

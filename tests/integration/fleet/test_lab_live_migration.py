@@ -11,20 +11,13 @@ prefix of the test; guests move with ``kvmrec migrate`` and ``kvmrec drain``.
   is cancelled, the guest left running at the source;
 - drain of a host with three guests: one moves live, one on a local disk is listed (and
   with --force stopped and started elsewhere), the pinned one stays and is listed.
-
-The hosts' helpers live here (no shared fleet helper module yet).
 """
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,138 +34,28 @@ from realstack import (
     wait_for,
 )
 
-from support.etcd_cluster import delete_prefix
-from support.lab import Lab, LabGuests
+from support.fleet import Fleet, LabFleet, lab_fleet_of
+from support.lab import Lab
 
 pytestmark = pytest.mark.integration
 
 ETCD = "127.0.0.1:2379"
 
 
-@dataclass
-class FleetHost:
-    """``kvmrec run --host NAME`` for one lab host, inside its mount namespace."""
-
-    name: str
-    lab: Lab
-    store: str
-    log: Path
-    extra: tuple[str, ...] = ()
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        tini = (self.lab.host_dir(self.name) / "tini.pid").read_text().strip()
-        command = [
-            "nsenter", "-t", tini, "-m", "--",
-            sys.executable, "-m", "kvmrec", "run",
-            "--store", self.store,
-            "--host", self.name,
-            "--connect", self.lab.uris[self.name],
-            "--migration-address", "127.0.0.1",
-            "--shared-storage", str(self.lab.shared),
-            "--disk-root", "/var/lib/libvirt/images",
-            "--disk-root", str(self.lab.shared),
-            "--stop-grace-period", "0",
-            *self.extra,
-        ]  # fmt: skip
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@dataclass
-class Fleet:
-    lab: Lab
-    store: str
-    root: Path
-    hosts: dict[str, FleetHost] = field(default_factory=dict)
-
-    def start(self, name: str, *extra: str) -> FleetHost:
-        host = FleetHost(name, self.lab, self.store, self.root / f"{name}.log", extra)
-        host.start()
-        self.hosts[name] = host
-        return host
-
-    def kvmrec(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "kvmrec", *args, "--store", self.store],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def apply(self, name: str, text: str) -> None:
-        path = self.root / f"{name}.yaml"
-        path.write_text(text)
-        done = self.kvmrec("apply", "-f", str(path))
-        assert done.returncode == 0, done.stderr
-
-    def objects(self) -> list[dict[str, Any]]:
-        done = self.kvmrec("status", "-o", "json")
-        body = json.loads(done.stdout) if done.stdout.strip() else {}
-        return list(body.get("objects", []))
-
-    def running_on(self, name: str) -> str | None:
-        """The host whose status says the Domain runs and is Ready there."""
-        for obj in self.objects():
-            ready = next((c for c in obj.get("conditions", []) if c["type"] == "Ready"), None)
-            if obj["name"] == name and ready and ready["status"] == "True":
-                return str(obj.get("host"))
-        return None
-
-    def placement(self, name: str) -> str | None:
-        key = f"/{self.store.split('/', 3)[3]}/placements/Domain/{name}"
-        value = _etcd_get(key)
-        return None if value is None else str(json.loads(value)["host"])
-
-    def migration(self, name: str) -> dict[str, Any] | None:
-        value = _etcd_get(f"/{self.store.split('/', 3)[3]}/migrations/Domain/{name}")
-        return None if value is None else dict(json.loads(value))
-
-    def hostinfo(self, name: str) -> dict[str, Any]:
-        value = _etcd_get(f"/{self.store.split('/', 3)[3]}/hostinfo/{name}")
-        return dict(json.loads(value or "{}"))
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"== {h.name}\n" + h.log.read_text(errors="replace")[-4000:]
-            for h in self.hosts.values()
-            if h.log.exists()
-        )
-
-
-def _etcd_get(key: str) -> str | None:
-    import base64
-    import urllib.request
-
-    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
-    request = urllib.request.Request(f"http://{ETCD}/v3/kv/range", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        kvs = json.loads(answer.read()).get("kvs", [])
-    return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
-
-
 @pytest.fixture
-def fleet(lab: Lab, prefix: str, tmp_path: Path, lab_guests: LabGuests) -> Iterator[Fleet]:
-    key_prefix = f"kvmrec-test-{prefix}"
-    made = Fleet(lab, f"etcd://{ETCD}/{key_prefix}", tmp_path)
-    yield made
-    for host in made.hosts.values():
-        host.stop()
-    lab_guests.cleanup()
-    delete_prefix(f"http://{ETCD}", f"/{key_prefix}/")
-    for name in lab.hosts:  # the local images this test's guests had on each host
-        for image in lab.local_images(name).glob(f"{prefix}-*"):
-            image.unlink()
+def migration_lab(lab: Lab, tmp_path: Path) -> Iterator[LabFleet]:
+    """The lab's hosts on a prefix of this test, none started yet, each in its own mount
+    namespace with the lab's shared storage declared."""
+    options = (
+        "--migration-address", "127.0.0.1",
+        "--shared-storage", str(lab.shared),
+        "--disk-root", "/var/lib/libvirt/images",
+        "--disk-root", str(lab.shared),
+    )  # fmt: skip
+    with lab_fleet_of(
+        lab, tmp_path / "fleet", ETCD, options=options, namespaced=True, start=False
+    ) as running:
+        yield running
 
 
 def wait_placed(fleet: Fleet, name: str, timeout: float = 60) -> str:
@@ -182,7 +65,7 @@ def wait_placed(fleet: Fleet, name: str, timeout: float = 60) -> str:
 
 
 def other(fleet: Fleet, host: str) -> str:
-    return next(h for h in fleet.hosts if h != host)
+    return next(h for h, x in fleet.hosts.items() if h != host and x.running)
 
 
 def tiny(name: str, lab: Lab, **spec: Any) -> str:
@@ -192,18 +75,17 @@ def tiny(name: str, lab: Lab, **spec: Any) -> str:
 
 
 def test_the_test_guest_migrates_live_with_its_agent_answering(
-    fleet: Fleet, lab: Lab, lab_guests: LabGuests, guest_image: GuestImage, shared_dir: Path
+    migration_lab: LabFleet, lab: Lab, guest_image: GuestImage, shared_dir: Path
 ) -> None:
-    kernel_root = ("--disk-root", str(guest_image.dir))
-    fleet.start("lab1", *kernel_root)
-    fleet.start("lab2", *kernel_root)
-    name = lab_guests.name("live")
+    fleet, guests = migration_lab.fleet, migration_lab.guests
+    fleet.start(["lab1", "lab2"], extra=("--disk-root", str(guest_image.dir)))
+    name = guests.name("live")
     data = copy_data_disk(guest_image, shared_dir / "data.qcow2")  # on shared storage
     spec = guest_spec(guest_image, name, data=data)
-    fleet.apply(name, domain_manifest(name, "qemu", **spec))
+    fleet.apply({name: domain_manifest(name, "qemu", **spec)})
     source = wait_placed(fleet, name, timeout=120)
     target = other(fleet, source)
-    conns = {h: lab_guests.conn(h) for h in (source, target)}
+    conns = {h: guests.conn(h) for h in (source, target)}
     wait_for(lambda: agent_answers(conns[source], name), 300, "the agent answering")
     token = f"written before the migration {time.time()}"
     assert (
@@ -240,25 +122,24 @@ def test_the_test_guest_migrates_live_with_its_agent_answering(
     assert source in during, "the agent did not answer at the source while it migrated"
 
     assert fleet.placement(name) == target
-    assert name not in lab_guests.names(source, active_only=False)
+    assert name not in guests.names(source, active_only=False)
     # The same kernel runs on: the file written before is there, uptime went on.
     assert guest_exec(conns[target], name, "/bin/cat", "/mnt/data/f") == (0, token + "\n")
     _, uptime_after = guest_exec(conns[target], name, "/bin/cat", "/proc/uptime")
     assert float(uptime_after.split()[0]) > float(uptime_before.split()[0])
     assert wait_placed(fleet, name) == target
-    migration = fleet.migration(name)
+    migration = fleet.read_json(f"migrations/Domain/{name}")
     assert migration is not None and migration["state"] == "Succeeded"
     print(f"test guest live migration: {migration['progress']}, cli {ended - asked:.1f}s")
 
 
-def test_a_local_disk_moves_only_with_copy_storage(
-    fleet: Fleet, lab: Lab, lab_guests: LabGuests, prefix: str
-) -> None:
-    fleet.start("lab1")
-    fleet.start("lab2")
-    name = lab_guests.name("cs")
+def test_a_local_disk_moves_only_with_copy_storage(migration_lab: LabFleet, lab: Lab) -> None:
+    fleet, guests = migration_lab.fleet, migration_lab.guests
+    fleet.start(["lab1"])
+    fleet.start(["lab2"])
+    name = guests.name("cs")
     path = f"/var/lib/libvirt/images/{name}.qcow2"  # each host's own directory
-    fleet.apply(name, tiny(name, lab, disks=[{"path": path, "format": "qcow2", "size": "16Mi"}]))
+    fleet.apply({name: tiny(name, lab, disks=[{"path": path, "format": "qcow2", "size": "16Mi"}])})
     source = wait_placed(fleet, name)
     target = other(fleet, source)
     assert (lab.local_images(source) / f"{name}.qcow2").exists()
@@ -268,7 +149,7 @@ def test_a_local_disk_moves_only_with_copy_storage(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "--copy-storage" in refused.stdout
     assert fleet.placement(name) == source
-    assert lab_guests.conn(source).lookupByName(name).isActive()
+    assert guests.conn(source).lookupByName(name).isActive()
     assert not (lab.local_images(target) / f"{name}.qcow2").exists()  # nothing touched
 
     started = time.monotonic()
@@ -277,22 +158,25 @@ def test_a_local_disk_moves_only_with_copy_storage(
     assert moved.returncode == 0, moved.stdout + moved.stderr + fleet.logs()
     assert fleet.placement(name) == target
     assert (lab.local_images(target) / f"{name}.qcow2").exists()
-    assert lab_guests.conn(target).lookupByName(name).isActive()
-    assert name not in lab_guests.names(source, active_only=False)
+    assert guests.conn(target).lookupByName(name).isActive()
+    assert name not in guests.names(source, active_only=False)
     assert wait_placed(fleet, name) == target
-    print(f"copy-storage migration: {fleet.migration(name)}, cli {took:.1f}s")
+    print(
+        f"copy-storage migration: {fleet.read_json(f'migrations/Domain/{name}')}, cli {took:.1f}s"
+    )
 
 
 def test_a_migration_without_progress_is_cancelled_and_the_guest_stays(
-    fleet: Fleet, lab: Lab, lab_guests: LabGuests, guest_image: GuestImage
+    migration_lab: LabFleet, lab: Lab, guest_image: GuestImage
 ) -> None:
-    for host in ("lab1", "lab2"):
-        fleet.start(host, "--migration-stall-timeout", "8", "--disk-root", str(guest_image.dir))
-    name = lab_guests.name("stall")
-    fleet.apply(name, domain_manifest(name, "qemu", **guest_spec(guest_image, name)))
+    fleet, guests = migration_lab.fleet, migration_lab.guests
+    stall = ("--migration-stall-timeout", "8", "--disk-root", str(guest_image.dir))
+    fleet.start(["lab1", "lab2"], extra=stall)
+    name = guests.name("stall")
+    fleet.apply({name: domain_manifest(name, "qemu", **guest_spec(guest_image, name))})
     source = wait_placed(fleet, name, timeout=120)
     target = other(fleet, source)
-    conn = lab_guests.conn(source)
+    conn = guests.conn(source)
     wait_for(lambda: agent_answers(conn, name), 300, "the agent answering")
     # The guest rewrites 24 MiB of memory over and over, faster than the trickle moves it.
     guest_exec(conn, name, "/bin/sh", "-c", "head -c 25165824 /dev/urandom > /tmp/blob")
@@ -306,44 +190,43 @@ def test_a_migration_without_progress_is_cancelled_and_the_guest_stays(
 
     done = fleet.kvmrec("migrate", name, "--to", target, "--wait", timeout=600)
     assert done.returncode == 2, done.stdout + done.stderr
-    migration = fleet.migration(name)
+    migration = fleet.read_json(f"migrations/Domain/{name}")
     assert migration is not None and migration["state"] == "Cancelled", migration
     assert "no progress for 8s" in migration["reason"]
     assert fleet.placement(name) == source
     assert conn.lookupByName(name).isActive()
     assert agent_answers(conn, name)
-    assert name not in lab_guests.names(target, active_only=False)
+    assert name not in guests.names(target, active_only=False)
     events = fleet.kvmrec("events").stdout
     assert "MigrationCancelled" in events
     print(f"cancelled migration: {migration}")
 
 
-def test_drain_moves_what_it_can_and_lists_the_rest(
-    fleet: Fleet, lab: Lab, lab_guests: LabGuests
-) -> None:
-    fleet.start("lab1")
-    live, local, pinned = (lab_guests.name(s) for s in ("d-live", "d-local", "d-pinned"))
+def test_drain_moves_what_it_can_and_lists_the_rest(migration_lab: LabFleet, lab: Lab) -> None:
+    fleet, guests = migration_lab.fleet, migration_lab.guests
+    fleet.start(["lab1"])
+    live, local, pinned = (guests.name(s) for s in ("d-live", "d-local", "d-pinned"))
     disk = {"path": f"/var/lib/libvirt/images/{local}.qcow2", "format": "qcow2", "size": "16Mi"}
-    fleet.apply(live, tiny(live, lab))
-    fleet.apply(local, tiny(local, lab, disks=[disk]))
-    fleet.apply(pinned, tiny(pinned, lab, host="lab1"))
+    fleet.apply({live: tiny(live, lab)})
+    fleet.apply({local: tiny(local, lab, disks=[disk])})
+    fleet.apply({pinned: tiny(pinned, lab, host="lab1")})
     for name in (live, local, pinned):
         assert wait_placed(fleet, name) == "lab1"
-    fleet.start("lab2")
-    wait_for(lambda: fleet.kvmrec("status").returncode in (0, 2) and _ready(fleet, "lab2"), 30)
+    fleet.start(["lab2"])
+    wait_for(lambda: fleet.kvmrec("status").returncode in (0, 2) and fleet.ready("lab2"), 30)
 
     started = time.monotonic()
     drained = fleet.kvmrec("drain", "lab1", "--timeout", "120")
     took = time.monotonic() - started
     assert drained.returncode == 2, drained.stdout + drained.stderr + fleet.logs()
-    assert fleet.hostinfo("lab1")["cordoned"] is True
-    assert fleet.hostinfo("lab1")["draining"] is True
+    assert fleet.read_json("hostinfo/lab1")["cordoned"] is True
+    assert fleet.read_json("hostinfo/lab1")["draining"] is True
     assert fleet.placement(live) == "lab2"
     assert wait_placed(fleet, live) == "lab2"
     assert f"Domain/{pinned} stays on lab1: pinned to lab1 by spec.host" in drained.stdout
     assert f"Domain/{local} stays on lab1: Failed: disk vda is on a local path" in drained.stdout
     assert fleet.placement(local) == "lab1" and fleet.placement(pinned) == "lab1"
-    assert lab_guests.conn("lab1").lookupByName(local).isActive()
+    assert guests.conn("lab1").lookupByName(local).isActive()
 
     forced = fleet.kvmrec("drain", "lab1", "--force", "--timeout", "120")
     assert forced.returncode == 2, forced.stdout + forced.stderr + fleet.logs()
@@ -351,17 +234,13 @@ def test_drain_moves_what_it_can_and_lists_the_rest(
     assert f"Domain/{local} stays" not in forced.stdout
     # Stopped on lab1 and started on lab2 by the scheduler (a new local disk there).
     assert wait_for(lambda: fleet.running_on(local) == "lab2", 60, f"{local} on lab2")
-    assert local not in lab_guests.names("lab1", active_only=False)
+    assert local not in guests.names("lab1", active_only=False)
     assert fleet.placement(pinned) == "lab1"
-    assert lab_guests.conn("lab1").lookupByName(pinned).isActive()
+    assert guests.conn("lab1").lookupByName(pinned).isActive()
     # A new guest is not placed on the cordoned host.
-    late = lab_guests.name("d-late")
-    fleet.apply(late, tiny(late, lab))
+    late = guests.name("d-late")
+    fleet.apply({late: tiny(late, lab)})
     assert wait_placed(fleet, late) == "lab2"
     assert fleet.kvmrec("uncordon", "lab1").returncode == 0
-    assert fleet.hostinfo("lab1")["cordoned"] is False
+    assert fleet.read_json("hostinfo/lab1")["cordoned"] is False
     print(f"drain of lab1 (one live migration): {took:.1f}s")
-
-
-def _ready(fleet: Fleet, host: str) -> bool:
-    return _etcd_get(f"/{fleet.store.split('/', 3)[3]}/hosts/{host}") is not None

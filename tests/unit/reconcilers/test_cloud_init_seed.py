@@ -11,46 +11,22 @@ from typing import Any
 
 import pytest
 import testdriver
-import yaml
 
-from kvmrec.api.kinds import ObjectKey
-from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml, seed_iso
 from kvmrec.engine.workers import PermanentError
-from kvmrec.reconcilers.domain import DomainReconciler
 
 USER_DATA = "#cloud-config\nruncmd:\n  - [touch, /tmp/made-by-cloud-init]\n"
 
 
 @dataclass
-class World(testdriver.World):
-    reconciler: DomainReconciler
-    root: Path
-
-    def apply(self, name: str, **spec: Any) -> ObjectKey:
-        document = {
-            "apiVersion": "kvmrec.io/v1alpha1",
-            "kind": "Domain",
-            "metadata": {"name": name},
-            "spec": {"memory": "64Mi", "type": "qemu", **spec},
-        }
-        [manifest] = parse_file(f"{name}.yaml", yaml.safe_dump(document).encode())
-        self.store.apply(manifest, self.clock.wall())
-        return manifest.key
-
-    def reconcile(self, key: ObjectKey) -> None:
-        self.reconciler.reconcile(key)
-
+class World(testdriver.DomainWorld):
     def seed(self, name: str) -> Path:
         return self.root / f"{name}-cidata.iso"
 
 
 @pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
-    root = tmp_path / "images"
-    root.mkdir()
-    with testdriver.opened(tmp_path, conn) as w:
-        reconciler = DomainReconciler(w.store, w.hv, w.clock, disk_roots=[root])
+    with testdriver.domain_world(tmp_path, conn) as (w, reconciler, root):
         yield World(w.prefix, conn, w.store, w.hv, w.clock, reconciler, root)
 
 

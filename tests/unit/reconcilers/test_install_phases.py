@@ -29,24 +29,7 @@ INITRD = b"initrd of the installer" * 500
 
 
 @dataclass
-class World(testdriver.World):
-    reconciler: DomainReconciler
-    root: Path
-
-    def apply(self, name: str, **spec: Any) -> ObjectKey:
-        document = {
-            "apiVersion": "kvmrec.io/v1alpha1",
-            "kind": "Domain",
-            "metadata": {"name": name},
-            "spec": {"memory": "64Mi", "type": "qemu", **spec},
-        }
-        [manifest] = parse_file(f"{name}.yaml", yaml.safe_dump(document).encode())
-        self.store.apply(manifest, self.clock.wall())
-        return manifest.key
-
-    def reconcile(self, key: ObjectKey) -> None:
-        self.reconciler.reconcile(key)
-
+class World(testdriver.DomainWorld):
     def restart_kvmrec(self) -> None:
         """A new reconciler on the same store: all it knows is what the status holds."""
         self.reconciler = DomainReconciler(self.store, self.hv, self.clock, disk_roots=[self.root])
@@ -73,10 +56,7 @@ class World(testdriver.World):
 
 @pytest.fixture
 def world(tmp_path: Path, conn: Any) -> Iterator[World]:
-    root = tmp_path / "images"
-    root.mkdir()
-    with testdriver.opened(tmp_path, conn) as w:
-        reconciler = DomainReconciler(w.store, w.hv, w.clock, disk_roots=[root])
+    with testdriver.domain_world(tmp_path, conn) as (w, reconciler, root):
         yield World(w.prefix, conn, w.store, w.hv, w.clock, reconciler, root)
 
 

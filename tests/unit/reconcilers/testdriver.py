@@ -4,7 +4,9 @@ That driver's state is shared by every connection in the process, so every domai
 makes is named ``ut-<random>-...`` (:func:`new_prefix`) and removed again, snapshots and
 all, when :func:`opened` ends, whatever the test did. :class:`World` is what every
 reconciler test drives: a store, the real ``Hypervisor`` on the driver and a ``FakeClock``;
-a test module's own World adds its reconcilers and helpers. The plain connection for
+a test module's own World adds its reconcilers and helpers (:class:`DomainWorld`, the
+Domain reconciler with a disk root and manifests made from keywords, is the common one;
+:func:`domain_world` opens it). The plain connection for
 looking at libvirt "by hand" is the ``conn`` fixture (conftest.py).
 """
 
@@ -19,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+import yaml
 
 from kvmrec import store as stores
 from kvmrec.api.kinds import ObjectKey
+from kvmrec.api.manifests import parse_file
 from kvmrec.backends import domain_xml
 from kvmrec.backends.domain_xml import DomainConfig
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.engine.clock import FakeClock
+from kvmrec.reconcilers.domain import DomainReconciler
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status
 
@@ -102,3 +107,33 @@ class World:
 
     def exists(self, name: str) -> bool:
         return name in {d.name() for d in self.conn.listAllDomains(0)}
+
+
+@dataclass
+class DomainWorld(World):
+    reconciler: DomainReconciler
+    root: Path  # the disk root: images, seeds and installer media go here
+
+    def apply(self, name: str, **spec: Any) -> ObjectKey:
+        """Store a Domain manifest of ``spec`` (64 MiB, qemu unless it says otherwise)."""
+        document = {
+            "apiVersion": "kvmrec.io/v1alpha1",
+            "kind": "Domain",
+            "metadata": {"name": name},
+            "spec": {"memory": "64Mi", "type": "qemu", **spec},
+        }
+        [manifest] = parse_file(f"{name}.yaml", yaml.safe_dump(document).encode())
+        self.store.apply(manifest, self.clock.wall())
+        return manifest.key
+
+    def reconcile(self, key: ObjectKey) -> None:
+        self.reconciler.reconcile(key)
+
+
+@contextmanager
+def domain_world(tmp_path: Path, conn: Any) -> Iterator[tuple[Parts, DomainReconciler, Path]]:
+    """:func:`opened`, with a Domain reconciler whose disk root is ``tmp_path/images``."""
+    root = tmp_path / "images"
+    root.mkdir()
+    with opened(tmp_path, conn) as w:
+        yield w, DomainReconciler(w.store, w.hv, w.clock, disk_roots=[root]), root

@@ -16,7 +16,7 @@ from typing import Any
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.etcd.fencing import Fence
 from kvmrec.store.etcd.gateway import Gateway, KeyValue, compare, delete_op, put_op
-from kvmrec.store.fleet import Placed
+from kvmrec.store.fleet import Change, Placed
 from kvmrec.store.fleet_records import Placement
 
 
@@ -44,6 +44,20 @@ class EtcdPlacements:
             kind_, _, name = kv.key[len(self._prefix) :].decode().partition("/")
             found[ObjectKey(kind_, name)] = _placed(ObjectKey(kind_, name), kv)
         return found
+
+    def placement_change(self, change: Change) -> tuple[ObjectKey, str | None] | None:
+        if not change.key.startswith(self._prefix.decode()):
+            return None
+        kind, _, name = change.key[len(self._prefix) :].partition("/")
+        if not kind or not name or "/" in name:
+            return None
+        if change.type == "DELETE" or not change.value:
+            return ObjectKey(kind, name), None
+        try:
+            host = json.loads(change.value).get("host")
+        except ValueError:
+            return ObjectKey(kind, name), None
+        return ObjectKey(kind, name), host if isinstance(host, str) else None
 
     def place(
         self,
