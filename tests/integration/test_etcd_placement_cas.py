@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from kvmrec import store as stores
 from kvmrec.api.objects import ObjectKey
+from kvmrec.store.etcd import EtcdStore
 from kvmrec.store.etcd.gateway import Gateway
 from kvmrec.store.etcd.placements import EtcdPlacements
 from kvmrec.store.fleet import Change
@@ -78,3 +80,26 @@ def test_a_watched_change_names_the_domain_and_its_host(
     assert placements.placement_change(gone) == (key, None)
     other = Change("PUT", f"{etcd_prefix}/objects/Domain/web-1", b"{}", 1)
     assert placements.placement_change(other) is None
+
+
+def test_a_placement_and_its_event_are_one_transaction(
+    etcd_gateway: Gateway, etcd_prefix: str
+) -> None:
+    endpoints = ",".join(f"{h}:{p}" for h, p in etcd_gateway.endpoints)
+    store = stores.open(f"etcd://{endpoints}{etcd_prefix}")
+    assert isinstance(store, EtcdStore)
+    try:
+        etcd_gateway.put(f"{etcd_prefix}/hosts/h1".encode(), b"{}")
+        placements = EtcdPlacements(etcd_gateway, etcd_prefix, events=store.write_with_events)
+        key, now = ObjectKey("Domain", "web-1"), datetime.now(UTC)
+        before = etcd_gateway.range(b"\0").revision
+        assert placements.place(key, "h1", "fits", None, now, ("Normal", "Scheduled", "on h1"))
+        placed = placements.placement(key)
+        assert placed is not None and placed.revision == before + 1  # one revision: one txn
+        [event] = store.events(key)
+        assert (event.reason, event.message) == ("Scheduled", "on h1")
+        # A lost compare writes neither.
+        assert not placements.place(key, "h1", "again", None, now, ("Normal", "Scheduled", "x"))
+        assert [e.message for e in store.events(key)] == ["on h1"]
+    finally:
+        store.close()

@@ -158,10 +158,10 @@ class Leader:
                 return result
             fleet_status = statuses.get(key, {}).get(None)
             if isinstance(decision, scheduling.Scheduled):
-                if self._placements.place(key, decision.host, decision.reason, None, now):
+                message = f"placed on {decision.host}: {decision.reason}"
+                event = ("Normal", "Scheduled", message)
+                if self._placements.place(key, decision.host, decision.reason, None, now, event):
                     result.placed += 1
-                    message = f"placed on {decision.host}: {decision.reason}"
-                    self._store.add_event(key, "Normal", "Scheduled", message, now)
                     if fleet_status is not None:
                         self._store.forget_status(key, None)
             else:

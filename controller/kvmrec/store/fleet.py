@@ -67,9 +67,12 @@ class Placements(Protocol):
         reason: str,
         expected: int | None,
         now: datetime,
+        event: tuple[str, str, str] | None = None,
     ) -> bool:
         """Place ``key`` on ``host`` if its placement is still at revision ``expected``
-        (None: still unplaced) and ``host`` is live; False when either changed."""
+        (None: still unplaced) and ``host`` is live; False when either changed.
+        ``event`` (type, reason, message): the Domain's event that tells of it, written
+        in the same transaction."""
 
     def unplace(self, key: ObjectKey, expected: int) -> bool:
         """Remove the placement if it is still at revision ``expected``."""

@@ -40,12 +40,20 @@ class World:
         return dict(self.placed)
 
     def place(
-        self, key: ObjectKey, host: str, reason: str, expected: int | None, now: datetime
+        self,
+        key: ObjectKey,
+        host: str,
+        reason: str,
+        expected: int | None,
+        now: datetime,
+        event: tuple[str, str, str] | None = None,
     ) -> bool:
         if key in self.placed:
             return False
-        self.writes += 1
+        self.writes += 1  # one transaction, with its event
         self.placed[key] = Placed(Placement(key, host, reason, now), 1)
+        if event is not None:
+            self.events.append((key, event[1], event[2]))
         return True
 
     # Election
@@ -121,6 +129,13 @@ def test_a_pass_places_what_fits_and_says_why_the_rest_does_not() -> None:
     assert ready is not None and ready.reason == "Unschedulable"
     assert "h1: needs 64 GiB" in ready.message and "h2: needs 64 GiB" in ready.message
     assert (small.key, "Scheduled") in [(k, r) for k, r, _ in world.events]
+
+
+def test_each_placement_is_one_write_with_its_event() -> None:
+    world = World([host("h1"), host("h2")], [domain("web")[0], domain("db")[0]])
+    assert leader(world).run_once().placed == 2
+    assert world.writes == 2
+    assert [r for _, r, _ in world.events] == ["Scheduled", "Scheduled"]
 
 
 def test_a_pass_with_nothing_changed_writes_nothing() -> None:

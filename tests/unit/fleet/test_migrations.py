@@ -61,7 +61,13 @@ class Store:
         return dict(self.placed)
 
     def place(
-        self, key: ObjectKey, host: str, reason: str, expected: int | None, now: datetime
+        self,
+        key: ObjectKey,
+        host: str,
+        reason: str,
+        expected: int | None,
+        now: datetime,
+        event: tuple[str, str, str] | None = None,
     ) -> bool:
         current = self.placed.get(key)
         if (current.revision if current else None) != expected:

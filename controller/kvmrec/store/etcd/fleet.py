@@ -34,7 +34,9 @@ class EtcdFleet:
         etcd.fence = self._lease
         etcd.shared_kinds = shared_kinds
         self._hosts = EtcdHosts(gateway, prefix, self._lease)
-        self._placements = EtcdPlacements(gateway, prefix, fence=self._lease)
+        self._placements = EtcdPlacements(
+            gateway, prefix, fence=self._lease, events=store.write_with_events
+        )
         self._migrations = EtcdMigrations(gateway, prefix, fence=self._lease)
         self._watching = EtcdWatching(gateway)
         self._statuses = _FleetView(store)

@@ -9,26 +9,45 @@ and a scheduler that lost its leadership cannot place at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
+from kvmrec.store.etcd import codec
+from kvmrec.store.etcd.client import Conflict
 from kvmrec.store.etcd.fencing import Fence
 from kvmrec.store.etcd.gateway import Gateway, KeyValue, compare, delete_op, put_op
 from kvmrec.store.fleet import Change, Placed
 from kvmrec.store.fleet_records import Placement
 
+# The store's writer of a transaction with events (statuses.StatusKeys.write_with_events):
+# (compares, ops, the events' object, the encoded events) -> revision; Conflict when a
+# compare failed.
+EventWriter = Callable[
+    [Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]], ObjectKey, Sequence[bytes]], int
+]
+
 
 class EtcdPlacements:
     """The Placements of a fleet; ``fence`` guards every write (None: unguarded, for
-    tools that run without an election, such as tests)."""
+    tools that run without an election, such as tests). ``events`` writes a placement
+    with its event in one transaction (under the store's own fence, the same lease); without
+    it a placement's event is refused."""
 
-    def __init__(self, gateway: Gateway, prefix: str = "/kvmrec", fence: Fence | None = None):
+    def __init__(
+        self,
+        gateway: Gateway,
+        prefix: str = "/kvmrec",
+        fence: Fence | None = None,
+        events: EventWriter | None = None,
+    ):
         self._gateway = gateway
         self._prefix = f"{prefix}/placements/".encode()
         self._hosts = f"{prefix}/hosts/".encode()
         self._fence = fence
+        self._events = events
 
     def key(self, key: ObjectKey) -> bytes:
         return self._prefix + f"{key.kind}/{key.name}".encode()
@@ -66,14 +85,24 @@ class EtcdPlacements:
         reason: str,
         expected: int | None,
         now: datetime,
+        event: tuple[str, str, str] | None = None,
     ) -> bool:
         value = json.dumps({"host": host, "reason": reason, "time": now.isoformat()}).encode()
         compares = [
             _at(self.key(key), expected),
             compare(self._hosts + host.encode(), "CREATE", 0, "GREATER"),
         ]
-        result = self._gateway.txn([*compares, *self._guards()], [put_op(self.key(key), value)])
-        return result.succeeded
+        ops = [put_op(self.key(key), value)]
+        if event is None:
+            return self._gateway.txn([*compares, *self._guards()], ops).succeeded
+        if self._events is None:
+            raise ValueError("these placements write no events")
+        try:
+            self._events(compares, ops, key, [codec.event_value(key, *event, now)])
+        except Conflict:
+            return False
+        logs.event(key, *event)
+        return True
 
     def unplace(self, key: ObjectKey, expected: int) -> bool:
         compares = [_at(self.key(key), expected), *self._guards()]

@@ -154,7 +154,7 @@ class StatusKeys:
             history = codec.reconcile_value(reconcile)
             ops.append(put_op(etcd.layout.new_history(key), history))
         try:
-            done = self._write_with_events([etcd.expect(where, mod_revision)], ops, key, values)
+            done = self.write_with_events([etcd.expect(where, mod_revision)], ops, key, values)
         except StoreError:
             etcd.forget([where])  # read it again next time
             raise
@@ -162,15 +162,16 @@ class StatusKeys:
         for type_, reason, message in events:
             logs.event(key, type_, reason, message)
 
-    def _write_with_events(
+    def write_with_events(
         self,
         compares: Sequence[Mapping[str, Any]],
         ops: Sequence[Mapping[str, Any]],
         key: ObjectKey | None,
         events: Sequence[bytes],
     ) -> int:
-        """One transaction of ``ops`` and ``events`` (on the event lease); its revision.
-        A lease that expired under us is replaced once."""
+        """One transaction of ``ops`` and ``events`` (encoded by ``codec.event_value``, on
+        the event lease) under ``compares`` and the fence; its revision (Conflict when a
+        compare failed). A lease that expired under us is replaced once."""
         for attempt in (1, 2):
             lease = self._event_lease.current() if events else 0
             puts = [
@@ -189,7 +190,7 @@ class StatusKeys:
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
     ) -> None:
         self._etcd.check_writable()
-        self._write_with_events((), (), key, [codec.event_value(key, type_, reason, message, now)])
+        self.write_with_events((), (), key, [codec.event_value(key, type_, reason, message, now)])
         logs.event(key, type_, reason, message)
 
     def events(
