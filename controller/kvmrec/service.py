@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kvmrec import hosting, logs, settling
+from kvmrec import hosting, logs, malloc_arenas, settling
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
@@ -266,6 +266,7 @@ class Service:
 
     def start(self, *, watch: bool = True) -> None:
         """Connect, queue every stored key, load the manifests, and start working."""
+        malloc_arenas.limit()  # before this service's threads exist
         try:
             self.hypervisor.open()
         except Unavailable as exc:
