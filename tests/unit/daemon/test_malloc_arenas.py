@@ -15,5 +15,7 @@ def test_glibc_takes_the_cap() -> None:
 
 
 def test_no_c_library_to_cap_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(malloc_arenas.ctypes.util, "find_library", lambda _name: "libkvmrec-absent.so")
+    monkeypatch.setattr(
+        malloc_arenas.ctypes.util, "find_library", lambda _name: "libkvmrec-absent.so"
+    )
     assert malloc_arenas.limit() is False
