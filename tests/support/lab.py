@@ -27,7 +27,7 @@ import libvirt
 import pytest
 from realstack import remove_domains
 
-from support.etcd_cluster import EtcdCluster, delete_prefix
+from support.etcd_cluster import EtcdCluster
 from support.tcp_proxy import TcpProxy
 
 DEFAULT_LAB_DIR = Path("/var/lib/kvmrec-lab")
@@ -189,15 +189,6 @@ def shared_dir(lab: Lab, prefix: str) -> Iterator[Path]:
 
 def stack_etcd_url() -> str:
     return os.environ.get("KVMREC_ETCD", "http://127.0.0.1:2379")
-
-
-@pytest.fixture
-def etcd_prefix(prefix: str) -> Iterator[str]:
-    """A key prefix of this test in the stack's etcd, deleted afterwards."""
-    key_prefix = f"/kvmrec-test-{prefix}/"
-    yield key_prefix
-    with contextlib.suppress(Exception):
-        delete_prefix(stack_etcd_url(), key_prefix)
 
 
 def stack_etcd_address() -> tuple[str, int]:

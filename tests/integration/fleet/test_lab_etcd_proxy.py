@@ -24,7 +24,7 @@ def dropped(sock: socket.socket) -> bool:
 
 
 def test_a_cut_proxy_blackholes_etcd_until_restored(etcd_proxy: TcpProxy, etcd_prefix: str) -> None:
-    key = f"{etcd_prefix}k"
+    key = f"{etcd_prefix}/k"
     etcd.put(etcd_proxy.url, key, "before")
     held = socket.create_connection((etcd_proxy.host, etcd_proxy.port), timeout=5)
     held.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -46,7 +46,7 @@ def test_a_cut_proxy_blackholes_etcd_until_restored(etcd_proxy: TcpProxy, etcd_p
 def test_a_proxy_cut_to_refuse_fails_requests_at_once(
     etcd_proxy: TcpProxy, etcd_prefix: str
 ) -> None:
-    key = f"{etcd_prefix}k"
+    key = f"{etcd_prefix}/k"
     etcd_proxy.cut("refuse")
     with pytest.raises(etcd.EtcdError) as failed:
         etcd.put(etcd_proxy.url, key, "while cut", timeout=10)
@@ -62,8 +62,8 @@ def test_one_host_cut_off_leaves_the_others_reaching_etcd(
     cut_off, *others = lab_etcd_proxies
     lab_etcd_proxies[cut_off].cut()
     with pytest.raises(etcd.EtcdError):
-        etcd.put(lab_etcd_proxies[cut_off].url, f"{etcd_prefix}{cut_off}", "x", timeout=1)
+        etcd.put(lab_etcd_proxies[cut_off].url, f"{etcd_prefix}/{cut_off}", "x", timeout=1)
     for host in others:
-        etcd.put(lab_etcd_proxies[host].url, f"{etcd_prefix}{host}", host)
-        assert etcd.get(stack_etcd_url(), f"{etcd_prefix}{host}") == host
-    assert etcd.get(stack_etcd_url(), f"{etcd_prefix}{cut_off}") is None
+        etcd.put(lab_etcd_proxies[host].url, f"{etcd_prefix}/{host}", host)
+        assert etcd.get(stack_etcd_url(), f"{etcd_prefix}/{host}") == host
+    assert etcd.get(stack_etcd_url(), f"{etcd_prefix}/{cut_off}") is None
