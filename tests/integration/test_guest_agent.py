@@ -32,11 +32,9 @@ from realstack import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
-# Pauses, resumes, clocks, libvirt jobs and shutdown grace periods of TCG guests: in the
-# suite's serial run (Makefile), where a loaded host cannot stretch a pause past what the
-# service allows a job. Reading the agent's answers runs with the rest.
-quiet = pytest.mark.quiet
+# Pauses, resumes and clocks of TCG guests: in the suite's serial run (Makefile), where a
+# loaded host cannot stretch a pause past what the service allows a job.
+pytestmark = [pytest.mark.integration, pytest.mark.quiet]
 
 BOOT = 90.0  # seconds for a TCG guest to boot and its agent to answer, with room to spare
 
@@ -132,7 +130,6 @@ def test_status_shows_addresses_hostname_and_os_from_the_agent_or_the_lease(
     assert "(lease)" in row
 
 
-@quiet
 def test_stop_asks_the_agent_then_acpi_then_destroys(
     controller: Controller,
     conn: Any,
@@ -194,7 +191,6 @@ def test_stop_asks_the_agent_then_acpi_then_destroys(
     assert "did not power off within the 4s grace period" in _events(controller, deaf)
 
 
-@quiet
 def test_deletion_and_restart_power_the_guest_off_through_the_agent(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage
 ) -> None:
@@ -224,7 +220,6 @@ def test_deletion_and_restart_power_the_guest_off_through_the_agent(
     assert "powered off through the guest agent" in _events(controller, name)
 
 
-@quiet
 def test_quiesced_snapshot_freezes_the_mounted_data_disk(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, tmp_path: Path
 ) -> None:
@@ -253,7 +248,6 @@ def test_quiesced_snapshot_freezes_the_mounted_data_disk(
     assert code == 0
 
 
-@quiet
 def test_a_revert_brings_back_what_the_guest_wrote_and_the_clock_follows_when_asked(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage, tmp_path: Path
 ) -> None:
@@ -295,7 +289,6 @@ def test_a_revert_brings_back_what_the_guest_wrote_and_the_clock_follows_when_as
     assert abs(time.time() - guest_clock(conn, name)) < 2.5
 
 
-@quiet
 def test_resume_sets_the_guest_clock_when_asked(
     controller: Controller, conn: Any, prefix: str, guest_image: GuestImage
 ) -> None:
