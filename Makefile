@@ -70,21 +70,22 @@ run: stack-up venv
 # The suite in two runs: most of it spread over $(TEST_WORKERS)
 # workers (pytest-xdist, one module to a worker: most tests wait on guests and leases, not
 # on the CPU), then, one at a time, the tests that stop or restart a daemon of the stack
-# and those a loaded host would make flaky (the markers in pyproject.toml).
+# and those a loaded host would make flaky or that load it most (the markers in
+# pyproject.toml).
 test: stack-up venv guest-image lab-up
 	set -a && source $(STACK_ENV) && set +a && \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not disruptive and not quiet" \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not disruptive and not quiet and not heavy" \
 		$(PYTEST_ARGS) tests && \
-	$(BIN)/python -m pytest -m "disruptive or quiet" $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -m "disruptive or quiet or heavy" $(PYTEST_ARGS) tests
 
 unit: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit
 
 integration: stack-up venv guest-image lab-up
 	set -a && source $(STACK_ENV) && set +a && \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not disruptive and not quiet" \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not disruptive and not quiet and not heavy" \
 		$(PYTEST_ARGS) tests/integration && \
-	$(BIN)/python -m pytest -m "disruptive or quiet" $(PYTEST_ARGS) tests/integration
+	$(BIN)/python -m pytest -m "disruptive or quiet or heavy" $(PYTEST_ARGS) tests/integration
 
 lint: venv
 	$(BIN)/ruff check controller tests bench

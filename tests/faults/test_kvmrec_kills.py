@@ -1,6 +1,7 @@
 """``kvmrec run`` killed with SIGKILL at random points while twenty guests converge, and
-stopped with SIGTERM mid-work: the real stack's daemons stay up, so these run beside the
-rest of the suite.
+stopped with SIGTERM mid-work. The real stack's daemons stay up; the SIGTERM test runs
+beside the rest of the suite, the SIGKILL one (ten convergences of twenty guests) after it
+(``heavy``: beside the TCG guests of other tests it stretched their boots past their waits).
 
 Every test asserts real outcomes (libvirt's domains, ``kvmrec status``, the sqlite store)
 and prints its figures (``pytest -s``); tests/faults/README.md quotes them. No timing is
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.integration
 SEED = 20261125
 
 
+@pytest.mark.heavy
 def test_kill9_at_random_points_while_twenty_guests_converge(
     controller: Controller, prefix: str, stack: dict[str, str], tmp_path: Path
 ) -> None:
