@@ -24,27 +24,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
+from realstack import wait_for
 
 from support.fleet import LabFleet, lab_fleet_of
 from support.lab import Lab, LabGuests, stack_etcd_address, stack_etcd_url
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def make_qcow2(path: Path) -> Path:
@@ -124,7 +115,7 @@ def test_power_loss_restarts_the_ha_guest_elsewhere_and_leaves_the_other(
     )
     ha_lab.fleet.apply_file(manifests)
     for name in (ha, plain):
-        wait_for(f"{name} running on lab1", lambda n=name: active(ha_lab.guests, "lab1", n), 60)
+        wait_for(lambda n=name: active(ha_lab.guests, "lab1", n), 60, f"{name} running on lab1")
     ha_lab.fleet.start(["lab2", "lab3"])
 
     pids = [lab.qemu_pid("lab1", ha), lab.qemu_pid("lab1", plain)]
@@ -136,7 +127,7 @@ def test_power_loss_restarts_the_ha_guest_elsewhere_and_leaves_the_other(
     def running_elsewhere() -> str | None:
         return next((h for h in ("lab2", "lab3") if active(ha_lab.guests, h, ha)), None)
 
-    target = wait_for("the HA guest running elsewhere", running_elsewhere, 60, every=0.1)
+    target = wait_for(running_elsewhere, 60, "the HA guest running elsewhere")
     took = time.monotonic() - killed
     print(f"HA recovery: {ha} running on {target} {took:.1f} s after the kill")
     assert ha_lab.fleet.placement(ha) == target
@@ -150,7 +141,7 @@ def test_power_loss_restarts_the_ha_guest_elsewhere_and_leaves_the_other(
         (entry,) = ha_lab.fleet.objects("Domain", plain)
         return any(c["reason"] == "HostNotReady" for c in entry["conditions"])
 
-    wait_for("HostNotReady on the non-HA guest", not_ready, 60)
+    wait_for(not_ready, 60, "HostNotReady on the non-HA guest")
     assert not any(active(ha_lab.guests, h, plain) for h in lab.hosts)
 
 
@@ -168,7 +159,7 @@ def test_a_cut_off_host_destroys_its_ha_guest_before_it_starts_elsewhere(
             ),
         )
     )
-    wait_for("the guest running on lab1", lambda: active(ha_lab.guests, "lab1", ha), 60)
+    wait_for(lambda: active(ha_lab.guests, "lab1", ha), 60, "the guest running on lab1")
     ha_lab.fleet.start(["lab2"])
 
     # Poll both hosts from threads of their own: when each was first seen changed.
@@ -190,7 +181,7 @@ def test_a_cut_off_host_destroys_its_ha_guest_before_it_starts_elsewhere(
     for watcher in watchers:
         watcher.start()
     try:
-        wait_for("the guest started on lab2", lambda: "started" in seen, 90)
+        wait_for(lambda: "started" in seen, 90, "the guest started on lab2")
     finally:
         stop.set()
     assert "destroyed" in seen, "lab1 never destroyed its HA guest"
@@ -206,11 +197,7 @@ def test_a_cut_off_host_destroys_its_ha_guest_before_it_starts_elsewhere(
     lab1 = ha_lab.fleet.hosts["lab1"]
     joins = lab1.log_text().count("joined the fleet")
     ha_lab.proxies["lab1"].restore()
-    wait_for(
-        "lab1 to rejoin",
-        lambda: ha_lab.fleet.hosts["lab1"].log_text().count("joined the fleet") > joins,
-        60,
-    )
+    wait_for(lambda: lab1.log_text().count("joined the fleet") > joins, 60, "lab1 to rejoin")
     deadline = time.monotonic() + 10  # its relisted share has been reconciled by then
     while time.monotonic() < deadline:
         assert not active(ha_lab.guests, "lab1", ha), "lab1 started the relocated guest"
@@ -246,25 +233,25 @@ def test_a_host_that_failed_to_fence_keeps_the_disk_lease(
             ),
         )
     )
-    wait_for("the guest running on lab1", lambda: active(ha_lab.guests, "lab1", ha), 60)
+    wait_for(lambda: active(ha_lab.guests, "lab1", ha), 60, "the guest running on lab1")
     pid = lab.qemu_pid("lab1", ha)
     ha_lab.fleet.start(["lab2"])
 
     ha_lab.fleet.signal("lab1", signal.SIGSTOP)  # frozen: it neither renews nor fences
-    wait_for("the guest relocated to lab2", lambda: ha_lab.fleet.placement(ha) == "lab2", 90)
+    wait_for(lambda: ha_lab.fleet.placement(ha) == "lab2", 90, "the guest relocated to lab2")
     lease = hashlib.sha256(same_path_images.encode()).hexdigest()
 
     def refused() -> bool:
         entries = [s for s in ha_lab.fleet.objects("Domain", ha) if s["host"] == "lab2"]
         return any(f"Lockspace resource '{lease}' is locked" in str(e) for e in entries)
 
-    wait_for("lab2's start refused by the disk lease", refused, 60)
+    wait_for(refused, 60, "lab2's start refused by the disk lease")
     assert not running(ha_lab.guests, "lab2", ha)  # (a refused start is active a moment)
     assert running(ha_lab.guests, "lab1", ha) and lab.qemu_pid("lab1", ha) == pid
 
     ha_lab.fleet.signal("lab1", signal.SIGCONT)  # awake: its lease is lost, it fences
-    wait_for("the guest running on lab2", lambda: running(ha_lab.guests, "lab2", ha), 90)
+    wait_for(lambda: running(ha_lab.guests, "lab2", ha), 90, "the guest running on lab2")
     # (a start lab1 had in flight when it froze may try again and be refused a moment)
-    wait_for("lab1's copy gone", lambda: not active(ha_lab.guests, "lab1", ha), 30)
+    wait_for(lambda: not active(ha_lab.guests, "lab1", ha), 30, "lab1's copy gone")
     assert running(ha_lab.guests, "lab2", ha)
     assert "fencing: destroyed HA guest " + ha in ha_lab.fleet.hosts["lab1"].log_text()

@@ -60,23 +60,30 @@ class EtcdPlacements:
         start = self._prefix + (f"{kind}/".encode() if kind else b"")
         found: dict[ObjectKey, Placed] = {}
         for kv in self._gateway.range(start, prefix=True).kvs:
-            kind_, _, name = kv.key[len(self._prefix) :].decode().partition("/")
-            found[ObjectKey(kind_, name)] = _placed(ObjectKey(kind_, name), kv)
+            key = self._object_key(kv.key.decode())
+            if key is not None:
+                found[key] = _placed(key, kv)
         return found
 
     def placement_change(self, change: Change) -> tuple[ObjectKey, str | None] | None:
-        if not change.key.startswith(self._prefix.decode()):
-            return None
-        kind, _, name = change.key[len(self._prefix) :].partition("/")
-        if not kind or not name or "/" in name:
+        key = self._object_key(change.key)
+        if key is None:
             return None
         if change.type == "DELETE" or not change.value:
-            return ObjectKey(kind, name), None
+            return key, None
         try:
             host = json.loads(change.value).get("host")
         except ValueError:
-            return ObjectKey(kind, name), None
-        return ObjectKey(kind, name), host if isinstance(host, str) else None
+            return key, None
+        return key, host if isinstance(host, str) else None
+
+    def _object_key(self, raw: str) -> ObjectKey | None:
+        """The Domain a placement's etcd key names (None: not a placement's key)."""
+        prefix = self._prefix.decode()
+        if not raw.startswith(prefix):
+            return None
+        kind, _, name = raw[len(prefix) :].partition("/")
+        return ObjectKey(kind, name) if kind and name and "/" not in name else None
 
     def place(
         self,
