@@ -75,7 +75,7 @@ def test_a_location_install_runs_once_and_the_installed_guest_finds_what_it_wrot
     iso = installer_iso.write(
         tmp_path / "installer.iso",
         {
-            "install.amd/vmlinuz": guest_image.kernel.read_bytes(),
+            "install.amd/vmlinuz": guest_image.bzimage.read_bytes(),
             "install.amd/initrd.gz": guest_image.initrd.read_bytes(),
         },
     )
