@@ -63,9 +63,21 @@ class EtcdStore(ObjectKeys, StatusKeys, HistoryKeys, LedgerKeys, SourceKeys):
         return self._etcd.layout.prefix
 
     def change_counter(self) -> int:
-        # etcd's revision, from the header of a range that returns no keys.
+        # Of this store's prefix alone, not etcd's revision, which every other writer of
+        # the cluster moves: the newest mod revision under the prefix and how many keys it
+        # holds. A put raises the first, a deletion (a lease's expiry too) lowers the
+        # second, and one range reads both: the newest key alone, with the count of all.
         layout = self._etcd.layout
-        return self._etcd.range(layout.root, prefix=True, count_only=True, limit=1).revision
+        newest = self._etcd.range(
+            layout.root,
+            prefix=True,
+            limit=1,
+            keys_only=True,
+            sort_target="MOD",
+            sort_order="DESCEND",
+        )
+        revision = newest.kvs[0].mod_revision if newest.kvs else 0
+        return revision << 32 | newest.count
 
     def close(self) -> None:
         self._etcd.close()
