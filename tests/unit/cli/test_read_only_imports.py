@@ -32,6 +32,7 @@ NEVER = (
     "ovs",
     "ovsdbapp",
     "jsonschema",
+    "fastjsonschema",
     "prometheus_client",
     "kvmrec.backends",
     "kvmrec.reconcilers",
@@ -124,10 +125,12 @@ def test_hosts_loads_no_sqlite_yaml_kinds_or_backend(output: str, tmp_path: Path
 
 
 def test_the_probe_sees_what_a_command_that_validates_loads(tmp_path: Path) -> None:
-    # The same probe on `validate` finds the validator: the assertions above can fail.
-    manifest = tmp_path / "web.yaml"
-    manifest.write_text(
-        "apiVersion: kvmrec.io/v1alpha1\nkind: Domain\nmetadata:\n  name: web\n"
-        "spec:\n  memory: 64Mi\n"
-    )
-    assert "jsonschema" in forbidden(loaded(tmp_path, "validate", str(manifest)))
+    # The same probe on `validate` finds the compiled check (a valid manifest needs no
+    # more) and, for a manifest it refuses, the validator: the assertions above can fail.
+    head = "apiVersion: kvmrec.io/v1alpha1\nkind: Domain\nmetadata:\n  name: web\n"
+    valid, refused = tmp_path / "web.yaml", tmp_path / "bad.yaml"
+    valid.write_text(head + "spec:\n  memory: 64Mi\n")
+    refused.write_text(head + "spec:\n  memory: 64Mi\n  colour: red\n")
+    found = forbidden(loaded(tmp_path, "validate", str(valid)))
+    assert "fastjsonschema" in found and "jsonschema" not in found
+    assert "jsonschema" in forbidden(loaded(tmp_path, "validate", str(refused)))
