@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import libvirt
 import pytest
 from realstack import (
     Controller,
@@ -136,7 +137,15 @@ def test_status_watch_shows_a_crash_loop_and_the_recovery_row_by_row(
     # the watch shows as it happens, then the guest runs again.
     conn.lookupByName(name).destroy()
     wait_for(lambda: state_of(conn, name) == "running", 30, "healed once")
-    conn.lookupByName(name).destroy()
+    try:
+        conn.lookupByName(name).destroy()
+    except libvirt.libvirtError:
+        # Seen once on a loaded host: shut off already between the two calls (its QEMU
+        # gone right after the start). A quick failure all the same, which is what this
+        # is about; the events say who stopped it if anything below fails.
+        events = controller.cli("events", f"Domain/{name}").stdout
+        assert state_of(conn, name) == "shutoff", events
+        print(f"the healed guest stopped before the second destroy; its events:\n{events}")
     waiting = watch.wait_line(
         lambda line: name in line and "CrashLoopBackOff" in line, 30, "the backoff row"
     )
