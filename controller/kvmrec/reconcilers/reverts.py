@@ -24,6 +24,10 @@ CONDITION = "Reverted"
 
 def carried(store: Store, key: ObjectKey, status: Status) -> Status:
     """``status`` with the ``Reverted`` condition as last stored."""
+    if store.guards_status_writes:
+        # Written meanwhile, the status refuses this write; the reconcile is retried from
+        # a fresh read, which has the condition.
+        return status
     fresh = store.get_status(key)
     condition = fresh.condition(CONDITION) if fresh is not None else None
     if condition is None:

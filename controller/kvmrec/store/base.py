@@ -71,6 +71,11 @@ class Objects(Protocol):
 
 
 class Statuses(Protocol):
+    # True where a status write fails (a StoreError) when another client wrote that status
+    # after this one last read it: its writer never overwrites what it has not seen, and
+    # needs no read of its own before writing.
+    guards_status_writes: bool
+
     def get_status(self, key: ObjectKey) -> Status | None: ...
 
     def get_with_status(self, key: ObjectKey) -> tuple[StoredObject | None, Status | None]:

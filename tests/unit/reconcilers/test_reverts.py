@@ -16,8 +16,9 @@ from kvmrec.backends import domain_xml
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers import libvirt_jobs, reverts
-from kvmrec.store.base import Store
+from kvmrec.store.base import Store, StoreError
 from kvmrec.store.records import Status
+from support import etcd
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 KEY = ObjectKey("Domain", "web")
@@ -89,6 +90,38 @@ def test_the_reconciler_keeps_the_condition_written_since_it_read_the_status(
     assert condition is not None and condition.reason == "RevertFailed"
     assert condition.last_transition_time == T0
     assert written.is_true("Ready")
+
+
+@pytest.mark.integration
+def test_on_a_store_that_guards_status_writes_the_write_fails_and_the_retry_keeps_it(
+    request: pytest.FixtureRequest,
+) -> None:
+    # etcd: no second read of the status; a reconcile's write over the condition recorded
+    # meanwhile by `kvmrec snapshot revert` (another client) is refused, and the retry,
+    # which reads the status again, starts from the condition.
+    endpoints, prefix = etcd.private_prefix(request.addfinalizer)
+    service = stores.open(f"etcd://{endpoints}{prefix}", host="h1")
+    cli = stores.open(f"etcd://{endpoints}{prefix}", host="h1")
+    try:
+        assert service.guards_status_writes
+        _manage(service)
+        service.record(KEY, Status(observed_generation=1), [], T0)
+        _, read_before = service.get_with_status(KEY)
+        assert read_before is not None
+        reverts.record(cli, KEY, failed=True, message="failed: QEMU", now=T0)
+        written = reverts.carried(service, KEY, read_before)
+        said = [("Normal", "Started", "started")]  # a reconcile that did something
+        with pytest.raises(StoreError):
+            service.record(KEY, written, said, T0)
+        _, fresh = service.get_with_status(KEY)
+        assert fresh is not None
+        retried = reverts.carried(service, KEY, fresh)
+        service.record(KEY, retried, said, T0)
+        condition = cli.get_status(KEY).condition("Reverted")  # type: ignore[union-attr]
+        assert condition is not None and condition.reason == "RevertFailed"
+    finally:
+        service.close()
+        cli.close()
 
 
 @pytest.mark.parametrize(

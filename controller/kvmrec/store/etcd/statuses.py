@@ -76,6 +76,8 @@ class StatusKeys:
     """The ``Statuses`` part of the etcd store."""
 
     _etcd: Client
+    # Each status write compares the mod revision this client last read or wrote.
+    guards_status_writes = True
     _event_lease: EventLease
 
     def _status_key(self, key: ObjectKey) -> bytes:

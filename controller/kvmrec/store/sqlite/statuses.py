@@ -34,6 +34,7 @@ class StatusRows:
     """The ``Statuses`` part of the sqlite store."""
 
     _db: Database
+    guards_status_writes = False  # the last write wins
 
     def get_status(self, key: ObjectKey) -> Status | None:
         row = self._db.one(
