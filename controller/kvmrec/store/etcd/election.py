@@ -1,13 +1,15 @@
 """Leader election on etcd, with controller-runtime's timings (lease 15 s, renew deadline
 10 s, retry 2 s).
 
-Every retry period a candidate reads ``P/election/NAME``; when no one holds it, it grants
-a lease and campaigns with one transaction: create the key on its lease if still absent.
-The leader renews its lease every retry period. The key goes with the leader's lease, so
-a dead leader is replaced once its lease expires (15 s). A leader that could not renew
-for the renew deadline stops leading at once (callback), 5 s before etcd could let
-another candidate in. The leader is also a Fence: its writes compare that the election
-key is still on its lease.
+A candidate reads ``P/election/NAME``; when no one holds it, it grants a lease and
+campaigns with one transaction: create the key on its lease if still absent. Then it
+watches the key, and looks again when it changes (and every lease duration, whatever the
+watch says): a fleet's followers cost etcd a quiet watch each, not a read every retry
+period. The leader renews its lease every retry period. The key goes with the leader's
+lease, so a dead leader is replaced once its lease expires (15 s), as soon as the deletion
+is seen. A leader that could not renew for the renew deadline stops leading at once
+(callback), 5 s before etcd could let another candidate in. The leader is also a Fence:
+its writes compare that the election key is still on its lease.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from kvmrec.store.etcd.gateway import (
     put_op,
 )
 from kvmrec.store.etcd.leases import HostLease
+from kvmrec.store.etcd.watch import SupervisedWatch
+from kvmrec.store.fleet import Change
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class LeaderElection:
         self.key = f"{prefix}/election/{name}".encode()
         self.identity = identity
         self._retry = retry_period
+        self._recheck = float(lease_duration)  # between looks while the watch is quiet
         self._lease = HostLease(
             gateway,
             self.key,
@@ -69,6 +74,8 @@ class LeaderElection:
         self._transition = threading.Lock()  # callbacks in the order of the changes
         self._leading = False
         self._stopping = False
+        self._changed = False  # the watch saw the key change since the last look
+        self._watch: SupervisedWatch | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -95,6 +102,8 @@ class LeaderElection:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
+        if self._watch is not None:
+            self._watch.stop()
         if self.is_leader():
             try:
                 self._gateway.txn(self._lease.guards(), [delete_op(self.key)])
@@ -115,18 +124,31 @@ class LeaderElection:
             with self._cond:
                 if self._stopping:
                     return
+            wait = self._recheck
             try:
                 self._attempt()
             except (EtcdUnavailable, Fenced) as exc:
                 log.info("election %s: %s", self.key.decode(), exc)
+                wait = self._retry
             except EtcdError as exc:
                 log.warning("election %s: %s", self.key.decode(), exc)
+                wait = self._retry
+            if self._watch is None:
+                wait = self._retry
             with self._cond:
-                if not self._stopping:
-                    self._cond.wait(self._retry)
+                if not self._stopping and not self._changed:
+                    self._cond.wait(wait)
 
     def _attempt(self) -> None:
-        held = self._gateway.get(self.key)
+        with self._cond:
+            self._changed = False
+        found = self._gateway.range(self.key)
+        if self._watch is None:
+            # From the revision of that read: a change after it wakes the next look.
+            self._watch = SupervisedWatch(
+                self._gateway, [self.key.decode()], found.revision + 1, self._seen, self._relisted
+            )
+        held = found.kvs[0] if found.kvs else None
         mine = not self._lease.lost and held is not None and held.lease == self._lease.id
         if self.is_leader() and not mine:  # deleted or taken by hand
             self._set_leading(False)
@@ -135,7 +157,7 @@ class LeaderElection:
             return
         if held is not None:
             # Someone else leads: wait for the key to go without renewing a lease meanwhile
-            # (a follower costs etcd one read per retry period, no writes).
+            # (a follower costs etcd its watch of the key, no writes).
             if not self._lease.lost:
                 self._lease.close()
             return
@@ -148,11 +170,21 @@ class LeaderElection:
         if result.succeeded:
             self._set_leading(True)
 
+    def _seen(self, changes: Sequence[Change]) -> None:
+        self._wake()
+
+    def _relisted(self, prefix: str, revision: int) -> None:
+        self._wake()  # changes were compacted away: look again
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._changed = True
+            self._cond.notify_all()
+
     def _lost(self) -> None:
         log.warning("election %s: lease lost, no longer leading", self.key.decode())
         self._set_leading(False)
-        with self._cond:
-            self._cond.notify_all()
+        self._wake()
 
     def _set_leading(self, leading: bool) -> None:
         with self._transition:
