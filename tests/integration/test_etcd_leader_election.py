@@ -4,7 +4,9 @@ takes over; a leader cut off from etcd stops leading before the other can start.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from realstack import wait_for
@@ -105,3 +107,41 @@ def test_a_leader_cut_off_stops_leading_before_another_starts(
         a.stop()
         b.stop()
         proxy.close()
+
+
+def test_a_follower_reads_nothing_while_the_leader_holds_and_campaigns_when_the_key_goes(
+    etcd_gateway: Gateway, etcd_prefix: str
+) -> None:
+    # A fleet's followers cost etcd a quiet watch each, not a read every retry period, and
+    # campaign as soon as they see the key go.
+    log = Log()
+    a = LeaderElection(etcd_gateway, "scheduler", "a", etcd_prefix, **log.callbacks("a"))  # type: ignore[arg-type]
+    follower_gateway = Gateway(etcd_gateway.endpoints)
+    sent: list[str] = []
+    post = follower_gateway.post
+
+    def counting(path: str, body: Any) -> Any:
+        sent.append(path)
+        return post(path, body)
+
+    follower_gateway.post = counting  # type: ignore[method-assign]
+    b = LeaderElection(follower_gateway, "scheduler", "b", etcd_prefix, **log.callbacks("b"))  # type: ignore[arg-type]
+    a.start()
+    try:
+        wait_for(a.is_leader, timeout=10, what="a leading")
+        b.start()
+        wait_for(lambda: "/v3/kv/range" in sent, timeout=10, what="b's first look")
+        time.sleep(1.0)  # the watch is placed after the first look
+        before = len(sent)
+        time.sleep(3 * 2.0)  # three retry periods of the old polling
+        assert sent[before:] == []
+        assert not b.is_leader()
+        # The key gone (as with a's lease expiring): b campaigns at once. (a, alive,
+        # campaigns too, and one of them leads.)
+        etcd_gateway.delete(a.key)
+        wait_for(lambda: "/v3/kv/txn" in sent[before:], timeout=5, what="b's campaign")
+        wait_for(lambda: len(_leaders(a, b)) == 1, timeout=10, what="one leader again")
+    finally:
+        a.stop()
+        b.stop()
+        follower_gateway.close()
