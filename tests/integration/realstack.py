@@ -256,11 +256,31 @@ class Controller:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+_FAILED = pytest.StashKey[bool]()
+LOG_TAIL = 60  # lines of kvmrec's log shown with a failed test
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remembers whether the test itself failed, for the fixtures' teardown."""
+    report = yield
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+    return report
+
+
 @pytest.fixture
-def controller(tmp_path: Path, stack: dict[str, str], prefix: str) -> Iterator[Controller]:
+def controller(
+    request: pytest.FixtureRequest, tmp_path: Path, stack: dict[str, str], prefix: str
+) -> Iterator[Controller]:
     ctl = Controller(tmp_path, stack)
     yield ctl
     ctl.stop()  # before the prefix fixture removes the domains, or it would heal them
+    if request.node.stash.get(_FAILED, False):
+        # The report shows it as the teardown's output: what kvmrec did is the first
+        # question about a failure, and its temporary directory does not stay.
+        tail = "\n".join(ctl.log_text().splitlines()[-LOG_TAIL:])
+        print(f"--- the last {LOG_TAIL} lines of kvmrec's log ({ctl.log}) ---\n{tail}")
 
 
 def run_once(ctl: Controller, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -110,9 +110,8 @@ def test_a_domain_placed_elsewhere_is_not_reconciled_here(
     fleet_host.resync.resync()  # the pass that reconciles every key of the host's share
     wait_for(lambda: _idle(fleet_host), 30, "the host's queue idle after the full pass")
 
-    # The host's one Domain, unchanged: its object and status in one read, no write. (The
-    # Domain reconciler reads the status once more for a revert's condition.)
-    assert sent == ["/v3/kv/txn", "/v3/kv/txn"]
+    # The host's one Domain, unchanged: its object and status in one read, no write.
+    assert sent == ["/v3/kv/txn"]
 
     assert _history(etcd_gateway, etcd_prefix, there) == 0
     status = etcd_gateway.range(f"{etcd_prefix}/status/Domain/{there}/{prefix}-h1".encode())
