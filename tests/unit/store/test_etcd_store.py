@@ -315,23 +315,3 @@ def test_events_of_one_record_share_a_seq_and_are_never_split(
     # A limit that would cut the three apart returns all three.
     assert [e.reason for e in store.events(after=cursor, limit=2)] == ["R0", "R1", "R2"]
     assert [e.reason for e in store.events(after=events[0].seq)] == ["After"]
-
-
-def test_the_change_counter_is_of_this_prefix_and_moves_on_deletions(
-    opener: Callable[..., EtcdStore], gateway: Gateway, prefix: str
-) -> None:
-    # A watching command polls it: writes of other users of the cluster must not wake it,
-    # and a deletion of this store's keys must.
-    store = opener()
-    store.apply(manifest("web"), at(0))
-    store.apply(manifest("db"), at(0))
-    before = store.change_counter()
-    gateway.put(f"{prefix}-elsewhere/k".encode(), b"v")
-    gateway.delete(f"{prefix}-elsewhere/k".encode())
-    assert store.change_counter() == before
-    # The oldest key: the newest mod revision stays where it was, the count does not.
-    oldest = min(
-        gateway.range(f"{prefix}/".encode(), prefix=True).kvs, key=lambda kv: kv.mod_revision
-    )
-    gateway.delete(oldest.key)
-    assert store.change_counter() != before

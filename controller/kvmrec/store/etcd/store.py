@@ -63,21 +63,12 @@ class EtcdStore(ObjectKeys, StatusKeys, HistoryKeys, LedgerKeys, SourceKeys):
         return self._etcd.layout.prefix
 
     def change_counter(self) -> int:
-        # Of this store's prefix alone, not etcd's revision, which every other writer of
-        # the cluster moves: the newest mod revision under the prefix and how many keys it
-        # holds. A put raises the first, a deletion (a lease's expiry too) lowers the
-        # second, and one range reads both: the newest key alone, with the count of all.
+        # etcd's revision, from the header of a range that only counts (1.3 ms with 5,000
+        # keys under the prefix). Scoped to the prefix (its newest mod revision and its
+        # count, from a sorted range) it would not move for other writers of the cluster,
+        # but etcd reads every key for a sorted range: 10 ms, at each poll of a watch.
         layout = self._etcd.layout
-        newest = self._etcd.range(
-            layout.root,
-            prefix=True,
-            limit=1,
-            keys_only=True,
-            sort_target="MOD",
-            sort_order="DESCEND",
-        )
-        revision = newest.kvs[0].mod_revision if newest.kvs else 0
-        return revision << 32 | newest.count
+        return self._etcd.range(layout.root, prefix=True, count_only=True, limit=1).revision
 
     def close(self) -> None:
         self._etcd.close()
