@@ -48,10 +48,12 @@ class World:
         now: datetime,
         event: tuple[str, str, str] | None = None,
     ) -> bool:
-        if key in self.placed:
-            return False
+        was = self.placed.get(key)
+        if (was.revision if was else None) != expected:
+            return False  # compared by revision, as etcd does
         self.writes += 1  # one transaction, with its event
-        self.placed[key] = Placed(Placement(key, host, reason, now), 1)
+        revision = (was.revision if was else 0) + 1
+        self.placed[key] = Placed(Placement(key, host, reason, now), revision)
         if event is not None:
             self.events.append((key, event[1], event[2]))
         return True

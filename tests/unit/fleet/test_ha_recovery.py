@@ -21,7 +21,7 @@ from kvmrec.fleet.relocation import Relocator
 from kvmrec.fleet.scope import Scope
 from kvmrec.fleet.self_fence import SelfFence
 from kvmrec.store.fleet import Placed
-from kvmrec.store.fleet_records import HostRecord, Placement
+from kvmrec.store.fleet_records import HostRecord
 from kvmrec.store.records import Status
 
 SHARED = "/srv/shared"
@@ -37,19 +37,7 @@ def shared_host(name: str, *, ready: bool = True, shares: bool = True, **kw: Any
 
 
 class HaWorld(World):
-    """The leader's world, with placements compared by revision as etcd does."""
-
-    def place(
-        self, key: ObjectKey, host: str, reason: str, expected: int | None, now: datetime
-    ) -> bool:
-        was = self.placed.get(key)
-        if (was.revision if was else None) != expected:
-            return False
-        self.writes += 1
-        self.placed[key] = Placed(
-            Placement(key, host, reason, now), (was.revision if was else 0) + 1
-        )
-        return True
+    """The leader's world, with guests placed by hand."""
 
     def put(self, d: scheduling.Domain, on: str) -> None:
         self.placed[d[0].key] = Placed(placed(d, on), 1)
