@@ -15,14 +15,8 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from realstack import (
-    Controller,
-    GuestImage,
-    condition,
-    domain_manifest,
-    guest_spec,
-    wait_for,
-)
+from guest_os import GuestImage, guest_spec
+from realstack import Controller, condition, domain_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,16 +15,8 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import (
-    Controller,
-    GuestImage,
-    agent_answers,
-    domain_manifest,
-    guest_spec,
-    plan_text,
-    state_of,
-    wait_for,
-)
+from guest_os import GuestImage, agent_answers, guest_spec
+from realstack import Controller, domain_manifest, plan_text, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,18 +16,8 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import (
-    Controller,
-    GuestImage,
-    agent_answers,
-    agent_command,
-    condition,
-    domain_manifest,
-    guest_exec,
-    guest_spec,
-    plan,
-    wait_for,
-)
+from guest_os import GuestImage, agent_answers, agent_command, guest_exec, guest_spec
+from realstack import Controller, condition, domain_manifest, plan, wait_for
 
 from kvmrec.api.domain_parts import derived_mac
 from kvmrec.api.kinds import DomainSpec

@@ -18,19 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realstack import (
-    Controller,
+from guest_os import (
     GuestImage,
     agent_answers,
     agent_command,
     copy_data_disk,
-    domain_manifest,
     guest_clock,
     guest_exec,
     guest_spec,
-    state_of,
-    wait_for,
 )
+from realstack import Controller, domain_manifest, state_of, wait_for
 
 # Pauses, resumes and clocks of TCG guests: in the suite's serial run (Makefile), where a
 # loaded host cannot stretch a pause past what the service allows a job.

@@ -13,19 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realstack import (
-    Controller,
+from guest_os import (
     GuestImage,
     agent_answers,
     agent_command,
     copy_data_disk,
-    domain_manifest,
     guest_clock,
     guest_exec,
     guest_spec,
-    state_of,
-    wait_for,
 )
+from realstack import Controller, domain_manifest, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,18 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realstack import (
-    Controller,
-    GuestImage,
-    agent_answers,
-    condition,
-    copy_data_disk,
-    domain_manifest,
-    guest_exec,
-    guest_spec,
-    state_of,
-    wait_for,
-)
+from guest_os import GuestImage, agent_answers, copy_data_disk, guest_exec, guest_spec
+from realstack import Controller, condition, domain_manifest, state_of, wait_for
 
 from kvmrec.backends import domain_xml
 from support import installer_iso

@@ -23,16 +23,15 @@ from typing import Any
 
 import libvirt
 import pytest
-from realstack import (
+from guest_os import (
     GuestImage,
     agent_answers,
     agent_command,
     copy_data_disk,
-    domain_manifest,
     guest_exec,
     guest_spec,
-    wait_for,
 )
+from realstack import domain_manifest, wait_for
 
 from support.fleet import Fleet, LabFleet, lab_fleet_of
 from support.lab import Lab
