@@ -29,6 +29,7 @@ from kvmrec.store.records import (
     SnapshotRecord,
     SourceError,
     Status,
+    StatusWrite,
     StoredObject,
 )
 
@@ -103,6 +104,11 @@ class Statuses(Protocol):
         """Store a status, its events (type, reason, message) and, when given, the record of
         the reconcile that produced them: together, atomically (one transaction). The status
         does not need its object (a reconcile may race a remove)."""
+
+    def record_many(self, writes: Sequence[StatusWrite]) -> Sequence[StoreError | None]:
+        """Store each write as ``record`` does (a write without a status: its record
+        alone); what went wrong with each, in order. A store that can puts them all in one
+        transaction, and each alone only when that fails."""
 
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime

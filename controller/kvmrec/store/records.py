@@ -64,6 +64,18 @@ class ReconcileRecord:
 
 
 @dataclass(frozen=True)
+class StatusWrite:
+    """What one reconcile ends with: its status (None: only its record), that status's
+    events (type, reason, message) and the record of the reconcile."""
+
+    key: ObjectKey
+    status: Status | None
+    events: Sequence[tuple[str, str, str]]
+    now: datetime
+    reconcile: ReconcileRecord | None = None
+
+
+@dataclass(frozen=True)
 class Condition:
     """A Kubernetes-style condition."""
 

@@ -12,7 +12,7 @@ import pytest
 
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import SnapshotRecord, Status
+from kvmrec.store.records import SnapshotRecord, Status, StatusWrite
 from kvmrec.store.sqlite import SqliteStore
 from kvmrec.store.sqlite import schema as sqlite_schema
 from kvmrec.store.sqlite.schema import MIGRATIONS
@@ -135,3 +135,29 @@ def test_journal_mode_is_wal(path: Path, store: SqliteStore) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
+
+
+def test_record_many_is_one_transaction_and_a_write_that_fails_fails_alone(
+    store: SqliteStore,
+) -> None:
+    other = ObjectKey("Domain", "db")
+    unstorable = object()  # no column takes it: sqlite refuses the statement
+    writes = [
+        StatusWrite(KEY, Status(observed_generation=1), [("Normal", "Started", "web")], at(1)),
+        StatusWrite(other, Status(observed_generation=1), [("Normal", "Bad", unstorable)], at(1)),  # type: ignore[list-item]
+        StatusWrite(ObjectKey("Domain", "c"), Status(observed_generation=2), [], at(1)),
+    ]
+    failures = store.record_many(writes)
+    assert failures[0] is None and failures[2] is None
+    assert isinstance(failures[1], StoreError)
+    assert store.get_status(KEY) == Status(observed_generation=1)
+    assert store.get_status(other) is None
+    assert store.get_status(ObjectKey("Domain", "c")) == Status(observed_generation=2)
+    assert [e.reason for e in store.events()] == ["Started"]
+
+    commits = []
+    store._db.connection().set_trace_callback(
+        lambda sql: commits.append(sql) if sql == "COMMIT" else None
+    )
+    assert store.record_many([writes[0], writes[2]]) == [None, None]
+    assert commits == ["COMMIT"]

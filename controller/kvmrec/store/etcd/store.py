@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from kvmrec.store.base import StoreError
+from kvmrec.store.records import StatusWrite
+
 from .client import Client
 from .fencing import Fence
 from .gateway import Gateway, parse_endpoints
@@ -69,6 +74,24 @@ class EtcdStore(ObjectKeys, StatusKeys, HistoryKeys, LedgerKeys, SourceKeys):
         # but etcd reads every key for a sorted range: 10 ms, at each poll of a watch.
         layout = self._etcd.layout
         return self._etcd.range(layout.root, prefix=True, count_only=True, limit=1).revision
+
+    def record_many(self, writes: Sequence[StatusWrite]) -> Sequence[StoreError | None]:
+        # Each alone: a status write is guarded by the revision its writer read, and one
+        # refused compare must not refuse the others.
+        failures: list[StoreError | None] = []
+        for write in writes:
+            try:
+                if write.status is None:
+                    if write.reconcile is not None:
+                        self.record_reconcile(write.reconcile)
+                else:
+                    self.record(
+                        write.key, write.status, write.events, write.now, reconcile=write.reconcile
+                    )
+                failures.append(None)
+            except StoreError as exc:
+                failures.append(exc)
+        return failures
 
     def close(self) -> None:
         self._etcd.close()

@@ -12,7 +12,8 @@ from typing import Any
 
 from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
-from kvmrec.store.records import Event, ReconcileRecord, Status, StoredObject
+from kvmrec.store.base import StoreError
+from kvmrec.store.records import Event, ReconcileRecord, Status, StatusWrite, StoredObject
 from kvmrec.store.sqlite import codec, history
 from kvmrec.store.sqlite.connection import Database
 
@@ -71,18 +72,43 @@ class StatusRows:
         *,
         reconcile: ReconcileRecord | None = None,
     ) -> None:
-        body = codec.status_body(status)
-        stamp = codec.time(now)
+        self._write([StatusWrite(key, status, events, now, reconcile)])
+
+    def record_many(self, writes: Sequence[StatusWrite]) -> Sequence[StoreError | None]:
+        # One transaction (a group commit: the pages it changes are written once); if it
+        # fails, each alone, so that one write's problem is only that write's.
+        try:
+            self._write(writes)
+            return [None] * len(writes)
+        except StoreError:
+            if len(writes) == 1:
+                raise
+        failures: list[StoreError | None] = []
+        for write in writes:
+            try:
+                self._write([write])
+                failures.append(None)
+            except StoreError as exc:
+                failures.append(exc)
+        return failures
+
+    def _write(self, writes: Sequence[StatusWrite]) -> None:
         with self._db.writing() as conn:
-            conn.execute(_PUT_STATUS, (key.kind, key.name, body))
-            if events:
-                conn.executemany(
-                    _ADD_EVENT, [(key.kind, key.name, *event, stamp) for event in events]
-                )
-            if reconcile is not None:
-                history.insert(conn, reconcile)
-        for type_, reason, message in events:
-            logs.event(key, type_, reason, message)
+            for write in writes:
+                key = write.key
+                if write.status is not None:
+                    body = codec.status_body(write.status)
+                    conn.execute(_PUT_STATUS, (key.kind, key.name, body))
+                if write.events:
+                    stamp = codec.time(write.now)
+                    conn.executemany(
+                        _ADD_EVENT, [(key.kind, key.name, *event, stamp) for event in write.events]
+                    )
+                if write.reconcile is not None:
+                    history.insert(conn, write.reconcile)
+        for write in writes:
+            for type_, reason, message in write.events:
+                logs.event(write.key, type_, reason, message)
 
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime

@@ -11,7 +11,7 @@ from store_contract import KEY, Capabilities, at, manifest
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.store.base import Store, StoreError
-from kvmrec.store.records import Condition, Drift, ReconcileRecord, Status
+from kvmrec.store.records import Condition, Drift, ReconcileRecord, Status, StatusWrite
 
 
 def test_status_round_trips_conditions_drift_and_times(store: Store) -> None:
@@ -121,6 +121,30 @@ def test_record_stores_status_events_and_the_reconcile_together(store: Store) ->
     assert store.get_status(KEY) == Status(observed_generation=2)
     assert len(store.events(KEY)) == 2
     assert store.reconciles(KEY) == [done]
+
+
+def test_record_many_stores_each_write_as_record_would(store: Store) -> None:
+    other = ObjectKey("Domain", "db")
+    store.apply(manifest(), at(0))
+    store.apply(manifest("db", source="db.yaml"), at(0))
+    ready = Status(observed_generation=1).with_condition("Ready", "True", "Running", "", at(1))
+    done = ReconcileRecord(KEY, at(1), 0.25, "ok")
+    failed = ReconcileRecord(other, at(1), 0.0, "error", "boom")
+    failures = store.record_many(
+        [
+            StatusWrite(KEY, ready, [("Normal", "Started", "started web")], at(1), done),
+            StatusWrite(other, None, [], at(1), failed),  # a record alone
+            StatusWrite(other, Status(observed_generation=1), [], at(2)),
+        ]
+    )
+    assert list(failures) == [None, None, None]
+    assert store.get_status(KEY) == ready
+    assert [(e.reason, e.message) for e in store.events(KEY)] == [("Started", "started web")]
+    assert store.reconciles(KEY) == [done]
+    assert store.get_status(other) == Status(observed_generation=1)
+    assert store.events(other) == []
+    assert store.reconciles(other) == [failed]
+    assert store.record_many([]) == []
 
 
 def test_a_record_that_fails_writes_nothing(store: Store) -> None:
