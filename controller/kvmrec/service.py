@@ -9,6 +9,10 @@
                                    reconcilers, one per kind --> libvirt, OVSDB
                                    (reconcilers/registry.py: who wakes whom)
 
+A worker takes the ready keys in a batch when reconciles are short (engine/workers.py);
+the batch's reconciles run interleaved stage by stage and their final writes are stored in
+one transaction, before anything that depends on them is woken.
+
 ``Service.start`` brings everything up and queues every stored key once (the desired state
 survives restarts in the store, so a service killed mid-converge finishes the work);
 ``stop`` drains in-flight reconciles within the settings' budget. ``converge`` is the
@@ -18,11 +22,13 @@ timeout passes.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kvmrec import hosting, logs, malloc_arenas, settling
 from kvmrec.api.kinds import ObjectKey
@@ -33,7 +39,10 @@ from kvmrec.backends.ovs.client import Ovsdb
 from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
+from kvmrec.engine import stages
 from kvmrec.engine import workers as engine
+from kvmrec.engine.contract import Outcome
+from kvmrec.engine.stages import Stages
 from kvmrec.metrics import Endpoint, Metrics
 from kvmrec.reconcilers import recording, registry
 from kvmrec.resync_keys import ResyncKeys
@@ -45,6 +54,9 @@ from kvmrec.sources.scanning import Snapshot, scan
 from kvmrec.store.records import Status, StoredObject
 
 log = logging.getLogger(__name__)
+
+# A reconcile's end: the key, the object and status it read, the status it stored.
+_Done = tuple[ObjectKey, StoredObject | None, Status | None, Status | None]
 
 
 class _Observer:
@@ -115,11 +127,15 @@ class Service:
             self._reconcile,
             count=settings.workers,
             observer=_Observer(self.metrics),
+            reconcile_many=self._reconcile_many,
         )
         self.sync = ManifestSync(
             self.store, self.clock, allow_mass_delete=settings.allow_mass_delete
         )
-        self._done = threading.local()  # per worker: what _after has to look at
+        # Per reconcile: what _after has to look at once its outcome is stored.
+        self._done: contextvars.ContextVar[list[_Done] | None] = contextvars.ContextVar(
+            "done", default=None
+        )
         self._keys_lock = threading.Lock()
         self._keys: set[ObjectKey] = set()
         self._sync_lock = threading.Lock()
@@ -137,33 +153,51 @@ class Service:
     # -- wiring --------------------------------------------------------------------------
 
     def _reconcile(self, key: ObjectKey) -> engine.Result:
-        with logs.about(key):
-            return self._reconcile_key(key)
+        done: list[_Done] = []
+        try:
+            return stages.run(self._stages(key, None, done))
+        finally:
+            for read_and_written in done:
+                self._after(*read_and_written)
 
-    def _reconcile_key(self, key: ObjectKey) -> engine.Result:
+    def _reconcile_many(self, keys: Sequence[ObjectKey]) -> list[Outcome]:
+        """Several reconciles, interleaved stage by stage (engine/stages.py); their final
+        writes are stored together before anything that depends on them is woken."""
+        deferred: recording.Deferred = []
+        done: list[_Done] = []
+        outcomes = stages.interleave(
+            [functools.partial(self._stages, key, deferred, done) for key in keys]
+        )
+        recording.store_deferred(self.store, deferred, dict(zip(keys, outcomes, strict=True)))
+        for read_and_written in done:
+            self._after(*read_and_written)
+        return outcomes
+
+    def _stages(
+        self, key: ObjectKey, deferred: recording.Deferred | None, done: list[_Done]
+    ) -> Stages:
         if self.membership is not None and not self.membership.acting():
             return engine.Result()  # fenced: the rejoin queues everything again
         reconciler = self.kinds.get(key.kind)
         if reconciler is None:
             raise engine.PermanentError(f"no reconciler for kind {key.kind}")
-        done: list[tuple[ObjectKey, StoredObject | None, Status | None, Status | None]] = []
-        self._done.after = done
+        token = self._done.set(done)
         try:
             # The reconcile's last status write goes with its history record, in one write,
             # stored before _after wakes what depends on it.
-            with recording.one_write(self.store, key, self.clock):
-                return reconciler.reconcile(key)
+            with (
+                logs.about(key),
+                recording.one_write(self.store, key, self.clock, deferred=deferred),
+            ):
+                return (yield from reconciler.stages(key))
         finally:
-            self._done.after = None
-            for read_and_written in done:
-                self._after(*read_and_written)
+            self._done.reset(token)
 
     def _note(
         self, key: ObjectKey, obj: StoredObject | None, old: Status | None, new: Status | None
     ) -> None:
         """A reconcile ended: _after looks at it once its outcome is stored."""
-        after: list[tuple[ObjectKey, StoredObject | None, Status | None, Status | None]] | None
-        after = getattr(self._done, "after", None)
+        after = self._done.get()
         if after is None:
             self._after(key, obj, old, new)
         else:

@@ -8,11 +8,11 @@ speak the contract without importing the threads that run them.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-__all__ = ["PermanentError", "Reconcile", "Result"]
+__all__ = ["Outcome", "PermanentError", "Reconcile", "ReconcileMany", "Result"]
 
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 
@@ -26,6 +26,15 @@ class Result:
     def __post_init__(self) -> None:
         if self.requeue_after is not None and self.requeue_after < 0:
             raise ValueError(f"requeue_after must not be negative, got {self.requeue_after!r}")
+
+
+@dataclass
+class Outcome:
+    """How one of several reconciles run at once ended, and the real seconds it ran for."""
+
+    result: Result | None = None
+    error: Exception | None = None
+    duration: float = 0.0
 
 
 class PermanentError(Exception):
@@ -42,3 +51,9 @@ class Reconcile(Protocol[K_contra]):
     """Reconcile one key; see the module docstring for what returning and raising mean."""
 
     def __call__(self, key: K_contra, /) -> Result: ...
+
+
+class ReconcileMany(Protocol[K_contra]):
+    """Reconcile several keys at once: how each ended, in order (engine/stages.py)."""
+
+    def __call__(self, keys: Sequence[K_contra], /) -> Sequence[Outcome]: ...

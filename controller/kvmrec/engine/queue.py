@@ -155,6 +155,20 @@ class WorkQueue(Generic[K]):
                     wake_at = next_due if wake_at is None else min(wake_at, next_due)
                 self._clock.wait_until(self._cond, wake_at)
 
+    def get_ready(self, limit: int) -> list[K]:
+        """Up to ``limit`` more keys that are ready now, without waiting, each marked
+        processing as :meth:`get` marks its key (a worker taking a batch)."""
+        taken: list[K] = []
+        with self._cond:
+            if self._shutting_down:
+                return taken
+            while self._queue and len(taken) < limit:
+                key = self._queue.popleft()
+                self._processing.add(key)
+                self._dirty.discard(key)
+                taken.append(key)
+        return taken
+
     def done(self, key: K) -> None:
         """Finish processing ``key``; if it was added meanwhile, queue it again now."""
         with self._cond:

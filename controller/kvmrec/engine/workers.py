@@ -30,6 +30,12 @@ retry or resync goes to DEBUG; a log that repeats itself every minute hides what
 What a reconcile means for status, events and metrics is not this module's business: an
 :class:`Observer` is told about every outcome and the service records it.
 
+Given a ``reconcile_many`` as well, a worker takes the keys that are ready at once (about
+``batch_budget`` seconds of reconciles of the length seen lately, at most ``max_batch``)
+and honours each one's outcome as above: where reconciles are short (a host at start-up,
+a resync) their stages run back to back (engine/stages.py); where they wait on a daemon
+(QEMU starting a guest) each worker takes one, and the pool runs them side by side.
+
 :class:`Resync` is the safety net of a level-triggered design: every few minutes it re-adds
 every known key, so drift that produced no event (a lost libvirt event during a reconnect, a
 change made with ``virsh`` that we do not watch) is still corrected.
@@ -45,7 +51,8 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 from kvmrec.engine import queue as queues
-from kvmrec.engine.contract import PermanentError, Reconcile, Result
+from kvmrec.engine.contract import PermanentError, Reconcile, ReconcileMany, Result
+from kvmrec.engine.stages import Outcome
 
 __all__ = [
     "NullObserver",
@@ -58,6 +65,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+BATCH_BUDGET = 0.025  # seconds of reconciles a worker takes at once
+MAX_BATCH = 32
 
 K = TypeVar("K", bound=Hashable)
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
@@ -123,7 +133,12 @@ class Workers(Generic[K]):
         count: int = 4,
         observer: Observer[K] | None = None,
         name: str = "kvmrec-worker",
+        reconcile_many: ReconcileMany[K] | None = None,
+        batch_budget: float = BATCH_BUDGET,
+        max_batch: int = MAX_BATCH,
     ) -> None:
+        """``reconcile_many``: reconciles several keys at once (engine/stages.py); with it a
+        worker takes the ready keys worth ``batch_budget`` seconds, at most ``max_batch``."""
         if count < 1:
             raise ValueError(f"a worker pool needs at least one thread, got {count!r}")
         self.queue = queue
@@ -131,10 +146,14 @@ class Workers(Generic[K]):
         self._count = count
         self._observer: Observer[K] = observer if observer is not None else NullObserver()
         self._name = name
+        self._many = reconcile_many
+        self._batch_budget = batch_budget
+        self._max_batch = max_batch
+        self._typical: float | None = None  # a reconcile's real seconds lately (EWMA)
         self._threads: list[threading.Thread] = []
-        # Thread name -> (key, when its reconcile began, time.monotonic), for stuck().
+        # Thread name -> (its keys, when their reconciles began, time.monotonic), for stuck().
         self._busy_lock = threading.Lock()
-        self._busy: dict[str, tuple[K, float]] = {}
+        self._busy: dict[str, tuple[list[K], float]] = {}
         # Key -> the failure last logged for it (type and message), under _busy_lock.
         self._failures: dict[K, str] = {}
 
@@ -162,7 +181,7 @@ class Workers(Generic[K]):
         now = time.monotonic()
         with self._busy_lock:
             busy = list(self._busy.values())
-        return [(key, now - began) for key, began in busy if now - began > after]
+        return [(key, now - began) for keys, began in busy if now - began > after for key in keys]
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop taking new keys, wait for in-flight reconciles, and join the threads.
@@ -184,14 +203,28 @@ class Workers(Generic[K]):
     def _run(self) -> None:
         me = threading.current_thread().name
         while (key := self.queue.get()) is not None:
+            keys = [key, *self.queue.get_ready(self._batch_limit() - 1)]
             with self._busy_lock:
-                self._busy[me] = (key, time.monotonic())
+                self._busy[me] = (keys, time.monotonic())
             try:
-                self._process(key)
+                if len(keys) == 1:
+                    self._process(key)
+                else:
+                    self._process_many(keys)
             finally:
                 with self._busy_lock:
                     del self._busy[me]
-                self.queue.done(key)
+                for done in keys:
+                    self.queue.done(done)
+
+    def _batch_limit(self) -> int:
+        """How many keys to take at once: about ``batch_budget`` seconds of reconciles of
+        the typical length lately. Reconciles that wait on a daemon (a QEMU guest's start
+        takes a second) go one at a time, so that the other workers share them out."""
+        typical = self._typical
+        if self._many is None or typical is None:
+            return 1
+        return max(1, min(self._max_batch, int(self._batch_budget / max(typical, 1e-4))))
 
     def _process(self, key: K) -> None:
         # perf_counter, not the queue's clock: a duration is a measurement of real work for
@@ -199,25 +232,48 @@ class Workers(Generic[K]):
         started = time.perf_counter()
         try:
             result = self._reconcile(key)
-        except PermanentError as exc:
+        except Exception as exc:
+            self._settle(key, None, exc, time.perf_counter() - started)
+            return
+        self._settle(key, result, None, time.perf_counter() - started)
+
+    def _process_many(self, keys: list[K]) -> None:
+        assert self._many is not None
+        try:
+            outcomes = self._many(keys)
+        except Exception as exc:  # the batch as a whole: each of its keys failed so
+            outcomes = [Outcome(error=exc) for _ in keys]
+        for key, outcome in zip(keys, outcomes, strict=True):
+            self._settle(key, outcome.result, outcome.error, outcome.duration)
+
+    def _settle(
+        self, key: K, result: Result | None, error: Exception | None, duration: float
+    ) -> None:
+        """What follows a reconcile of ``key``: its retry, requeue or nothing, and the
+        observer told."""
+        typical = self._typical
+        self._typical = duration if typical is None else typical + 0.2 * (duration - typical)
+        if isinstance(error, PermanentError):
             retries = self.queue.num_requeues(key)
             self.queue.forget(key)
-            level = logging.WARNING if self._is_news(key, exc) else logging.DEBUG
-            log.log(level, "%s: %s (not retried until its input changes)", key, exc)
-            self._notify(self._observer.on_error, key, exc, retries, True, None)
+            level = logging.WARNING if self._is_news(key, error) else logging.DEBUG
+            log.log(level, "%s: %s (not retried until its input changes)", key, error)
+            self._notify(self._observer.on_error, key, error, retries, True, None)
             return
-        except Exception as exc:
+        if error is not None or result is None:
+            exc = error or RuntimeError("a reconcile returned no result")
             delay = self.queue.add_rate_limited(key)
             retries = self.queue.num_requeues(key)
             # Traceback included: this is either a bug or a failure nobody anticipated, and
             # the traceback is the only evidence of where.
             if self._is_news(key, exc):
-                log.exception("%s: reconcile failed (retry %d in %.1f s)", key, retries, delay)
+                log.error(
+                    "%s: reconcile failed (retry %d in %.1f s)", key, retries, delay, exc_info=exc
+                )
             else:
                 log.debug("%s: %s (again; retry %d in %.1f s)", key, exc, retries, delay)
             self._notify(self._observer.on_error, key, exc, retries, False, delay)
             return
-        duration = time.perf_counter() - started
         with self._busy_lock:
             self._failures.pop(key, None)
         self.queue.forget(key)

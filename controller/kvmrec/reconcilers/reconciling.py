@@ -11,6 +11,10 @@ object leaves the store. A failure on the way is recorded in status before the e
 retries (recording.py). ``plan`` runs the same fetch, observe and decide and stops: the
 dry run and the reconcile cannot disagree. Only this module writes status and events.
 
+A reconcile runs in stages (engine/stages.py): it yields after observing, after each step
+and after observing again, so that a worker can run the same stage of several reconciles
+back to back; run alone, it is one call.
+
 A kind (reconcilers/kind.py) says how to parse its spec, observe the live object, decide
 the steps, act one step and report what it found, and whether the live object is its own.
 """
@@ -23,8 +27,10 @@ from typing import Generic
 
 from kvmrec.api.kinds import ADOPT_ANNOTATION, DeletionPolicy, ObjectKey
 from kvmrec.backends.errors import BackendError
+from kvmrec.engine import stages
 from kvmrec.engine.clock import Clock
 from kvmrec.engine.contract import PermanentError, Result
+from kvmrec.engine.stages import Stages
 from kvmrec.reconcilers import adoption, recording
 from kvmrec.reconcilers.dependencies import IN_USE_RETRY
 from kvmrec.reconcilers.kind import Event, Kind, L, Report, S, StepFailed, Turn
@@ -125,6 +131,11 @@ class Reconciler(Generic[S, L]):
     # -- act -----------------------------------------------------------------------------
 
     def reconcile(self, key: ObjectKey) -> Result:
+        return stages.run(self.stages(key))
+
+    def stages(self, key: ObjectKey) -> Stages:
+        """The reconcile of ``key``, yielding after it observes, after each step and after
+        it observes again (engine/stages.py)."""
         # The object and its status in one read.
         obj, old = self._store.get_with_status(key)
         if obj is None:
@@ -133,13 +144,13 @@ class Reconciler(Generic[S, L]):
         try:
             if obj is None or (self.scope is not None and not self.scope(obj)):
                 return Result()
-            return self._reconcile(obj, old, written)
+            return (yield from self._reconcile(obj, old, written))
         finally:
             if self.on_done is not None:
                 new = written[-1] if written and written[-1] is not _REMOVED else None
                 self.on_done(key, obj, old, new)
 
-    def _reconcile(self, obj: StoredObject, old: Status | None, written: list[Status]) -> Result:
+    def _reconcile(self, obj: StoredObject, old: Status | None, written: list[Status]) -> Stages:
         key = obj.key
         with recording.failures_recorded(
             self._store,
@@ -152,8 +163,11 @@ class Reconciler(Generic[S, L]):
         ):
             turn = self._turn(obj, old)
             turn.written = written
+            yield
             try:
-                return self._delete(turn, old) if obj.deleting else self._converge(turn, old)
+                if obj.deleting:
+                    return self._delete(turn, old)
+                return (yield from self._converge(turn, old))
             except StepFailed as exc:
                 now = turn.now
                 status = recording.failed(
@@ -179,7 +193,7 @@ class Reconciler(Generic[S, L]):
             return said
         return ("Normal", reason, said) if said else None
 
-    def _converge(self, turn: Turn[S, L], old: Status | None) -> Result:
+    def _converge(self, turn: Turn[S, L], old: Status | None) -> Stages:
         now = turn.now
         plan = self._decide(turn)
         if plan.blocked is not None:
@@ -208,12 +222,14 @@ class Reconciler(Generic[S, L]):
             event = self._step(turn, step, self.of.reasons.get(step.action, ""))
             if event is not None:
                 turn.events.append(event)
+            yield
         if plan.steps:
             turn.live = self.of.observe(turn.obj, turn.spec)
             if turn.live is None:
                 raise BackendError(
                     f"{self.of.noun} {turn.name} vanished while it was being converged"
                 )
+            yield
         report = self.of.report(turn)
         status = self.of.finish(turn, self._status(turn, report))
         self._commit(turn, old, status, turn.events)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -26,9 +26,9 @@ from typing import Protocol
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.engine.clock import Clock
-from kvmrec.engine.contract import PermanentError
+from kvmrec.engine.contract import Outcome, PermanentError
 from kvmrec.store.base import History, Statuses, Store
-from kvmrec.store.records import ReconcileRecord, Status
+from kvmrec.store.records import ReconcileRecord, Status, StatusWrite
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,18 @@ class _Reconcile:
 _current: ContextVar[_Reconcile | None] = ContextVar("reconcile", default=None)
 
 
+# Where a reconcile run among others (engine/stages.py) leaves its final write: each write
+# with whether its reconcile succeeded (a write that then fails fails that reconcile).
+Deferred = list[tuple[StatusWrite, bool]]
+
+
 @contextmanager
-def one_write(store: _Recorder, key: ObjectKey, clock: Clock) -> Iterator[None]:
+def one_write(
+    store: _Recorder, key: ObjectKey, clock: Clock, *, deferred: Deferred | None = None
+) -> Iterator[None]:
     """Run one reconcile of ``key``; its last status write, that write's events and the
-    history record of the reconcile (ok, error or permanent) are stored together as it ends.
+    history record of the reconcile (ok, error or permanent) are stored together as it ends,
+    or handed to ``deferred`` for whoever stores the writes of several reconciles at once.
 
     Failures keep a duration of 0 in history, as the engine does not time them."""
     started = time.perf_counter()
@@ -60,34 +68,67 @@ def one_write(store: _Recorder, key: ObjectKey, clock: Clock) -> Iterator[None]:
     try:
         yield
     except PermanentError as exc:
-        _flush(store, current, ReconcileRecord(key, clock.wall(), 0.0, "permanent", str(exc)))
+        record = ReconcileRecord(key, clock.wall(), 0.0, "permanent", str(exc))
+        _flush(store, current, record, deferred)
         raise
     except Exception as exc:
-        _flush(store, current, ReconcileRecord(key, clock.wall(), 0.0, "error", str(exc)))
+        _flush(store, current, ReconcileRecord(key, clock.wall(), 0.0, "error", str(exc)), deferred)
         raise
     else:
         duration = time.perf_counter() - started
-        _flush(store, current, ReconcileRecord(key, clock.wall(), duration, "ok"), failed=False)
+        record = ReconcileRecord(key, clock.wall(), duration, "ok")
+        _flush(store, current, record, deferred, failed=False)
     finally:
         _current.reset(token)
 
 
 def _flush(
-    store: _Recorder, current: _Reconcile, record: ReconcileRecord, *, failed: bool = True
+    store: _Recorder,
+    current: _Reconcile,
+    record: ReconcileRecord,
+    deferred: Deferred | None,
+    *,
+    failed: bool = True,
 ) -> None:
     """Store what ``current`` holds with ``record``. A status that cannot be stored fails a
     reconcile that succeeded (it is retried); a history record alone, or anything after a
     failure (whose own error must not be hidden), is logged instead."""
+    status, events, now = current.held or (None, [], record.time)
+    if deferred is not None:
+        deferred.append((StatusWrite(current.key, status, events, now, record), not failed))
+        return
     try:
-        if current.held is None:
+        if status is None:
             store.record_reconcile(record)
         else:
-            status, events, now = current.held
             store.record(current.key, status, events, now, reconcile=record)
     except Exception as exc:
-        if not failed and current.held is not None:
+        if not failed and status is not None:
             raise
         log.error("%s: reconcile not recorded: %s", current.key, exc)
+
+
+def store_deferred(
+    store: _Recorder, deferred: Deferred, outcomes: Mapping[ObjectKey, Outcome]
+) -> None:
+    """Store the writes several reconciles left in ``deferred`` (one transaction where the
+    store can), each record with the real seconds its reconcile ran for; a write that
+    fails fails its reconcile if that succeeded, as in :func:`one_write`."""
+    writes = []
+    for write, ok in deferred:
+        record, outcome = write.reconcile, outcomes[write.key]
+        if ok and record is not None:
+            write = replace(write, reconcile=replace(record, duration=outcome.duration))
+        writes.append(write)
+    failures = store.record_many(writes) if writes else []
+    for (write, ok), failure in zip(deferred, failures, strict=True):
+        if failure is None:
+            continue
+        if ok and write.status is not None:
+            outcome = outcomes[write.key]
+            outcome.result, outcome.error = None, failure
+        else:
+            log.error("%s: reconcile not recorded: %s", write.key, failure)
 
 
 # Conditions whose True state is bad news.

@@ -96,6 +96,22 @@ def test_a_key_being_processed_is_not_handed_out_again(q: queues.WorkQueue[str])
     assert q.get(timeout=0) is None
 
 
+def test_get_ready_takes_up_to_its_limit_without_waiting_each_marked_processing(
+    q: queues.WorkQueue[str],
+) -> None:
+    assert q.get_ready(5) == []
+    for key in ("a", "b", "c", "d"):
+        q.add(key)
+    assert q.get(timeout=0) == "a"
+    assert q.get_ready(2) == ["b", "c"]
+    q.add("b")  # changed while processing: held back, as for get
+    assert q.get_ready(5) == ["d"]
+    assert q.get_ready(5) == []
+    for key in ("a", "b", "c", "d"):
+        q.done(key)
+    assert q.get_ready(5) == ["b"]
+
+
 def test_other_keys_flow_while_one_is_processing(q: queues.WorkQueue[str]) -> None:
     q.add("vm-a")
     assert q.get(timeout=0) == "vm-a"

@@ -22,6 +22,7 @@ from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError
 from kvmrec.service import Service
 from kvmrec.settings import Settings
+from kvmrec.store.base import StoreError
 
 URI = "test:///default"
 SPEC: dict[str, Any] = {"type": "kvm", "memory": "64Mi", "console": "serial", "disks": []}
@@ -100,3 +101,51 @@ def test_a_blocked_domain_has_its_status_and_a_permanent_record(service: Service
         assert (record.result, record.message) == ("permanent", str(raised.value))
     finally:
         reader.close()
+
+
+def test_reconciles_run_together_store_their_outcomes_in_one_transaction(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = service.prefix  # type: ignore[attr-defined]
+    good = [apply(service, f"{prefix}web{i}") for i in range(3)]
+    bad = apply(service, f"{prefix}db", type="nosuchtype")
+    blocked = apply(service, f"{prefix}blk", disks=[{"path": "/etc/kvmrec-not-here.qcow2"}])
+    batches: list[int] = []
+    record_many = service.store.record_many
+
+    def counted(writes: Any) -> Any:
+        batches.append(len(writes))
+        return record_many(writes)
+
+    monkeypatch.setattr(service.store, "record_many", counted)
+    outcomes = service._reconcile_many([*good, bad, blocked])
+    assert batches == [5]  # every outcome in one write
+    assert [o.error for o in outcomes[:3]] == [None, None, None]
+    assert isinstance(outcomes[3].error, BackendError)
+    assert isinstance(outcomes[4].error, PermanentError)
+    reader = stores.open(service.settings.state, read_only=True)
+    try:
+        for key in good:
+            status = reader.get_status(key)
+            assert status is not None and status.is_true("Ready")
+            [record] = reader.reconciles(key)
+            assert record.result == "ok" and record.duration > 0
+        assert [r.result for r in reader.reconciles(bad)] == ["error"]
+        assert [r.result for r in reader.reconciles(blocked)] == ["permanent"]
+    finally:
+        reader.close()
+
+
+def test_a_write_that_fails_fails_its_reconcile_when_run_together(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = service.prefix  # type: ignore[attr-defined]
+    keys = [apply(service, f"{prefix}web{i}") for i in range(2)]
+
+    def second_refused(writes: Any) -> Any:
+        return [None, StoreError("disk full")]
+
+    monkeypatch.setattr(service.store, "record_many", second_refused)
+    outcomes = service._reconcile_many(keys)
+    assert outcomes[0].error is None and outcomes[0].result is not None
+    assert isinstance(outcomes[1].error, StoreError) and outcomes[1].result is None
