@@ -22,41 +22,33 @@ timeout passes.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
-import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from kvmrec import hosting, logs, malloc_arenas, settling
+from kvmrec import hosting, malloc_arenas, settling
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
 from kvmrec.backends.libvirt.hypervisor import Hypervisor
 from kvmrec.backends.ovs.client import Ovsdb
+from kvmrec.dispatch import Dispatch
 from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
-from kvmrec.engine import stages
 from kvmrec.engine import workers as engine
-from kvmrec.engine.contract import Outcome
-from kvmrec.engine.stages import Stages
 from kvmrec.metrics import Endpoint, Metrics
-from kvmrec.reconcilers import recording, registry
+from kvmrec.reconcilers import registry
 from kvmrec.resync_keys import ResyncKeys
 from kvmrec.settings import Settings
 from kvmrec.sources import git, trust
 from kvmrec.sources.directory import DirectorySource
 from kvmrec.sources.manifests import ManifestSync, of_directory
 from kvmrec.sources.scanning import Snapshot, scan
-from kvmrec.store.records import Status, StoredObject
 
 log = logging.getLogger(__name__)
-
-# A reconcile's end: the key, the object and status it read, the status it stored.
-_Done = tuple[ObjectKey, StoredObject | None, Status | None, Status | None]
 
 
 class _Observer:
@@ -109,6 +101,7 @@ class Service:
         self.membership = hosting.member(
             settings, fleet, self.store, self.hypervisor, self.clock, self.queue.add, self._relist
         )
+        self.dispatch = Dispatch(self.store, self.clock, self.queue, self.membership)
         self.kinds = registry.build(
             self.store,
             self.clock,
@@ -118,23 +111,19 @@ class Service:
             allow_device_disks=settings.allow_device_disks,
             guest=self.guest,
             stop_grace=settings.stop_grace_period,
-            on_done=self._note,
+            on_done=self.dispatch.note,
             scope=None if self.membership is None else self.membership.mine,
         )
-        self.dependencies = self.kinds.dependencies
+        self.dispatch.kinds = self.kinds
         self.workers = engine.Workers(
             self.queue,
-            self._reconcile,
+            self.dispatch.reconcile,
             count=settings.workers,
             observer=_Observer(self.metrics),
-            reconcile_many=self._reconcile_many,
+            reconcile_many=self.dispatch.reconcile_many,
         )
         self.sync = ManifestSync(
             self.store, self.clock, allow_mass_delete=settings.allow_mass_delete
-        )
-        # Per reconcile: what _after has to look at once its outcome is stored.
-        self._done: contextvars.ContextVar[list[_Done] | None] = contextvars.ContextVar(
-            "done", default=None
         )
         self._keys_lock = threading.Lock()
         self._keys: set[ObjectKey] = set()
@@ -151,81 +140,6 @@ class Service:
         self.source: DirectorySource | None = None
 
     # -- wiring --------------------------------------------------------------------------
-
-    def _reconcile(self, key: ObjectKey) -> engine.Result:
-        done: list[_Done] = []
-        try:
-            return stages.run(self._stages(key, None, done))
-        finally:
-            for read_and_written in done:
-                self._after(*read_and_written)
-
-    def _reconcile_many(self, keys: Sequence[ObjectKey]) -> list[Outcome]:
-        """Several reconciles, interleaved stage by stage (engine/stages.py); their final
-        writes are stored together before anything that depends on them is woken."""
-        deferred: recording.Deferred = []
-        done: list[_Done] = []
-        outcomes = stages.interleave(
-            [functools.partial(self._stages, key, deferred, done) for key in keys]
-        )
-        recording.store_deferred(self.store, deferred, dict(zip(keys, outcomes, strict=True)))
-        for read_and_written in done:
-            self._after(*read_and_written)
-        return outcomes
-
-    def _stages(
-        self, key: ObjectKey, deferred: recording.Deferred | None, done: list[_Done]
-    ) -> Stages:
-        if self.membership is not None and not self.membership.acting():
-            return engine.Result()  # fenced: the rejoin queues everything again
-        reconciler = self.kinds.get(key.kind)
-        if reconciler is None:
-            raise engine.PermanentError(f"no reconciler for kind {key.kind}")
-        token = self._done.set(done)
-        try:
-            # The reconcile's last status write goes with its history record, in one write,
-            # stored before _after wakes what depends on it.
-            with (
-                logs.about(key),
-                recording.one_write(self.store, key, self.clock, deferred=deferred),
-            ):
-                return (yield from reconciler.stages(key))
-        finally:
-            self._done.reset(token)
-
-    def _note(
-        self, key: ObjectKey, obj: StoredObject | None, old: Status | None, new: Status | None
-    ) -> None:
-        """A reconcile ended: _after looks at it once its outcome is stored."""
-        after = self._done.get()
-        if after is None:
-            self._after(key, obj, old, new)
-        else:
-            after.append((key, obj, old, new))
-
-    def _after(
-        self, key: ObjectKey, obj: StoredObject | None, old: Status | None, new: Status | None
-    ) -> None:
-        """Queue what depends on what just happened to ``key``."""
-        dependency = self.kinds.is_dependency(key.kind)
-        if obj is None:
-            if dependency:
-                self._wake_dependents(key)  # an event about a network kvmrec does not manage
-            return
-        was_ready = old is not None and old.is_true("Ready")
-        if dependency and not was_ready and new is not None and new.is_true("Ready"):
-            self._wake_dependents(key)
-        elif obj.deleting:
-            for woken in self.kinds.woken_by_deletion(obj):
-                self.queue.add(woken)
-
-    def _wake_dependents(self, key: ObjectKey) -> None:
-        statuses = self.store.statuses()
-        for holder in self.dependencies.holders(key):
-            ready = statuses.get(holder)
-            waiting = ready.condition("Ready") if ready else None
-            if waiting is None or waiting.reason == "WaitingForDependency":
-                self.queue.add(holder)
 
     def _event(self, source: str, name: str) -> None:
         # Called on a backend's event thread: enqueue and return, nothing else.

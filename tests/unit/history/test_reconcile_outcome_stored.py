@@ -61,7 +61,7 @@ def test_a_converged_domain_has_status_events_and_history_when_the_reconcile_ret
     service: Service,
 ) -> None:
     key = apply(service, service.prefix + "web")  # type: ignore[attr-defined]
-    service._reconcile(key)
+    service.dispatch.reconcile(key)
     reader = stores.open(service.settings.state, read_only=True)
     try:
         status = reader.get_status(key)
@@ -76,7 +76,7 @@ def test_a_converged_domain_has_status_events_and_history_when_the_reconcile_ret
 def test_a_failed_reconcile_has_its_error_in_status_and_history(service: Service) -> None:
     key = apply(service, service.prefix + "db", type="nosuchtype")  # type: ignore[attr-defined]
     with pytest.raises(BackendError) as raised:
-        service._reconcile(key)
+        service.dispatch.reconcile(key)
     reader = stores.open(service.settings.state, read_only=True)
     try:
         status = reader.get_status(key)
@@ -91,7 +91,7 @@ def test_a_failed_reconcile_has_its_error_in_status_and_history(service: Service
 def test_a_blocked_domain_has_its_status_and_a_permanent_record(service: Service) -> None:
     key = apply(service, service.prefix + "db", disks=[{"path": "/etc/kvmrec-not-here.qcow2"}])  # type: ignore[attr-defined]
     with pytest.raises(PermanentError) as raised:
-        service._reconcile(key)
+        service.dispatch.reconcile(key)
     reader = stores.open(service.settings.state, read_only=True)
     try:
         status = reader.get_status(key)
@@ -118,7 +118,7 @@ def test_reconciles_run_together_store_their_outcomes_in_one_transaction(
         return record_many(writes)
 
     monkeypatch.setattr(service.store, "record_many", counted)
-    outcomes = service._reconcile_many([*good, bad, blocked])
+    outcomes = service.dispatch.reconcile_many([*good, bad, blocked])
     assert batches == [5]  # every outcome in one write
     assert [o.error for o in outcomes[:3]] == [None, None, None]
     assert isinstance(outcomes[3].error, BackendError)
@@ -146,6 +146,6 @@ def test_a_write_that_fails_fails_its_reconcile_when_run_together(
         return [None, StoreError("disk full")]
 
     monkeypatch.setattr(service.store, "record_many", second_refused)
-    outcomes = service._reconcile_many(keys)
+    outcomes = service.dispatch.reconcile_many(keys)
     assert outcomes[0].error is None and outcomes[0].result is not None
     assert isinstance(outcomes[1].error, StoreError) and outcomes[1].result is None
