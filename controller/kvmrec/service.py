@@ -307,7 +307,10 @@ class Service:
             if progress is not None and time.monotonic() >= next_tick:
                 progress(*self.converged_count())
                 next_tick = time.monotonic() + 0.5
-            time.sleep(0.05)
+            if self.queue.is_busy():
+                self.queue.wait_idle(0.05)  # look again as soon as the work is done
+            else:
+                time.sleep(0.05)  # waiting for retries
         return False
 
     # -- running as a daemon (kvmrec/daemon.py) ------------------------------------------

@@ -65,7 +65,11 @@ class WorkQueue(Generic[K]):
     ) -> None:
         self._clock: clocks.Clock = clock if clock is not None else clocks.SystemClock()
         self._backoff: backoffs.Backoff[K] = backoff if backoff is not None else backoffs.Backoff()
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        # Told when the last key is done, for wait_idle (on the same lock, so that a done
+        # does not wake a poller for every key).
+        self._idle = threading.Condition(lock)
         # The ready keys, in order. Invariant: every key in _queue is also in _dirty, and no
         # key in _queue is in _processing; a key appears in _queue at most once.
         self._queue: deque[K] = deque()
@@ -177,6 +181,8 @@ class WorkQueue(Generic[K]):
                 self._queue.append(key)
             # Wakes a getter for the re-queued key, and a drain waiting for processing to empty.
             self._cond.notify_all()
+            if not (self._queue or self._processing):
+                self._idle.notify_all()
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -203,6 +209,12 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._promote_due_locked(self._clock.monotonic())
             return bool(self._queue or self._processing)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no key is queued or processing, at most ``timeout`` real seconds
+        (whatever the queue's clock: a caller's poll); whether it is so."""
+        with self._cond:
+            return self._idle.wait_for(lambda: not (self._queue or self._processing), timeout)
 
     @property
     def shutting_down(self) -> bool:

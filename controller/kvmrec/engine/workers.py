@@ -43,6 +43,7 @@ change made with ``virsh`` that we do not watch) is still corrected.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -150,6 +151,7 @@ class Workers(Generic[K]):
         self._batch_budget = batch_budget
         self._max_batch = max_batch
         self._typical: float | None = None  # a reconcile's real seconds lately (EWMA)
+        self._batching = threading.Lock()  # held by the worker running a batch
         self._threads: list[threading.Thread] = []
         # Thread name -> (its keys, when their reconciles began, time.monotonic), for stuck().
         self._busy_lock = threading.Lock()
@@ -203,19 +205,27 @@ class Workers(Generic[K]):
     def _run(self) -> None:
         me = threading.current_thread().name
         while (key := self.queue.get()) is not None:
-            keys = [key, *self.queue.get_ready(self._batch_limit() - 1)]
+            limit = self._batch_limit()
+            # Short reconciles are work for the interpreter alone, which runs one thread at
+            # a time: batches take turns, so each keeps its stages back to back instead of
+            # handing the interpreter's lock to the others at every backend call.
+            with self._batching if limit > 1 else contextlib.nullcontext():
+                keys = [key, *self.queue.get_ready(limit - 1)]
+                self._work(me, keys)
+
+    def _work(self, me: str, keys: list[K]) -> None:
+        with self._busy_lock:
+            self._busy[me] = (keys, time.monotonic())
+        try:
+            if len(keys) == 1:
+                self._process(keys[0])
+            else:
+                self._process_many(keys)
+        finally:
             with self._busy_lock:
-                self._busy[me] = (keys, time.monotonic())
-            try:
-                if len(keys) == 1:
-                    self._process(key)
-                else:
-                    self._process_many(keys)
-            finally:
-                with self._busy_lock:
-                    del self._busy[me]
-                for done in keys:
-                    self.queue.done(done)
+                del self._busy[me]
+            for done in keys:
+                self.queue.done(done)
 
     def _batch_limit(self) -> int:
         """How many keys to take at once: about ``batch_budget`` seconds of reconciles of

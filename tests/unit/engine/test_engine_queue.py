@@ -112,6 +112,22 @@ def test_get_ready_takes_up_to_its_limit_without_waiting_each_marked_processing(
     assert q.get_ready(5) == ["b"]
 
 
+def test_wait_idle_returns_when_the_last_key_is_done(q: queues.WorkQueue[str]) -> None:
+    assert q.wait_idle(0) is True
+    q.add("a")
+    assert q.wait_idle(0.01) is False  # queued
+    assert q.get(timeout=0) == "a"
+    assert q.wait_idle(0.01) is False  # processing
+    timer = threading.Timer(0.05, q.done, args=("a",))
+    timer.start()
+    try:
+        started = time.monotonic()
+        assert q.wait_idle(10.0) is True
+        assert time.monotonic() - started < 5.0  # woken by done, not by the timeout
+    finally:
+        timer.join()
+
+
 def test_other_keys_flow_while_one_is_processing(q: queues.WorkQueue[str]) -> None:
     q.add("vm-a")
     assert q.get(timeout=0) == "vm-a"
