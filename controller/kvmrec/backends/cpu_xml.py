@@ -57,7 +57,8 @@ def parse(domain: ET.Element) -> Cpu | None:
     if found is None:
         return None
     if found.get("check") == "full":  # expanded at the start of a running guest
-        recorded = domain.find(f"metadata/{{{CPU_NS}}}cpu")
+        metadata = domain.find("metadata")
+        recorded = metadata.find(f"{{{CPU_NS}}}cpu") if metadata is not None else None
         if recorded is None:
             return None  # started from a definition that named no CPU
         return _cpu(recorded, recorded.get("model"), f"{{{CPU_NS}}}feature")

@@ -64,8 +64,19 @@ def owner_element(owner: Owner) -> ET.Element:
     return ET.Element(f"{{{OWNER_NS}}}owner", attributes)
 
 
+def _in_metadata(root: ET.Element, *tags: str) -> ET.Element | None:
+    # One tag at a time: a find of a plain tag runs in C, a path goes through ElementPath
+    # (several times slower, and every domain's XML is read at every reconcile).
+    element: ET.Element | None = root.find("metadata")
+    for tag in tags:
+        if element is None:
+            return None
+        element = element.find(tag)
+    return element
+
+
 def read_owner(root: ET.Element) -> Owner | None:
-    element = root.find(f"metadata/{{{OWNER_NS}}}owner")
+    element = _in_metadata(root, f"{{{OWNER_NS}}}owner")
     if element is None:
         return None
     return Owner(
@@ -87,5 +98,5 @@ def libosinfo_element(os_id: str) -> ET.Element:
 
 def read_os_id(root: ET.Element) -> str | None:
     """The libosinfo OS id of a domain definition, whoever wrote it."""
-    element = root.find(f"metadata/{{{LIBOSINFO_NS}}}libosinfo/{{{LIBOSINFO_NS}}}os")
+    element = _in_metadata(root, f"{{{LIBOSINFO_NS}}}libosinfo", f"{{{LIBOSINFO_NS}}}os")
     return element.get("id") if element is not None else None

@@ -181,6 +181,7 @@ def parse(xml: str) -> DomainConfig:
     memory_max = _bytes(root.find("memory"))
     current = root.find("currentMemory")
     os_ = root.find("os")
+    agent = _agent_target(devices)
     return DomainConfig(
         name=root.findtext("name", ""),
         uuid=root.findtext("uuid", ""),
@@ -193,9 +194,7 @@ def parse(xml: str) -> DomainConfig:
         if devices.find("serial") is not None or devices.find("console") is not None
         else "none",
         graphics=_graphics(devices),
-        guest_agent=any(
-            target.get("name") == AGENT_CHANNEL for target in devices.findall("channel/target")
-        ),
+        guest_agent=agent is not None,
         firmware=_firmware(os_),
         boot=tuple(b.get("dev", "") for b in os_.findall("boot")) if os_ is not None else (),
         kernel=os_.findtext("kernel") if os_ is not None else None,
@@ -208,15 +207,21 @@ def parse(xml: str) -> DomainConfig:
         owner=read_owner(root),
         cpu=cpu_xml.parse(root),
         balloon=any(b.get("model") not in (None, "none") for b in devices.findall("memballoon")),
-        agent_connected=any(
-            target.get("name") == AGENT_CHANNEL and target.get("state") == "connected"
-            for target in devices.findall("channel/target")
-        ),
+        agent_connected=agent is not None and agent.get("state") == "connected",
         machine=_machine(os_),
         os_id=read_os_id(root),
         vnc_port=_vnc_port(devices),
         serial_pty=_pty(devices),
     )
+
+
+def _agent_target(devices: ET.Element) -> ET.Element | None:
+    """The target of the guest agent's channel, if the domain has one."""
+    for channel in devices.findall("channel"):
+        target = channel.find("target")
+        if target is not None and target.get("name") == AGENT_CHANNEL:
+            return target
+    return None
 
 
 def _machine(os_: ET.Element | None) -> str | None:

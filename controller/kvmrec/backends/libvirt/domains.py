@@ -47,7 +47,8 @@ _CONTROL_BUSY = names.codes("VIR_DOMAIN_CONTROL_JOB", "VIR_DOMAIN_CONTROL_OCCUPI
 class Domains(OnConnection):
     """The domains of one libvirt connection."""
 
-    _capabilities: tuple[Any, str] | None = None  # (connection, its capabilities XML)
+    # (connection, its capabilities XML, the answers given from it by domain type)
+    _capabilities: tuple[Any, str, dict[str, bool]] | None = None
 
     def get_domain(self, name: str) -> LiveDomain | None:
         with self._call(f"read domain {name}") as conn:
@@ -194,10 +195,14 @@ class Domains(OnConnection):
         """Whether the host can run ``virt_type`` guests (read once per connection)."""
         with self._call("read capabilities") as conn:
             if self._capabilities is None or self._capabilities[0] is not conn:
-                self._capabilities = (conn, conn.getCapabilities())
-            caps = self._capabilities[1]
-            # libvirt's test driver advertises only type 'test' but runs definitions of any.
-            return f"<domain type='{virt_type}'" in caps or "<domain type='test'" in caps
+                self._capabilities = (conn, conn.getCapabilities(), {})
+            _, caps, answers = self._capabilities
+            if virt_type not in answers:
+                # libvirt's test driver advertises only type 'test' but runs any definition.
+                answers[virt_type] = (
+                    f"<domain type='{virt_type}'" in caps or "<domain type='test'" in caps
+                )
+            return answers[virt_type]
 
     # -- changes to a running guest ------------------------------------------------------
 
