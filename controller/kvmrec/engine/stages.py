@@ -21,7 +21,7 @@ from collections.abc import Callable, Generator, Sequence
 
 from kvmrec.engine.contract import Outcome, Result
 
-__all__ = ["Outcome", "Stages", "interleave", "run"]
+__all__ = ["Stages", "interleave", "run"]
 
 Stages = Generator[None, None, Result]
 

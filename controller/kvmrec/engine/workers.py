@@ -52,8 +52,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 from kvmrec.engine import queue as queues
-from kvmrec.engine.contract import PermanentError, Reconcile, ReconcileMany, Result
-from kvmrec.engine.stages import Outcome
+from kvmrec.engine.contract import Outcome, PermanentError, Reconcile, ReconcileMany, Result
 
 __all__ = [
     "NullObserver",

@@ -9,7 +9,9 @@ ends with, its events and the reconcile's history record go to the store as one
 transaction when the reconcile returns, before anything else may act on that outcome: the
 worker releases the key, and the service wakes what depends on it, only after. A
 reconciler writes its status as its last step; a second status write in one reconcile
-first sends the earlier one on its own.
+first sends the earlier one on its own. Reconciles run together (engine/stages.py) hand
+their final writes over instead, and :func:`store_deferred` stores them in one go, before
+any of their keys is released.
 """
 
 from __future__ import annotations
