@@ -115,52 +115,47 @@ class Batches:
         return [self.outcome(key) for key in keys]
 
 
-def _pool(
-    calls: Batches, *, typical: float | None = None, budget: float = 0.025
-) -> tuple[queues.WorkQueue[str], workers.Workers[str]]:
-    q: queues.WorkQueue[str] = queues.WorkQueue(
-        backoff=backoffs.Backoff(backoffs.BackoffSettings(jitter=0.0))
-    )
-    pool = workers.Workers(
-        q, calls.one, count=1, reconcile_many=calls.many, batch_budget=budget, max_batch=8
-    )
-    pool._typical = typical  # as if it had seen reconciles of that length
-    return q, pool
-
-
 def _taken(calls: Batches) -> list[str]:
     with calls.lock:
         return sorted([key for batch in calls.batches for key in batch] + calls.singles)
+
+
+def _drain(
+    calls: Batches, keys: list[str], typical: float | None, eventually: Eventually
+) -> queues.WorkQueue[str]:
+    """One worker taking ``keys``, as if it had seen reconciles of ``typical`` seconds,
+    until every key was reconciled once."""
+    q: queues.WorkQueue[str] = queues.WorkQueue(
+        backoff=backoffs.Backoff(backoffs.BackoffSettings(jitter=0.0))
+    )
+    pool = workers.Workers(q, calls.one, count=1, reconcile_many=calls.many, max_batch=8)
+    pool._typical = typical
+    for key in keys:
+        q.add(key)
+    pool.start()
+    try:
+        eventually(lambda: len(_taken(calls)) == len(keys) and not q.is_busy())
+    finally:
+        pool.stop(timeout=2)
+    return q
 
 
 def test_short_reconciles_are_taken_in_batches_of_at_most_max_batch(
     eventually: Eventually,
 ) -> None:
     calls = Batches()
-    q, pool = _pool(calls, typical=0.0001)
-    for i in range(20):
-        q.add(f"k{i:02d}")
-    pool.start()
-    try:
-        eventually(lambda: len(_taken(calls)) == 20 and not q.is_busy())
-    finally:
-        pool.stop(timeout=2)
-    assert _taken(calls) == [f"k{i:02d}" for i in range(20)]
+    keys = [f"k{i:02d}" for i in range(20)]
+    _drain(calls, keys, 0.0001, eventually)
+    assert _taken(calls) == keys
     assert [len(b) for b in calls.batches] == [8, 8, 4]
 
 
 def test_long_reconciles_go_one_at_a_time(eventually: Eventually) -> None:
     calls = Batches()
-    q, pool = _pool(calls, typical=1.0)  # a second each: a guest's start
-    for i in range(5):
-        q.add(f"k{i}")
-    pool.start()
-    try:
-        eventually(lambda: len(_taken(calls)) == 5 and not q.is_busy())
-    finally:
-        pool.stop(timeout=2)
+    keys = [f"k{i}" for i in range(5)]
+    _drain(calls, keys, 1.0, eventually)  # a second each: a guest's start
     assert calls.batches == []
-    assert sorted(calls.singles) == [f"k{i}" for i in range(5)]
+    assert sorted(calls.singles) == keys
 
 
 @pytest.mark.parametrize("typical", [None, 0.0001])
@@ -168,14 +163,7 @@ def test_outcomes_of_a_batch_are_honoured_key_by_key(
     typical: float | None, eventually: Eventually
 ) -> None:
     calls = Batches(fail={"bad"}, permanent={"never"})
-    q, pool = _pool(calls, typical=typical)
-    for key in ("ok1", "bad", "never", "ok2"):
-        q.add(key)
-    pool.start()
-    try:
-        eventually(lambda: len(_taken(calls)) == 4 and not q.is_busy())
-    finally:
-        pool.stop(timeout=2)
+    q = _drain(calls, ["ok1", "bad", "never", "ok2"], typical, eventually)
     if typical is not None:
         assert calls.batches == [["ok1", "bad", "never", "ok2"]]
     assert q.num_requeues("bad") == 1  # retried with backoff

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from kvmrec.engine.clock import FakeClock
 from kvmrec.engine.workers import PermanentError
 from kvmrec.service import Service
 from kvmrec.settings import Settings
-from kvmrec.store.base import StoreError
+from kvmrec.store.base import Store, StoreError
 
 URI = "test:///default"
 SPEC: dict[str, Any] = {"type": "kvm", "memory": "64Mi", "console": "serial", "disks": []}
@@ -51,6 +52,16 @@ def service(tmp_path: Path) -> Iterator[Service]:
         svc.store.close()
 
 
+@contextmanager
+def _reader(service: Service) -> Iterator[Store]:
+    """Another client of the state file, as ``kvmrec status`` and ``history`` are."""
+    reader = stores.open(service.settings.state, read_only=True)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
 def apply(service: Service, name: str, **spec: Any) -> ObjectKey:
     manifest = Manifest("Domain", name, SPEC | spec, f"{name}.yaml", 1)
     service.store.apply(manifest, service.clock.wall())
@@ -62,45 +73,36 @@ def test_a_converged_domain_has_status_events_and_history_when_the_reconcile_ret
 ) -> None:
     key = apply(service, service.prefix + "web")  # type: ignore[attr-defined]
     service.dispatch.reconcile(key)
-    reader = stores.open(service.settings.state, read_only=True)
-    try:
+    with _reader(service) as reader:
         status = reader.get_status(key)
         assert status is not None and status.is_true("Ready") and status.observed_generation == 1
         assert {"Created", "Started"} <= {e.reason for e in reader.events(key)}
         [record] = reader.reconciles(key)
         assert (record.result, record.message) == ("ok", None)
-    finally:
-        reader.close()
 
 
 def test_a_failed_reconcile_has_its_error_in_status_and_history(service: Service) -> None:
     key = apply(service, service.prefix + "db", type="nosuchtype")  # type: ignore[attr-defined]
     with pytest.raises(BackendError) as raised:
         service.dispatch.reconcile(key)
-    reader = stores.open(service.settings.state, read_only=True)
-    try:
+    with _reader(service) as reader:
         status = reader.get_status(key)
         assert status is not None and status.last_error == str(raised.value)
         assert status.retries == 1
         [record] = reader.reconciles(key)
         assert (record.result, record.message) == ("error", str(raised.value))
-    finally:
-        reader.close()
 
 
 def test_a_blocked_domain_has_its_status_and_a_permanent_record(service: Service) -> None:
     key = apply(service, service.prefix + "db", disks=[{"path": "/etc/kvmrec-not-here.qcow2"}])  # type: ignore[attr-defined]
     with pytest.raises(PermanentError) as raised:
         service.dispatch.reconcile(key)
-    reader = stores.open(service.settings.state, read_only=True)
-    try:
+    with _reader(service) as reader:
         status = reader.get_status(key)
         assert status is not None and not status.is_true("Ready")
         assert status.last_error == str(raised.value)
         [record] = reader.reconciles(key)
         assert (record.result, record.message) == ("permanent", str(raised.value))
-    finally:
-        reader.close()
 
 
 def test_reconciles_run_together_store_their_outcomes_in_one_transaction(
@@ -123,8 +125,7 @@ def test_reconciles_run_together_store_their_outcomes_in_one_transaction(
     assert [o.error for o in outcomes[:3]] == [None, None, None]
     assert isinstance(outcomes[3].error, BackendError)
     assert isinstance(outcomes[4].error, PermanentError)
-    reader = stores.open(service.settings.state, read_only=True)
-    try:
+    with _reader(service) as reader:
         for key in good:
             status = reader.get_status(key)
             assert status is not None and status.is_true("Ready")
@@ -132,8 +133,6 @@ def test_reconciles_run_together_store_their_outcomes_in_one_transaction(
             assert record.result == "ok" and record.duration > 0
         assert [r.result for r in reader.reconciles(bad)] == ["error"]
         assert [r.result for r in reader.reconciles(blocked)] == ["permanent"]
-    finally:
-        reader.close()
 
 
 def test_a_write_that_fails_fails_its_reconcile_when_run_together(
