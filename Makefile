@@ -10,7 +10,7 @@ STACK_ENV := .stack/env
 MANIFESTS ?= manifests/examples
 STATE ?= .state/state.db
 DEV_CONFIG := .state/config.yaml
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=10  # the slowest tests in every log: where the suite's time goes
 TEST_WORKERS ?= 3
 
 .PHONY: run test unit integration lint bench stack-up stack-down stack-status venv clean guest-image \
