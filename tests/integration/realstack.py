@@ -117,15 +117,17 @@ def domain_manifest(name: str, domain_type: str, **spec: Any) -> str:
 
 
 def state_of(conn: Any, name: str) -> str | None:
+    """The domain's state; None when libvirt has no such domain to tell of (also when it
+    goes between the lookup and the read of its state)."""
     try:
-        dom = conn.lookupByName(name)
+        code = conn.lookupByName(name).state()[0]
     except libvirt.libvirtError:
         return None
     return {
         libvirt.VIR_DOMAIN_RUNNING: "running",
         libvirt.VIR_DOMAIN_PAUSED: "paused",
         libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    }.get(dom.state()[0], "other")
+    }.get(code, "other")
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
