@@ -154,6 +154,8 @@ def test_record_many_is_one_transaction_and_a_write_that_fails_fails_alone(
     assert store.get_status(other) is None
     assert store.get_status(ObjectKey("Domain", "c")) == Status(observed_generation=2)
     assert [e.reason for e in store.events()] == ["Started"]
+    [alone] = store.record_many([writes[1]])  # one that fails alone: told, not raised
+    assert isinstance(alone, StoreError)
 
     commits = []
     store._db.connection().set_trace_callback(

@@ -80,9 +80,9 @@ class StatusRows:
         try:
             self._write(writes)
             return [None] * len(writes)
-        except StoreError:
+        except StoreError as exc:
             if len(writes) == 1:
-                raise
+                return [exc]
         failures: list[StoreError | None] = []
         for write in writes:
             try:
