@@ -39,6 +39,7 @@ from kvmrec.engine import backoff as backoffs
 from kvmrec.engine import clock as clocks
 from kvmrec.engine import queue as queues
 from kvmrec.engine import workers as engine
+from kvmrec.engine.resync import Resync
 from kvmrec.metrics import Endpoint, Metrics
 from kvmrec.reconcilers import registry
 from kvmrec.resync_keys import ResyncKeys
@@ -136,7 +137,7 @@ class Service:
             self.metrics,
             keys=lambda: self._share(self._all_keys()),
         )
-        self.resync = engine.Resync(self.queue, self.resync_keys, period=settings.resync)
+        self.resync = Resync(self.queue, self.resync_keys, period=settings.resync)
         self.source: DirectorySource | None = None
 
     # -- wiring --------------------------------------------------------------------------

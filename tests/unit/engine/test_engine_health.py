@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kvmrec.engine import queue as queues
+from kvmrec.engine import resync as resyncs
 from kvmrec.engine import workers
 
 Eventually = Callable[[Callable[[], bool]], None]
@@ -78,7 +79,7 @@ def test_a_shorter_period_takes_effect_at_once_without_a_resync_of_its_own(
         listings.append(time.monotonic())
         return ["vm-a"]
 
-    resync = workers.Resync(q, keys, period=3600.0, jitter=0.0)
+    resync = resyncs.Resync(q, keys, period=3600.0, jitter=0.0)
     resync.start()
     try:
         resync.set_period(3600.0)
@@ -97,7 +98,7 @@ def test_a_shorter_period_takes_effect_at_once_without_a_resync_of_its_own(
 def test_a_trigger_still_resyncs_after_a_period_change(
     q: queues.WorkQueue[str], eventually: Eventually
 ) -> None:
-    resync = workers.Resync(q, lambda: ["vm-a"], period=3600.0)
+    resync = resyncs.Resync(q, lambda: ["vm-a"], period=3600.0)
     resync.start()
     try:
         resync.set_period(1800.0)
@@ -108,7 +109,7 @@ def test_a_trigger_still_resyncs_after_a_period_change(
 
 
 def test_a_period_must_stay_positive(q: queues.WorkQueue[str]) -> None:
-    resync = workers.Resync(q, list, period=60.0)
+    resync = resyncs.Resync(q, list, period=60.0)
     with pytest.raises(ValueError, match="positive"):
         resync.set_period(0)
     assert resync.period == 60.0

@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Iterator
 import pytest
 
 from kvmrec.engine import queue as queues
-from kvmrec.engine import workers
+from kvmrec.engine import resync as resyncs
 
 Eventually = Callable[[Callable[[], bool]], None]
-Factory = Callable[..., workers.Resync[str]]
+Factory = Callable[..., resyncs.Resync[str]]
 
 
 @pytest.fixture
@@ -25,12 +25,12 @@ def q() -> Iterator[queues.WorkQueue[str]]:
 
 @pytest.fixture
 def make_resync(q: queues.WorkQueue[str]) -> Iterator[Factory]:
-    started: list[workers.Resync[str]] = []
+    started: list[resyncs.Resync[str]] = []
 
     def make(
         keys: Callable[[], Iterable[str]], *, period: float = 300.0, jitter: float = 0.1
-    ) -> workers.Resync[str]:
-        resync = workers.Resync(q, keys, period=period, jitter=jitter)
+    ) -> resyncs.Resync[str]:
+        resync = resyncs.Resync(q, keys, period=period, jitter=jitter)
         resync.start()
         started.append(resync)
         return resync
@@ -110,14 +110,14 @@ def test_a_failing_listing_is_logged_and_the_next_one_still_runs(
 
 
 def test_resync_now_goes_through_queue_dedup(q: queues.WorkQueue[str]) -> None:
-    resync = workers.Resync(q, lambda: ["vm-a", "vm-b"])
+    resync = resyncs.Resync(q, lambda: ["vm-a", "vm-b"])
     resync.resync()
     resync.resync()
     assert len(q) == 2
 
 
 def test_stop_before_start_is_fine(q: queues.WorkQueue[str]) -> None:
-    assert workers.Resync(q, list).stop()
+    assert resyncs.Resync(q, list).stop()
 
 
 @pytest.mark.parametrize(
@@ -131,4 +131,4 @@ def test_invalid_settings_are_rejected(
     q: queues.WorkQueue[str], period: float, jitter: float
 ) -> None:
     with pytest.raises(ValueError):
-        workers.Resync(q, list, period=period, jitter=jitter)
+        resyncs.Resync(q, list, period=period, jitter=jitter)
