@@ -18,32 +18,17 @@ def settled(queue: WorkQueue[ObjectKey], store: Store) -> bool:
     if queue.is_busy():
         return False
     retries_pending = queue.pending_delayed() > 0
-    statuses = store.statuses()
-    for obj in store.list():
-        status = statuses.get(obj.key)
-        if obj.deleting or status is None or status.observed_generation != obj.generation:
-            if retries_pending or obj.deleting or status is None:
+    for found in store.convergence().values():
+        if not found.current:
+            if retries_pending or found.deleting or found.observed_generation is None:
                 return False
             continue  # failed permanently on this generation
-        converged = status.is_true("Ready") and status.is_true("Synced")
-        if not converged and retries_pending:
+        if not found.converged and retries_pending:
             return False
     return True
 
 
 def converged_count(store: Store) -> tuple[int, int]:
     """(objects synced and ready at their generation, all objects)."""
-    statuses = store.statuses()
-    objects = store.list()
-    done = 0
-    for obj in objects:
-        status = statuses.get(obj.key)
-        if (
-            status is not None
-            and not obj.deleting
-            and status.observed_generation == obj.generation
-            and status.is_true("Ready")
-            and status.is_true("Synced")
-        ):
-            done += 1
-    return done, len(objects)
+    found = store.convergence().values()
+    return sum(1 for c in found if c.current and c.converged), len(found)

@@ -22,6 +22,7 @@ from typing import Protocol
 from kvmrec.api.objects import Manifest, ObjectKey
 from kvmrec.store.records import (
     ApplyResult,
+    Convergence,
     DeletionApproval,
     Event,
     ReconcileRecord,
@@ -91,6 +92,11 @@ class Statuses(Protocol):
     ) -> Sequence[tuple[ObjectKey, str | None, Status]]:
         """Every host's status of each object (of ``key`` only, when given), sorted by
         object then host; the host is None where the store keeps one status per object."""
+
+    def convergence(self) -> Mapping[ObjectKey, Convergence]:
+        """Every stored object's generation beside what its status (as ``statuses`` has
+        it) says of it: what ``run --once`` asks after every change, read without
+        decoding every spec and status whole."""
 
     def record(
         self,

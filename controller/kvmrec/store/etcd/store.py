@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from kvmrec.api.objects import ObjectKey
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import StatusWrite
+from kvmrec.store.records import Convergence, StatusWrite, convergence_of
 
 from .client import Client
 from .fencing import Fence
@@ -51,6 +52,9 @@ class EtcdStore(ObjectKeys, StatusKeys, HistoryKeys, LedgerKeys, SourceKeys):
     @property
     def client(self) -> Client:
         return self._etcd
+
+    def convergence(self) -> Mapping[ObjectKey, Convergence]:
+        return convergence_of(self.list(), self.statuses())
 
     def scoped(self, host: str | None) -> EtcdStore:
         """Another view of the same store that reads and writes ``host``'s statuses

@@ -13,7 +13,14 @@ from typing import Any
 from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import Event, ReconcileRecord, Status, StatusWrite, StoredObject
+from kvmrec.store.records import (
+    Convergence,
+    Event,
+    ReconcileRecord,
+    Status,
+    StatusWrite,
+    StoredObject,
+)
 from kvmrec.store.sqlite import codec, history
 from kvmrec.store.sqlite.connection import Database
 
@@ -29,6 +36,17 @@ _OBJECT_WITH_STATUS = (
     "WHERE o.kind = ? AND o.name = ?"
 )
 _EVENT_COLUMNS = "id, kind, name, type, reason, message, time"
+# Each object's generation beside its status's observed generation and how many of Ready
+# and Synced it says True (a status holds one condition of a type): sqlite's JSON functions
+# read the two fields in C, where decoding 1,000 statuses whole took 15-50 ms.
+_CONVERGENCE = (
+    "SELECT o.kind, o.name, o.generation, o.deleting, s.body IS NOT NULL, "
+    "coalesce(json_extract(s.body, '$.observedGeneration'), 0), "
+    "(SELECT count(*) FROM json_each(s.body, '$.conditions') c "
+    "WHERE json_extract(c.value, '$.type') IN ('Ready', 'Synced') "
+    "AND json_extract(c.value, '$.status') = 'True') "
+    "FROM objects o LEFT JOIN statuses s ON s.kind = o.kind AND s.name = o.name"
+)
 
 
 class StatusRows:
@@ -62,6 +80,16 @@ class StatusRows:
             status = self.get_status(key)
             found = {key: status} if status is not None else {}
         return [(k, None, found[k]) for k in sorted(found)]
+
+    def convergence(self) -> Mapping[ObjectKey, Convergence]:
+        return {
+            ObjectKey(kind, name): Convergence(
+                generation, bool(deleting), observed if has_status else None, true == 2
+            )
+            for kind, name, generation, deleting, has_status, observed, true in self._db.query(
+                _CONVERGENCE
+            )
+        }
 
     def record(
         self,

@@ -7,11 +7,19 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
-from store_contract import KEY, Capabilities, at, manifest
+from store_contract import KEY, SPEC, Capabilities, at, manifest
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.store.base import Store, StoreError
-from kvmrec.store.records import Condition, Drift, ReconcileRecord, Status, StatusWrite
+from kvmrec.store.records import (
+    Condition,
+    Convergence,
+    Drift,
+    ReconcileRecord,
+    Status,
+    StatusWrite,
+    convergence_of,
+)
 
 
 def test_status_round_trips_conditions_drift_and_times(store: Store) -> None:
@@ -175,6 +183,36 @@ def test_get_with_status_reads_both(store: Store) -> None:
     # A status without its object (a reconcile that raced a remove) is still read.
     store.record(KEY, Status(retries=1), (), datetime.now(UTC))
     assert store.get_with_status(KEY) == (None, Status(retries=1))
+
+
+def test_convergence_tells_each_object_s_generation_and_what_its_status_says(
+    store: Store,
+) -> None:
+    other = ObjectKey("Domain", "db")
+    store.apply(manifest(), at(0))
+    store.apply(manifest("db"), at(0))
+    store.apply(manifest("db", spec={**SPEC, "vcpus": 2}), at(1))  # generation 2
+    assert store.convergence() == {
+        KEY: Convergence(1, False, None, False),
+        other: Convergence(2, False, None, False),
+    }
+    ready = (
+        Status(observed_generation=1)
+        .with_condition("Ready", "True", "Running", "", at(2))
+        .with_condition("Synced", "True", "Synced", "", at(2))
+    )
+    store.record(KEY, ready, (), at(2))
+    drifted = ready.with_condition("Synced", "False", "Drifted", "spec.vcpus", at(3))
+    store.record(other, drifted, (), at(3))
+    found = store.convergence()
+    assert found[KEY] == Convergence(1, False, 1, True) and found[KEY].current
+    assert found[other] == Convergence(2, False, 1, False) and not found[other].current
+    # Only stored objects: a status alone (its object removed) is no part of it.
+    store.mark_deleting(KEY, at(4))
+    store.remove(other)
+    assert store.convergence() == {KEY: Convergence(1, True, 1, True)}
+    assert not store.convergence()[KEY].current
+    assert store.convergence() == convergence_of(store.list(), store.statuses())
 
 
 def test_events_with_and_without_an_object_and_a_limit_past_the_end(store: Store) -> None:
