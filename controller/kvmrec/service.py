@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kvmrec import hosting, malloc_arenas, settling
+from kvmrec import gc_thresholds, hosting, malloc_arenas, settling
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import Unavailable
 from kvmrec.backends.libvirt.guest_agent import GuestAgent
@@ -216,6 +216,7 @@ class Service:
     def start(self, *, watch: bool = True) -> None:
         """Connect, queue every stored key, load the manifests, and start working."""
         malloc_arenas.limit()  # before this service's threads exist
+        gc_thresholds.raise_thresholds()
         try:
             self.hypervisor.open()
         except Unavailable as exc:
