@@ -17,18 +17,14 @@ _INSERT_RECONCILE = (
 )
 
 
-def insert(conn: sqlite3.Connection, record: ReconcileRecord) -> None:
-    """Add ``record`` inside the caller's transaction."""
-    conn.execute(
+def insert(conn: sqlite3.Connection, records: Sequence[ReconcileRecord]) -> None:
+    """Add ``records`` inside the caller's transaction."""
+    conn.executemany(
         _INSERT_RECONCILE,
-        (
-            record.key.kind,
-            record.key.name,
-            codec.time(record.time),
-            record.duration,
-            record.result,
-            record.message,
-        ),
+        [
+            (r.key.kind, r.key.name, codec.time(r.time), r.duration, r.result, r.message)
+            for r in records
+        ],
     )
 
 
@@ -39,7 +35,7 @@ class HistoryRows:
 
     def record_reconcile(self, record: ReconcileRecord) -> None:
         with self._db.writing() as conn:
-            insert(conn, record)
+            insert(conn, [record])
 
     def reconciles(self, key: ObjectKey, limit: int = 50) -> Sequence[ReconcileRecord]:
         rows = self._db.query(
