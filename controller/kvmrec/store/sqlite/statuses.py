@@ -129,7 +129,9 @@ class StatusRows:
             if w.status is not None
         ]
         events = [
-            (w.key.kind, w.key.name, *event, codec.time(w.now)) for w in writes for event in w.events
+            (w.key.kind, w.key.name, *event, codec.time(w.now))
+            for w in writes
+            for event in w.events
         ]
         reconciles = [w.reconcile for w in writes if w.reconcile is not None]
         with self._db.writing() as conn:
