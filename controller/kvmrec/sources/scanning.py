@@ -36,11 +36,13 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import BinaryIO
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -61,6 +63,7 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # package managers (``.dpkg-new``, ``.rpmnew``, ``.rpmsave``). Names starting with a dot,
 # which covers emacs lock files ``.#x``, are skipped before these patterns are consulted.
 IGNORED_PATTERNS = ("*~", "*.swp", "*.swx", "#*#", "*.tmp", "*.part", "*.dpkg-*", "*.rpm*")
+_IGNORED = re.compile("|".join(fnmatch.translate(p) for p in IGNORED_PATTERNS))
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _is_ignored(name: str) -> bool:
-    return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in IGNORED_PATTERNS)
+    return name.startswith(".") or _IGNORED.match(name) is not None
 
 
 def is_manifest_name(name: str) -> bool:
@@ -192,7 +195,7 @@ class _Walk:
             try:
                 # One byte past the limit tells a file that grew while we read it from
                 # one that is exactly at the limit, without trusting st_size.
-                data = b"" if st.st_size > self.max_file_bytes else f.read(self.max_file_bytes + 1)
+                data = b"" if st.st_size > self.max_file_bytes else self._read(f, st.st_size)
             except OSError as e:
                 self.errors[rel] = f"unreadable: {e.strerror}"
                 self.files[rel] = FileContent(rel, b"", _sha256(b""))
@@ -202,6 +205,16 @@ class _Walk:
             self.errors[rel] = _too_large(size, self.max_file_bytes)
             data = b""
         self.files[rel] = FileContent(rel, data, _sha256(data), st.st_mode, st.st_uid)
+
+
+    def _read(self, f: BinaryIO, size: int) -> bytes:
+        """The file's bytes, at most one past the limit: what ``size`` says and one more,
+        and only if it grew meanwhile the rest up to the limit (a read of the limit itself
+        would allocate a megabyte for every file)."""
+        data = f.read(size + 1)
+        if len(data) > size:
+            data += f.read(self.max_file_bytes + 1 - len(data))
+        return data
 
 
 def scan(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Snapshot:

@@ -236,6 +236,26 @@ def test_scan_reports_too_large_files_without_their_data(root: Path) -> None:
     assert snapshot.complete  # the directory was seen whole; only one file's content was not
 
 
+def test_a_file_that_grew_after_its_size_was_read_is_read_whole_or_refused(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(root / "grown.yaml", b"x" * 8)
+    write(root / "over.yaml", b"x" * 12)
+    real_fstat = os.fstat
+
+    def stale_fstat(fd: int) -> os.stat_result:
+        found = real_fstat(fd)
+        # The size as it was before the file grew to what it is now.
+        return os.stat_result((*found[:6], 3, *found[7:]))
+
+    monkeypatch.setattr(scanning.os, "fstat", stale_fstat)
+    snapshot = scan(root, max_file_bytes=10)
+
+    assert snapshot.files["grown.yaml"].data == b"x" * 8
+    assert snapshot.errors.keys() == {"over.yaml"}
+    assert snapshot.errors["over.yaml"].startswith("too large: 11 bytes")
+
+
 def test_scan_reports_an_unresolvable_manifest_as_an_error(root: Path) -> None:
     os.symlink("loop.yaml", root / "loop.yaml")  # ELOOP: there, but never readable
 
