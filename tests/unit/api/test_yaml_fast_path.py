@@ -76,14 +76,27 @@ def test_only_a_text_that_cannot_reach_a_bound_is_composed_by_libyaml() -> None:
         TEXTS["duplicate key"],
         HEAD + "  a: [x: 1, {y: [2, 3]}]\n  ? b\n  : c\n  t: 2026-12-01\n  n: ~\n  e:\n",
         HEAD + "  -\n",
+        # Every scalar PyYAML types, built by its constructor inside plain mappings/lists.
+        HEAD + "  i: [1, 0x1f, 0o17, 1_000, -3, 1:30]\n  f: [1.5, .inf, -.NaN, 1e3]\n"
+        "  b: [yes, No, true, off]\n  z: [null, ~, '']\n  q: ['1', \"2\", !!str 3]\n",
+        HEAD + "  m:\n    <<: {x: 1, y: 2}\n    y: 3\n  k: {1: one, null: none, [a]: b}\n",
+        HEAD + "  bin: !!binary aGVsbG8=\n  s: !!set {a, b}\n  o: !!omap [{a: 1}]\n",
+        HEAD + "  x: !custom 1\n",
     ],
 )
 def test_libyaml_composes_what_the_bounded_composer_does(text: str) -> None:
     import yaml
 
+    def told(load: Any) -> Any:
+        try:
+            return outcome(load)
+        except yaml.YAMLError as exc:
+            return ("invalid", str(exc))
+
     assert yaml_loading._within_bounds(text)
-    try:
-        slow = outcome(lambda: _load_with(_BoundedLoader(text)))
-    except yaml.YAMLError as exc:
-        slow = ("invalid", str(exc))
-    assert outcome(lambda: _load(text)) == slow
+    assert told(lambda: _load(text)) == told(lambda: _load_with(_BoundedLoader(text)))
+    # The plain builder itself, before any fallback, where PyYAML's builds the same.
+    if told(lambda: _load_with(yaml.CSafeLoader(text)))[0] == "ok":
+        assert told(lambda: _load_with(yaml.CSafeLoader(text), plain=True)) == told(
+            lambda: _load_with(yaml.CSafeLoader(text))
+        )
