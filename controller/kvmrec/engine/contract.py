@@ -1,9 +1,10 @@
 """The reconcile contract: what a reconcile returns, and what its raising means.
 
 A reconcile is a function from a key to a :class:`Result`; raising :class:`PermanentError`
-means "do not retry until the input changes", raising anything else "retry with backoff"
-(engine/workers.py honours it). It lives apart from the thread pool so that the kinds can
-speak the contract without importing the threads that run them.
+means "do not retry until the input changes", :class:`Superseded` "run again at once",
+anything else "retry with backoff" (engine/workers.py honours it). It lives apart from the
+thread pool so that the kinds can speak the contract without importing the threads that
+run them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-__all__ = ["Outcome", "PermanentError", "Reconcile", "ReconcileMany", "Result"]
+__all__ = ["Outcome", "PermanentError", "Reconcile", "ReconcileMany", "Result", "Superseded"]
 
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 
@@ -45,6 +46,12 @@ class PermanentError(Exception):
     would only repeat the failure; the reconciler should record why in a condition, and the
     key comes back through the queue when the manifest (or the resync) adds it again.
     """
+
+
+class Superseded(Exception):
+    """A reconcile whose outcome was not kept: another writer changed what it had read (a
+    status written meanwhile by a command). It runs again at once from a fresh read; no
+    failure, no backoff."""
 
 
 class Reconcile(Protocol[K_contra]):

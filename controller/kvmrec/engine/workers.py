@@ -48,7 +48,14 @@ from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 from kvmrec.engine import queue as queues
-from kvmrec.engine.contract import Outcome, PermanentError, Reconcile, ReconcileMany, Result
+from kvmrec.engine.contract import (
+    Outcome,
+    PermanentError,
+    Reconcile,
+    ReconcileMany,
+    Result,
+    Superseded,
+)
 
 __all__ = [
     "NullObserver",
@@ -56,6 +63,7 @@ __all__ = [
     "PermanentError",
     "Reconcile",
     "Result",
+    "Superseded",
     "Workers",
 ]
 
@@ -257,6 +265,10 @@ class Workers(Generic[K]):
         observer told."""
         typical = self._typical
         self._typical = duration if typical is None else typical + 0.2 * (duration - typical)
+        if isinstance(error, Superseded):
+            log.info("%s: %s", key, error)
+            self.queue.add(key)  # again once this run is done, from a fresh read
+            return
         if isinstance(error, PermanentError):
             retries = self.queue.num_requeues(key)
             self.queue.forget(key)

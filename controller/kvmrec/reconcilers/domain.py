@@ -44,7 +44,7 @@ from kvmrec.backends.libvirt.guest_agent import GuestAgent
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.backends.seed_iso import SeedError
 from kvmrec.engine.clock import Clock
-from kvmrec.reconcilers import adoption, crash_loop, domain_cpu, libvirt_jobs, reverts, stopping
+from kvmrec.reconcilers import adoption, crash_loop, domain_cpu, libvirt_jobs, stopping
 from kvmrec.reconcilers.converged import Converged
 from kvmrec.reconcilers.dependencies import DEPENDENCY_RETRY, Dependencies, domain_refs
 from kvmrec.reconcilers.disk_paths import DiskPolicy
@@ -60,7 +60,7 @@ from kvmrec.reconcilers.kind import StampedKind, Turn
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.reconcilers.reconciling import Reconciler
 from kvmrec.store.base import Store
-from kvmrec.store.records import Drift, Status, StoredObject
+from kvmrec.store.records import Drift, StoredObject
 
 KIND = "Domain"
 
@@ -108,7 +108,6 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
 
     def __init__(
         self,
-        store: Store,
         hypervisor: protocols.DomainHost,
         clock: Clock,
         dependencies: Dependencies | None = None,
@@ -123,7 +122,6 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
         passes its settings' roots. ``stop_grace``: seconds a guest asked to power off gets
         before it is destroyed, unless its spec says otherwise."""
         super().__init__(dependencies)
-        self._store = store  # read only: the Reverted condition (reconcilers/reverts.py)
         self._hv = hypervisor
         self._guest = guest or GuestAgent(hypervisor)
         self._stopper = stopping.Stopper(hypervisor, self._guest, stop_grace)
@@ -352,10 +350,6 @@ class Domain(DomainReport, DomainDeletion, StampedKind[DomainSpec, LiveDomain]):
                 return self._undefine(turn)
         raise AssertionError(f"unknown step {step.action}")
 
-    def finish(self, turn: Turn[DomainSpec, LiveDomain], status: Status) -> Status:
-        # ``kvmrec snapshot revert`` writes the Reverted condition while the service runs.
-        return reverts.carried(self._store, turn.obj.key, status)
-
     def done(self, turn: Turn[DomainSpec, LiveDomain]) -> None:
         fingerprint = turn.notes.get("fingerprint")
         # A seed's sources and the seed file are no part of libvirt's fingerprint: such a
@@ -382,7 +376,6 @@ class DomainReconciler(Reconciler[DomainSpec, LiveDomain]):
         on_step: Callable[[ObjectKey, Step], None] | None = None,
     ) -> None:
         self.domains = Domain(
-            store,
             hypervisor,
             clock,
             dependencies,

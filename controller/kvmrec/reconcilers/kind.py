@@ -132,10 +132,6 @@ class Kind(Generic[S, L]):
         """What the live object (observed again after acting) is, against the spec."""
         raise NotImplementedError
 
-    def finish(self, turn: Turn[S, L], status: Status) -> Status:
-        """The status about to be written, last touches (what others wrote meanwhile)."""
-        return status
-
     def done(self, turn: Turn[S, L]) -> None:
         """The turn's status is written."""
 

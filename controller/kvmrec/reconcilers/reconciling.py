@@ -231,7 +231,7 @@ class Reconciler(Generic[S, L]):
                 )
             yield
         report = self.of.report(turn)
-        status = self.of.finish(turn, self._status(turn, report))
+        status = self._status(turn, report)
         self._commit(turn, old, status, turn.events)
         self.of.done(turn)
         return Result(requeue_after=report.requeue_after)

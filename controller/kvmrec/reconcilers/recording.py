@@ -28,8 +28,8 @@ from typing import Protocol
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import BackendError, Unavailable
 from kvmrec.engine.clock import Clock
-from kvmrec.engine.contract import Outcome, PermanentError
-from kvmrec.store.base import History, Statuses, Store
+from kvmrec.engine.contract import Outcome, PermanentError, Superseded
+from kvmrec.store.base import History, StatusConflict, Statuses, Store
 from kvmrec.store.records import ReconcileRecord, Status, StatusWrite
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,16 @@ def _flush(
             store.record(current.key, status, events, now, reconcile=record)
     except Exception as exc:
         if not failed and status is not None:
-            raise
+            raise _superseded(exc) from exc
         log.error("%s: reconcile not recorded: %s", current.key, exc)
+
+
+def _superseded(failure: Exception) -> Exception:
+    """What a successful reconcile whose status could not be stored raises: run again at
+    once where another client wrote the status meanwhile, else the store's failure."""
+    if isinstance(failure, StatusConflict):
+        return Superseded(f"{failure}; reconciling again from a fresh read")
+    return failure
 
 
 def store_deferred(
@@ -128,7 +136,7 @@ def store_deferred(
             continue
         if ok and write.status is not None:
             outcome = outcomes[write.key]
-            outcome.result, outcome.error = None, failure
+            outcome.result, outcome.error = None, _superseded(failure)
         else:
             log.error("%s: reconcile not recorded: %s", write.key, failure)
 

@@ -6,8 +6,8 @@ succeeded. A guest whose revert failed is left as its ``runStrategy`` says (star
 from cold under Always), and the condition keeps the failure visible after the restart.
 
 The command writes while the service may be reconciling the same domain from a status read
-before that write; the reconciler therefore takes this condition from the freshest stored
-status just before it writes its own (``carried``), so the command's word is not lost.
+before that write; the store refuses the reconcile's write over a status it has not seen
+(``StatusConflict``), and the retry, from a fresh read, keeps the command's word.
 """
 
 from __future__ import annotations
@@ -20,26 +20,6 @@ from kvmrec.store.base import Store
 from kvmrec.store.records import Status, StoredObject
 
 CONDITION = "Reverted"
-
-
-def carried(store: Store, key: ObjectKey, status: Status) -> Status:
-    """``status`` with the ``Reverted`` condition as last stored."""
-    if store.guards_status_writes:
-        # Written meanwhile, the status refuses this write; the reconcile is retried from
-        # a fresh read, which has the condition.
-        return status
-    fresh = store.get_status(key)
-    condition = fresh.condition(CONDITION) if fresh is not None else None
-    if condition is None:
-        return status
-    others = status.without_condition(CONDITION)
-    return others.with_condition(
-        CONDITION,
-        condition.status,
-        condition.reason,
-        condition.message,
-        condition.last_transition_time,
-    )
 
 
 def what_next(obj: StoredObject | None, live: LiveDomain | None) -> str:

@@ -39,6 +39,11 @@ class StoreError(Exception):
     """The store cannot be read or written (missing, locked, read-only, full)."""
 
 
+class StatusConflict(StoreError):
+    """A status write refused: another client wrote that status after this one last read
+    it. The reconcile is retried from a fresh read."""
+
+
 class Objects(Protocol):
     def apply(self, manifest: Manifest, now: datetime) -> ApplyResult:
         """Store a manifest's desired state; a new spec digest is a new generation and revision."""
@@ -73,10 +78,9 @@ class Objects(Protocol):
 
 
 class Statuses(Protocol):
-    # True where a status write fails (a StoreError) when another client wrote that status
-    # after this one last read it: its writer never overwrites what it has not seen, and
-    # needs no read of its own before writing.
-    guards_status_writes: bool
+    """Statuses and events. A status write fails (``StatusConflict``) where another client
+    wrote that status after this one last read it: a writer never overwrites what it has
+    not seen."""
 
     def get_status(self, key: ObjectKey) -> Status | None: ...
 

@@ -175,6 +175,29 @@ def test_a_permanent_error_is_not_retried_and_clears_the_backoff(
     assert calls == 2
 
 
+def test_a_superseded_reconcile_runs_again_at_once_and_is_no_failure(
+    make_pool: Factory, eventually: Eventually, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def reconcile(key: str) -> workers.Result:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise workers.Superseded("the status changed meanwhile")
+        return workers.Result()
+
+    q, _, rec = make_pool(reconcile)
+    with caplog.at_level(logging.INFO):
+        q.add("vm-a")
+        # No clock advance: the second run follows at once, with no backoff to wait out.
+        assert rec.wait_for(1) == ("ok", "vm-a", workers.Result())
+    eventually(q.is_idle)
+    assert calls == 2 and len(rec.events) == 1  # the superseded run told no one
+    assert q.num_requeues("vm-a") == 0 and q.pending_delayed() == 0
+    assert [r.levelname for r in caplog.records if "changed meanwhile" in r.message] == ["INFO"]
+
+
 def test_an_unexpected_exception_is_logged_with_traceback_and_the_thread_survives(
     make_pool: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,6 +12,7 @@ from kvmrec import store as stores
 from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.backends.errors import BackendError
 from kvmrec.engine.clock import FakeClock
+from kvmrec.engine.contract import Outcome, Result, Superseded
 from kvmrec.engine.workers import PermanentError
 from kvmrec.reconcilers import recording
 from kvmrec.store.base import Store
@@ -120,3 +121,29 @@ def test_the_status_of_another_object_is_written_at_once(store: Writes) -> None:
         assert store.store.get_status(OTHER) == ready(clock.wall())
     assert store.writes == ["record", "record_reconcile"]
     assert store.store.reconciles(OTHER) == []
+
+
+def test_a_status_another_client_wrote_meanwhile_supersedes_the_reconcile(
+    store: Writes, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    assert store.store.get_status(KEY) is None  # what the reconcile read
+    other = stores.open(tmp_path / "state.db")  # a command, writing meanwhile
+    other.record(KEY, Status(retries=7), [], clock.wall())
+    other.close()
+    with pytest.raises(Superseded), recording.one_write(store, KEY, clock):  # type: ignore[arg-type]
+        recording.commit(store, KEY, None, ready(clock.wall()), clock.wall())  # type: ignore[arg-type]
+    # Not written over; and this read is what the next reconcile starts from.
+    assert store.store.get_status(KEY) == Status(retries=7)
+
+    # The same in a batch: the write alone fails, and its reconcile is superseded.
+    deferred: recording.Deferred = []
+    with recording.one_write(store, KEY, clock, deferred=deferred):  # type: ignore[arg-type]
+        recording.commit(store, KEY, None, ready(clock.wall()), clock.wall())  # type: ignore[arg-type]
+    other = stores.open(tmp_path / "state.db")
+    other.record(KEY, Status(retries=8), [], clock.wall())
+    other.close()
+    outcome = Outcome(result=Result())
+    recording.store_deferred(store, deferred, {KEY: outcome})  # type: ignore[arg-type]
+    assert outcome.result is None and isinstance(outcome.error, Superseded)
+    assert store.store.get_status(KEY) == Status(retries=8)

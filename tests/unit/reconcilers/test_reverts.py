@@ -3,7 +3,7 @@ libvirt is busy with, which the Domain reconciler leaves alone."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from kvmrec.backends import domain_xml
 from kvmrec.backends.libvirt.live import LiveDomain
 from kvmrec.engine.clock import FakeClock
 from kvmrec.reconcilers import libvirt_jobs, reverts
-from kvmrec.store.base import Store, StoreError
+from kvmrec.store.base import StatusConflict, Store
 from kvmrec.store.records import Status
 from support import etcd
 
@@ -79,49 +79,45 @@ def test_a_domain_no_manifest_manages_gets_the_event_only(store: Store) -> None:
     assert [e.reason for e in store.events(KEY)] == ["RevertFailed"]
 
 
-def test_the_reconciler_keeps_the_condition_written_since_it_read_the_status(
-    store: Store,
+@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.integration)])
+def service_and_cli(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Store, Store]]:
+    """Two clients of one store: the service's and a command's."""
+    if request.param == "sqlite":
+        opened = (stores.open(tmp_path / "state.db"), stores.open(tmp_path / "state.db"))
+    else:
+        endpoints, prefix = etcd.private_prefix(request.addfinalizer)
+        url = f"etcd://{endpoints}{prefix}"
+        opened = (stores.open(url, host="h1"), stores.open(url, host="h1"))
+    yield opened
+    for store in opened:
+        store.close()
+
+
+def test_a_reconcile_s_write_over_the_condition_fails_and_the_retry_keeps_it(
+    service_and_cli: tuple[Store, Store],
 ) -> None:
-    _manage(store)
-    read_before = Status().with_condition("Ready", "True", "Running", "", T0)
-    reverts.record(store, KEY, failed=True, message="failed: QEMU", now=T0)
-    written = reverts.carried(store, KEY, read_before)
+    # `kvmrec snapshot revert` (another client) records the condition while the service
+    # reconciles from a status read before: the store refuses the service's write over
+    # what it has not seen, and the retry, which reads the status again, starts from it.
+    service, cli = service_and_cli
+    _manage(service)
+    service.record(KEY, Status(observed_generation=1), [], T0)
+    _, read_before = service.get_with_status(KEY)
+    assert read_before is not None
+    reverts.record(cli, KEY, failed=True, message="failed: QEMU", now=T0)
+    said = [("Normal", "Started", "started")]  # a reconcile that did something
+    running = read_before.with_condition("Ready", "True", "Running", "", T0)
+    with pytest.raises(StatusConflict):
+        service.record(KEY, running, said, T0)
+    _, fresh = service.get_with_status(KEY)
+    assert fresh is not None
+    service.record(KEY, fresh.with_condition("Ready", "True", "Running", "", T0), said, T0)
+    written = cli.get_status(KEY)
+    assert written is not None and written.is_true("Ready")
     condition = written.condition("Reverted")
     assert condition is not None and condition.reason == "RevertFailed"
-    assert condition.last_transition_time == T0
-    assert written.is_true("Ready")
-
-
-@pytest.mark.integration
-def test_on_a_store_that_guards_status_writes_the_write_fails_and_the_retry_keeps_it(
-    request: pytest.FixtureRequest,
-) -> None:
-    # etcd: no second read of the status; a reconcile's write over the condition recorded
-    # meanwhile by `kvmrec snapshot revert` (another client) is refused, and the retry,
-    # which reads the status again, starts from the condition.
-    endpoints, prefix = etcd.private_prefix(request.addfinalizer)
-    service = stores.open(f"etcd://{endpoints}{prefix}", host="h1")
-    cli = stores.open(f"etcd://{endpoints}{prefix}", host="h1")
-    try:
-        assert service.guards_status_writes
-        _manage(service)
-        service.record(KEY, Status(observed_generation=1), [], T0)
-        _, read_before = service.get_with_status(KEY)
-        assert read_before is not None
-        reverts.record(cli, KEY, failed=True, message="failed: QEMU", now=T0)
-        written = reverts.carried(service, KEY, read_before)
-        said = [("Normal", "Started", "started")]  # a reconcile that did something
-        with pytest.raises(StoreError):
-            service.record(KEY, written, said, T0)
-        _, fresh = service.get_with_status(KEY)
-        assert fresh is not None
-        retried = reverts.carried(service, KEY, fresh)
-        service.record(KEY, retried, said, T0)
-        condition = cli.get_status(KEY).condition("Reverted")  # type: ignore[union-attr]
-        assert condition is not None and condition.reason == "RevertFailed"
-    finally:
-        service.close()
-        cli.close()
 
 
 @pytest.mark.parametrize(
@@ -196,9 +192,3 @@ def test_a_failed_post_copy_migration_is_never_resumed() -> None:
     assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
     clock.advance(10 * libvirt_jobs.STALE)
     assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
-
-
-def test_nothing_to_carry_when_no_revert_was_recorded(store: Store) -> None:
-    _manage(store)
-    status = replace(Status(), details={"state": "paused"})
-    assert reverts.carried(store, KEY, status) == status

@@ -25,11 +25,11 @@ from typing import Any
 from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store import codec as store_codec
-from kvmrec.store.base import StoreError
+from kvmrec.store.base import StatusConflict, StoreError
 from kvmrec.store.records import Event, ReconcileRecord, Status, StoredObject
 
 from . import codec
-from .client import Client
+from .client import Client, Conflict
 from .gateway import EtcdError, KeyValue, put_op, range_op
 
 EVENT_TTL = 3600  # seconds, as the apiserver's --event-ttl
@@ -77,7 +77,6 @@ class StatusKeys:
 
     _etcd: Client
     # Each status write compares the mod revision this client last read or wrote.
-    guards_status_writes = True
     _event_lease: EventLease
 
     def _status_key(self, key: ObjectKey) -> bytes:
@@ -157,8 +156,15 @@ class StatusKeys:
             ops.append(put_op(etcd.layout.new_history(key), history))
         try:
             done = self.write_with_events([etcd.expect(where, mod_revision)], ops, key, values)
-        except StoreError:
+        except Conflict as exc:
             etcd.forget([where])  # read it again next time
+            # What the reconcile did is still told: its events and history record.
+            self.write_with_events((), ops[1:], key, values)
+            raise StatusConflict(
+                f"{etcd.where}: the status was written by another client since it was read here"
+            ) from exc
+        except StoreError:
+            etcd.forget([where])
             raise
         etcd.remember({where: body}, done)
         for type_, reason, message in events:

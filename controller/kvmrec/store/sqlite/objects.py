@@ -40,6 +40,7 @@ class ObjectRows:
 
     _db: Database
     _keys: set[ObjectKey] | None
+    _seen: dict[ObjectKey, str | None]  # statuses.py
 
     def apply(self, manifest: Manifest, now: datetime) -> ApplyResult:
         return self.apply_many([manifest], now)[manifest.key]
@@ -144,6 +145,7 @@ class ObjectRows:
             conn.execute("DELETE FROM statuses WHERE kind = ? AND name = ?", (key.kind, key.name))
             if self._keys is not None:
                 self._keys.discard(key)
+        self._seen.pop(key, None)
 
     def get(self, key: ObjectKey) -> StoredObject | None:
         row = self._db.one(_GET_OBJECT, (key.kind, key.name))

@@ -2,17 +2,25 @@
 
 ``record`` is the write every reconcile ends with: the status, its events and the record of
 the reconcile in one transaction. Every event is logged once it is stored (``logs.event``).
+
+A status is never written over one this store has not seen: each read of a status (alone
+or with its object) is remembered, and the write replaces the row only while it still
+holds what was read. Else the status is not written (``StatusConflict``; the write's
+events and history record are), and the reconcile is retried from a fresh read: what
+``kvmrec snapshot revert`` (another process) writes while the service reconciles the
+domain is not lost. A status never read here is written as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
-from kvmrec.store.base import StoreError
+from kvmrec.store.base import StatusConflict, StoreError
 from kvmrec.store.records import (
     Convergence,
     Event,
@@ -25,6 +33,11 @@ from kvmrec.store.sqlite import codec, history
 from kvmrec.store.sqlite.connection import Database
 
 _PUT_STATUS = "INSERT OR REPLACE INTO statuses (kind, name, body) VALUES (?, ?, ?)"
+# The guarded writes: over the body that was read, or where none was.
+_REPLACE_STATUS = "UPDATE statuses SET body = ? WHERE kind = ? AND name = ? AND body = ?"
+_ADD_STATUS = (
+    "INSERT INTO statuses (kind, name, body) VALUES (?, ?, ?) ON CONFLICT (kind, name) DO NOTHING"
+)
 _ADD_EVENT = (
     "INSERT INTO events (kind, name, type, reason, message, time) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -36,6 +49,7 @@ _OBJECT_WITH_STATUS = (
     "WHERE o.kind = ? AND o.name = ?"
 )
 _EVENT_COLUMNS = "id, kind, name, type, reason, message, time"
+_UNSEEN = object()  # a key whose status was never read here
 # Each object's generation beside its status's observed generation and how many of Ready
 # and Synced it says True (a status holds one condition of a type): sqlite's JSON functions
 # read the two fields in C, where decoding 1,000 statuses whole took 15-50 ms.
@@ -53,19 +67,24 @@ class StatusRows:
     """The ``Statuses`` part of the sqlite store."""
 
     _db: Database
-    guards_status_writes = False  # the last write wins
+    # Key -> the status body last read or written here (None: read, and there was none).
+    _seen: dict[ObjectKey, str | None]
 
     def get_status(self, key: ObjectKey) -> Status | None:
         row = self._db.one(
             "SELECT body FROM statuses WHERE kind = ? AND name = ?", (key.kind, key.name)
         )
-        return codec.status(row[0]) if row else None
+        return self._remember(key, row[0] if row else None)
 
     def get_with_status(self, key: ObjectKey) -> tuple[StoredObject | None, Status | None]:
         row = self._db.one(_OBJECT_WITH_STATUS, (key.kind, key.name))
         if row is None:
             return None, self.get_status(key)
-        return codec.stored_object(row[:-1]), codec.status(row[-1]) if row[-1] else None
+        return codec.stored_object(row[:-1]), self._remember(key, row[-1])
+
+    def _remember(self, key: ObjectKey, body: str | None) -> Status | None:
+        self._seen[key] = body
+        return codec.status(body) if body else None
 
     def statuses(self) -> Mapping[ObjectKey, Status]:
         rows = self._db.query("SELECT kind, name, body FROM statuses")
@@ -100,34 +119,49 @@ class StatusRows:
         *,
         reconcile: ReconcileRecord | None = None,
     ) -> None:
-        self._write([StatusWrite(key, status, events, now, reconcile)])
+        failure = self._write_alone(StatusWrite(key, status, events, now, reconcile))
+        if failure is not None:
+            raise failure
 
     def record_many(self, writes: Sequence[StatusWrite]) -> Sequence[StoreError | None]:
         # One transaction (a group commit: the pages it changes are written once); if it
         # fails, each alone, so that one write's problem is only that write's.
+        if len(writes) == 1:
+            return [self._write_alone(writes[0])]
         try:
             self._write(writes)
             return [None] * len(writes)
-        except StoreError as exc:
-            if len(writes) == 1:
-                return [exc]
-        failures: list[StoreError | None] = []
-        for write in writes:
+        except StoreError:
+            return [self._write_alone(write) for write in writes]
+
+    def _write_alone(self, write: StatusWrite) -> StoreError | None:
+        try:
+            self._write([write])
+        except StatusConflict as exc:
+            self._seen.pop(write.key, None)  # read again before the next write
+            # What the reconcile did is still told: its events and history record.
             try:
-                self._write([write])
-                failures.append(None)
-            except StoreError as exc:
-                failures.append(exc)
-        return failures
+                self._write([replace(write, status=None)])
+            except StoreError as failure:
+                return failure
+            return exc
+        except StoreError as exc:
+            return exc
+        return None
 
     def _write(self, writes: Sequence[StatusWrite]) -> None:
-        # A statement per table for all the writes: each row costs sqlite a few
-        # microseconds, and each call from Python as much again.
-        statuses = [
-            (w.key.kind, w.key.name, codec.status_body(w.status))
-            for w in writes
-            if w.status is not None
-        ]
+        # A statement per table and kind of write for all the writes: each row costs sqlite
+        # a few microseconds, and each call from Python as much again.
+        bodies = {w.key: codec.status_body(w.status) for w in writes if w.status is not None}
+        unseen, added, replaced = [], [], []
+        for key, body in bodies.items():
+            seen = self._seen.get(key, _UNSEEN)
+            if seen is _UNSEEN:
+                unseen.append((key.kind, key.name, body))
+            elif seen is None:
+                added.append((key.kind, key.name, body))
+            else:
+                replaced.append((body, key.kind, key.name, seen))
         events = [
             (w.key.kind, w.key.name, *event, codec.time(w.now))
             for w in writes
@@ -135,12 +169,19 @@ class StatusRows:
         ]
         reconciles = [w.reconcile for w in writes if w.reconcile is not None]
         with self._db.writing() as conn:
-            if statuses:
-                conn.executemany(_PUT_STATUS, statuses)
+            if unseen:
+                conn.executemany(_PUT_STATUS, unseen)
+            for statement, rows in ((_ADD_STATUS, added), (_REPLACE_STATUS, replaced)):
+                if rows and conn.executemany(statement, rows).rowcount != len(rows):
+                    raise StatusConflict(
+                        f"{self._db.path}: the status was written by another client since it "
+                        "was read here"
+                    )
             if events:
                 conn.executemany(_ADD_EVENT, events)
             if reconciles:
                 history.insert(conn, reconciles)
+        self._seen.update(bodies)
         for write in writes:
             for type_, reason, message in write.events:
                 logs.event(write.key, type_, reason, message)

@@ -20,6 +20,7 @@ class SqliteStore(ObjectRows, StatusRows, HistoryRows, LedgerRows, SourceRows):
         self.path = Path(path)
         self._db = Database(self.path, create=create and not read_only, read_only=read_only)
         self._keys: set[ObjectKey] | None = None
+        self._seen: dict[ObjectKey, str | None] = {}
 
     def schema_version(self) -> int:
         return self._db.schema_version()

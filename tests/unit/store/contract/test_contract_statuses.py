@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
-from store_contract import KEY, SPEC, Capabilities, at, manifest
+from store_contract import KEY, SPEC, Capabilities, Opener, at, manifest
 
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.store.base import Store, StoreError
+from kvmrec.store.base import StatusConflict, Store, StoreError
 from kvmrec.store.records import (
     Condition,
     Convergence,
@@ -275,3 +275,35 @@ def test_host_statuses_name_the_host_of_each_status(
     assert store.host_statuses(ObjectKey("Domain", "none")) == []
     store.remove(KEY)
     assert store.host_statuses() == [(other, host, Status(observed_generation=2))]
+
+
+def test_a_status_written_by_another_client_since_it_was_read_refuses_the_write(
+    store: Store, opener: Opener
+) -> None:
+    other = opener()
+    try:
+        store.apply(manifest(), at(0))
+        assert store.get_status(KEY) is None  # read: none yet
+        other.record(KEY, Status(retries=1), (), at(1))  # ... then another client's
+        record = ReconcileRecord(KEY, at(2), 0.5, "ok")
+        with pytest.raises(StatusConflict):
+            store.record(
+                KEY, Status(retries=2), [("Normal", "Started", "up")], at(2), reconcile=record
+            )
+        assert other.get_status(KEY) == Status(retries=1)  # nothing written over it
+        # ... but what the reconcile did is told all the same.
+        assert [e.reason for e in other.events(KEY)] == ["Started"]
+        assert other.reconciles(KEY) == [record]
+
+        _, seen = store.get_with_status(KEY)  # read again: the write goes
+        assert seen == Status(retries=1)
+        store.record(KEY, Status(retries=3), (), at(3))
+        other.get_status(KEY)
+        store.record(KEY, Status(retries=4), (), at(4))  # its own write is what it has seen
+        assert other.get_status(KEY) == Status(retries=4)
+        other.record(KEY, Status(retries=5), (), at(5))
+        [refused] = store.record_many([StatusWrite(KEY, Status(retries=6), (), at(6))])
+        assert isinstance(refused, StatusConflict)
+        assert other.get_status(KEY) == Status(retries=5)
+    finally:
+        other.close()
