@@ -16,10 +16,11 @@ from datetime import datetime
 
 from kvmrec.api.kinds import DomainSpec, ObjectKey, RunStrategy
 from kvmrec.backends.libvirt.live import LiveDomain
-from kvmrec.store.base import Store
+from kvmrec.store.base import StatusConflict, Store
 from kvmrec.store.records import Status, StoredObject
 
 CONDITION = "Reverted"
+ATTEMPTS = 5  # reads and writes of the status, should the service write it meanwhile
 
 
 def what_next(obj: StoredObject | None, live: LiveDomain | None) -> str:
@@ -48,18 +49,28 @@ def record(
     now: datetime,
 ) -> None:
     """Store how a revert by hand ended, as the condition and its event, in one write."""
-    old = store.get_status(key)
-    if store.get(key) is None:
-        store.add_event(key, "Warning" if failed else "Normal", _reason(failed), message, now)
-        return
-    status = old or Status()
-    if not failed and status.condition(CONDITION) is None:
-        store.add_event(key, "Normal", _reason(failed), message, now)
-        return  # never failed: nothing to say in the status
-    status = status.with_condition(
-        CONDITION, "False" if failed else "True", _reason(failed), message, now
-    )
-    store.record(key, status, [("Warning" if failed else "Normal", _reason(failed), message)], now)
+    said = [("Warning" if failed else "Normal", _reason(failed), message)]
+    for attempt in range(1, ATTEMPTS + 1):
+        old = store.get_status(key)
+        status = old or Status()
+        gone = store.get(key) is None
+        if gone or (not failed and status.condition(CONDITION) is None):
+            # No manifest manages it, or it never failed: nothing to say in the status.
+            for event in said:
+                store.add_event(key, *event, now)
+            return
+        status = status.with_condition(
+            CONDITION, "False" if failed else "True", _reason(failed), message, now
+        )
+        try:
+            store.record(key, status, said, now)
+            return
+        except StatusConflict:
+            # The service wrote the status meanwhile: read it again and write over what it
+            # wrote. The refused write kept its event, which is not told twice.
+            if attempt == ATTEMPTS:
+                raise
+            said = []
 
 
 def _reason(failed: bool) -> str:

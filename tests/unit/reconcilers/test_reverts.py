@@ -192,3 +192,26 @@ def test_a_failed_post_copy_migration_is_never_resumed() -> None:
     assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
     clock.advance(10 * libvirt_jobs.STALE)
     assert jobs.plan("web", _live("paused", "postcopy-failed")) is not None
+
+
+def test_the_command_writes_again_over_a_status_the_service_wrote_meanwhile(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _manage(store)
+    service = stores.open(tmp_path / "state.db")
+    read = store.get_status
+
+    def read_then_the_service_writes(key: ObjectKey) -> Status | None:
+        found = read(key)
+        if service.get_status(key) is None:  # once: the service's own write meanwhile
+            service.record(key, Status(observed_generation=1, retries=3), [], T0)
+        return found
+
+    monkeypatch.setattr(store, "get_status", read_then_the_service_writes)
+    reverts.record(store, KEY, failed=True, message="failed: QEMU", now=T0)
+    service.close()
+    status = read(KEY)
+    assert status is not None and status.retries == 3  # the service's write, kept
+    condition = status.condition("Reverted")
+    assert condition is not None and condition.reason == "RevertFailed"
+    assert [e.reason for e in store.events(KEY)] == ["RevertFailed"]  # told once
