@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kvmrec.api.kinds import Manifest, ObjectKey
-from kvmrec.store.base import StoreError
+from kvmrec.store.base import StatusConflict
 from kvmrec.store.etcd import EtcdStore, Fenced
 from kvmrec.store.etcd.gateway import Gateway, compare, parse_endpoints
 from kvmrec.store.records import ReconcileRecord, Status
@@ -143,10 +143,11 @@ def test_a_status_written_meanwhile_by_another_client_is_not_overwritten(
     first.get_with_status(KEY)
     second.get_with_status(KEY)
     second.record(KEY, Status(observed_generation=2), [("Normal", "Second", "")], at(1))
-    with pytest.raises(StoreError, match="another writer"):
+    with pytest.raises(StatusConflict, match="another client"):
         first.record(KEY, Status(observed_generation=3), [("Normal", "First", "")], at(1))
     assert second.get_status(KEY) == Status(observed_generation=2)
-    assert [e.reason for e in second.events(KEY)] == ["Second"]
+    # What the refused reconcile did is still told; only its status is not written.
+    assert [e.reason for e in second.events(KEY)] == ["Second", "First"]
     # The reconcile is retried: it reads again and then writes.
     first.get_with_status(KEY)
     first.record(KEY, Status(observed_generation=3), [], at(2))
