@@ -80,7 +80,8 @@ class Objects(Protocol):
 class Statuses(Protocol):
     """Statuses and events. A status write fails (``StatusConflict``) where another client
     wrote that status after this one last read it: a writer never overwrites what it has
-    not seen."""
+    not seen. The write's events and history record are stored all the same: they tell
+    what was done, which the retry will not do again."""
 
     def get_status(self, key: ObjectKey) -> Status | None: ...
 
