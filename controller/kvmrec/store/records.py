@@ -141,9 +141,6 @@ class Status:
         ordered = sorted([*others, new], key=lambda c: _CONDITION_ORDER.get(c.type, 99))
         return replace(self, conditions=tuple(ordered))
 
-    def without_condition(self, type_: str) -> Status:
-        return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
-
 
 def convergence_of(
     objects: Iterable[StoredObject], statuses: Mapping[ObjectKey, Status]

@@ -26,7 +26,7 @@ def test_with_condition_moves_transition_time_only_when_status_changes() -> None
     assert (flipped.status, flipped.last_transition_time) == ("True", at(9))
 
 
-def test_with_condition_orders_conditions_and_without_removes() -> None:
+def test_with_condition_orders_conditions() -> None:
     status = (
         Status()
         .with_condition("Degraded", "False", "Ok", "", at(0))
@@ -43,7 +43,3 @@ def test_with_condition_orders_conditions_and_without_removes() -> None:
         "Custom",
     ]
     assert status.is_true("RestartRequired")
-    gone = status.without_condition("RestartRequired")
-    assert gone.condition("RestartRequired") is None
-    assert not gone.is_true("RestartRequired")
-    assert len(gone.conditions) == 4
