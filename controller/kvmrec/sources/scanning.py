@@ -206,7 +206,6 @@ class _Walk:
             data = b""
         self.files[rel] = FileContent(rel, data, _sha256(data), st.st_mode, st.st_uid)
 
-
     def _read(self, f: BinaryIO, size: int) -> bytes:
         """The file's bytes, at most one past the limit: what ``size`` says and one more,
         and only if it grew meanwhile the rest up to the limit (a read of the limit itself

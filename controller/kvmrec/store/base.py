@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kvmrec.api.objects import Manifest, ObjectKey
 from kvmrec.store.records import (
     ApplyResult,
-    Convergence,
     DeletionApproval,
     Event,
     ReconcileRecord,
@@ -33,6 +32,9 @@ from kvmrec.store.records import (
     StatusWrite,
     StoredObject,
 )
+
+if TYPE_CHECKING:
+    from kvmrec.store.convergence import Convergence
 
 
 class StoreError(Exception):

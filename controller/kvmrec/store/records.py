@@ -96,22 +96,6 @@ class Drift:
 
 
 @dataclass(frozen=True)
-class Convergence:
-    """What settling asks of one object: its generation and whether it is being deleted,
-    beside what its status says (``observed_generation`` None: no status yet)."""
-
-    generation: int
-    deleting: bool
-    observed_generation: int | None
-    converged: bool  # Ready and Synced are both True
-
-    @property
-    def current(self) -> bool:
-        """A status of the object's generation, neither being deleted."""
-        return not self.deleting and self.observed_generation == self.generation
-
-
-@dataclass(frozen=True)
 class Status:
     """What the last reconcile of an object found and did."""
 
@@ -140,22 +124,6 @@ class Status:
         others = [c for c in self.conditions if c.type != type_]
         ordered = sorted([*others, new], key=lambda c: _CONDITION_ORDER.get(c.type, 99))
         return replace(self, conditions=tuple(ordered))
-
-
-def convergence_of(
-    objects: Iterable[StoredObject], statuses: Mapping[ObjectKey, Status]
-) -> dict[ObjectKey, Convergence]:
-    """``Statuses.convergence`` from the objects and statuses read whole."""
-    found = {}
-    for obj in objects:
-        status = statuses.get(obj.key)
-        found[obj.key] = Convergence(
-            obj.generation,
-            obj.deleting,
-            status.observed_generation if status is not None else None,
-            status is not None and status.is_true("Ready") and status.is_true("Synced"),
-        )
-    return found
 
 
 _CONDITION_ORDER = {"Ready": 0, "Synced": 1, "RestartRequired": 2, "Degraded": 3}

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.base import StoreError
-from kvmrec.store.records import Convergence, StatusWrite, convergence_of
+from kvmrec.store.convergence import Convergence, convergence_of
+from kvmrec.store.records import StatusWrite
 
 from .client import Client
 from .fencing import Fence

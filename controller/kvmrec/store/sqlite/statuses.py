@@ -16,13 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.base import StatusConflict, StoreError
 from kvmrec.store.records import (
-    Convergence,
     Event,
     ReconcileRecord,
     Status,
@@ -31,6 +30,9 @@ from kvmrec.store.records import (
 )
 from kvmrec.store.sqlite import codec, history
 from kvmrec.store.sqlite.connection import Database
+
+if TYPE_CHECKING:
+    from kvmrec.store.convergence import Convergence
 
 _PUT_STATUS = "INSERT OR REPLACE INTO statuses (kind, name, body) VALUES (?, ?, ?)"
 # The guarded writes: over the body that was read, or where none was.
@@ -101,6 +103,8 @@ class StatusRows:
         return [(k, None, found[k]) for k in sorted(found)]
 
     def convergence(self) -> Mapping[ObjectKey, Convergence]:
+        from kvmrec.store.convergence import Convergence  # not for a read-only command
+
         return {
             ObjectKey(kind, name): Convergence(
                 generation, bool(deleting), observed if has_status else None, true == 2

@@ -11,14 +11,13 @@ from store_contract import KEY, SPEC, Capabilities, Opener, at, manifest
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.store.base import StatusConflict, Store, StoreError
+from kvmrec.store.convergence import Convergence, convergence_of
 from kvmrec.store.records import (
     Condition,
-    Convergence,
     Drift,
     ReconcileRecord,
     Status,
     StatusWrite,
-    convergence_of,
 )
 
 
