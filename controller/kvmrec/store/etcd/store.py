@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.base import StoreError
-from kvmrec.store.convergence import Convergence, convergence_of
 from kvmrec.store.records import StatusWrite
 
 from .client import Client
@@ -18,6 +18,9 @@ from .ledger import LedgerKeys
 from .objects import ObjectKeys
 from .sources import SourceKeys
 from .statuses import EVENT_TTL, EventLease, StatusKeys
+
+if TYPE_CHECKING:
+    from kvmrec.store.convergence import Convergence
 
 DEFAULT_PREFIX = "/kvmrec"
 
@@ -55,6 +58,8 @@ class EtcdStore(ObjectKeys, StatusKeys, HistoryKeys, LedgerKeys, SourceKeys):
         return self._etcd
 
     def convergence(self) -> Mapping[ObjectKey, Convergence]:
+        from kvmrec.store.convergence import convergence_of  # not for a read-only command
+
         return convergence_of(self.list(), self.statuses())
 
     def scoped(self, host: str | None) -> EtcdStore:
