@@ -35,7 +35,6 @@ Given a ``reconcile_many`` as well, a worker takes the keys that are ready at on
 and honours each one's outcome as above: where reconciles are short (a host at start-up,
 a resync) their stages run back to back (engine/stages.py); where they wait on a daemon
 (QEMU starting a guest) each worker takes one, and the pool runs them side by side.
-
 """
 
 from __future__ import annotations

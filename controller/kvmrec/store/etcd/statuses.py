@@ -76,7 +76,6 @@ class StatusKeys:
     """The ``Statuses`` part of the etcd store."""
 
     _etcd: Client
-    # Each status write compares the mod revision this client last read or wrote.
     _event_lease: EventLease
 
     def _status_key(self, key: ObjectKey) -> bytes:
@@ -150,16 +149,19 @@ class StatusKeys:
         quiet = not values and (reconcile is None or reconcile.result == "ok")
         if quiet and stored is not None and _same_but_time(stored, body):
             return
-        ops = [put_op(where, body)]
-        if reconcile is not None:
-            history = codec.reconcile_value(reconcile)
-            ops.append(put_op(etcd.layout.new_history(key), history))
+        history = (
+            [put_op(etcd.layout.new_history(key), codec.reconcile_value(reconcile))]
+            if reconcile is not None
+            else []
+        )
+        compares = [etcd.expect(where, mod_revision)]
         try:
-            done = self.write_with_events([etcd.expect(where, mod_revision)], ops, key, values)
+            done = self.write_with_events(compares, [put_op(where, body), *history], key, values)
         except Conflict as exc:
             etcd.forget([where])  # read it again next time
             # What the reconcile did is still told: its events and history record.
-            self.write_with_events((), ops[1:], key, values)
+            self.write_with_events((), history, key, values)
+            _log_events(key, events)
             raise StatusConflict(
                 f"{etcd.where}: the status was written by another client since it was read here"
             ) from exc
@@ -167,8 +169,7 @@ class StatusKeys:
             etcd.forget([where])
             raise
         etcd.remember({where: body}, done)
-        for type_, reason, message in events:
-            logs.event(key, type_, reason, message)
+        _log_events(key, events)
 
     def write_with_events(
         self,
@@ -227,3 +228,8 @@ class StatusKeys:
                 kvs = [kv for kv in kvs if kv.create_revision != last] + list(group)
         kvs.sort(key=lambda kv: (kv.create_revision, kv.key.rsplit(b"/", 1)[-1]))
         return [codec.event(kv.value, kv.create_revision) for kv in kvs]
+
+
+def _log_events(key: ObjectKey, events: Sequence[tuple[str, str, str]]) -> None:
+    for type_, reason, message in events:
+        logs.event(key, type_, reason, message)

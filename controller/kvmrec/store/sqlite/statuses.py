@@ -21,13 +21,7 @@ from typing import TYPE_CHECKING, Any
 from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.base import StatusConflict, StoreError
-from kvmrec.store.records import (
-    Event,
-    ReconcileRecord,
-    Status,
-    StatusWrite,
-    StoredObject,
-)
+from kvmrec.store.records import Event, ReconcileRecord, Status, StatusWrite, StoredObject
 from kvmrec.store.sqlite import codec, history
 from kvmrec.store.sqlite.connection import Database
 
