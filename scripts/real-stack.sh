@@ -309,6 +309,7 @@ install_packages() {
         POLICY_RC_D_CREATED=true
     fi
     export DEBIAN_FRONTEND=noninteractive
+    mkdir -p "$LOG_DIR"  # `packages` alone (make venv, lab-up) runs before any `up`
     apt-get update -qq || die "apt-get update failed"
     # Never libvirt-daemon-system: it pulls in systemd-sysv.
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$LOG_DIR/apt.log" 2>&1 || {
