@@ -67,13 +67,23 @@ class Metrics:
             "When the last periodic resync ran",
             registry=self.registry,
         )
+        # The labelled series, by label values: prometheus_client looks each one up under a
+        # lock, and every reconcile counts in two or three.
+        self._series: dict[tuple[object, ...], Any] = {}
+
+    def _labelled(self, metric: Any, *values: str) -> Any:
+        key = (metric, *values)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*values)
+        return series
 
     def observe(self, kind: str, result: str, duration: float | None) -> None:
-        self.reconciles.labels(kind, result).inc()
+        self._labelled(self.reconciles, kind, result).inc()
         if result == "error":
-            self.retries.labels(kind).inc()
+            self._labelled(self.retries, kind).inc()
         if duration is not None:
-            self.duration.labels(kind).observe(duration)
+            self._labelled(self.duration, kind).observe(duration)
 
     def bind(
         self,

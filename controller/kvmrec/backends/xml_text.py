@@ -10,9 +10,14 @@ left to ``ET.tostring``.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 _PREFIXES: dict[str, str] = {}  # namespace URI -> its prefix
+# Whether a text or an attribute value needs escaping at all: most do not, and one search
+# costs less than the calls that escape.
+_ESCAPED_IN_TEXT = re.compile("[&<>]").search
+_ESCAPED_IN_ATTRIBUTE = re.compile('[&<>"\r\n\t]').search
 
 
 def register_namespace(prefix: str, uri: str) -> None:
@@ -61,24 +66,36 @@ def _write(element: ET.Element, out: list[str], used: dict[str, str]) -> None:
     tag = element.tag
     if not isinstance(tag, str):
         raise _Unknown(tag)  # a comment or processing instruction
-    tag = _name(tag, used)
+    if tag[:1] == "{":
+        tag = _name(tag, used)
     out.append("<" + tag)  # its own entry: the root's namespaces go right after it
     for key, value in element.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise _Unknown(key)
-        out.append(f' {_name(key, used)}="{_attribute(value)}"')
+        if key[:1] == "{":
+            key = _name(key, used)
+        if _ESCAPED_IN_ATTRIBUTE(value):
+            value = _attribute(value)
+        out.append(f' {key}="{value}"')
     text = element.text
     if text or len(element):
         out.append(">")
         if text:
-            out.append(_cdata(text))
+            out.append(_text(text))
         for child in element:
             _write(child, out, used)
         out.append(f"</{tag}>")
     else:
         out.append(" />")
-    if element.tail:
-        out.append(_cdata(element.tail))
+    tail = element.tail
+    if tail:
+        out.append(_text(tail))
+
+
+def _text(text: str) -> str:
+    if not isinstance(text, str):
+        raise _Unknown(text)
+    return _cdata(text) if _ESCAPED_IN_TEXT(text) else text
 
 
 def _cdata(text: str) -> str:

@@ -3,6 +3,7 @@ times as ISO text in UTC."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -11,10 +12,17 @@ from typing import Any
 from kvmrec.store.records import Condition, Drift, Status
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str)  # made once: json.dumps makes one a call
+
+
 def dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return _ENCODER.encode(value)
 
 
+# A reconcile writes its one ``now`` half a dozen times (its conditions, its events, its
+# record): the text of the last few is kept. Equal times are the same instant, and the
+# text is of that instant in UTC, so any of them gives the same text.
+@functools.lru_cache(maxsize=64)
 def time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
