@@ -11,7 +11,6 @@ from typing import Any
 
 from kvmrec.store.records import Condition, Drift, Status
 
-
 _ENCODER = json.JSONEncoder(sort_keys=True, default=str)  # made once: json.dumps makes one a call
 
 
