@@ -10,6 +10,8 @@ opened, and a thread to run it; ``_EventLoop`` does both once per process. Lifec
 callbacks only hand the domain's (or network's) name to ``on_domain_event``
 (``on_network_event``), which enqueues a key; they never do work on the event thread. A
 lifecycle event that only echoes one of kvmrec's own calls is dropped (libvirt/echoes.py).
+The loop's thread gathers events for a moment after each turn (``GATHER``), so that a
+burst of calls has its events dispatched together.
 
 Reconnection: keepalive probes notice a dead daemon, the close callback drops the
 connection, and a reconnect thread tries again with capped backoff. Calls made meanwhile
