@@ -50,8 +50,8 @@ class PermanentError(Exception):
 
 class Superseded(Exception):
     """A reconcile whose outcome was not kept: another writer changed what it had read (a
-    status written meanwhile by a command). It runs again at once from a fresh read; no
-    failure, no backoff."""
+    status written meanwhile by a command). It runs again at once from a fresh read, no
+    failure; only a key superseded again and again waits a backoff (engine/workers.py)."""
 
 
 class Reconcile(Protocol[K_contra]):

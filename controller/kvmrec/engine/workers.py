@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 
 BATCH_BUDGET = 0.025  # seconds of reconciles a worker takes at once
 MAX_BATCH = 32
+# A key superseded this many times in a row runs again after a backoff, not at once: a
+# writer that changes the status again and again (a command in a loop) must not keep a
+# worker rerunning one key.
+RERUNS_AT_ONCE = 3
 
 K = TypeVar("K", bound=Hashable)
 K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
@@ -159,6 +163,8 @@ class Workers(Generic[K]):
         self._busy: dict[str, tuple[list[K], float]] = {}
         # Key -> the failure last logged for it (type and message), under _busy_lock.
         self._failures: dict[K, str] = {}
+        # Key -> how many of its reconciles in a row were superseded, under _busy_lock.
+        self._superseded: dict[K, int] = {}
 
     def start(self) -> None:
         """Spawn the worker threads. A pool can be started once."""
@@ -265,9 +271,11 @@ class Workers(Generic[K]):
         typical = self._typical
         self._typical = duration if typical is None else typical + 0.2 * (duration - typical)
         if isinstance(error, Superseded):
-            log.info("%s: %s", key, error)
-            self.queue.add(key)  # again once this run is done, from a fresh read
+            self._rerun(key, error)
             return
+        if self._superseded:  # only this key's own outcomes add it
+            with self._busy_lock:
+                self._superseded.pop(key, None)
         if isinstance(error, PermanentError):
             retries = self.queue.num_requeues(key)
             self.queue.forget(key)
@@ -295,6 +303,17 @@ class Workers(Generic[K]):
         if result.requeue_after is not None:
             self.queue.add_after(key, result.requeue_after)
         self._notify(self._observer.on_success, key, result, duration)
+
+    def _rerun(self, key: K, superseded: Superseded) -> None:
+        """Run ``key`` again from a fresh read: at once, unless it keeps being superseded."""
+        with self._busy_lock:
+            in_a_row = self._superseded[key] = self._superseded.get(key, 0) + 1
+        if in_a_row <= RERUNS_AT_ONCE:
+            log.info("%s: %s", key, superseded)
+            self.queue.add(key)  # again once this run is done
+            return
+        delay = self.queue.add_rate_limited(key)
+        log.warning("%s: superseded %d times in a row; again in %.1f s", key, in_a_row, delay)
 
     def _is_news(self, key: K, exc: Exception) -> bool:
         """Whether this failure of ``key`` differs from the last one logged (and note it)."""

@@ -198,6 +198,45 @@ def test_a_superseded_reconcile_runs_again_at_once_and_is_no_failure(
     assert [r.levelname for r in caplog.records if "changed meanwhile" in r.message] == ["INFO"]
 
 
+def test_a_key_superseded_again_and_again_waits_a_backoff_then_runs(
+    make_pool: Factory,
+    clock: clocks.FakeClock,
+    eventually: Eventually,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+    at_once = workers.RERUNS_AT_ONCE
+
+    def reconcile(key: str) -> workers.Result:
+        nonlocal calls
+        calls += 1
+        if calls <= at_once + 1:
+            raise workers.Superseded("the status changed meanwhile")
+        return workers.Result()
+
+    q, _, rec = make_pool(reconcile, clock=clock)
+    with caplog.at_level(logging.INFO):
+        q.add("vm-a")
+        # The first run and its reruns at once, with no clock advance; the one after waits.
+        eventually(lambda: calls == at_once + 1 and q.pending_delayed() == 1)
+        assert rec.events == [] and q.num_requeues("vm-a") == 1
+        clock.advance(0.999)
+        assert calls == at_once + 1, "rerun before the backoff expired"
+        clock.advance(0.001)
+        assert rec.wait_for(1) == ("ok", "vm-a", workers.Result())
+    assert calls == at_once + 2 and q.num_requeues("vm-a") == 0
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warned] == [
+        f"vm-a: superseded {at_once + 1} times in a row; again in 1.0 s"
+    ]
+
+    # The streak is over: the next superseded reconcile runs again at once.
+    calls = at_once
+    q.add("vm-a")
+    assert rec.wait_for(2) == ("ok", "vm-a", workers.Result())
+    assert calls == at_once + 2 and q.pending_delayed() == 0
+
+
 def test_an_unexpected_exception_is_logged_with_traceback_and_the_thread_survives(
     make_pool: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
