@@ -13,6 +13,8 @@ returns ``Result(requeue_after=30)``   forgets the backoff; adds the key again i
                                        poll, e.g. waiting for a guest agent to come up)
 raises :class:`PermanentError`         forgets the backoff; does *not* retry: the input must
                                        change first, and a change re-adds the key anyway
+raises :class:`Superseded`             adds the key again at once (no failure); after
+                                       ``RERUNS_AT_ONCE`` in a row, rate-limited
 raises any other ``Exception``         adds the key rate-limited (exponential backoff)
 =====================================  =====================================================
 
