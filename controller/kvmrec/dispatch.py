@@ -24,6 +24,7 @@ from kvmrec.engine.queue import WorkQueue
 from kvmrec.engine.stages import Stages
 from kvmrec.hosting import Membership
 from kvmrec.reconcilers import recording
+from kvmrec.reconcilers.reconciling import Read
 from kvmrec.reconcilers.registry import Kinds
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status, StoredObject
@@ -69,18 +70,27 @@ class Dispatch:
         writes are stored together before anything that depends on them is woken."""
         deferred: recording.Deferred = []
         done: list[_Done] = []
+        # Every object and status of the batch in one read (one request to etcd).
+        reads = self.store.get_many_with_status(keys) if self._acting() else {}
         outcomes = stages.interleave(
-            [functools.partial(self._stages, key, deferred, done) for key in keys]
+            [functools.partial(self._stages, key, deferred, done, reads.get(key)) for key in keys]
         )
         recording.store_deferred(self.store, deferred, dict(zip(keys, outcomes, strict=True)))
         for read_and_written in done:
             self._after(*read_and_written)
         return outcomes
 
+    def _acting(self) -> bool:
+        return self.membership is None or self.membership.acting()
+
     def _stages(
-        self, key: ObjectKey, deferred: recording.Deferred | None, done: list[_Done]
+        self,
+        key: ObjectKey,
+        deferred: recording.Deferred | None,
+        done: list[_Done],
+        read: Read | None = None,
     ) -> Stages:
-        if self.membership is not None and not self.membership.acting():
+        if not self._acting():
             return Result()  # fenced: the rejoin queues everything again
         reconciler = self._kinds().get(key.kind)
         if reconciler is None:
@@ -93,7 +103,7 @@ class Dispatch:
                 logs.about(key),
                 recording.one_write(self.store, key, self.clock, deferred=deferred),
             ):
-                return (yield from reconciler.stages(key))
+                return (yield from reconciler.stages(key, read))
         finally:
             self._done.reset(token)
 

@@ -38,7 +38,7 @@ from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status, StoredObject
 
-__all__ = ["Done", "Reconciler", "conflict"]
+__all__ = ["Done", "Read", "Reconciler", "conflict"]
 
 
 def conflict(noun: str, name: str) -> Plan:
@@ -51,6 +51,9 @@ def conflict(noun: str, name: str) -> Plan:
         steps=(Step("conflict", detail=message),), blocked=message, blocked_reason="Conflict"
     )
 
+
+# What a reconcile starts from: the object (None: not in the store) and its status.
+Read = tuple[StoredObject | None, Status | None]
 
 # Told after every reconcile: the key, the object as it was read (None: not in the store),
 # its status then, and the status the reconcile stored (None: none, or the object is gone).
@@ -133,11 +136,12 @@ class Reconciler(Generic[S, L]):
     def reconcile(self, key: ObjectKey) -> Result:
         return stages.run(self.stages(key))
 
-    def stages(self, key: ObjectKey) -> Stages:
+    def stages(self, key: ObjectKey, read: Read | None = None) -> Stages:
         """The reconcile of ``key``, yielding after it observes, after each step and after
-        it observes again (engine/stages.py)."""
+        it observes again (engine/stages.py). ``read``: the object and its status, read
+        for a batch of reconciles together; else read here."""
         # The object and its status in one read.
-        obj, old = self._store.get_with_status(key)
+        obj, old = read if read is not None else self._store.get_with_status(key)
         if obj is None:
             old = None
         written: list[Status] = []

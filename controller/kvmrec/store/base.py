@@ -90,6 +90,12 @@ class Statuses(Protocol):
     def get_with_status(self, key: ObjectKey) -> tuple[StoredObject | None, Status | None]:
         """An object and its status in one read (what a reconcile starts from)."""
 
+    def get_many_with_status(
+        self, keys: Sequence[ObjectKey]
+    ) -> Mapping[ObjectKey, tuple[StoredObject | None, Status | None]]:
+        """``get_with_status`` of each key, read together (what a batch of reconciles
+        starts from): on etcd one request, where a key alone costs a round trip."""
+
     def statuses(self) -> Mapping[ObjectKey, Status]:
         """Each object's status: on a store of one host, that host's; otherwise the newest
         any host reported (``get_status`` and ``get_with_status`` read the same)."""

@@ -105,7 +105,7 @@ def test_a_blocked_domain_has_its_status_and_a_permanent_record(service: Service
         assert (record.result, record.message) == ("permanent", str(raised.value))
 
 
-def test_reconciles_run_together_store_their_outcomes_in_one_transaction(
+def test_reconciles_run_together_read_in_one_go_and_store_their_outcomes_in_one_transaction(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefix = service.prefix  # type: ignore[attr-defined]
@@ -113,14 +113,25 @@ def test_reconciles_run_together_store_their_outcomes_in_one_transaction(
     bad = apply(service, f"{prefix}db", type="nosuchtype")
     blocked = apply(service, f"{prefix}blk", disks=[{"path": "/etc/kvmrec-not-here.qcow2"}])
     batches: list[int] = []
-    record_many = service.store.record_many
+    reads: list[int] = []
+    record_many, get_many = service.store.record_many, service.store.get_many_with_status
 
     def counted(writes: Any) -> Any:
         batches.append(len(writes))
         return record_many(writes)
 
+    def counted_reads(keys: Any) -> Any:
+        reads.append(len(keys))
+        return get_many(keys)
+
+    def read_alone(key: Any) -> Any:
+        raise AssertionError(f"{key} read alone in a batch")
+
     monkeypatch.setattr(service.store, "record_many", counted)
+    monkeypatch.setattr(service.store, "get_many_with_status", counted_reads)
+    monkeypatch.setattr(service.store, "get_with_status", read_alone)
     outcomes = service.dispatch.reconcile_many([*good, bad, blocked])
+    assert reads == [5]  # every object and status in one read
     assert batches == [5]  # every outcome in one write
     assert [o.error for o in outcomes[:3]] == [None, None, None]
     assert isinstance(outcomes[3].error, BackendError)

@@ -33,6 +33,9 @@ from .client import Client, Conflict
 from .gateway import EtcdError, KeyValue, put_op, range_op
 
 EVENT_TTL = 3600  # seconds, as the apiserver's --event-ttl
+# Keys read in one transaction (two ranges each): etcd refuses a transaction of more than
+# --max-txn-ops operations, 128 by default.
+_KEYS_A_READ = 64
 
 
 class EventLease:
@@ -100,12 +103,28 @@ class StatusKeys:
         return self._pick(key, found.kvs)
 
     def get_with_status(self, key: ObjectKey) -> tuple[StoredObject | None, Status | None]:
-        where = self._etcd.layout.object(key)
-        obj, found = self._etcd.read_many([range_op(where), self._status_range(key)])
-        kv = obj.kvs[0] if obj.kvs else None
-        self._etcd.remember_read(where, kv)
-        stored = codec.stored_object(key, kv.value) if kv else None
-        return stored, self._pick(key, found.kvs)
+        return self.get_many_with_status([key])[key]
+
+    def get_many_with_status(
+        self, keys: Sequence[ObjectKey]
+    ) -> Mapping[ObjectKey, tuple[StoredObject | None, Status | None]]:
+        layout = self._etcd.layout
+        found: dict[ObjectKey, tuple[StoredObject | None, Status | None]] = {}
+        for start in range(0, len(keys), _KEYS_A_READ):
+            chunk = keys[start : start + _KEYS_A_READ]
+            ranges = [
+                op
+                for key in chunk
+                for op in (range_op(layout.object(key)), self._status_range(key))
+            ]
+            results = self._etcd.read_many(ranges)
+            for i, key in enumerate(chunk):
+                obj, statuses = results[2 * i], results[2 * i + 1]
+                kv = obj.kvs[0] if obj.kvs else None
+                self._etcd.remember_read(layout.object(key), kv)
+                stored = codec.stored_object(key, kv.value) if kv else None
+                found[key] = (stored, self._pick(key, statuses.kvs))
+        return found
 
     def statuses(self) -> Mapping[ObjectKey, Status]:
         newest: dict[ObjectKey, KeyValue] = {}

@@ -184,6 +184,42 @@ def test_get_with_status_reads_both(store: Store) -> None:
     assert store.get_with_status(KEY) == (None, Status(retries=1))
 
 
+def test_get_many_with_status_reads_what_each_read_alone_would(store: Store) -> None:
+    other, status_only, missing = (ObjectKey("Domain", n) for n in ("db", "orphan", "none"))
+    store.apply(manifest(), at(0))
+    store.apply(manifest("db"), at(0))
+    store.record(other, Status(observed_generation=1, retries=2), (), at(1))
+    store.record(status_only, Status(retries=1), (), at(1))
+    keys = [KEY, other, status_only, missing]
+    alone = {key: store.get_with_status(key) for key in keys}
+    assert store.get_many_with_status(keys) == alone
+    assert alone[other] == (store.get(other), Status(observed_generation=1, retries=2))
+    assert alone[status_only] == (None, Status(retries=1)) and alone[missing] == (None, None)
+    assert store.get_many_with_status([]) == {}
+    # More keys than one request may read: each still read.
+    many = [ObjectKey("Domain", f"m{i}") for i in range(150)]
+    for key in many[::7]:
+        store.record(key, Status(retries=3), (), at(2))
+    found = store.get_many_with_status(many)
+    assert list(found) == many
+    assert [k for k, (_, status) in found.items() if status == Status(retries=3)] == many[::7]
+
+
+def test_a_batch_read_is_what_a_status_write_compares_with(store: Store, opener: Opener) -> None:
+    other = opener()
+    try:
+        store.apply(manifest(), at(0))
+        store.get_many_with_status([KEY])  # read: none yet
+        other.record(KEY, Status(retries=1), (), at(1))  # ... then another client's
+        with pytest.raises(StatusConflict):
+            store.record(KEY, Status(retries=2), (), at(2))
+        store.get_many_with_status([KEY])  # read again: the write goes
+        store.record(KEY, Status(retries=3), (), at(3))
+        assert other.get_status(KEY) == Status(retries=3)
+    finally:
+        other.close()
+
+
 def test_convergence_tells_each_object_s_generation_and_what_its_status_says(
     store: Store,
 ) -> None:
