@@ -6,12 +6,18 @@ writes the same text (tests/unit/backends/test_xml_text.py holds it to the stand
 library's) for the trees kvmrec builds: string tags and attributes, namespaces registered
 here with their prefixes. Anything else (a comment, a namespace of no known prefix) is
 left to ``ET.tostring``.
+
+A :class:`Document` is written piece by piece instead: markup the caller writes, escaped
+with :func:`text` and :func:`attribute`, and elements written as above, the namespaces
+they use declared on the root as the standard library does. For a document that is mostly
+fixed markup (a domain definition) that is a third of the time a tree takes.
 """
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 
 _PREFIXES: dict[str, str] = {}  # namespace URI -> its prefix
 # Whether a text or an attribute value needs escaping at all: most do not, and one search
@@ -38,17 +44,56 @@ def tostring(root: ET.Element) -> str:
         _write(root, out, used)
     except _Unknown:
         return ET.tostring(root, encoding="unicode")
-    if not used:
-        return "".join(out)
+    if used:
+        out[0] += _declarations(used)
+    return "".join(out)
+
+
+def _declarations(used: Mapping[str, str]) -> str:
     # The standard library declares every namespace on the root, sorted by prefix, before
     # the root's own attributes.
-    declared = "".join(
+    return "".join(
         f' xmlns:{prefix}="{_attribute(uri)}"'
         for uri, prefix in sorted(used.items(), key=lambda item: item[1])
     )
-    head = out[0]
-    out[0] = head + declared
-    return "".join(out)
+
+
+def text(value: str) -> str:
+    """``value`` escaped as the text of an element."""
+    return _cdata(value) if _ESCAPED_IN_TEXT(value) else value
+
+
+def attribute(value: str) -> str:
+    """``value`` escaped as an attribute's value (between double quotes)."""
+    return _attribute(value) if _ESCAPED_IN_ATTRIBUTE(value) else value
+
+
+class Document:
+    """One document, its root's content written piece by piece (see the module's story)."""
+
+    def __init__(self, tag: str, attributes: Mapping[str, str]) -> None:
+        self._tag = tag
+        self._attributes = attributes
+        self._out: list[str] = []
+        self._used: dict[str, str] = {}
+
+    def markup(self, markup: str) -> None:
+        """Markup written by the caller, its texts and attributes already escaped."""
+        self._out.append(markup)
+
+    def element(self, element: ET.Element) -> None:
+        """``element`` and what it holds, as ``tostring`` writes them."""
+        try:
+            _write(element, self._out, self._used)
+        except _Unknown as exc:
+            raise ValueError(f"cannot write {exc!r} into a document") from exc
+
+    def tostring(self) -> str:
+        attributes = "".join(f' {k}="{attribute(v)}"' for k, v in self._attributes.items())
+        head = f"<{self._tag}{_declarations(self._used)}{attributes}"
+        if not self._out:
+            return head + " />"
+        return f"{head}>{''.join(self._out)}</{self._tag}>"
 
 
 def _name(qname: str, used: dict[str, str]) -> str:

@@ -57,3 +57,27 @@ def test_what_it_does_not_know_is_left_to_the_standard_library() -> None:
     ET.SubElement(root, "{urn:unregistered}x")
     root.append(ET.Comment("a comment"))
     assert xml_text.tostring(root) == standard(root)
+
+
+def test_a_document_written_in_pieces_is_the_tree_the_standard_library_writes() -> None:
+    root = ET.Element("domain", {"type": 'k"v'})
+    ET.SubElement(root, "name").text = "a & <b>"
+    meta = ET.SubElement(root, "metadata")
+    ET.SubElement(meta, f"{{{OWNER_NS}}}owner", {"name": "n"})
+    ET.SubElement(meta, f"{{{CPU_NS}}}cpu", {"mode": "custom"})
+    ET.SubElement(root, "empty")
+
+    doc = xml_text.Document("domain", {"type": 'k"v'})
+    doc.markup(f"<name>{xml_text.text('a & <b>')}</name><metadata>")
+    for element in meta:
+        doc.element(element)  # the namespaces they use go on the root
+    doc.markup("</metadata><empty />")
+    assert doc.tostring() == standard(root)
+    assert xml_text.Document("e", {}).tostring() == standard(ET.Element("e"))
+    assert xml_text.attribute('a"b\n') == "a&quot;b&#10;" and xml_text.text("plain") == "plain"
+
+
+def test_a_document_refuses_an_element_it_cannot_write() -> None:
+    doc = xml_text.Document("domain", {})
+    with pytest.raises(ValueError, match="unregistered"):
+        doc.element(ET.Element("{urn:unregistered}x"))
