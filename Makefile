@@ -52,6 +52,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	bash scripts/ovs-c-json.sh $(BIN)/python
 	touch $@
 
 # The dev run's settings go into a configuration file that every kvmrec command finds
