@@ -1,16 +1,14 @@
-"""XML elements to text, as ``ET.tostring(root, encoding="unicode")`` writes them, faster.
+"""Domain definitions as text, written as ``ET.tostring(root, encoding="unicode")`` would
+write their tree, in a third of the time.
 
-The standard library's serializer is pure Python and walks the tree twice (once to name
-its namespaces); writing a domain definition took about as long as building it. This
-writes the same text (tests/unit/backends/test_xml_text.py holds it to the standard
-library's) for the trees kvmrec builds: string tags and attributes, namespaces registered
-here with their prefixes. Anything else (a comment, a namespace of no known prefix) is
-left to ``ET.tostring``.
-
-A :class:`Document` is written piece by piece instead: markup the caller writes, escaped
-with :func:`text` and :func:`attribute`, and elements written as above, the namespaces
-they use declared on the root as the standard library does. For a document that is mostly
-fixed markup (a domain definition) that is a third of the time a tree takes.
+The standard library's serializer is pure Python and walks a tree twice (once to name its
+namespaces); every reconcile that defines a domain writes one. A :class:`Document` is
+written piece by piece instead: markup the caller writes, its values escaped with
+:func:`text` and :func:`attribute`, and elements (a disk, the ownership stamp) written as
+the standard library writes them, the namespaces they use declared on the root as it does
+(tests/unit/backends/test_xml_text.py holds the result to the standard library's). Tags
+and attributes are strings, namespaces registered here with their prefixes; anything else
+(a comment, a namespace of no known prefix) is refused.
 """
 
 from __future__ import annotations
@@ -33,20 +31,7 @@ def register_namespace(prefix: str, uri: str) -> None:
 
 
 class _Unknown(Exception):
-    """Something this writer leaves to the standard library's."""
-
-
-def tostring(root: ET.Element) -> str:
-    """``ET.tostring(root, encoding="unicode")``."""
-    used: dict[str, str] = {}
-    out: list[str] = []
-    try:
-        _write(root, out, used)
-    except _Unknown:
-        return ET.tostring(root, encoding="unicode")
-    if used:
-        out[0] += _declarations(used)
-    return "".join(out)
+    """Something this writer cannot write."""
 
 
 def _declarations(used: Mapping[str, str]) -> str:
@@ -82,7 +67,7 @@ class Document:
         self._out.append(markup)
 
     def element(self, element: ET.Element) -> None:
-        """``element`` and what it holds, as ``tostring`` writes them."""
+        """``element`` and what it holds, as ``ET.tostring`` writes them."""
         try:
             _write(element, self._out, self._used)
         except _Unknown as exc:
@@ -113,7 +98,7 @@ def _write(element: ET.Element, out: list[str], used: dict[str, str]) -> None:
         raise _Unknown(tag)  # a comment or processing instruction
     if tag[:1] == "{":
         tag = _name(tag, used)
-    out.append("<" + tag)  # its own entry: the root's namespaces go right after it
+    out.append("<" + tag)
     for key, value in element.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise _Unknown(key)
@@ -122,11 +107,11 @@ def _write(element: ET.Element, out: list[str], used: dict[str, str]) -> None:
         if _ESCAPED_IN_ATTRIBUTE(value):
             value = _attribute(value)
         out.append(f' {key}="{value}"')
-    text = element.text
-    if text or len(element):
+    content = element.text
+    if content or len(element):
         out.append(">")
-        if text:
-            out.append(_text(text))
+        if content:
+            out.append(_text(content))
         for child in element:
             _write(child, out, used)
         out.append(f"</{tag}>")
