@@ -83,7 +83,7 @@ class GuestSide:
         to read again while they are incomplete (the agent or DHCP not there yet)."""
         leases = any(i.network for i in spec.interfaces)
         if live.state != "running" or not (spec.guest_agent or leases):
-            return None, replace(memory, guest=Guest())
+            return None, memory if memory.guest == Guest() else replace(memory, guest=Guest())
         running = live.running
         agent = spec.guest_agent and running is not None and running.agent_connected
         try:

@@ -98,6 +98,8 @@ class DomainReport(GuestSide):
     @staticmethod
     def _note_start(memory: DomainMemory, now: datetime) -> DomainMemory:
         memory = installs.phase_started(crash_loop.note_start(memory, now))
+        if memory.guest.reads is None:
+            return memory
         return replace(memory, guest=replace(memory.guest, reads=None))
 
     @staticmethod
@@ -118,11 +120,16 @@ class DomainReport(GuestSide):
         memory = self._memory(turn)
         live = turn.live
         assert live is not None
-        if not any(step.action in ("stop", "restart") for step in plan.steps):
+        # Each change only where it changes something: a replace of the memory costs more
+        # than the comparison, and most reconciles change none of these.
+        stopping = any(step.action in ("stop", "restart") for step in plan.steps)
+        if not stopping and memory.stopping is not None:
             memory = replace(memory, stopping=None)  # called off: the manifest wants it running
-        if live.state == "running" and spec.run_strategy is RunStrategy.ONCE:
+        running = live.state == "running"
+        if running and spec.run_strategy is RunStrategy.ONCE:
             memory = replace(memory, once_generation=obj.generation)
-        if live.state == "running" and memory.stopping is None:
+        refused = memory.cpu_refused is not None
+        if running and memory.stopping is None and (memory.restarting or refused):
             memory = replace(memory, restarting=False, cpu_refused=None)
         # A resume kvmrec did not do (the operator's, under runStrategy Manual) leaves the
         # clock as far behind as one of its own.
@@ -149,7 +156,8 @@ class DomainReport(GuestSide):
                     raise BackendError(f"domain {name} vanished while it was being restarted")
                 live = turn.live = again
                 restart = self._still_different(spec, live)
-        if not restart:
+        tried = memory.restart_did_not_fix is not None or memory.restart_for is not None
+        if not restart and tried:
             memory = replace(memory, restart_did_not_fix=None, restart_for=None)
         drift = diff_config(spec, live.config)
         drift += [d for d in restart if d.field not in {x.field for x in drift}]

@@ -241,22 +241,23 @@ class Reconciler(Generic[S, L]):
         return Result(requeue_after=report.requeue_after)
 
     def _status(self, turn: Turn[S, L], report: Report) -> Status:
-        now = turn.now
         ready = "True" if report.ready else "False"
-        status = turn.status.with_condition("Ready", ready, report.reason, report.message, now)
-        for type_, value, reason, message in report.conditions:
-            status = status.with_condition(type_, value, reason, message, now)
         fields = ", ".join(d.field for d in report.drift)
-        status = (
-            status.with_condition("Synced", "False", "Drifted", fields, now)
-            if report.drift
-            else status.with_condition("Synced", "True", "Synced", "", now)
+        synced = ("False", "Drifted", fields) if report.drift else ("True", "Synced", "")
+        conditions = turn.status.conditions_with(
+            [
+                ("Ready", ready, report.reason, report.message),
+                *report.conditions,
+                ("Synced", *synced),
+            ],
+            turn.now,
         )
         return replace(
-            status,
+            turn.status,
+            conditions=conditions,
             observed_generation=turn.obj.generation,
             drift=report.drift,
-            last_reconcile_time=now,
+            last_reconcile_time=turn.now,
             last_error=report.error,
             retries=0,
             details=report.details,

@@ -118,12 +118,21 @@ class Status:
         self, type_: str, status: str, reason: str, message: str, now: datetime
     ) -> Status:
         """A copy with one condition set; its transition time moves only when status does."""
-        old = self.condition(type_)
-        since = old.last_transition_time if old and old.status == status else now
-        new = Condition(type_, status, reason, message, since)
-        others = [c for c in self.conditions if c.type != type_]
-        ordered = sorted([*others, new], key=lambda c: _CONDITION_ORDER.get(c.type, 99))
-        return replace(self, conditions=tuple(ordered))
+        return replace(
+            self, conditions=self.conditions_with([(type_, status, reason, message)], now)
+        )
+
+    def conditions_with(
+        self, updates: Iterable[tuple[str, str, str, str]], now: datetime
+    ) -> tuple[Condition, ...]:
+        """The conditions with each of ``updates`` (type, status, reason, message) set in
+        turn, as ``with_condition`` of each would leave them: one sort, no copies between."""
+        by_type = {c.type: c for c in self.conditions}
+        for type_, status, reason, message in updates:
+            old = by_type.pop(type_, None)  # set again after the others, as a new one
+            since = old.last_transition_time if old and old.status == status else now
+            by_type[type_] = Condition(type_, status, reason, message, since)
+        return tuple(sorted(by_type.values(), key=lambda c: _CONDITION_ORDER.get(c.type, 99)))
 
 
 _CONDITION_ORDER = {"Ready": 0, "Synced": 1, "RestartRequired": 2, "Degraded": 3}

@@ -43,3 +43,30 @@ def test_with_condition_orders_conditions() -> None:
         "Custom",
     ]
     assert status.is_true("RestartRequired")
+
+
+def test_conditions_with_is_with_condition_of_each_in_turn() -> None:
+    start = (
+        Status()
+        .with_condition("Reverted", "True", "Reverted", "to s1", at(0))
+        .with_condition("Synced", "True", "Synced", "", at(0))
+        .with_condition("Installed", "False", "Installing", "", at(1))
+        .with_condition("Ready", "False", "NotRunning", "", at(1))
+    )
+    updates = [
+        ("Ready", "True", "Running", ""),  # flips: a new transition time
+        ("Reverted", "True", "Reverted", "to s2"),  # same status: its time stays
+        ("BelowOSMinimum", "True", "BelowMinimum", "memory"),  # new
+        ("Ready", "True", "Running", "again"),  # a type twice: the last one counts
+        ("Synced", "False", "Drifted", "spec.vcpus"),
+    ]
+    one_by_one = start
+    for update in updates:
+        one_by_one = one_by_one.with_condition(*update, at(7))
+    assert start.conditions_with(updates, at(7)) == tuple(one_by_one.conditions)
+    # Conditions kvmrec has no order for keep the order they were set in.
+    assert [c.type for c in one_by_one.conditions][2:] == [
+        "Installed",
+        "Reverted",
+        "BelowOSMinimum",
+    ]
