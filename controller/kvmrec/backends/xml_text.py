@@ -104,9 +104,7 @@ def _write(element: ET.Element, out: list[str], used: dict[str, str]) -> None:
             raise _Unknown(key)
         if key[:1] == "{":
             key = _name(key, used)
-        if _ESCAPED_IN_ATTRIBUTE(value):
-            value = _attribute(value)
-        out.append(f' {key}="{value}"')
+        out.append(f' {key}="{attribute(value)}"')
     content = element.text
     if content or len(element):
         out.append(">")
@@ -122,15 +120,14 @@ def _write(element: ET.Element, out: list[str], used: dict[str, str]) -> None:
         out.append(_text(tail))
 
 
-def _text(text: str) -> str:
-    if not isinstance(text, str):
-        raise _Unknown(text)
-    return _cdata(text) if _ESCAPED_IN_TEXT(text) else text
+def _text(value: object) -> str:
+    """An element's text or tail, which a tree may hold as anything."""
+    if not isinstance(value, str):
+        raise _Unknown(value)
+    return text(value)
 
 
 def _cdata(text: str) -> str:
-    if not isinstance(text, str):
-        raise _Unknown(text)
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
