@@ -14,7 +14,6 @@ is the largest import of the package, so a kind's validator is built when first 
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -214,8 +213,8 @@ def with_defaults(kind: KindSchema, document: Mapping[str, Any]) -> dict[str, An
 
 
 def _copy_containers(value: Any) -> Any:
-    """A copy of the mappings and lists of a loaded document: filling in defaults adds to
-    mappings only, so the scalars (immutable) are shared."""
+    """A copy of the mappings and lists of a loaded document (or of a schema's default):
+    filling in defaults adds to mappings only, so the scalars (immutable) are shared."""
     if isinstance(value, dict):
         return {k: _copy_containers(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -277,7 +276,7 @@ def _fill(plan: _Defaults, value: Any) -> None:
     if isinstance(value, dict):
         for name, has, default, shared, sub in plan.properties:
             if name not in value and has:
-                value[name] = default if shared else copy.deepcopy(default)
+                value[name] = default if shared else _copy_containers(default)
             if name in value:
                 _fill(sub, value[name])
     elif isinstance(value, list) and plan.items is not None:
