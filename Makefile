@@ -3,7 +3,11 @@
 # `make test` does the same set-up and runs the whole test suite against the real stack.
 
 SHELL := /bin/bash
-PYTHON ?= python3
+# The distribution's interpreter: Debian builds it with profile-guided and link-time
+# optimisation into one binary, where a default pyenv or source build is neither (kvmrec's
+# reconcile loop runs ~10% faster on it; bench/RESULTS.md). PYTHON=... picks another one,
+# in a fresh venv (`make clean venv`).
+PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
 STACK_ENV := .stack/env

@@ -89,7 +89,7 @@ TEST_PREFIXES=(kvmrec-test- kt-)
 PACKAGES=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
     pkg-config qemu-system-x86 qemu-utils openvswitch-switch etcd-server
-    dnsmasq-base iptables tini curl ovmf osinfo-db
+    dnsmasq-base iptables tini curl ovmf osinfo-db python3-venv python3-dev
 )
 # Daemons in start order; `down` stops the reverse of this.
 DAEMONS=(virtlogd libvirtd ovsdb-server ovs-vswitchd etcd)
