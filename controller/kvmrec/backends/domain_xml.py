@@ -298,22 +298,25 @@ def _disk(element: ET.Element) -> Disk | None:
     )
 
 
+# libvirt's memory units (what a definition says; libvirt itself writes KiB).
+_UNIT_BYTES = {
+    "b": 1,
+    "bytes": 1,
+    "KiB": 1024,
+    "k": 1024,
+    "MiB": 1024**2,
+    "M": 1024**2,
+    "GiB": 1024**3,
+    "G": 1024**3,
+    "TiB": 1024**4,
+    "T": 1024**4,
+}
+
+
 def _bytes(element: ET.Element | None) -> int:
     if element is None or not element.text:
         return 0
-    factor = {
-        "b": 1,
-        "bytes": 1,
-        "KiB": 1024,
-        "k": 1024,
-        "MiB": 1024**2,
-        "M": 1024**2,
-        "GiB": 1024**3,
-        "G": 1024**3,
-        "TiB": 1024**4,
-        "T": 1024**4,
-    }
-    return int(element.text) * factor.get(element.get("unit", "KiB"), 1024)
+    return int(element.text) * _UNIT_BYTES.get(element.get("unit", "KiB"), 1024)
 
 
 # Devices a manifest cannot describe: an import says so instead of dropping them silently.
