@@ -1,11 +1,15 @@
-"""``kvmrec migrate DOMAIN [--to HOST] [--copy-storage] [--wait]``: move a running guest.
+"""``kvmrec migrate DOMAIN [--to HOST] [--copy-storage] [--wait]``: move a running guest;
+``kvmrec migrate DOMAIN --cancel [--wait]``: stop its migration.
 
 The request goes to the store (one transaction, against the placement it read); the host
 the Domain runs on carries it out with libvirt's peer-to-peer live migration and moves
 the placement only once the guest runs on the target. Without ``--to`` the scheduler's
 filters and score pick a host other than the current one. ``--wait`` follows the request
 until it ends: exit 0 when it succeeded, 2 when it failed or was cancelled, 1 when kvmrec
-itself failed (no store).
+itself failed (no store). With ``--cancel`` the guest stays where it runs: a Pending
+request ends at once, a Running one when its source host has aborted libvirt's job;
+``--wait`` then exits 0 once it is Cancelled, 2 when it ended otherwise (libvirt finished
+first) or when there was no migration under way.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ def add_parser(commands: Any) -> None:
         "migrate", help="move a running guest to another host of the fleet, live"
     )
     parser.add_argument("domain", metavar="DOMAIN")
-    parser.add_argument("--to", default=None, metavar="HOST", help="the target (default: chosen)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--to", default=None, metavar="HOST", help="the target (default: chosen)")
+    what.add_argument(
+        "--cancel", action="store_true", help="stop its migration; the guest stays where it runs"
+    )
     parser.add_argument(
         "--copy-storage",
         action="store_true",
@@ -51,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if control is None:
         return 1
     key = ObjectKey("Domain", args.domain)
+    if args.cancel:
+        if args.copy_storage:
+            print("kvmrec migrate: --copy-storage does not go with --cancel", file=sys.stderr)
+            control.close()
+            return 2
+        return _cancel(control, key, args)
     try:
         try:
             m = requests.request(
@@ -70,7 +84,28 @@ def run(args: argparse.Namespace) -> int:
         control.close()
 
 
-def follow(control: FleetControl, key: ObjectKey, timeout: float) -> int:
+def _cancel(control: FleetControl, key: ObjectKey, args: argparse.Namespace) -> int:
+    try:
+        try:
+            m = requests.cancel(control.migrations, key)
+        except requests.Refused as exc:
+            print(f"kvmrec migrate: {exc}", file=sys.stderr)
+            return 2
+        said = "cancelled" if m.final else "cancel requested"
+        print(f"{key}: migration from {m.source} to {m.to}: {said}")
+        if not args.wait:
+            return 0
+        return follow(control, key, args.timeout, ended="Cancelled")
+    except StoreError as exc:
+        print(f"kvmrec migrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        control.close()
+
+
+def follow(control: FleetControl, key: ObjectKey, timeout: float, ended: str = "Succeeded") -> int:
+    """Print the request's state as it changes until it is final: 0 when it ended
+    ``ended``, else 2."""
     deadline = time.monotonic() + timeout
     said = ""
     while time.monotonic() < deadline:
@@ -85,7 +120,7 @@ def follow(control: FleetControl, key: ObjectKey, timeout: float) -> int:
             print(line, flush=True)
             said = line
         if m.final:
-            return 0 if m.state == "Succeeded" else 2
+            return 0 if m.state == ended else 2
         time.sleep(1.0)
     print(f"{key}: still {said} after {timeout:.0f}s", file=sys.stderr)
     return 2

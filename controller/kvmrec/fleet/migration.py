@@ -9,7 +9,8 @@ path, a CPU the target lacks): the request then fails with the reason and nothin
 touched. Otherwise libvirt's peer-to-peer live migration runs while this module polls its
 job every second: the progress (data remaining, rate) goes to the request at most every
 ``REPORT_EVERY`` seconds, and a job whose data remaining has not decreased for
-``stall_timeout`` seconds is aborted, the guest staying where it was.
+``stall_timeout`` seconds is aborted, the guest staying where it was; so is one whose
+request an operator marked (``kvmrec migrate --cancel``), read again at every poll.
 
 The placement moves only after libvirt finished: one compare-and-swap from source to
 target on the revision read before starting. If that fails, the guest is where libvirt
@@ -143,14 +144,20 @@ class Runner:
         self, migration: Migration, job: MigrationJob, target: MigrationTarget
     ) -> tuple[Migration, str | None, bool]:
         """Poll the job until it ends; (the latest request, the error or None, whether
-        it was cancelled for no progress)."""
+        it was cancelled: for no progress, or by an operator)."""
         least: int | None = None
         last_progress = self._clock.monotonic()
         last_report = float("-inf")
-        cancelled = False
+        cancelled: str | None = None  # why
         while not job.done():
             self._clock.sleep(POLL)
             now = self._clock.monotonic()
+            if cancelled is None:
+                migration = self._migrations.migration(migration.key) or migration
+                if migration.cancel:
+                    log.info("%s: cancelling the migration to %s", migration.key, target.host)
+                    cancelled = "cancelled by the operator"
+                    job.abort()
             progress = job.progress()
             # Until QEMU has sized the job (data_total 0) nothing has moved yet.
             if progress is not None and progress.get("data_total", 0) > 0:
@@ -163,19 +170,19 @@ class Runner:
                     self._reporter.migrating(
                         migration.key, f"to {target.host}: {describe(progress)}"
                     )
-            if not cancelled and now - last_progress >= self._stall_timeout:
+            if cancelled is None and now - last_progress >= self._stall_timeout:
                 log.warning(
                     "%s: no progress for %.0fs, cancelling the migration to %s",
                     migration.key,
                     now - last_progress,
                     target.host,
                 )
-                cancelled = True
+                cancelled = f"cancelled: no progress for {self._stall_timeout:.0f}s"
                 job.abort()
         error = job.error()
-        if cancelled and error is not None:
-            error = f"cancelled: no progress for {self._stall_timeout:.0f}s ({error})"
-        return migration, error, cancelled
+        if cancelled is not None and error is not None:
+            error = f"{cancelled} ({error})"
+        return migration, error, cancelled is not None
 
     def _write_progress(self, migration: Migration, progress: Mapping[str, int]) -> Migration:
         updated = dataclasses.replace(migration, progress=dict(progress))

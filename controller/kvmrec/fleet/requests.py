@@ -1,5 +1,6 @@
 """Asking for a migration: where to (the scheduler's filters and score, the source left
-out), and the request written in one transaction with the placement it was read at."""
+out), and the request written in one transaction with the placement it was read at; and
+asking an unfinished one to stop."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Literal
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.fleet import scheduling
-from kvmrec.store.fleet import FleetControl
+from kvmrec.store.fleet import FleetControl, Migrations
 from kvmrec.store.fleet_records import Migration
+
+# A Running request moves under its own progress writes: a cancel compares again on a
+# fresh read this many times.
+CANCEL_TRIES = 5
 
 
 class Refused(Exception):
@@ -80,3 +85,24 @@ def request(
     if not control.migrations.request(migration, placed.revision):
         raise Refused(f"{key}: its placement or migration changed meanwhile; try again")
     return control.migrations.migration(key) or migration
+
+
+def cancel(migrations: Migrations, key: ObjectKey) -> Migration:
+    """Stop the unfinished migration of Domain ``key``; raises ``Refused`` when there is
+    none. A Pending request ends Cancelled at once (nothing had started, and its source's
+    start compares the request's revision); a Running one is marked, and its source host
+    aborts libvirt's job, the guest staying where it runs, and ends it Cancelled."""
+    for _ in range(CANCEL_TRIES):
+        current = migrations.migration(key)
+        if current is None or current.final:
+            raise Refused(f"{key}: no migration under way")
+        if current.cancel:
+            return current
+        if current.state == "Pending":
+            reason = "cancelled by the operator before it started"
+            changed = dataclasses.replace(current, state="Cancelled", reason=reason)
+        else:
+            changed = dataclasses.replace(current, cancel=True)
+        if migrations.update(changed):
+            return migrations.migration(key) or changed
+    raise Refused(f"{key}: its migration kept changing meanwhile; try again")

@@ -73,7 +73,9 @@ class Migration:
 
     ``mode`` "live" moves the running guest; "restart" (``drain --force``) stops it on
     its host and lets the scheduler start it elsewhere. ``progress`` is what the last
-    reading of libvirt's job said (data_remaining, data_total, rate in bytes/s)."""
+    reading of libvirt's job said (data_remaining, data_total, rate in bytes/s).
+    ``cancel``: an operator asked to stop it (``kvmrec migrate --cancel``) while it ran;
+    the source host aborts libvirt's job and ends it Cancelled."""
 
     key: ObjectKey
     source: str
@@ -84,6 +86,7 @@ class Migration:
     copy_storage: bool = False
     mode: Literal["live", "restart"] = "live"
     progress: Mapping[str, int] = field(default_factory=dict)
+    cancel: bool = False
     revision: int = 0  # the store's revision of the record, for compare-and-swap
 
     @property

@@ -9,6 +9,8 @@ prefix of the test; guests move with ``kvmrec migrate`` and ``kvmrec drain``.
   starts) and moves with it, its image made at the target;
 - a migration held to a trickle while the guest rewrites its memory makes no progress and
   is cancelled, the guest left running at the source;
+- an operator cancels a running migration (``kvmrec migrate --cancel --wait``): libvirt's
+  job is aborted, the guest keeps running at the source and was never defined at the target;
 - drain of a host with three guests: one moves live, one on a local disk is listed (and
   with --force stopped and started elsewhere), the pinned one stays and is listed.
 """
@@ -201,6 +203,44 @@ def test_a_migration_without_progress_is_cancelled_and_the_guest_stays(
     events = fleet.kvmrec("events").stdout
     assert "MigrationCancelled" in events
     print(f"cancelled migration: {migration}")
+
+
+def test_an_operator_cancels_a_running_migration_and_the_guest_stays(
+    migration_lab: LabFleet, lab: Lab, guest_image: GuestImage
+) -> None:
+    fleet, guests = migration_lab.fleet, migration_lab.guests
+    fleet.start(["lab1", "lab2"], extra=("--disk-root", str(guest_image.dir)))
+    name = guests.name("cancel")
+    fleet.apply({name: domain_manifest(name, "qemu", **guest_spec(guest_image, name))})
+    source = wait_placed(fleet, name, timeout=120)
+    target = other(fleet, source)
+    conn = guests.conn(source)
+    wait_for(lambda: agent_answers(conn, name), 300, "the agent answering")
+    # 16 MiB of memory no zero-page shortcut moves, at 1 MiB/s: a pass of 16 s at least.
+    guest_exec(conn, name, "/bin/sh", "-c", "head -c 16777216 /dev/urandom > /tmp/blob")
+    conn.lookupByName(name).migrateSetMaxSpeed(1, 0)
+
+    asked = fleet.kvmrec("migrate", name, "--to", target)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    wait_for(
+        lambda: (fleet.read_json(f"migrations/Domain/{name}") or {}).get("progress"),
+        60,
+        "the migration running, its first progress written",
+    )
+    cancelled = fleet.kvmrec("migrate", name, "--cancel", "--wait", timeout=120)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert "cancel requested" in cancelled.stdout and "Cancelled" in cancelled.stdout
+    migration = fleet.read_json(f"migrations/Domain/{name}")
+    assert migration["state"] == "Cancelled" and migration["cancel"] is True, migration
+    assert migration["reason"].startswith("cancelled by the operator"), migration
+    assert fleet.placement(name) == source
+    assert conn.lookupByName(name).isActive()
+    assert agent_answers(conn, name)
+    assert name not in guests.names(target, active_only=False)
+    assert "MigrationCancelled" in fleet.kvmrec("events").stdout
+    again = fleet.kvmrec("migrate", name, "--cancel")
+    assert again.returncode == 2 and "no migration under way" in again.stderr
+    print(f"cancelled by the operator: {migration}")
 
 
 def test_drain_moves_what_it_can_and_lists_the_rest(migration_lab: LabFleet, lab: Lab) -> None:

@@ -2,7 +2,8 @@
 scripted libvirt job and a fake clock: what blocks is named before anything starts, the
 limits hold requests Pending, progress is written at most every few seconds, a job without
 progress is cancelled with the guest left where it was, and the placement moves only once
-libvirt finished (set to where the guest runs even when its compare fails)."""
+libvirt finished (set to where the guest runs even when its compare fails); an operator's
+cancel ends a Pending request at once and aborts a Running one, the guest staying."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fleet_builders import T0, host
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.protocols import MigrationTarget
-from kvmrec.fleet import migration
+from kvmrec.fleet import migration, requests
 from kvmrec.fleet.migrating import HostMigrations
 from kvmrec.fleet.scope import Scope
 from kvmrec.store.fleet import Placed
@@ -386,3 +387,68 @@ def test_a_request_of_another_hosts_domain_is_left_alone(world: World) -> None:
     assert host_migrations.run_once(threaded=False) == 0
     assert store.requests[other].state == "Pending"
     assert backend.begun == []
+
+
+def test_an_operator_cancel_aborts_the_running_job_and_the_guest_stays(world: World) -> None:
+    store, backend, reporter, clock, scope, host_migrations = world
+    backend.readings = [reading(64, 64 - i) for i in range(1, 61)]  # a minute of progress
+    backend.error = "not finished"  # libvirt's job would not have ended by itself here
+    ask(store)
+    sleep = clock.sleep
+
+    def sleep_then_cancel(seconds: float) -> None:
+        sleep(seconds)
+        if clock.now == 4:  # `kvmrec migrate web --cancel`, meanwhile
+            asked = requests.cancel(store, KEY)
+            assert asked.state == "Running" and asked.cancel
+
+    clock.sleep = sleep_then_cancel  # type: ignore[method-assign]
+    host_migrations.run_once(threaded=False)
+    assert backend.job is not None and backend.job.aborted
+    assert clock.now == 4  # read at the poll that follows it, not at a progress write
+    done = store.requests[KEY]
+    assert done.state == "Cancelled" and done.reason.startswith("cancelled by the operator")
+    assert store.placed[KEY].placement.host == "lab1"
+    assert reporter.events[-1][:2] == ("Warning", "MigrationCancelled")
+    assert scope.host_of(KEY) == "lab1" and not scope.held(KEY)
+    with pytest.raises(requests.Refused, match="no migration under way"):
+        requests.cancel(store, KEY)
+
+
+def test_a_pending_request_cancelled_never_starts(world: World) -> None:
+    store, backend, reporter, _clock, _scope, host_migrations = world
+    ask(store)
+    done = requests.cancel(store, KEY)
+    assert done.state == "Cancelled" and "before it started" in done.reason
+    assert host_migrations.run_once(threaded=False) == 0
+    assert backend.begun == [] and reporter.events == []
+    assert store.placed[KEY].placement.host == "lab1"
+
+
+def test_a_cancel_compares_again_on_a_fresh_read(world: World) -> None:
+    store = world[0]
+    store.request(running("web", "lab1"), 0)
+    update = store.update
+    raced: list[int] = []
+
+    def progress_first(m: Migration) -> bool:
+        if not raced:  # the source's progress write lands between the read and the write
+            raced.append(1)
+            current = store.requests[m.key]
+            update(dataclasses.replace(current, progress=reading(64, 10)))
+        return update(m)
+
+    store.update = progress_first  # type: ignore[method-assign]
+    asked = requests.cancel(store, KEY)
+    assert asked.cancel and asked.progress == reading(64, 10)  # nothing lost of either
+    assert requests.cancel(store, KEY).revision == asked.revision  # asked once: no write
+
+
+def test_cancel_without_a_migration_under_way_is_refused(world: World) -> None:
+    store = world[0]
+    with pytest.raises(requests.Refused, match="no migration under way"):
+        requests.cancel(store, KEY)
+    ask(store)
+    store.requests[KEY] = dataclasses.replace(store.requests[KEY], state="Succeeded")
+    with pytest.raises(requests.Refused, match="no migration under way"):
+        requests.cancel(store, KEY)

@@ -1,5 +1,6 @@
 """What the etcd store promises beyond the contract: no lost update between clients, a
-fenced host's writes refused, no write when nothing changed, events that expire.
+fenced host's writes refused, no write when nothing changed, events that expire, a
+migration request's cancel kept.
 
 These use the stack's etcd (``support.etcd``), each test under a prefix of its own that is
 deleted afterwards.
@@ -17,9 +18,12 @@ from typing import Any
 import pytest
 
 from kvmrec.api.kinds import Manifest, ObjectKey
+from kvmrec.fleet import requests
 from kvmrec.store.base import StatusConflict
 from kvmrec.store.etcd import EtcdStore, Fenced
 from kvmrec.store.etcd.gateway import Gateway, compare, parse_endpoints
+from kvmrec.store.etcd.migrations import EtcdMigrations
+from kvmrec.store.fleet_records import Migration
 from kvmrec.store.records import ReconcileRecord, Status
 from support import etcd
 
@@ -316,3 +320,20 @@ def test_events_of_one_record_share_a_seq_and_are_never_split(
     # A limit that would cut the three apart returns all three.
     assert [e.reason for e in store.events(after=cursor, limit=2)] == ["R0", "R1", "R2"]
     assert [e.reason for e in store.events(after=events[0].seq)] == ["After"]
+
+
+def test_a_migration_request_holds_an_operators_cancel(gateway: Gateway, prefix: str) -> None:
+    migrations = EtcdMigrations(gateway, prefix)
+    placement = gateway.put(f"{prefix}/placements/Domain/web".encode(), b'{"host": "lab1"}')
+    asked = Migration(KEY, "lab1", "lab2", T0)
+    assert migrations.request(asked, placement)
+    done = requests.cancel(migrations, KEY)  # still Pending: ends at once
+    assert done.state == "Cancelled" and not done.cancel
+    assert migrations.migration(KEY) == done
+
+    assert migrations.request(replace(asked, revision=done.revision), placement)
+    found, seen = migrations.migrations()
+    assert migrations.start(found[KEY], seen)
+    marked = requests.cancel(migrations, KEY)  # Running: marked for the source host
+    assert (marked.state, marked.cancel) == ("Running", True)
+    assert migrations.migration(KEY) == marked  # as written, read back

@@ -1,6 +1,6 @@
 """Migration requests in etcd: ``P/migrations/KIND/NAME`` holds one Domain's request.
 
-    {source, to, requested, state, reason, copy_storage, mode, progress}
+    {source, to, requested, state, reason, copy_storage, mode, progress, cancel}
 
 A request is written in one transaction that compares the Domain's placement (it still
 names the host the request moves it from) and that no unfinished request is there. The
@@ -115,6 +115,7 @@ def _value(m: Migration) -> bytes:
             "copy_storage": m.copy_storage,
             "mode": m.mode,
             "progress": dict(m.progress),
+            "cancel": m.cancel,
         }
     ).encode()
 
@@ -132,5 +133,6 @@ def _migration(key: ObjectKey, kv: KeyValue) -> Migration:
         copy_storage=bool(data.get("copy_storage", False)),
         mode="restart" if data.get("mode") == "restart" else "live",
         progress={str(k): int(v) for k, v in progress.items()},
+        cancel=bool(data.get("cancel", False)),
         revision=kv.mod_revision,
     )
