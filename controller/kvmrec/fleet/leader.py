@@ -228,8 +228,8 @@ class Leader:
                 continue  # some host still has to clean up after it
             if key.kind not in HOST_LEVEL_KINDS and key.kind != "Domain":
                 continue  # a Snapshot goes with its Domain's host
-            self._store.remove(key)
-            collected += 1
+            if self._store.remove(key):  # not if its manifest came back meanwhile
+                collected += 1
         return collected
 
 

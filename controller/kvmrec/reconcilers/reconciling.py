@@ -21,6 +21,7 @@ the steps, act one step and report what it found, and whether the live object is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Generic
@@ -37,6 +38,8 @@ from kvmrec.reconcilers.kind import Event, Kind, L, Report, S, StepFailed, Turn
 from kvmrec.reconcilers.plans import Plan, Step
 from kvmrec.store.base import Store
 from kvmrec.store.records import Status, StoredObject
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Done", "Read", "Reconciler", "conflict"]
 
@@ -292,7 +295,11 @@ class Reconciler(Generic[S, L]):
         self.of.forget(turn)
         for type_, reason, message in events:
             self._store.add_event(key, type_, reason, message, now)
-        self._store.remove(key)
+        if not self._store.remove(key):
+            # Applied again while it was being deleted: what was done is told above, and
+            # the reconcile that follows at once makes it again.
+            log.info("%s: its manifest came back while it was being deleted", key)
+            return Result(requeue_after=0.0)
         turn.written.append(_REMOVED)
         return Result()
 

@@ -63,9 +63,11 @@ class Objects(Protocol):
     def mark_deleting(self, key: ObjectKey, now: datetime) -> bool:
         """Record that an object's manifest is gone; False if it was unknown or already so."""
 
-    def remove(self, key: ObjectKey) -> None:
-        """Forget an object and its status (after its live counterpart was deleted or
-        orphaned); its events and history stay."""
+    def remove(self, key: ObjectKey) -> bool:
+        """Forget an object marked for deletion and its status (after its live counterpart
+        was deleted or orphaned); its events and history stay. False, and nothing
+        forgotten, when the object is no longer marked: its manifest came back while it was
+        being deleted (an object already gone is no error)."""
 
     def get(self, key: ObjectKey) -> StoredObject | None: ...
 

@@ -194,7 +194,8 @@ class FleetStatuses(Protocol):
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
     ) -> None: ...
 
-    def remove(self, key: ObjectKey) -> None: ...
+    def remove(self, key: ObjectKey) -> bool:
+        """As ``Objects.remove``: False when the object is no longer marked for deletion."""
 
 
 class FleetParts(Protocol):

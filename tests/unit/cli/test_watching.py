@@ -79,6 +79,7 @@ def test_after_the_table_only_changed_rows_are_printed(
     assert changed[0].split()[:5] == ["Domain", "web", "shutoff", "no", "yes"]
     assert changed[0].index("shutoff") == first[0].index("STATE")  # the table's columns
 
+    store.mark_deleting(ObjectKey("Domain", "db"), T0)
     store.remove(ObjectKey("Domain", "db"))
     store.set_source_errors({"bad.yaml": "line 2: no"}, T0)
     printer.update(report.build(store))
@@ -109,6 +110,7 @@ def test_json_watch_is_one_object_a_line(store: Store, capsys: pytest.CaptureFix
     printer.update(report.build(store))
     (line,) = capsys.readouterr().out.splitlines()
     assert (json.loads(line)["name"], json.loads(line)["state"]) == ("web", "shutoff")
+    store.mark_deleting(ObjectKey("Domain", "web"), T0)
     store.remove(ObjectKey("Domain", "web"))
     printer.update(report.build(store))
     assert json.loads(capsys.readouterr().out) == {"kind": "Domain", "name": "web", "removed": True}

@@ -93,9 +93,13 @@ class World:
         self.writes += 1
         self.events.append((key, reason, message))
 
-    def remove(self, key: ObjectKey) -> None:
+    def remove(self, key: ObjectKey) -> bool:
         self.writes += 1
+        obj = self.objects.get(key)
+        if obj is not None and not obj.deleting:
+            return False
         self.objects.pop(key, None)
+        return True
 
     # Watching (not used by run_once)
     def watch(

@@ -174,6 +174,31 @@ def test_network_daemon_away_is_recorded_in_status(world: World) -> None:
     assert world.status(key).retries == 0
 
 
+def test_a_network_applied_again_while_it_is_deleted_is_kept_and_made_again(
+    world: World,
+) -> None:
+    key = world.apply("Network", "lab", NAT)
+    world.networks.reconcile(key)
+    world.delete(key)
+    undefine = world.nets.undefine_network
+
+    def undefine_then_apply(name: str) -> None:
+        undefine(name)
+        world.apply("Network", "lab", NAT)  # the manifest is back, from the next scan
+
+    world.nets.undefine_network = undefine_then_apply  # type: ignore[method-assign]
+    # Deleted as asked, but its object is kept: the reconcile that follows at once...
+    assert world.networks.reconcile(key) == Result(requeue_after=0.0)
+    obj = world.store.get(key)
+    assert obj is not None and not obj.deleting
+    assert "Deleted" in world.reasons(key)
+    assert "lab" not in world.nets.networks
+    # ... makes it again.
+    assert world.networks.reconcile(key) == Result()
+    assert world.nets.networks["lab"].active
+    assert world.condition(key, "Ready") == ("True", "Active")
+
+
 def test_network_deletion_waits_for_a_domain_that_uses_it_then_deletes(world: World) -> None:
     key = world.apply("Network", "lab", NAT)
     world.networks.reconcile(key)
@@ -189,6 +214,7 @@ def test_network_deletion_waits_for_a_domain_that_uses_it_then_deletes(world: Wo
     assert cond is not None and "Domain/web" in cond.message
     assert world.nets.networks["lab"].active, "still there while it is used"
 
+    world.store.mark_deleting(guest, world.clock.wall())
     world.store.remove(guest)
     assert world.networks.reconcile(key) == Result()
     assert "lab" not in world.nets.networks
@@ -275,6 +301,7 @@ def test_bridge_deletion_waits_for_a_network_on_it_then_deletes(world: World) ->
     assert world.bridges.reconcile(key) == Result(requeue_after=IN_USE_RETRY)
     cond = world.status(key).condition("Synced")
     assert cond is not None and cond.reason == "InUse" and "Network/on-br" in cond.message
+    world.store.mark_deleting(net, world.clock.wall())
     world.store.remove(net)
     assert world.bridges.reconcile(key) == Result()
     assert "br-lab" not in world.ovs.bridges

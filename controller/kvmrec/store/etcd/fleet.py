@@ -128,8 +128,8 @@ class _FleetView:
     ) -> None:
         self._view(None).add_event(key, type_, reason, message, now)
 
-    def remove(self, key: ObjectKey) -> None:
-        self._view(None).remove(key)
+    def remove(self, key: ObjectKey) -> bool:
+        return self._view(None).remove(key)
 
 
 class EtcdControl:

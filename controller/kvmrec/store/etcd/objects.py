@@ -147,21 +147,23 @@ class ObjectKeys:
             return True
         raise StoreError(f"{etcd.where}: {key} changed by other writers {ATTEMPTS} times")
 
-    def remove(self, key: ObjectKey) -> None:
+    def remove(self, key: ObjectKey) -> bool:
         etcd = self._etcd
         etcd.check_writable()
         with etcd.objects_lock:
-            self._remove(key)
+            return self._remove(key)
 
-    def _remove(self, key: ObjectKey) -> None:
+    def _remove(self, key: ObjectKey) -> bool:
         etcd = self._etcd
         if etcd.host is not None and key.kind in etcd.shared_kinds:
             self.forget_status(key)
-            return
+            return True
         where, statuses = etcd.layout.object(key), etcd.layout.statuses(key)
         for attempt in range(ATTEMPTS):
             backoff(attempt)
             kv = etcd.read(where)
+            if kv is not None and not codec.stored_object(key, kv.value).deleting:
+                return False  # applied again meanwhile: it is wanted after all
             ops = [
                 delete_op(where),
                 delete_op(statuses, prefix=True),
@@ -173,7 +175,7 @@ class ObjectKeys:
                 continue
             etcd.forget_prefix(statuses)
             etcd.remember({where: None}, 0)
-            return
+            return True
         raise StoreError(f"{etcd.where}: {key} changed by other writers {ATTEMPTS} times")
 
     def forget_status(self, key: ObjectKey) -> None:

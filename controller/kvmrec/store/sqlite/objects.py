@@ -139,13 +139,17 @@ class ObjectRows:
             )
         return cursor.rowcount > 0
 
-    def remove(self, key: ObjectKey) -> None:
+    def remove(self, key: ObjectKey) -> bool:
+        where = (key.kind, key.name)
         with self._db.writing() as conn:
-            conn.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (key.kind, key.name))
-            conn.execute("DELETE FROM statuses WHERE kind = ? AND name = ?", (key.kind, key.name))
+            conn.execute("DELETE FROM objects WHERE kind = ? AND name = ? AND deleting = 1", where)
+            if conn.execute("SELECT 1 FROM objects WHERE kind = ? AND name = ?", where).fetchone():
+                return False  # applied again meanwhile: it is wanted after all
+            conn.execute("DELETE FROM statuses WHERE kind = ? AND name = ?", where)
             if self._keys is not None:
                 self._keys.discard(key)
         self._seen.pop(key, None)
+        return True
 
     def get(self, key: ObjectKey) -> StoredObject | None:
         row = self._db.one(_GET_OBJECT, (key.kind, key.name))

@@ -114,14 +114,26 @@ def test_remove_drops_object_and_status_but_keeps_events(store: Store) -> None:
     store.record(KEY, Status(observed_generation=1), (), datetime.now(UTC))
     store.record(ObjectKey("Domain", "db"), Status(observed_generation=1), (), datetime.now(UTC))
     store.add_event(KEY, "Normal", "Created", "defined domain web", at(1))
-    store.remove(KEY)
+    store.mark_deleting(KEY, at(1))
+    assert store.remove(KEY)
     assert store.get(KEY) is None
     assert store.get_status(KEY) is None
     assert [o.key.name for o in store.list()] == ["db"]
     assert list(store.statuses()) == [ObjectKey("Domain", "db")]
     [event] = store.events(KEY)
     assert (event.reason, event.message, event.time) == ("Created", "defined domain web", at(1))
-    store.remove(KEY)  # removing twice is harmless
+    assert store.remove(KEY)  # removing twice is harmless
+
+
+def test_remove_keeps_an_object_applied_again_while_it_was_being_deleted(store: Store) -> None:
+    store.apply(manifest(), at(0))
+    store.record(KEY, Status(observed_generation=1), (), at(0))
+    store.mark_deleting(KEY, at(1))
+    store.apply(manifest(), at(2))  # its manifest back, while its live domain is undefined
+    assert not store.remove(KEY)
+    assert store.get(KEY) is not None and not store.get(KEY).deleting  # type: ignore[union-attr]
+    assert store.get_status(KEY) == Status(observed_generation=1)
+    assert store.keys() == [KEY]
 
 
 def test_keys_follow_apply_and_remove(store: Store) -> None:
@@ -172,6 +184,7 @@ def test_an_object_is_named_by_kind_and_name(store: Store) -> None:
     assert store.get(KEY).spec == SPEC  # type: ignore[union-attr]
     assert store.keys() == [KEY, network]
     assert [o.key for o in store.list()] == [KEY, network]
+    store.mark_deleting(network, at(1))
     store.remove(network)
     assert store.get(KEY) is not None
 

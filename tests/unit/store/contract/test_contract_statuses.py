@@ -177,6 +177,7 @@ def test_get_with_status_reads_both(store: Store) -> None:
     assert (obj, status) == (store.get(KEY), None)
     store.record(KEY, Status(observed_generation=1, retries=2), (), datetime.now(UTC))
     assert store.get_with_status(KEY) == (store.get(KEY), Status(observed_generation=1, retries=2))
+    store.mark_deleting(KEY, at(1))
     store.remove(KEY)
     assert store.get_with_status(KEY) == (None, None)
     # A status without its object (a reconcile that raced a remove) is still read.
@@ -244,6 +245,7 @@ def test_convergence_tells_each_object_s_generation_and_what_its_status_says(
     assert found[other] == Convergence(2, False, 1, False) and not found[other].current
     # Only stored objects: a status alone (its object removed) is no part of it.
     store.mark_deleting(KEY, at(4))
+    store.mark_deleting(other, at(4))
     store.remove(other)
     assert store.convergence() == {KEY: Convergence(1, True, 1, True)}
     assert not store.convergence()[KEY].current
@@ -308,6 +310,7 @@ def test_host_statuses_name_the_host_of_each_status(
     ]
     assert store.host_statuses(KEY) == [(KEY, host, Status(observed_generation=1))]
     assert store.host_statuses(ObjectKey("Domain", "none")) == []
+    store.mark_deleting(KEY, at(1))
     store.remove(KEY)
     assert store.host_statuses() == [(other, host, Status(observed_generation=2))]
 
