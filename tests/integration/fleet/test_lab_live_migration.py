@@ -69,6 +69,20 @@ def other(fleet: Fleet, host: str) -> str:
     return next(h for h, x in fleet.hosts.items() if h != host and x.running)
 
 
+def running_test_guest(
+    lab: LabFleet, guest_image: GuestImage, name: str, *options: str
+) -> tuple[str, str, Any]:
+    """lab1 and lab2 started, the test guest ``name`` placed and its agent answering: its
+    host, the other one, and its host's libvirt connection."""
+    fleet = lab.fleet
+    fleet.start(["lab1", "lab2"], extra=(*options, "--disk-root", str(guest_image.dir)))
+    fleet.apply({name: domain_manifest(name, "qemu", **guest_spec(guest_image, name))})
+    source = wait_placed(fleet, name, timeout=120)
+    conn = lab.guests.conn(source)
+    wait_for(lambda: agent_answers(conn, name), 300, "the agent answering")
+    return source, other(fleet, source), conn
+
+
 def tiny(name: str, lab: Lab, **spec: Any) -> str:
     spec.setdefault("console", "serial")
     spec.setdefault("terminationGracePeriodSeconds", 0)
@@ -171,14 +185,10 @@ def test_a_migration_without_progress_is_cancelled_and_the_guest_stays(
     migration_lab: LabFleet, lab: Lab, guest_image: GuestImage
 ) -> None:
     fleet, guests = migration_lab.fleet, migration_lab.guests
-    stall = ("--migration-stall-timeout", "8", "--disk-root", str(guest_image.dir))
-    fleet.start(["lab1", "lab2"], extra=stall)
     name = guests.name("stall")
-    fleet.apply({name: domain_manifest(name, "qemu", **guest_spec(guest_image, name))})
-    source = wait_placed(fleet, name, timeout=120)
-    target = other(fleet, source)
-    conn = guests.conn(source)
-    wait_for(lambda: agent_answers(conn, name), 300, "the agent answering")
+    source, target, conn = running_test_guest(
+        migration_lab, guest_image, name, "--migration-stall-timeout", "8"
+    )
     # The guest rewrites 24 MiB of memory over and over, faster than the trickle moves it.
     guest_exec(conn, name, "/bin/sh", "-c", "head -c 25165824 /dev/urandom > /tmp/blob")
     loop = "while :; do cp /tmp/blob /tmp/b2; done"
@@ -209,13 +219,8 @@ def test_an_operator_cancels_a_running_migration_and_the_guest_stays(
     migration_lab: LabFleet, lab: Lab, guest_image: GuestImage
 ) -> None:
     fleet, guests = migration_lab.fleet, migration_lab.guests
-    fleet.start(["lab1", "lab2"], extra=("--disk-root", str(guest_image.dir)))
     name = guests.name("cancel")
-    fleet.apply({name: domain_manifest(name, "qemu", **guest_spec(guest_image, name))})
-    source = wait_placed(fleet, name, timeout=120)
-    target = other(fleet, source)
-    conn = guests.conn(source)
-    wait_for(lambda: agent_answers(conn, name), 300, "the agent answering")
+    source, target, conn = running_test_guest(migration_lab, guest_image, name)
     # 16 MiB of memory no zero-page shortcut moves, at 1 MiB/s: a pass of 16 s at least.
     guest_exec(conn, name, "/bin/sh", "-c", "head -c 16777216 /dev/urandom > /tmp/blob")
     conn.lookupByName(name).migrateSetMaxSpeed(1, 0)
