@@ -1,9 +1,10 @@
 """The scheduler's HA pass: carry out fleet/recovery.py's decisions in the store.
 
-Each relocation is one compare-and-swap of the placement against the revision the pass
-read (a migration or another scheduler that moved it first wins, and the next pass
-decides again), then the Domain's fleet-level status counts it (``details.relocations``)
-and the old host's status of it is forgotten: the guest is the new host's now. Events:
+Each relocation is one transaction: the placement moved, compared against the revision
+the pass read (a migration or another scheduler that moved it first wins, and the next
+pass decides again); the Domain's fleet-level status counting it (``details.relocations``,
+so that no relocation goes uncounted whatever dies after); the old host's status of it
+forgotten (the guest is the new host's now); and the event. Events:
 ``Relocated``; ``RelocationFailed`` (no host takes it; said once per message);
 ``HAFailed`` (``maxRelocations`` spent; the Domain is left to the operator).
 """
@@ -87,19 +88,18 @@ class Relocator:
         self, action: recovery.Relocate, revision: int, fleet: Status | None, now: datetime
     ) -> int:
         reason = f"relocated from {action.source} ({action.why}): {action.reason}"
-        if not self._placements.place(action.key, action.target, reason, revision, now):
-            return 0  # moved or removed meanwhile: the next pass looks again
         message = f"{action.why}: relocated to {action.target} ({action.count} of its relocations)"
-        log.warning("%s: %s", action.key, message)
-        status = fleet or Status()
-        status = status.with_condition("Ready", "True", "Relocated", message, now)
+        status = (fleet or Status()).with_condition("Ready", "True", "Relocated", message, now)
         status = replace(
             status,
             details={**status.details, recovery.RELOCATIONS: action.count},
             last_reconcile_time=now,
         )
-        self._store.record_for(None, action.key, status, [("Normal", "Relocated", message)], now)
-        self._store.forget_status(action.key, action.source)
+        move = (action.source, action.target, reason, revision)
+        event = ("Normal", "Relocated", message)
+        if not self._store.relocate(action.key, move, status, event, now):
+            return 0  # moved or removed meanwhile: the next pass looks again
+        log.warning("%s: %s", action.key, message)
         return 1
 
     def _say(

@@ -190,6 +190,19 @@ class FleetStatuses(Protocol):
 
     def forget_status(self, key: ObjectKey, host: str | None) -> None: ...
 
+    def relocate(
+        self,
+        key: ObjectKey,
+        move: tuple[str, str, str, int],
+        status: Status,
+        event: tuple[str, str, str],
+        now: datetime,
+    ) -> bool:
+        """Move Domain ``key``'s placement (``move``: from host, to host, why, and the
+        placement's revision it was read at), store the fleet's ``status`` of it with
+        ``event`` and forget the old host's status, in one transaction; False, and nothing
+        written, when the placement changed meanwhile."""
+
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
     ) -> None: ...

@@ -87,6 +87,25 @@ class World:
         self.writes += 1
         self.status.pop((key, host), None)
 
+    def relocate(
+        self,
+        key: ObjectKey,
+        move: tuple[str, str, str, int],
+        status: Status,
+        event: tuple[str, str, str],
+        now: datetime,
+    ) -> bool:
+        source, target, reason, revision = move
+        was = self.placed.get(key)
+        if was is None or was.revision != revision:
+            return False  # nothing written, as etcd's compare refuses the transaction
+        self.writes += 1  # one transaction: placement, fleet status, old status, event
+        self.placed[key] = Placed(Placement(key, target, reason, now), revision + 1)
+        self.status[(key, None)] = status
+        self.status.pop((key, source), None)
+        self.events.append((key, event[1], event[2]))
+        return True
+
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime
     ) -> None:

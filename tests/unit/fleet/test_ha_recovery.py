@@ -198,16 +198,23 @@ def test_a_lost_compare_moves_nothing() -> None:
     world.put(vm, "h1")
     relocator = Relocator(store=world, placements=world, window=0.0, clock=clock.monotonic)  # type: ignore[arg-type]
 
-    real_place = world.place
+    real_relocate = world.relocate
 
-    def racing(key: ObjectKey, host: str, reason: str, expected: int | None, now: datetime) -> bool:
+    def racing(
+        key: ObjectKey,
+        move: tuple[str, str, str, int],
+        status: Status,
+        event: tuple[str, str, str],
+        now: datetime,
+    ) -> bool:
         world.placed[key] = Placed(placed(vm, "h2"), 7)  # a migration moved it first
-        return real_place(key, host, reason, expected, now)
+        return real_relocate(key, move, status, event, now)
 
-    world.place = racing  # type: ignore[method-assign]
+    world.relocate = racing  # type: ignore[method-assign]
     domains = scheduling.parsed(world.list())
     assert relocator.run_once(world.host_records, domains, [], {}, T0) == 0
     assert (vm[0].key, None) not in world.status
+    assert world.placed[vm[0].key].revision == 7 and not world.events
 
 
 def test_the_manifest_rules_of_an_ha_domain() -> None:

@@ -1,6 +1,6 @@
 """What the etcd store promises beyond the contract: no lost update between clients, a
 fenced host's writes refused, no write when nothing changed, events that expire, a
-migration request's cancel kept.
+migration request's cancel kept, a relocation written whole or not at all.
 
 These use the stack's etcd (``support.etcd``), each test under a prefix of its own that is
 deleted afterwards.
@@ -8,6 +8,7 @@ deleted afterwards.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from kvmrec.api.kinds import Manifest, ObjectKey
 from kvmrec.fleet import requests
 from kvmrec.store.base import StatusConflict
 from kvmrec.store.etcd import EtcdStore, Fenced
+from kvmrec.store.etcd.fleet import _FleetView
 from kvmrec.store.etcd.gateway import Gateway, compare, parse_endpoints
 from kvmrec.store.etcd.migrations import EtcdMigrations
 from kvmrec.store.fleet_records import Migration
@@ -337,3 +339,28 @@ def test_a_migration_request_holds_an_operators_cancel(gateway: Gateway, prefix:
     marked = requests.cancel(migrations, KEY)  # Running: marked for the source host
     assert (marked.state, marked.cancel) == ("Running", True)
     assert migrations.migration(KEY) == marked  # as written, read back
+
+
+def test_a_relocation_is_one_transaction_or_nothing(
+    opener: Callable[..., EtcdStore], gateway: Gateway, prefix: str
+) -> None:
+    store = opener()
+    view = _FleetView(store)
+    store.apply(manifest(), at(0))
+    gateway.put(f"{prefix}/hosts/h2".encode(), b"{}")
+    placed = gateway.put(f"{prefix}/placements/Domain/web".encode(), b'{"host": "h1"}')
+    store.scoped("h1").record(KEY, Status(observed_generation=1), (), at(0))
+    relocated = Status(details={"relocations": 1})
+    writes = count_writes(store)
+    event = ("Normal", "Relocated", "h1 lost: relocated to h2")
+
+    # The placement moved meanwhile (a migration): nothing is written.
+    assert not view.relocate(KEY, ("h1", "h2", "why", placed - 1), relocated, event, at(1))
+    assert view.host_statuses(KEY) == [(KEY, "h1", Status(observed_generation=1))]
+    assert not [e for e in store.events(KEY) if e.reason == "Relocated"]
+
+    assert view.relocate(KEY, ("h1", "h2", "why", placed), relocated, event, at(1))
+    assert json.loads(gateway.get(f"{prefix}/placements/Domain/web".encode()).value)["host"] == "h2"  # type: ignore[union-attr]
+    assert view.host_statuses(KEY) == [(KEY, None, relocated)]
+    assert [e.reason for e in store.events(KEY)][-1] == "Relocated"
+    assert len([w for w in writes if w == "/v3/kv/txn"]) == 2  # the refused one, then one

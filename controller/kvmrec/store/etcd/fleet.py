@@ -11,14 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
+from kvmrec.store import codec as store_codec
 from kvmrec.store.records import Status, StoredObject
 
+from . import codec
+from .client import Conflict
 from .election import LeaderElection
+from .gateway import delete_op, put_op
 from .hosts import EtcdHosts
 from .leases import HostLease
 from .migrations import EtcdMigrations
-from .placements import EtcdPlacements
+from .placements import EtcdPlacements, host_registered, placement_value
 from .store import EtcdStore
 from .watch import EtcdWatching
 
@@ -122,6 +127,42 @@ class _FleetView:
 
     def forget_status(self, key: ObjectKey, host: str | None) -> None:
         self._view(host).forget_status(key)
+
+    def relocate(
+        self,
+        key: ObjectKey,
+        move: tuple[str, str, str, int],
+        status: Status,
+        event: tuple[str, str, str],
+        now: datetime,
+    ) -> bool:
+        source, target, reason, revision = move
+        view = self._view(None)
+        etcd = view.client
+        layout = etcd.layout
+        placement, fleet, old = (
+            layout.placement(key),
+            layout.status(key, None),
+            layout.status(key, source),
+        )
+        read = etcd.read(fleet)
+        body = store_codec.status_body(status).encode()
+        compares = [
+            etcd.expect(placement, revision),
+            host_registered(f"{layout.prefix}/hosts/".encode(), target),
+            etcd.expect(fleet, read.mod_revision if read else 0),
+        ]
+        ops = [put_op(placement, placement_value(target, reason, now)), put_op(fleet, body)]
+        try:
+            done = view.write_with_events(
+                compares, [*ops, delete_op(old)], key, [codec.event_value(key, *event, now)]
+            )
+        except Conflict:
+            etcd.forget([fleet, old])
+            return False
+        etcd.remember({fleet: body, old: None}, done)
+        logs.event(key, *event)
+        return True
 
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime

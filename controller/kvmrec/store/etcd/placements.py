@@ -94,11 +94,8 @@ class EtcdPlacements:
         now: datetime,
         event: tuple[str, str, str] | None = None,
     ) -> bool:
-        value = json.dumps({"host": host, "reason": reason, "time": now.isoformat()}).encode()
-        compares = [
-            _at(self.key(key), expected),
-            compare(self._hosts + host.encode(), "CREATE", 0, "GREATER"),
-        ]
+        value = placement_value(host, reason, now)
+        compares = [_at(self.key(key), expected), host_registered(self._hosts, host)]
         ops = [put_op(self.key(key), value)]
         if event is None:
             return self._gateway.txn([*compares, *self._guards()], ops).succeeded
@@ -132,3 +129,13 @@ def _placed(key: ObjectKey, kv: KeyValue) -> Placed:
         time=datetime.fromisoformat(data["time"]),
     )
     return Placed(placement, kv.mod_revision)
+
+
+def placement_value(host: str, reason: str, now: datetime) -> bytes:
+    """A placement's record: the host, why, and since when."""
+    return json.dumps({"host": host, "reason": reason, "time": now.isoformat()}).encode()
+
+
+def host_registered(hosts_prefix: bytes, host: str) -> dict[str, Any]:
+    """The compare that ``host`` is registered: nothing is placed on a host that is not."""
+    return compare(hosts_prefix + host.encode(), "CREATE", 0, "GREATER")
