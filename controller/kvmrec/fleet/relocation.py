@@ -20,7 +20,7 @@ from datetime import datetime
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.fleet import recovery
 from kvmrec.fleet.scheduling import DEFAULT_OVERCOMMIT, Domain, Overcommit
-from kvmrec.store.fleet import FleetStatuses, Placements
+from kvmrec.store.fleet import FleetStatuses, Move, Placements
 from kvmrec.store.fleet_records import HostRecord
 from kvmrec.store.records import Status, StoredObject
 
@@ -95,7 +95,7 @@ class Relocator:
             details={**status.details, recovery.RELOCATIONS: action.count},
             last_reconcile_time=now,
         )
-        move = (action.source, action.target, reason, revision)
+        move = Move(action.source, action.target, reason, revision)
         event = ("Normal", "Relocated", message)
         if not self._store.relocate(action.key, move, status, event, now):
             return 0  # moved or removed meanwhile: the next pass looks again

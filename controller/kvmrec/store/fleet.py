@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store.base import Store
@@ -52,6 +52,16 @@ class Placed:
     """A placement with the revision a compare-and-swap compares."""
 
     placement: Placement
+    revision: int
+
+
+class Move(NamedTuple):
+    """A relocation's change of placement: from and to which host, why, and the
+    placement's revision it was decided at."""
+
+    source: str
+    target: str
+    reason: str
     revision: int
 
 
@@ -193,15 +203,14 @@ class FleetStatuses(Protocol):
     def relocate(
         self,
         key: ObjectKey,
-        move: tuple[str, str, str, int],
+        move: Move,
         status: Status,
         event: tuple[str, str, str],
         now: datetime,
     ) -> bool:
-        """Move Domain ``key``'s placement (``move``: from host, to host, why, and the
-        placement's revision it was read at), store the fleet's ``status`` of it with
-        ``event`` and forget the old host's status, in one transaction; False, and nothing
-        written, when the placement changed meanwhile."""
+        """Move Domain ``key``'s placement as ``move`` says (compared at its revision),
+        store the fleet's ``status`` of it with ``event`` and forget the old host's status,
+        in one transaction; False, and nothing written, when the placement changed."""
 
     def add_event(
         self, key: ObjectKey | None, type_: str, reason: str, message: str, now: datetime

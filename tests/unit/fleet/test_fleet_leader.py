@@ -12,7 +12,7 @@ from fleet_builders import T0, domain, host, network
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.fleet.leader import Leader
-from kvmrec.store.fleet import ChangeCallback, Placed, RelistCallback
+from kvmrec.store.fleet import ChangeCallback, Move, Placed, RelistCallback
 from kvmrec.store.fleet_records import HostRecord, Placement
 from kvmrec.store.records import Status, StoredObject
 
@@ -90,7 +90,7 @@ class World:
     def relocate(
         self,
         key: ObjectKey,
-        move: tuple[str, str, str, int],
+        move: Move,
         status: Status,
         event: tuple[str, str, str],
         now: datetime,

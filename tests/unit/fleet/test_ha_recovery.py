@@ -20,7 +20,7 @@ from kvmrec.fleet.leader import Leader
 from kvmrec.fleet.relocation import Relocator
 from kvmrec.fleet.scope import Scope
 from kvmrec.fleet.self_fence import SelfFence
-from kvmrec.store.fleet import Placed
+from kvmrec.store.fleet import Move, Placed
 from kvmrec.store.fleet_records import HostRecord
 from kvmrec.store.records import Status
 
@@ -202,7 +202,7 @@ def test_a_lost_compare_moves_nothing() -> None:
 
     def racing(
         key: ObjectKey,
-        move: tuple[str, str, str, int],
+        move: Move,
         status: Status,
         event: tuple[str, str, str],
         now: datetime,

@@ -14,6 +14,7 @@ from datetime import datetime
 from kvmrec import logs
 from kvmrec.api.objects import ObjectKey
 from kvmrec.store import codec as store_codec
+from kvmrec.store.fleet import Move
 from kvmrec.store.records import Status, StoredObject
 
 from . import codec
@@ -131,7 +132,7 @@ class _FleetView:
     def relocate(
         self,
         key: ObjectKey,
-        move: tuple[str, str, str, int],
+        move: Move,
         status: Status,
         event: tuple[str, str, str],
         now: datetime,
