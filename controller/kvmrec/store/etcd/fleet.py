@@ -150,7 +150,7 @@ class _FleetView:
         body = store_codec.status_body(status).encode()
         compares = [
             etcd.expect(placement, revision),
-            host_registered(f"{layout.prefix}/hosts/".encode(), target),
+            host_registered(layout.prefix, target),
             etcd.expect(fleet, read.mod_revision if read else 0),
         ]
         ops = [put_op(placement, placement_value(target, reason, now)), put_op(fleet, body)]

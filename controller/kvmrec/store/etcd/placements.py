@@ -45,7 +45,7 @@ class EtcdPlacements:
     ):
         self._gateway = gateway
         self._prefix = f"{prefix}/placements/".encode()
-        self._hosts = f"{prefix}/hosts/".encode()
+        self._store_prefix = prefix
         self._fence = fence
         self._events = events
 
@@ -95,7 +95,7 @@ class EtcdPlacements:
         event: tuple[str, str, str] | None = None,
     ) -> bool:
         value = placement_value(host, reason, now)
-        compares = [_at(self.key(key), expected), host_registered(self._hosts, host)]
+        compares = [_at(self.key(key), expected), host_registered(self._store_prefix, host)]
         ops = [put_op(self.key(key), value)]
         if event is None:
             return self._gateway.txn([*compares, *self._guards()], ops).succeeded
@@ -136,6 +136,7 @@ def placement_value(host: str, reason: str, now: datetime) -> bytes:
     return json.dumps({"host": host, "reason": reason, "time": now.isoformat()}).encode()
 
 
-def host_registered(hosts_prefix: bytes, host: str) -> dict[str, Any]:
-    """The compare that ``host`` is registered: nothing is placed on a host that is not."""
-    return compare(hosts_prefix + host.encode(), "CREATE", 0, "GREATER")
+def host_registered(prefix: str, host: str) -> dict[str, Any]:
+    """The compare that ``host`` is registered under the store's ``prefix``: nothing is
+    placed on a host that is not."""
+    return compare(f"{prefix}/hosts/{host}".encode(), "CREATE", 0, "GREATER")
