@@ -4,6 +4,7 @@ what it makes of a path. Behaviour every store shares is in ``contract/``."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,6 +103,37 @@ def test_a_version_1_file_is_upgraded_in_place(path: Path, monkeypatch: pytest.M
         assert new.snapshots(policy="nightly") == [record]
     finally:
         new.close()
+
+
+def test_a_second_process_opening_a_new_file_waits_for_the_first_ones_schema(
+    path: Path,
+) -> None:
+    """The service creates the file; ``kvmrec status`` finds it before its tables exist and
+    opens it too. The second must wait for the first's migrations, not run them again."""
+    path.parent.mkdir(parents=True)
+    first = sqlite3.connect(path, isolation_level=None)
+    first.execute("PRAGMA journal_mode = wal")
+    first.execute("BEGIN IMMEDIATE")
+    for number, step in enumerate(MIGRATIONS, 1):
+        step(first.execute)
+        first.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(number),)
+        )
+    outcome: list[object] = []
+
+    def second_opens() -> None:
+        try:
+            outcome.append(SqliteStore(path).schema_version())
+        except Exception as exc:  # the failure under test, reported by the assert below
+            outcome.append(exc)
+
+    opener = threading.Thread(target=second_opens)
+    opener.start()
+    opener.join(0.3)  # the second has read the version the first has not committed yet
+    first.execute("COMMIT")
+    first.close()
+    opener.join(10)
+    assert outcome == [len(MIGRATIONS)]
 
 
 def test_a_newer_schema_version_is_refused(path: Path) -> None:

@@ -81,22 +81,29 @@ def version(db: sqlite3.Connection) -> int:
 
 def migrate(db: sqlite3.Connection, where: str) -> None:
     """Apply the migrations ``db`` (in autocommit mode) has not seen; refuse a file newer
-    than this kvmrec."""
-    current = version(db)
-    if current > len(MIGRATIONS):
-        raise StoreError(
-            f"{where}: schema version {current} is newer than this kvmrec "
-            f"({len(MIGRATIONS)}); upgrade kvmrec"
-        )
-    for number in range(current + 1, len(MIGRATIONS) + 1):
-        db.execute("BEGIN")
-        try:
+    than this kvmrec.
+
+    The version is read under the write lock: another process opening the same new file
+    (the service and a ``kvmrec status`` that found it just created) waits for the first
+    one's migrations and then finds nothing left to do, instead of creating the tables a
+    second time."""
+    if version(db) == len(MIGRATIONS):
+        return  # the usual open: nothing to do, and no write lock taken
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        current = version(db)
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{where}: schema version {current} is newer than this kvmrec "
+                f"({len(MIGRATIONS)}); upgrade kvmrec"
+            )
+        for number in range(current + 1, len(MIGRATIONS) + 1):
             MIGRATIONS[number - 1](db.execute)
             db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(number),),
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
