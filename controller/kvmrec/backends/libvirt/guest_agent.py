@@ -59,6 +59,15 @@ def _silent(exc: Any) -> bool:
     return held and code in names.codes("VIR_ERR_OPERATION_TIMEOUT")
 
 
+def _powering_off(dom: Any) -> bool:
+    """Whether the guest is shutting down or already off."""
+    try:
+        state, _reason = dom.state()
+    except libvirt.libvirtError:
+        return False
+    return state in (libvirt.VIR_DOMAIN_SHUTDOWN, libvirt.VIR_DOMAIN_SHUTOFF)
+
+
 class AgentUnavailable(BackendError):
     """The guest agent is not connected or does not answer."""
 
@@ -187,7 +196,18 @@ class GuestAgent:
             "agent": libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
             "acpi": libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
         }[method]
-        self.call(name, f"shut down through {method}", lambda dom: dom.shutdownFlags(flags))
+
+        def ask(dom: Any) -> None:
+            try:
+                dom.shutdownFlags(flags)
+            except libvirt.libvirtError:
+                # qemu-ga may power a quick guest off before its answer reaches libvirt,
+                # which then reports the agent gone: the request was taken all the same.
+                if method == "agent" and _powering_off(dom):
+                    return
+                raise
+
+        self.call(name, f"shut down through {method}", ask)
 
     def sync_clock(self, name: str, *, patience: float = 0.0) -> None:
         """Set the guest's clock to the host's (after a revert or a resume it is behind),
