@@ -315,7 +315,7 @@ known_hosts() {
 }
 
 cmd_up() {
-    local count=$1 i t0 missing="" cmd pids=() pid rc=0
+    local count=$1 i t0 missing="" cmd pids=() pid rc=0 pair
     t0=$(now_ms)
     for cmd in libvirtd virtlogd virtlockd tini unshare virsh; do
         command -v "$cmd" >/dev/null || missing+=" $cmd"
@@ -323,6 +323,8 @@ cmd_up() {
     [ -z "$missing" ] || die "missing:$missing (run: make stack-up, or bash scripts/real-stack.sh packages)"
     ensure_libvirt_qemu_user
     mkdir -p "$HOSTS_DIR" "$LOCKSPACE_DIR"
+    # The paths every host mounts over must exist (a minimal image may lack /var/log/libvirt).
+    for pair in "${MOUNTS[@]}"; do mkdir -p "${pair#*:}"; done
     for ((i = 1; i <= count; i++)); do
         if answers "lab$i"; then
             log "lab$i: answers (left alone)"
