@@ -243,6 +243,10 @@ class HostMigrations:
             self._finish(migration, "Succeeded", f"found running on {target.host}")
             self._after(migration.key, target.host)
             return
+        if migration.cancel:  # the operator's cancel stands: the guest stayed
+            reason = "cancelled by the operator (kvmrec on the source restarted meanwhile)"
+            self._finish(migration, "Cancelled", reason)
+            return
         self._finish(migration, "Failed", "interrupted: kvmrec on the source restarted")
 
     def _restart_elsewhere(self, migration: Migration) -> None:

@@ -415,6 +415,25 @@ def test_an_operator_cancel_aborts_the_running_job_and_the_guest_stays(world: Wo
         requests.cancel(store, KEY)
 
 
+@pytest.mark.parametrize(
+    ("cancel", "state", "reason"),
+    [
+        (False, "Failed", "interrupted: kvmrec on the source restarted"),
+        (True, "Cancelled", "cancelled by the operator (kvmrec on the source restarted"),
+    ],
+)
+def test_a_running_request_found_after_a_restart_with_the_guest_still_here_ends(
+    world: World, cancel: bool, state: str, reason: str
+) -> None:
+    store, backend, _reporter, _clock, _scope, host_migrations = world
+    store.request(dataclasses.replace(running("web", "lab1"), cancel=cancel), 0)
+    assert host_migrations.run_once(threaded=False) == 1
+    assert backend.begun == []  # nothing started again
+    done = store.requests[KEY]
+    assert done.state == state and done.reason.startswith(reason)
+    assert store.placed[KEY].placement.host == "lab1"
+
+
 def test_a_pending_request_cancelled_never_starts(world: World) -> None:
     store, backend, reporter, _clock, _scope, host_migrations = world
     ask(store)
