@@ -290,8 +290,9 @@ ensure_libvirt_qemu_user() {
 }
 
 check_lab_dir() {
-    local target
-    for target in /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
+    local pair target
+    for pair in "${MOUNTS[@]}"; do
+        target=${pair#*:}
         case $LAB_DIR/ in
         "$target"/*) die "KVMREC_LAB_DIR=$LAB_DIR is under $target, which every lab host mounts over" ;;
         esac
