@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from realstack import wait_for
 
+from kvmrec.fleet.scheduling import SILENT
 from kvmrec.store.etcd.gateway import Gateway
 from kvmrec.store.etcd.hosts import EtcdHosts
 from kvmrec.store.etcd.leases import HostLease
@@ -30,6 +31,11 @@ def _host(name: str) -> HostRecord:
     )
 
 
+def _silent(host: HostRecord | None) -> bool:
+    assert host is not None and host.ready, "h1 went NotReady before it was seen silent"
+    return host.unrenewed_for is not None and host.unrenewed_for >= SILENT
+
+
 def test_a_host_that_stops_renewing_is_not_ready_within_20_seconds(
     etcd_gateway: Gateway, etcd_prefix: str
 ) -> None:
@@ -49,12 +55,20 @@ def test_a_host_that_stops_renewing_is_not_ready_within_20_seconds(
         # Read from the lease (no write per renewal): within one TTL of now.
         beat = listed[0].last_heartbeat
         assert beat is not None and abs(datetime.now(UTC) - beat) <= timedelta(seconds=16)
+        renewed = listed[0].unrenewed_for
+        assert renewed is not None and renewed < SILENT
 
         assert hosts.set_cordoned("h2", True)
         assert not hosts.set_cordoned("nope", True)
 
         # h1 dies without a word: its renewals stop, its lease expires.
         proxy.cut("refuse")
+        # Still Ready for a while, but seen to be silent before etcd deletes its key.
+        wait_for(
+            lambda: _silent(hosts.host("h1")),
+            timeout=20,
+            what="h1 silent while its key still exists",
+        )
         wait_for(
             lambda: not hosts.host("h1").ready,  # type: ignore[union-attr]
             timeout=20,

@@ -2,7 +2,8 @@
 
 As in the Kubernetes scheduler, each unplaced Domain goes through filters, then a score:
 
-- filters, per host: it is Ready (its lease is alive) and not cordoned; it is the Domain's
+- filters, per host: it is Ready (its lease is alive, and renewed lately: a host that
+  stopped renewing is gone before etcd deletes its key) and not cordoned; it is the Domain's
   ``spec.host``, or its labels match ``spec.hostSelector``; it offers the domain type (a
   kvm Domain needs a kvm host, a kvm host runs qemu guests too); the Networks and
   OvsBridges the Domain's interfaces use apply on it (a network or bridge kvmrec does not
@@ -33,6 +34,11 @@ from kvmrec.store.records import StoredObject
 Domain = tuple[StoredObject, DomainSpec]
 
 _MIB = 1024**2
+# A host renews its lease every 5 s and gives up acting at 10 s without a renewal: one
+# that has not renewed for 8 s has missed a renewal and may be dead. Placing a Domain on it
+# would leave the Domain on a host that never starts it (a new scheduler takes over when
+# the old one's election lease runs out, moments before its host lease does).
+SILENT = 8
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,8 @@ def _lacks(
         return [f"not the pinned host (spec.host {spec.host})"]
     if not host.ready:
         return ["not Ready"]
+    if host.unrenewed_for is not None and host.unrenewed_for >= SILENT:
+        return ["not renewing its lease"]
     if host.cordoned:
         return ["cordoned"]
     lacks = selectors.mismatches(host.labels, spec.host_selector)

@@ -51,6 +51,9 @@ class HostRecord:
     # address QEMU's migration stream connects to (None: libvirt's default, its hostname).
     migration_uri: str | None = None
     migration_address: str | None = None
+    # Seconds since it last renewed its lease, as etcd counts them (None: not known). A
+    # Ready host that has not renewed for a while is probably gone before etcd says so.
+    unrenewed_for: int | None = None
 
 
 @dataclass(frozen=True)

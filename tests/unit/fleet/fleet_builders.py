@@ -30,6 +30,7 @@ def host(
     domain_type: DomainType = "kvm",
     ready: bool = True,
     cordoned: bool = False,
+    unrenewed_for: int | None = None,
 ) -> HostRecord:
     return HostRecord(
         name=name,
@@ -41,6 +42,7 @@ def host(
         ready=ready,
         last_heartbeat=T0 if ready else None,
         cordoned=cordoned,
+        unrenewed_for=unrenewed_for,
     )
 
 

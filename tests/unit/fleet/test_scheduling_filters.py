@@ -10,6 +10,7 @@ from fleet_builders import GIB, MIB, T0, bridge, domain, host, network, placed, 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.fleet.scheduling import (
     DEFAULT_OVERCOMMIT,
+    SILENT,
     Decision,
     Overcommit,
     Scheduled,
@@ -61,6 +62,9 @@ ZONE_A = {"zone": "a"}
     [
         pytest.param(host("lab1", ready=False), {}, [], "not Ready", id="not-ready"),
         pytest.param(host("lab1", cordoned=True), {}, [], "cordoned", id="cordoned"),
+        pytest.param(
+            host("lab1", unrenewed_for=SILENT), {}, [], "not renewing its lease", id="silent"
+        ),
         pytest.param(
             host("lab1", labels=ZONE_A),
             {"hostSelector": selector(zone="b")},
@@ -170,6 +174,7 @@ def test_a_host_that_lacks_something_is_named_with_what(
         pytest.param(
             host("lab1", memory=512 * MIB, vcpus=1), {"memory": "512Mi", "vcpus": 4}, [], id="exact"
         ),
+        pytest.param(host("lab1", unrenewed_for=SILENT - 1), {}, [], id="renewal-due"),
     ],
 )
 def test_a_host_that_has_everything_takes_the_domain(

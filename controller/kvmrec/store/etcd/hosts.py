@@ -130,9 +130,11 @@ class EtcdHosts:
         info = _loads(info_kv)
         data = _loads(live_kv) or info
         heartbeat = _time(info.get("last_heartbeat"))
+        unrenewed = None
         if live_kv is not None and live_kv.lease:
-            renewed = self._last_renewal(live_kv.lease, now)
-            heartbeat = renewed or heartbeat
+            unrenewed = self._unrenewed_for(live_kv.lease)
+            if unrenewed is not None:
+                heartbeat = now - timedelta(seconds=unrenewed)
         capacity = data.get("capacity", {})
         return HostRecord(
             name=name,
@@ -149,9 +151,11 @@ class EtcdHosts:
             draining=bool(info.get("draining", False)),
             migration_uri=_text(data.get("migration_uri")),
             migration_address=_text(data.get("migration_address")),
+            unrenewed_for=unrenewed,
         )
 
-    def _last_renewal(self, lease: int, now: datetime) -> datetime | None:
+    def _unrenewed_for(self, lease: int) -> int | None:
+        """Seconds since ``lease`` was last renewed (None: etcd no longer knows it)."""
         try:
             answer = self._gateway.post("/v3/kv/lease/timetolive", {"ID": str(lease)})
         except EtcdError:
@@ -159,7 +163,7 @@ class EtcdHosts:
         granted, left = int(answer.get("grantedTTL", 0)), int(answer.get("TTL", -1))
         if left < 0:
             return None
-        return now - timedelta(seconds=granted - left)
+        return granted - left
 
 
 def _host_json(host: HostRecord) -> dict[str, Any]:
