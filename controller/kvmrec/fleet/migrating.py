@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.backends.errors import NotFound
 from kvmrec.backends.protocols import LiveMigrations, MigrationTarget
-from kvmrec.fleet.migration import Clock, Outcome, Reporter, Runner, over_limit
+from kvmrec.fleet.migration import Clock, Outcome, Reporter, Runner, ending, over_limit
 from kvmrec.fleet.scope import Scope
 from kvmrec.store.fleet import Hosts, Migrations, Placements, Subscription, Watching
-from kvmrec.store.fleet_records import Migration
+from kvmrec.store.fleet_records import Migration, MigrationState
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +240,14 @@ class HostMigrations:
                 revision,
                 self._clock.wall(),
             )
-            self._finish(migration, "Succeeded", f"found running on {target.host}")
+            self._end(migration, "Succeeded", f"found running on {target.host}")
             self._after(migration.key, target.host)
             return
         if migration.cancel:  # the operator's cancel stands: the guest stayed
             reason = "cancelled by the operator (kvmrec on the source restarted meanwhile)"
-            self._finish(migration, "Cancelled", reason)
+            self._end(migration, "Cancelled", reason)
             return
-        self._finish(migration, "Failed", "interrupted: kvmrec on the source restarted")
+        self._end(migration, "Failed", "interrupted: kvmrec on the source restarted")
 
     def _restart_elsewhere(self, migration: Migration) -> None:
         key = migration.key
@@ -272,10 +272,14 @@ class HostMigrations:
         )
 
     def _fail(self, migration: Migration, reason: str) -> None:
-        self._finish(migration, "Failed", reason)
-        self._reporter.ended(migration.key, "Warning", "MigrationFailed", reason)
+        self._end(migration, "Failed", reason)
 
-    def _finish(self, migration: Migration, state: str, reason: str) -> None:
-        final = dataclasses.replace(migration, state=state, reason=reason)  # type: ignore[arg-type]
+    def _end(self, migration: Migration, state: MigrationState, reason: str) -> None:
+        """Record the request's end and say it with the event ``Runner`` would have."""
+        self._finish(migration, state, reason)
+        self._reporter.ended(migration.key, *ending(state), reason)
+
+    def _finish(self, migration: Migration, state: MigrationState, reason: str) -> None:
+        final = dataclasses.replace(migration, state=state, reason=reason)
         if not self._migrations.update(final):
             self._wake.set()

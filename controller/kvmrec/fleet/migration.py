@@ -81,6 +81,13 @@ class Outcome:
     runs_on: str  # the host the guest runs on afterwards
 
 
+def ending(state: MigrationState) -> tuple[str, str]:
+    """The event type and reason that say a migration ended in ``state``."""
+    if state == "Succeeded":
+        return "Normal", "Migrated"
+    return "Warning", "MigrationCancelled" if state == "Cancelled" else "MigrationFailed"
+
+
 def describe(progress: Mapping[str, int]) -> str:
     remaining = progress.get("data_remaining", 0)
     total = progress.get("data_total", 0)
@@ -224,10 +231,7 @@ class Runner:
             if fresh is None:
                 break
             migration = fresh
-        reason = {"Succeeded": "Migrated", "Cancelled": "MigrationCancelled"}.get(
-            outcome.state, "MigrationFailed"
-        )
-        type_ = "Normal" if outcome.state == "Succeeded" else "Warning"
+        type_, reason = ending(outcome.state)
         self._reporter.ended(migration.key, type_, reason, outcome.reason)
         log.info("%s: %s: %s", migration.key, reason, outcome.reason)
         return outcome

@@ -416,22 +416,42 @@ def test_an_operator_cancel_aborts_the_running_job_and_the_guest_stays(world: Wo
 
 
 @pytest.mark.parametrize(
-    ("cancel", "state", "reason"),
+    ("cancel", "state", "event", "reason"),
     [
-        (False, "Failed", "interrupted: kvmrec on the source restarted"),
-        (True, "Cancelled", "cancelled by the operator (kvmrec on the source restarted"),
+        (False, "Failed", "MigrationFailed", "interrupted: kvmrec on the source restarted"),
+        (
+            True,
+            "Cancelled",
+            "MigrationCancelled",
+            "cancelled by the operator (kvmrec on the source restarted",
+        ),
     ],
 )
 def test_a_running_request_found_after_a_restart_with_the_guest_still_here_ends(
-    world: World, cancel: bool, state: str, reason: str
+    world: World, cancel: bool, state: str, event: str, reason: str
 ) -> None:
-    store, backend, _reporter, _clock, _scope, host_migrations = world
+    store, backend, reporter, _clock, _scope, host_migrations = world
     store.request(dataclasses.replace(running("web", "lab1"), cancel=cancel), 0)
     assert host_migrations.run_once(threaded=False) == 1
     assert backend.begun == []  # nothing started again
     done = store.requests[KEY]
     assert done.state == state and done.reason.startswith(reason)
     assert store.placed[KEY].placement.host == "lab1"
+    assert reporter.events == [("Warning", event, done.reason)]
+
+
+def test_a_running_request_found_after_a_restart_with_the_guest_moved_succeeds(
+    world: World,
+) -> None:
+    store, backend, reporter, _clock, scope, host_migrations = world
+    backend.where = "lab3"  # libvirt finished while kvmrec on the source was down
+    store.request(running("web", "lab1"), 0)
+    assert host_migrations.run_once(threaded=False) == 1
+    done = store.requests[KEY]
+    assert (done.state, done.reason) == ("Succeeded", "found running on lab3")
+    assert store.placed[KEY].placement.host == "lab3"
+    assert reporter.events == [("Normal", "Migrated", "found running on lab3")]
+    assert scope.host_of(KEY) == "lab3" and not scope.held(KEY)
 
 
 def test_a_pending_request_cancelled_never_starts(world: World) -> None:
