@@ -92,7 +92,11 @@ def test_a_version_1_file_is_upgraded_in_place(path: Path, monkeypatch: pytest.M
     db.close()
     assert "snapshots" not in tables
 
-    # ...is opened by this one: migrations 2 and 3 run, and nothing is lost.
+    # ...is left as it is by a read-only command (the running kvmrec may be the old one)...
+    with pytest.raises(StoreError, match="schema version 1 is older than this kvmrec"):
+        SqliteStore(path, read_only=True)
+
+    # ...and is opened by this one: migrations 2 and 3 run, and nothing is lost.
     new = SqliteStore(path)
     try:
         assert new.schema_version() == 3

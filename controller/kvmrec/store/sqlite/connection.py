@@ -54,7 +54,7 @@ class Database:
         try:
             conn = self.connection()
             with self.lock:
-                schema.migrate(conn, str(path))
+                schema.migrate(conn, str(path), upgrade=not read_only)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from exc
 

@@ -79,9 +79,11 @@ def version(db: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(db: sqlite3.Connection, where: str) -> None:
+def migrate(db: sqlite3.Connection, where: str, *, upgrade: bool = True) -> None:
     """Apply the migrations ``db`` (in autocommit mode) has not seen; refuse a file newer
-    than this kvmrec.
+    than this kvmrec. ``upgrade=False`` (a read-only command) still creates the schema of a
+    file that has none, but refuses to upgrade an older one: the kvmrec running on it may
+    be the older version, which the upgraded tables would break.
 
     The version is read under the write lock: another process opening the same new file
     (the service and a ``kvmrec status`` that found it just created) waits for the first
@@ -96,6 +98,11 @@ def migrate(db: sqlite3.Connection, where: str) -> None:
             raise StoreError(
                 f"{where}: schema version {current} is newer than this kvmrec "
                 f"({len(MIGRATIONS)}); upgrade kvmrec"
+            )
+        if current and not upgrade:
+            raise StoreError(
+                f"{where}: schema version {current} is older than this kvmrec "
+                f"({len(MIGRATIONS)}); `kvmrec run` upgrades it when it starts"
             )
         for number in range(current + 1, len(MIGRATIONS) + 1):
             MIGRATIONS[number - 1](db.execute)
