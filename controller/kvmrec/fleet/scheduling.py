@@ -34,11 +34,12 @@ from kvmrec.store.records import StoredObject
 Domain = tuple[StoredObject, DomainSpec]
 
 _MIB = 1024**2
-# A host renews its lease every 5 s and gives up acting at 10 s without a renewal: one
-# that has not renewed for 8 s has missed a renewal and may be dead. Placing a Domain on it
-# would leave the Domain on a host that never starts it (a new scheduler takes over when
-# the old one's election lease runs out, moments before its host lease does).
-SILENT = 8
+# A host renews its lease every 5 s and stops acting 10 s after its last renewal; etcd's
+# count (whole seconds, rounded up here) at 9 means a renewal is 3 s late or more. Placing
+# a Domain on such a host would leave it where nothing starts it: a new scheduler takes
+# over when the dead one's election lease runs out, 13 s or more after its host last
+# renewed, and its first pass may come before that host's own key is deleted.
+SILENT = 9
 
 
 @dataclass(frozen=True)
