@@ -22,11 +22,13 @@ every permanent error (which is not retried at all).
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["Backoff", "BackoffSettings"]
 
@@ -82,7 +84,11 @@ class Backoff(Generic[K]):
         self, settings: BackoffSettings | None = None, *, rng: random.Random | None = None
     ) -> None:
         self.settings = settings if settings is not None else BackoffSettings()
-        self._rng = rng if rng is not None else random.Random()
+        if rng is None:
+            import random  # here: the settings' reader (every command) needs no generator
+
+            rng = random.Random()
+        self._rng = rng
         self._failures: dict[K, int] = {}
         # One lock guards both the counts and the rng: random.Random's state is not
         # guaranteed to stay consistent under concurrent calls, and workers fail concurrently.

@@ -6,7 +6,6 @@ can pass them around and tests can build them by hand.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -173,6 +172,8 @@ class SnapshotRecord:
 
 def deletion_digest(keys: Iterable[ObjectKey]) -> str:
     """One digest for a set of objects to delete, whatever their order."""
+    import hashlib  # here: the read-only commands load this module but never digest
+
     text = "\n".join(sorted(str(key) for key in set(keys)))
     return hashlib.sha256(text.encode()).hexdigest()
 

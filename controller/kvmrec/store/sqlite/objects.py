@@ -10,7 +10,6 @@ often and the service is the only writer of objects in its state file.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -33,6 +32,12 @@ _INSERT_REVISION = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _GET_OBJECT = f"SELECT {codec.OBJECT_COLUMNS} FROM objects WHERE kind = ? AND name = ?"
+
+
+def _new_uid() -> str:
+    import uuid  # here: a read-only command creates nothing (uuid loads platform too)
+
+    return str(uuid.uuid4())
 
 
 class ObjectRows:
@@ -77,7 +82,7 @@ class ObjectRows:
                         (
                             key.kind,
                             key.name,
-                            str(uuid.uuid4()),
+                            _new_uid(),
                             digest,
                             spec,
                             labels,
