@@ -13,7 +13,9 @@ Every host campaigns (store/etcd/election.py); the leader, and only while it lea
   host has cleaned up after it.
 
 A pass runs when something it looks at changes (a watch wakes it) and every ``period``
-seconds regardless. A pass that finds nothing to change writes nothing.
+seconds regardless; every ``RETRY`` seconds while a Domain waits on a host that has
+stopped renewing its lease (nothing in etcd changes when that host renews again or its key
+goes). A pass that finds nothing to change writes nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class PassResult:
     marked: int = 0
     collected: int = 0
     relocated: int = 0
+    # A Domain is left unplaced while some host is silent: a renewal (no etcd change, so
+    # no watch event) may make that host a candidate again within seconds.
+    recheck: bool = False
 
 
 class Leader:
@@ -89,6 +94,7 @@ class Leader:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscription: Subscription | None = None
+        self._recheck = False
 
     def start(self) -> None:
         self._election.start()
@@ -114,12 +120,12 @@ class Leader:
                 continue
             try:
                 self._subscribe()
-                self.run_once()
+                self._recheck = self.run_once().recheck
             except Exception as exc:  # etcd away or a lost compare: the next pass retries
                 log.warning("scheduler pass: %s", exc)
                 self._stopping.wait(RETRY)  # etcd is usually back within seconds
                 continue
-            self._wake.wait(self._period)
+            self._wake.wait(RETRY if self._recheck else self._period)
             self._wake.clear()
             self._stopping.wait(DEBOUNCE)
 
@@ -153,6 +159,9 @@ class Leader:
             hosts, domains, placements, host_level, overcommit=self._overcommit
         )
         generations = {o.key: o.generation for o in objects}
+        result.recheck = any(scheduling.silent(h) for h in hosts) and any(
+            isinstance(d, scheduling.Unschedulable) for d in decisions.values()
+        )
         for key, decision in sorted(decisions.items()):
             if not self._election.is_leader():
                 return result

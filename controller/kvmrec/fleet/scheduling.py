@@ -156,6 +156,11 @@ def schedule(
     return decisions
 
 
+def silent(host: HostRecord) -> bool:
+    """A Ready host that has stopped renewing its lease (see ``SILENT``)."""
+    return host.ready and host.unrenewed_for is not None and host.unrenewed_for >= SILENT
+
+
 def _order(domain: Domain) -> tuple[bool, bool, int, int, str]:
     obj, spec = domain
     return (spec.host is None, not spec.host_selector, -spec.memory, -spec.vcpus, obj.key.name)
@@ -174,7 +179,7 @@ def _lacks(
         return [f"not the pinned host (spec.host {spec.host})"]
     if not host.ready:
         return ["not Ready"]
-    if host.unrenewed_for is not None and host.unrenewed_for >= SILENT:
+    if silent(host):
         return ["not renewing its lease"]
     if host.cordoned:
         return ["cordoned"]

@@ -12,6 +12,7 @@ from fleet_builders import T0, domain, host, network
 
 from kvmrec.api.kinds import ObjectKey
 from kvmrec.fleet.leader import Leader
+from kvmrec.fleet.scheduling import SILENT
 from kvmrec.store.fleet import ChangeCallback, Move, Placed, RelistCallback
 from kvmrec.store.fleet_records import HostRecord, Placement
 from kvmrec.store.records import Status, StoredObject
@@ -231,3 +232,23 @@ def test_a_leader_that_lost_the_election_mid_pass_stops_placing() -> None:
     world.leading = False
     assert leader(world).run_once().placed == 0
     assert not world.placed
+
+
+def test_a_domain_waiting_on_a_silent_host_is_looked_at_again_soon() -> None:
+    pinned = domain("web", host="h2")[0]
+    world = World([host("h1"), host("h2", unrenewed_for=SILENT)], [pinned])
+    result = leader(world).run_once()
+    assert result.placed == 0 and result.recheck
+    ready = world.status[(pinned.key, None)].condition("Ready")
+    assert ready is not None and "h2: not renewing its lease" in ready.message
+    world.host_records = [host("h1"), host("h2", unrenewed_for=1)]  # it renewed after all
+    result = leader(world).run_once()
+    assert result.placed == 1 and not result.recheck
+    assert world.placed[pinned.key].placement.host == "h2"
+
+
+def test_a_silent_host_with_nothing_waiting_asks_for_no_early_pass() -> None:
+    world = World([host("h1"), host("h2", unrenewed_for=SILENT)], [domain("web")[0]])
+    result = leader(world).run_once()
+    assert result.placed == 1 and not result.recheck
+    assert world.placed[domain("web")[0].key].placement.host == "h1"
