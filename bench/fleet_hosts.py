@@ -5,7 +5,10 @@ Each host is a ``Service`` with ``store`` (etcd), ``host`` and ``connect`` set, 
 (``test:///DIR/NAME.xml``: libvirt gives every connection to a test file a private driver,
 so the hosts of one process never see each other's guests). Every request to etcd goes
 through ``Gateway.post``, which is wrapped here to count requests by kind, and apart for
-those made inside a reconcile (per reconcile, so reconciles that read nothing show as such).
+those made while the workers reconcile (``Dispatch.reconcile`` for one key,
+``reconcile_many`` for a batch, whose reads and final writes are shared): per call, the
+keys reconciled, the requests made and the objects whose status a write carried, so that
+write transactions per changed object can be told.
 
 Driven over stdin/stdout by bench/fleet.py, one JSON line per command:
   stats   counters, resident memory, CPU seconds, queue state
@@ -18,6 +21,7 @@ Driven over stdin/stdout by bench/fleet.py, one JSON line per command:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import resource
@@ -30,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.engine import workers as engine
+from kvmrec.dispatch import Dispatch
+from kvmrec.engine.contract import Outcome, Result
 from kvmrec.service import Service
 from kvmrec.settings import Settings
 from kvmrec.store.etcd.gateway import Gateway
@@ -51,46 +56,73 @@ def operation(path: str, body: Mapping[str, Any]) -> str:
     return name
 
 
+def _status_objects(body: Mapping[str, Any]) -> set[str]:
+    """The objects (``KIND/NAME``) whose status a transaction puts."""
+    found = set()
+    for op in body.get("success", ()):
+        put = op.get("request_put")
+        if put is None:
+            continue
+        parts = base64.b64decode(put["key"]).decode().split("/")
+        if "status" in parts:
+            at = parts.index("status")
+            found.add("/".join(parts[at + 1 : at + 3]))
+    return found
+
+
 def _counted_post(original: Any) -> Any:
     def post(self: Gateway, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         op = operation(path, body)
-        inside = getattr(_local, "requests", None)
+        inside: Counter[str] | None = getattr(_local, "requests", None)
         with _lock:
             _counts[f"all.{op}"] += 1
             if inside is not None:
                 _counts[f"reconcile.{op}"] += 1
         if inside is not None:
             inside[op] += 1
+            if op == "txn_write":
+                _local.written |= _status_objects(body)
         answer: dict[str, Any] = original(self, path, body)
         return answer
 
     return post
 
 
-def _counted_reconcile(original: Any) -> Any:
-    def reconcile(self: Service, key: ObjectKey) -> engine.Result:
-        requests: Counter[str] = Counter()
-        _local.requests = requests
-        try:
-            result: engine.Result = original(self, key)
-            return result
-        finally:
-            _local.requests = None
-            with _lock:
-                _counts["reconciles"] += 1
-                if not requests:
-                    _counts["reconciles_without_requests"] += 1
-                writes = requests["txn_write"] + requests["put"] + requests["deleterange"]
-                if writes:
-                    _recent.append(f"{self.settings.host} {key} {dict(requests)}")
-                    _counts["reconciles_writing"] += 1
-                    _counts[f"reconciles_writing_{min(writes, 3)}"] += 1
+def _counted(keys: list[ObjectKey], call: Any) -> Any:
+    """Run one dispatch call of ``keys``, counting what it asked of etcd."""
+    requests: Counter[str] = Counter()
+    _local.requests, _local.written = requests, set()
+    try:
+        return call()
+    finally:
+        written: set[str] = _local.written
+        _local.requests = None
+        with _lock:
+            _counts["reconciles"] += len(keys)
+            _counts["dispatches"] += 1
+            if not requests:
+                _counts["dispatches_without_requests"] += 1
+            _counts["objects_written"] += len(written)
+            if written:
+                _recent.append(f"{[str(k) for k in keys]} wrote {sorted(written)} {dict(requests)}")
 
-    return reconcile
+
+_reconcile, _reconcile_many = Dispatch.reconcile, Dispatch.reconcile_many
+
+
+def _one(self: Dispatch, key: ObjectKey) -> Result:
+    result: Result = _counted([key], lambda: _reconcile(self, key))
+    return result
+
+
+def _many(self: Dispatch, keys: Any) -> list[Outcome]:
+    outcomes: list[Outcome] = _counted(list(keys), lambda: _reconcile_many(self, keys))
+    return outcomes
 
 
 Gateway.post = _counted_post(Gateway.post)  # type: ignore[method-assign]
-Service._reconcile = _counted_reconcile(Service._reconcile)  # type: ignore[method-assign]
+Dispatch.reconcile = _one  # type: ignore[method-assign]
+Dispatch.reconcile_many = _many  # type: ignore[method-assign]
 
 
 def cpu_seconds() -> float:
