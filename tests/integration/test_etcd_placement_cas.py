@@ -1,5 +1,6 @@
 """Placement decisions on the real etcd: each one compare-and-swap, so of two schedulers
-racing for one Domain exactly one wins, and no Domain goes to a host that is not live."""
+racing for one Domain exactly one wins, and no Domain goes to a host that is not live; a
+pass's new placements in one transaction, each on its own where the batch lost a race."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from kvmrec.api.objects import ObjectKey
 from kvmrec.store.etcd import EtcdStore
 from kvmrec.store.etcd.gateway import Gateway
 from kvmrec.store.etcd.placements import EtcdPlacements
-from kvmrec.store.fleet import Change
+from kvmrec.store.fleet import Change, Placing
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ def test_a_placement_and_its_event_are_one_transaction(
     assert isinstance(store, EtcdStore)
     try:
         etcd_gateway.put(f"{etcd_prefix}/hosts/h1".encode(), b"{}")
-        placements = EtcdPlacements(etcd_gateway, etcd_prefix, events=store.write_with_events)
+        placements = EtcdPlacements(etcd_gateway, etcd_prefix, events=store.write_with_events_of)
         key, now = ObjectKey("Domain", "web-1"), datetime.now(UTC)
         before = etcd_gateway.range(b"\0").revision
         assert placements.place(key, "h1", "fits", None, now, ("Normal", "Scheduled", "on h1"))
@@ -101,5 +102,39 @@ def test_a_placement_and_its_event_are_one_transaction(
         # A lost compare writes neither.
         assert not placements.place(key, "h1", "again", None, now, ("Normal", "Scheduled", "x"))
         assert [e.message for e in store.events(key)] == ["on h1"]
+    finally:
+        store.close()
+
+
+def test_new_placements_go_together_and_a_lost_race_costs_only_its_own(
+    etcd_gateway: Gateway, etcd_prefix: str
+) -> None:
+    endpoints = ",".join(f"{h}:{p}" for h, p in etcd_gateway.endpoints)
+    store = stores.open(f"etcd://{endpoints}{etcd_prefix}")
+    assert isinstance(store, EtcdStore)
+    try:
+        for host in ("h1", "h2"):
+            etcd_gateway.put(f"{etcd_prefix}/hosts/{host}".encode(), b"{}")
+        placements = EtcdPlacements(etcd_gateway, etcd_prefix, events=store.write_with_events_of)
+        now = datetime.now(UTC)
+
+        def placing(name: str, host: str) -> Placing:
+            key = ObjectKey("Domain", name)
+            return Placing(key, host, "fits", ("Normal", "Scheduled", f"{name} on {host}"))
+
+        together = [placing("a", "h1"), placing("b", "h2"), placing("c", "h1")]
+        before = etcd_gateway.range(b"\0").revision
+        assert placements.place_new(together, now) == [p.key for p in together]
+        revisions = {placements.placement(p.key).revision for p in together}  # type: ignore[union-attr]
+        assert revisions == {before + 1}  # one transaction for the three
+        assert [e.message for e in store.events(ObjectKey("Domain", "b"))] == ["b on h2"]
+
+        # "a" is placed already and "x" names a host that is not live: the others still go.
+        mixed = [placing("a", "h2"), placing("d", "h2"), placing("x", "h9"), placing("e", "h1")]
+        placed = placements.place_new(mixed, now)
+        assert placed == [ObjectKey("Domain", "d"), ObjectKey("Domain", "e")]
+        assert placements.placement(ObjectKey("Domain", "a")).placement.host == "h1"  # type: ignore[union-attr]
+        assert placements.placement(ObjectKey("Domain", "x")) is None
+        assert store.events(ObjectKey("Domain", "x")) == []
     finally:
         store.close()

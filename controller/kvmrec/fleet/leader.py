@@ -2,8 +2,9 @@
 
 Every host campaigns (store/etcd/election.py); the leader, and only while it leads:
 
-- places each unplaced Domain (fleet/scheduling.py decides; each decision is one
-  compare-and-swap, a ``Scheduled`` event says where and why) or records why it cannot
+- places each unplaced Domain (fleet/scheduling.py decides; each decision is a
+  compare-and-swap, a pass's written together where none lost its race, and a
+  ``Scheduled`` event says where and why) or records why it cannot
   (``Unschedulable`` in the Domain's fleet-level status, naming every host);
 - marks the status of every object on a host whose lease has expired ``HostNotReady``,
   without touching its guests (the host may only be cut off);
@@ -35,6 +36,7 @@ from kvmrec.store.fleet import (
     FleetStatuses,
     Hosts,
     Placements,
+    Placing,
     Subscription,
     Watching,
 )
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 PERIOD = 30.0  # seconds between passes when nothing wakes the leader
 RETRY = 2.0  # seconds before a pass that failed is tried again
 DEBOUNCE = 0.2  # a burst of changes (an apply of many manifests) makes one pass
+LEADERSHIP_CHECK = 32  # placements written between two looks at the election
 
 
 @dataclass
@@ -162,18 +165,25 @@ class Leader:
         result.recheck = any(scheduling.silent(h) for h in hosts) and any(
             isinstance(d, scheduling.Unschedulable) for d in decisions.values()
         )
+        placings = [
+            Placing(
+                key, d.host, d.reason, ("Normal", "Scheduled", f"placed on {d.host}: {d.reason}")
+            )
+            for key, d in sorted(decisions.items())
+            if isinstance(d, scheduling.Scheduled)
+        ]
+        for start in range(0, len(placings), LEADERSHIP_CHECK):
+            if not self._election.is_leader():
+                return result
+            for key in self._placements.place_new(placings[start : start + LEADERSHIP_CHECK], now):
+                result.placed += 1
+                if statuses.get(key, {}).get(None) is not None:
+                    self._store.forget_status(key, None)
         for key, decision in sorted(decisions.items()):
             if not self._election.is_leader():
                 return result
             fleet_status = statuses.get(key, {}).get(None)
-            if isinstance(decision, scheduling.Scheduled):
-                message = f"placed on {decision.host}: {decision.reason}"
-                event = ("Normal", "Scheduled", message)
-                if self._placements.place(key, decision.host, decision.reason, None, now, event):
-                    result.placed += 1
-                    if fleet_status is not None:
-                        self._store.forget_status(key, None)
-            else:
+            if isinstance(decision, scheduling.Unschedulable):
                 if _says(fleet_status, "Unschedulable", decision.message):
                     continue
                 status = _unschedulable(fleet_status, generations[key], decision.message, now)

@@ -55,6 +55,16 @@ class Placed:
     revision: int
 
 
+class Placing(NamedTuple):
+    """A scheduler's decision for an unplaced Domain: the host, why, and the event
+    (type, reason, message) that tells of it."""
+
+    key: ObjectKey
+    host: str
+    reason: str
+    event: tuple[str, str, str]
+
+
 class Move(NamedTuple):
     """A relocation's change of placement: from and to which host, why, and the
     placement's revision it was decided at."""
@@ -83,6 +93,13 @@ class Placements(Protocol):
         (None: still unplaced) and ``host`` is live; False when either changed.
         ``event`` (type, reason, message): the Domain's event that tells of it, written
         in the same transaction."""
+
+    def place_new(self, placings: Sequence[Placing], now: datetime) -> Sequence[ObjectKey]:
+        """Place each Domain of ``placings`` that is still unplaced on its host if that
+        host is live, with its event, as ``place`` with ``expected=None`` would, in as few
+        transactions as the store takes; the keys placed. Where a batch loses a compare (a
+        Domain placed meanwhile, a host gone), its Domains are placed one by one, so a
+        lost race costs only its own."""
 
     def unplace(self, key: ObjectKey, expected: int) -> bool:
         """Remove the placement if it is still at revision ``expected``."""

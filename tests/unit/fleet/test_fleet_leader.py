@@ -11,9 +11,9 @@ from datetime import datetime
 from fleet_builders import T0, domain, host, network
 
 from kvmrec.api.kinds import ObjectKey
-from kvmrec.fleet.leader import Leader
+from kvmrec.fleet.leader import LEADERSHIP_CHECK, Leader
 from kvmrec.fleet.scheduling import SILENT
-from kvmrec.store.fleet import ChangeCallback, Move, Placed, RelistCallback
+from kvmrec.store.fleet import ChangeCallback, Move, Placed, Placing, RelistCallback
 from kvmrec.store.fleet_records import HostRecord, Placement
 from kvmrec.store.records import Status, StoredObject
 
@@ -58,6 +58,15 @@ class World:
         if event is not None:
             self.events.append((key, event[1], event[2]))
         return True
+
+    def place_new(self, placings: Sequence[Placing], now: datetime) -> Sequence[ObjectKey]:
+        if all(p.key not in self.placed for p in placings):  # one transaction for all
+            self.writes += 1
+            for p in placings:
+                self.placed[p.key] = Placed(Placement(p.key, p.host, p.reason, now), 1)
+                self.events.append((p.key, p.event[1], p.event[2]))
+            return [p.key for p in placings]
+        return [p.key for p in placings if self.place(p.key, p.host, p.reason, None, now, p.event)]
 
     # Election
     def is_leader(self) -> bool:
@@ -157,11 +166,18 @@ def test_a_pass_places_what_fits_and_says_why_the_rest_does_not() -> None:
     assert (small.key, "Scheduled") in [(k, r) for k, r, _ in world.events]
 
 
-def test_each_placement_is_one_write_with_its_event() -> None:
+def test_a_pass_writes_its_placements_together_each_with_its_event() -> None:
     world = World([host("h1"), host("h2")], [domain("web")[0], domain("db")[0]])
     assert leader(world).run_once().placed == 2
-    assert world.writes == 2
+    assert world.writes == 1
     assert [r for _, r, _ in world.events] == ["Scheduled", "Scheduled"]
+
+
+def test_placements_are_written_in_chunks_between_looks_at_the_election() -> None:
+    many = [domain(f"d{i:03d}", "1Mi")[0] for i in range(LEADERSHIP_CHECK + 1)]
+    world = World([host("h1", 4 * GIB, vcpus=64)], many)
+    assert leader(world).run_once().placed == LEADERSHIP_CHECK + 1
+    assert world.writes == 2
 
 
 def test_a_pass_with_nothing_changed_writes_nothing() -> None:

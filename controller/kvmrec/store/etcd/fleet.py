@@ -41,7 +41,7 @@ class EtcdFleet:
         etcd.shared_kinds = shared_kinds
         self._hosts = EtcdHosts(gateway, prefix, self._lease)
         self._placements = EtcdPlacements(
-            gateway, prefix, fence=self._lease, events=store.write_with_events
+            gateway, prefix, fence=self._lease, events=store.write_with_events_of
         )
         self._migrations = EtcdMigrations(gateway, prefix, fence=self._lease)
         self._watching = EtcdWatching(gateway)

@@ -1,9 +1,11 @@
 """Where each Domain runs, in etcd: ``P/placements/KIND/NAME`` holds ``{host, reason, time}``.
 
-Every decision is one transaction that compares what the scheduler read (the placement's
-mod revision, or its absence), that the chosen host is still registered, and the
-scheduler's fence (its leadership): two schedulers racing for one Domain cannot both win,
-and a scheduler that lost its leadership cannot place at all.
+Every decision is written in a transaction that compares what the scheduler read (the
+placement's mod revision, or its absence), that the chosen host is still registered, and
+the scheduler's fence (its leadership): two schedulers racing for one Domain cannot both
+win, and a scheduler that lost its leadership cannot place at all. A pass's new
+placements go ``BATCH`` to a transaction; a batch that loses a compare is written one by
+one.
 """
 
 from __future__ import annotations
@@ -19,15 +21,23 @@ from kvmrec.store.etcd import codec
 from kvmrec.store.etcd.client import Conflict
 from kvmrec.store.etcd.fencing import Fence
 from kvmrec.store.etcd.gateway import Gateway, KeyValue, compare, delete_op, put_op
-from kvmrec.store.fleet import Change, Placed
+from kvmrec.store.fleet import Change, Placed, Placing
 from kvmrec.store.fleet_records import Placement
 
-# The store's writer of a transaction with events (statuses.StatusKeys.write_with_events):
-# (compares, ops, the events' object, the encoded events) -> revision; Conflict when a
+# The store's writer of a transaction with events (statuses.StatusKeys.write_with_events_of):
+# (compares, ops, each event's object and encoded event) -> revision; Conflict when a
 # compare failed.
 EventWriter = Callable[
-    [Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]], ObjectKey, Sequence[bytes]], int
+    [
+        Sequence[Mapping[str, Any]],
+        Sequence[Mapping[str, Any]],
+        Sequence[tuple[ObjectKey | None, bytes]],
+    ],
+    int,
 ]
+# New placements a transaction: two operations each (the placement, its event) and two
+# compares, well within etcd's default --max-txn-ops of 128 with the fence's guards.
+BATCH = 32
 
 
 class EtcdPlacements:
@@ -102,10 +112,40 @@ class EtcdPlacements:
         if self._events is None:
             raise ValueError("these placements write no events")
         try:
-            self._events(compares, ops, key, [codec.event_value(key, *event, now)])
+            self._events(compares, ops, [(key, codec.event_value(key, *event, now))])
         except Conflict:
             return False
         logs.event(key, *event)
+        return True
+
+    def place_new(self, placings: Sequence[Placing], now: datetime) -> Sequence[ObjectKey]:
+        placed: list[ObjectKey] = []
+        for start in range(0, len(placings), BATCH):
+            batch = placings[start : start + BATCH]
+            if self._place_together(batch, now):
+                placed.extend(p.key for p in batch)
+                continue
+            for p in batch:  # some compare failed: each on its own
+                if self.place(p.key, p.host, p.reason, None, now, p.event):
+                    placed.append(p.key)
+        return placed
+
+    def _place_together(self, batch: Sequence[Placing], now: datetime) -> bool:
+        if self._events is None:
+            raise ValueError("these placements write no events")
+        hosts = sorted({p.host for p in batch})
+        compares = [
+            *(_at(self.key(p.key), None) for p in batch),
+            *(host_registered(self._store_prefix, host) for host in hosts),
+        ]
+        ops = [put_op(self.key(p.key), placement_value(p.host, p.reason, now)) for p in batch]
+        events = [(p.key, codec.event_value(p.key, *p.event, now)) for p in batch]
+        try:
+            self._events(compares, ops, events)
+        except Conflict:
+            return False
+        for p in batch:
+            logs.event(p.key, *p.event)
         return True
 
     def unplace(self, key: ObjectKey, expected: int) -> bool:

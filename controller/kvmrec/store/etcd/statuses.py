@@ -197,14 +197,24 @@ class StatusKeys:
         key: ObjectKey | None,
         events: Sequence[bytes],
     ) -> int:
-        """One transaction of ``ops`` and ``events`` (encoded by ``codec.event_value``, on
-        the event lease) under ``compares`` and the fence; its revision (Conflict when a
-        compare failed). A lease that expired under us is replaced once."""
+        """One transaction of ``ops`` and ``events`` of ``key`` (encoded by
+        ``codec.event_value``, on the event lease) under ``compares`` and the fence; its
+        revision (Conflict when a compare failed)."""
+        return self.write_with_events_of(compares, ops, [(key, value) for value in events])
+
+    def write_with_events_of(
+        self,
+        compares: Sequence[Mapping[str, Any]],
+        ops: Sequence[Mapping[str, Any]],
+        events: Sequence[tuple[ObjectKey | None, bytes]],
+    ) -> int:
+        """``write_with_events`` for events of several objects, each with its own. A
+        lease that expired under us is replaced once."""
         for attempt in (1, 2):
             lease = self._event_lease.current() if events else 0
             puts = [
                 put_op(self._etcd.layout.new_event(key, i), value, lease)
-                for i, value in enumerate(events)
+                for i, (key, value) in enumerate(events)
             ]
             try:
                 return self._etcd.write(compares, [*ops, *puts]).revision
