@@ -33,21 +33,29 @@ def test_a_guest_destroyed_again_and_again_says_why_it_waits_and_how_long(
     manifest = domain_manifest(name, stack["KVMREC_DOMAIN_TYPE"], runStrategy="Always")
     controller.write("crashy.yaml", manifest)
     controller.start(resync=300)
-    wait_for(lambda: state_of(conn, name) == "running", 20, "first start")
 
-    def destroy_after_restart() -> None:
-        first = conn.lookupByName(name).ID()
+    def started() -> str | None:
+        """When kvmrec last started the guest, once its status says the start is done:
+        libvirt says "running" while a start is still under way, and a destroy in its
+        midst kills QEMU mid-start (a failed start, not a stop of a running guest)."""
+        body = controller.object(name) or {}
+        details = body.get("details", {})
+        done = body.get("ready") and details.get("state") == "running"
+        return details.get("lastStart") if done and state_of(conn, name) == "running" else None
+
+    last = wait_for(started, 30, "first start")
+
+    def destroy_after_restart(previous: str) -> str:
         conn.lookupByName(name).destroy()
-        wait_for(
-            lambda: state_of(conn, name) == "running" and conn.lookupByName(name).ID() != first,
-            30,
-            "started again",
+        again: str = wait_for(
+            lambda: (now := started()) not in (None, previous) and now, 30, "started again"
         )
+        return again
 
-    destroy_after_restart()  # the first stop: healed at once, no backoff
+    last = destroy_after_restart(last)  # the first stop: healed at once, no backoff
     assert _backoff_messages(controller, name) == []
 
-    destroy_after_restart()  # the second in a row waits a second
+    destroy_after_restart(last)  # the second in a row waits a second
     messages = wait_for(lambda: _backoff_messages(controller, name), 10, "a backoff event")
     assert "stopped 2 times in a row within 60 s of its start; next start in 1 s" in messages[0]
 
