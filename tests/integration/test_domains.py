@@ -68,7 +68,12 @@ def test_destroy_by_hand_is_healed(
     name = f"{prefix}-heal"
     controller.write("heal.yaml", manifest(stack, name))
     controller.start(resync=300)  # healing must come from libvirt events, not the resync
-    wait_for(lambda: state_of(conn, name) == "running", 20, "first start")
+    # Ready in kvmrec's status: the start is over (libvirt says running while it is not).
+    wait_for(
+        lambda: state_of(conn, name) == "running" and (controller.object(name) or {}).get("ready"),
+        20,
+        "first start",
+    )
     first_id = conn.lookupByName(name).ID()
 
     conn.lookupByName(name).destroy()
