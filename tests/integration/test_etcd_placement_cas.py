@@ -5,6 +5,7 @@ pass's new placements in one transaction, each on its own where the batch lost a
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -83,58 +84,60 @@ def test_a_watched_change_names_the_domain_and_its_host(
     assert placements.placement_change(other) is None
 
 
-def test_a_placement_and_its_event_are_one_transaction(
+@pytest.fixture
+def with_events(
     etcd_gateway: Gateway, etcd_prefix: str
-) -> None:
-    endpoints = ",".join(f"{h}:{p}" for h, p in etcd_gateway.endpoints)
-    store = stores.open(f"etcd://{endpoints}{etcd_prefix}")
-    assert isinstance(store, EtcdStore)
-    try:
-        etcd_gateway.put(f"{etcd_prefix}/hosts/h1".encode(), b"{}")
-        placements = EtcdPlacements(etcd_gateway, etcd_prefix, events=store.write_with_events_of)
-        key, now = ObjectKey("Domain", "web-1"), datetime.now(UTC)
-        before = etcd_gateway.range(b"\0").revision
-        assert placements.place(key, "h1", "fits", None, now, ("Normal", "Scheduled", "on h1"))
-        placed = placements.placement(key)
-        assert placed is not None and placed.revision == before + 1  # one revision: one txn
-        [event] = store.events(key)
-        assert (event.reason, event.message) == ("Scheduled", "on h1")
-        # A lost compare writes neither.
-        assert not placements.place(key, "h1", "again", None, now, ("Normal", "Scheduled", "x"))
-        assert [e.message for e in store.events(key)] == ["on h1"]
-    finally:
-        store.close()
-
-
-def test_new_placements_go_together_and_a_lost_race_costs_only_its_own(
-    etcd_gateway: Gateway, etcd_prefix: str
-) -> None:
+) -> Iterator[tuple[EtcdStore, EtcdPlacements]]:
+    """The store and placements that write an event with each placement; hosts h1 and h2
+    live."""
     endpoints = ",".join(f"{h}:{p}" for h, p in etcd_gateway.endpoints)
     store = stores.open(f"etcd://{endpoints}{etcd_prefix}")
     assert isinstance(store, EtcdStore)
     try:
         for host in ("h1", "h2"):
             etcd_gateway.put(f"{etcd_prefix}/hosts/{host}".encode(), b"{}")
-        placements = EtcdPlacements(etcd_gateway, etcd_prefix, events=store.write_with_events_of)
-        now = datetime.now(UTC)
-
-        def placing(name: str, host: str) -> Placing:
-            key = ObjectKey("Domain", name)
-            return Placing(key, host, "fits", ("Normal", "Scheduled", f"{name} on {host}"))
-
-        together = [placing("a", "h1"), placing("b", "h2"), placing("c", "h1")]
-        before = etcd_gateway.range(b"\0").revision
-        assert placements.place_new(together, now) == [p.key for p in together]
-        revisions = {placements.placement(p.key).revision for p in together}  # type: ignore[union-attr]
-        assert revisions == {before + 1}  # one transaction for the three
-        assert [e.message for e in store.events(ObjectKey("Domain", "b"))] == ["b on h2"]
-
-        # "a" is placed already and "x" names a host that is not live: the others still go.
-        mixed = [placing("a", "h2"), placing("d", "h2"), placing("x", "h9"), placing("e", "h1")]
-        placed = placements.place_new(mixed, now)
-        assert placed == [ObjectKey("Domain", "d"), ObjectKey("Domain", "e")]
-        assert placements.placement(ObjectKey("Domain", "a")).placement.host == "h1"  # type: ignore[union-attr]
-        assert placements.placement(ObjectKey("Domain", "x")) is None
-        assert store.events(ObjectKey("Domain", "x")) == []
+        yield store, EtcdPlacements(etcd_gateway, etcd_prefix, events=store.write_with_events_of)
     finally:
         store.close()
+
+
+def test_a_placement_and_its_event_are_one_transaction(
+    etcd_gateway: Gateway, with_events: tuple[EtcdStore, EtcdPlacements]
+) -> None:
+    store, placements = with_events
+    key, now = ObjectKey("Domain", "web-1"), datetime.now(UTC)
+    before = etcd_gateway.range(b"\0").revision
+    assert placements.place(key, "h1", "fits", None, now, ("Normal", "Scheduled", "on h1"))
+    placed = placements.placement(key)
+    assert placed is not None and placed.revision == before + 1  # one revision: one txn
+    [event] = store.events(key)
+    assert (event.reason, event.message) == ("Scheduled", "on h1")
+    # A lost compare writes neither.
+    assert not placements.place(key, "h1", "again", None, now, ("Normal", "Scheduled", "x"))
+    assert [e.message for e in store.events(key)] == ["on h1"]
+
+
+def test_new_placements_go_together_and_a_lost_race_costs_only_its_own(
+    etcd_gateway: Gateway, with_events: tuple[EtcdStore, EtcdPlacements]
+) -> None:
+    store, placements = with_events
+    now = datetime.now(UTC)
+
+    def placing(name: str, host: str) -> Placing:
+        key = ObjectKey("Domain", name)
+        return Placing(key, host, "fits", ("Normal", "Scheduled", f"{name} on {host}"))
+
+    together = [placing("a", "h1"), placing("b", "h2"), placing("c", "h1")]
+    before = etcd_gateway.range(b"\0").revision
+    assert placements.place_new(together, now) == [p.key for p in together]
+    revisions = {placements.placement(p.key).revision for p in together}  # type: ignore[union-attr]
+    assert revisions == {before + 1}  # one transaction for the three
+    assert [e.message for e in store.events(ObjectKey("Domain", "b"))] == ["b on h2"]
+
+    # "a" is placed already and "x" names a host that is not live: the others still go.
+    mixed = [placing("a", "h2"), placing("d", "h2"), placing("x", "h9"), placing("e", "h1")]
+    placed = placements.place_new(mixed, now)
+    assert placed == [ObjectKey("Domain", "d"), ObjectKey("Domain", "e")]
+    assert placements.placement(ObjectKey("Domain", "a")).placement.host == "h1"  # type: ignore[union-attr]
+    assert placements.placement(ObjectKey("Domain", "x")) is None
+    assert store.events(ObjectKey("Domain", "x")) == []

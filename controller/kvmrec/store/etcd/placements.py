@@ -104,38 +104,32 @@ class EtcdPlacements:
         now: datetime,
         event: tuple[str, str, str] | None = None,
     ) -> bool:
-        value = placement_value(host, reason, now)
+        if event is not None:
+            return self._write([Placing(key, host, reason, event)], now, expected)
         compares = [_at(self.key(key), expected), host_registered(self._store_prefix, host)]
-        ops = [put_op(self.key(key), value)]
-        if event is None:
-            return self._gateway.txn([*compares, *self._guards()], ops).succeeded
-        if self._events is None:
-            raise ValueError("these placements write no events")
-        try:
-            self._events(compares, ops, [(key, codec.event_value(key, *event, now))])
-        except Conflict:
-            return False
-        logs.event(key, *event)
-        return True
+        ops = [put_op(self.key(key), placement_value(host, reason, now))]
+        return self._gateway.txn([*compares, *self._guards()], ops).succeeded
 
     def place_new(self, placings: Sequence[Placing], now: datetime) -> Sequence[ObjectKey]:
         placed: list[ObjectKey] = []
         for start in range(0, len(placings), BATCH):
             batch = placings[start : start + BATCH]
-            if self._place_together(batch, now):
+            if self._write(batch, now):
                 placed.extend(p.key for p in batch)
                 continue
             for p in batch:  # some compare failed: each on its own
-                if self.place(p.key, p.host, p.reason, None, now, p.event):
+                if self._write([p], now):
                     placed.append(p.key)
         return placed
 
-    def _place_together(self, batch: Sequence[Placing], now: datetime) -> bool:
+    def _write(self, batch: Sequence[Placing], now: datetime, expected: int | None = None) -> bool:
+        """One transaction of ``batch``, each placement with its event; each compares its
+        placement's revision with ``expected`` (None: unplaced) and that its host is live."""
         if self._events is None:
             raise ValueError("these placements write no events")
         hosts = sorted({p.host for p in batch})
         compares = [
-            *(_at(self.key(p.key), None) for p in batch),
+            *(_at(self.key(p.key), expected) for p in batch),
             *(host_registered(self._store_prefix, host) for host in hosts),
         ]
         ops = [put_op(self.key(p.key), placement_value(p.host, p.reason, now)) for p in batch]
